@@ -1,0 +1,44 @@
+# The common loops. Every target bootstraps .venv from nothing when it is missing or stale
+# (setup.cfg or pyproject.toml newer than the last install).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PRODUCTS ?= 20000
+PACKAGES := catalog proxy indexer devstack hos_search
+
+.PHONY: dev test test-soak lint format bench bench-seed clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/hos-search dev --products $(PRODUCTS) $(if $(ENV_FILE),--env-file $(ENV_FILE))
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Long fault and soak runs, off by default.
+test-soak: $(STAMP)
+	HOS_SOAK=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(PACKAGES)
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-seed: $(STAMP)
+	$(BIN)/python load/bench_seed.py --products 150000
+
+bench: $(STAMP)
+	$(BIN)/python load/bench_seed.py --products 150000
+
+clean:
+	rm -rf $(VENV) .devstack build *.egg-info

@@ -1,0 +1,119 @@
+"""Reading settings from the environment, with one clear line per mistake.
+
+Each service reads its environment once, at start-up, into a frozen dataclass (see
+``proxy.settings`` and ``indexer.settings``); these helpers are the shared parsing rules. A bad
+value raises :class:`ConfigError` naming the variable; entry points print it and exit 2.
+Nothing here reads ``os.environ`` by itself: callers pass the mapping in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/hos_search"
+DEFAULT_REDIS_URL = "redis://localhost:6379"
+DEFAULT_ELASTICSEARCH_NODE = "http://localhost:9200"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def env_int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={value} is below the minimum of {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} is above the maximum of {maximum}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def env_url(env: Mapping[str, str], name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+    """A URL whose scheme is one of ``schemes`` and that names a host."""
+    raw = env_str(env, name, default)
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in schemes:
+        raise ConfigError(f"{name}={raw!r} must start with {' or '.join(s + '://' for s in schemes)}")
+    if not parts.hostname and not (parts.scheme.startswith("postgres") and "host=" in parts.query):
+        raise ConfigError(f"{name}={raw!r} names no host")
+    del port
+    return raw
+
+
+def env_networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of CIDRs (or single addresses)."""
+    raw = env.get(name, "").strip()
+    networks = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address or CIDR") from None
+    return tuple(networks)
+
+
+def database_url(env: Mapping[str, str]) -> str:
+    return env_url(env, "DATABASE_URL", DEFAULT_DATABASE_URL, schemes=("postgresql", "postgres"))
+
+
+def redis_url(env: Mapping[str, str]) -> str:
+    return env_url(env, "REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix"))
+
+
+def elasticsearch_node(env: Mapping[str, str]) -> str:
+    return env_url(env, "ELASTICSEARCH_NODE", DEFAULT_ELASTICSEARCH_NODE, schemes=("http", "https"))
+
+
+def search_index(env: Mapping[str, str]) -> str:
+    value = env_str(env, "SEARCH_INDEX", "products")
+    # Elasticsearch index-name rules: lowercase, no spaces or special characters.
+    if value != value.lower() or not value.replace("_", "").replace("-", "").isalnum() or value.startswith(("_", "-")):
+        raise ConfigError(f"SEARCH_INDEX={value!r} must be a lowercase name of letters, digits, _ and -")
+    return value

@@ -1,0 +1,62 @@
+"""Opening connections to Postgres with a bounded, logged retry budget.
+
+Used by every entry point at start-up. When the budget runs out it raises
+:class:`ServerUnreachable` whose message names the setting and the server — the entry point
+prints that one line and exits. It never hides the URL's password in logs: it strips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+log = logging.getLogger("hos_search.connections")
+
+
+class ServerUnreachable(Exception):
+    """A server did not answer within the retry budget; the message names the setting."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for a log line or an error message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def connect_postgres(
+    url: str, *, attempts: int = 5, timeout: float = 5.0, setting: str = "DATABASE_URL"
+) -> asyncpg.Connection:
+    """One connection, retried with jittered exponential backoff (0.2 s, 0.4 s, …, ≤ 5 s)."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncpg.connect(url, timeout=timeout)
+        except (TimeoutError, OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
+            if attempt == attempts:
+                raise ServerUnreachable(
+                    f"{setting}: cannot connect to {redact(url)} after {attempts} tries: {exc}"
+                ) from None
+            log.warning(
+                "postgres %s unreachable (%s); retrying in %.1fs, %d tries left",
+                redact(url),
+                exc,
+                delay,
+                attempts - attempt,
+            )
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 5.0)
+        except (
+            asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidCatalogNameError,
+            asyncpg.InvalidPasswordError,
+        ) as exc:
+            # Retrying cannot fix a wrong user, password or database name.
+            raise ServerUnreachable(f"{setting}: {redact(url)} refused the connection: {exc}") from None
+    raise AssertionError("unreachable")

@@ -1,0 +1,125 @@
+"""Index settings and mapping for product documents, and the names of versioned indexes.
+
+`SEARCH_INDEX` names an alias; the real index behind it is versioned
+(``products_v20261125T200000123456``) so a rebuild can swap it atomically. This module is pure
+data and naming: it never talks to the engine.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+# Fixed, labelled price buckets: the storefront shows them as facet chips.
+PRICE_BUCKETS: tuple[tuple[str, float | None, float | None], ...] = (
+    ("0-10", None, 10.0),
+    ("10-20", 10.0, 20.0),
+    ("20-50", 20.0, 50.0),
+    ("50-100", 50.0, 100.0),
+    ("100-250", 100.0, 250.0),
+    ("250+", 250.0, None),
+)
+
+_ANALYSIS: dict[str, Any] = {
+    "filter": {
+        "autocomplete_edge": {"type": "edge_ngram", "min_gram": 1, "max_gram": 20},
+    },
+    "analyzer": {
+        # Lowercased and accent-folded words: "Pokémon" matches "pokemon". No stemming, so
+        # fuzzy matching works on the words people type.
+        "folded": {
+            "type": "custom",
+            "tokenizer": "standard",
+            "filter": ["lowercase", "asciifolding"],
+        },
+        # Index-time edge n-grams for typo-tolerant prefix autocomplete ("hermoi" -> Hermione).
+        "autocomplete": {
+            "type": "custom",
+            "tokenizer": "standard",
+            "filter": ["lowercase", "asciifolding", "autocomplete_edge"],
+        },
+    },
+    "normalizer": {
+        "folded_keyword": {"type": "custom", "filter": ["lowercase", "asciifolding"]},
+    },
+}
+
+_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "keyword"},
+    "name": {
+        "type": "text",
+        "analyzer": "folded",
+        "fields": {
+            "keyword": {"type": "keyword", "ignore_above": 300},
+            "suggest": {"type": "search_as_you_type", "analyzer": "folded"},
+            "prefix": {
+                "type": "text",
+                "analyzer": "autocomplete",
+                "search_analyzer": "folded",
+            },
+        },
+    },
+    "description": {"type": "text", "analyzer": "folded"},
+    "category": {
+        "type": "keyword",
+        "fields": {"suggest": {"type": "search_as_you_type", "analyzer": "folded"}},
+    },
+    "fandom": {
+        "type": "keyword",
+        "fields": {"suggest": {"type": "search_as_you_type", "analyzer": "folded"}},
+    },
+    "price": {"type": "scaled_float", "scaling_factor": 100},
+    "currency": {"type": "keyword"},
+    "stock": {"type": "integer"},
+    "in_stock": {"type": "boolean"},
+    "rating": {"type": "half_float"},
+    "seller": {
+        "properties": {
+            "id": {"type": "keyword"},
+            "name": {"type": "keyword", "normalizer": "folded_keyword"},
+        }
+    },
+    "image_url": {"type": "keyword", "index": False, "doc_values": False},
+    "created_at": {"type": "date"},
+    "updated_at": {"type": "date"},
+}
+
+
+def index_settings(*, loading: bool = False, shards: int = 1, replicas: int = 1) -> dict[str, Any]:
+    """Settings for a new product index.
+
+    ``loading=True`` is for a bulk rebuild: no refresh and no replicas until the load is done
+    (see :func:`live_settings`).
+    """
+    return {
+        "number_of_shards": shards,
+        "number_of_replicas": 0 if loading else replicas,
+        "refresh_interval": "-1" if loading else "1s",
+        "max_result_window": 10_000,
+        "analysis": _ANALYSIS,
+    }
+
+
+def live_settings(*, replicas: int = 1) -> dict[str, Any]:
+    """The dynamic settings to put on a freshly loaded index before it goes live."""
+    return {"number_of_replicas": replicas, "refresh_interval": "1s"}
+
+
+def index_mappings() -> dict[str, Any]:
+    """The product mapping. ``dynamic: strict``: a field the catalog does not know is a bug."""
+    return {"dynamic": "strict", "properties": _PROPERTIES}
+
+
+_VERSION_SUFFIX = re.compile(r"_v\d{8}t\d{12}$")
+
+
+def versioned_index_name(alias: str, now: datetime | None = None) -> str:
+    """The concrete index name for a rebuild of ``alias`` started at ``now`` (UTC)."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{alias}_v{moment.strftime('%Y%m%dt%H%M%S%f')}"
+
+
+def is_version_of(alias: str, index: str) -> bool:
+    """Whether ``index`` is one of the versioned indexes behind ``alias``."""
+    return index.startswith(alias + "_v") and bool(_VERSION_SUFFIX.search(index))

@@ -1,0 +1,145 @@
+"""``hos-search dev``: the whole stack on one machine, for development.
+
+Starts the embedded servers (or uses the ones the environment names), applies migrations,
+loads the sample catalog, runs the indexer and the proxy as child processes, prints every
+URL, optionally writes them to an env file, and waits. Ctrl-C or SIGTERM stops everything it
+started, children first, then the servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from catalog.connections import ServerUnreachable, connect_postgres
+from catalog.migrate import MigrationError, migrate
+from devstack.servers import ServerError, free_port, port_is_open
+from devstack.stack import DevStack, StackUrls
+
+
+async def _prepare_catalog(urls: StackUrls, products: int, seed: int) -> str:
+    conn = await connect_postgres(urls.database_url)
+    try:
+        await migrate(conn)
+        existing = await conn.fetchval("SELECT count(*) FROM products")
+        if existing:
+            return f"catalog already holds {existing} products; not seeding"
+        if products == 0:
+            return "no sample products requested"
+        from catalog.seed import seed_catalog
+
+        result = await seed_catalog(conn, products, seed=seed)
+        return str(result)
+    finally:
+        await conn.close()
+
+
+def _child_commands(port: int) -> dict[str, list[str]]:
+    """The long-running services of the stack, by name, each a ``python -m`` module."""
+    commands: dict[str, list[str]] = {}
+    root = Path(__file__).resolve().parent.parent
+    if (root / "indexer" / "__main__.py").exists():
+        commands["indexer"] = [sys.executable, "-m", "indexer", "--reindex-on-start"]
+    if (root / "proxy" / "__main__.py").exists():
+        commands["proxy"] = [
+            sys.executable,
+            "-m",
+            "proxy",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+    return commands
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for name, proc in children.items():
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            print(f"dev: {name} did not stop within 15 s; killing it", file=sys.stderr)
+            proc.kill()
+            proc.wait()
+
+
+def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | None, seed: int = 42) -> int:
+    if port and port_is_open(port):
+        print(
+            f"hos-search dev: port {port} on 127.0.0.1 is already in use (choose another with --port)",
+            file=sys.stderr,
+        )
+        return 1
+    port = port or free_port()
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    stack = DevStack(env)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        urls = stack.start()
+        print(
+            f"postgres:  {urls.database_url}\nredis:     {urls.redis_url}\nengine:    {urls.elasticsearch_node}",
+            flush=True,
+        )
+        print(f"catalog:   {asyncio.run(_prepare_catalog(urls, products, seed))}", flush=True)
+        child_env = {**env, **urls.as_env()}
+        for name, command in _child_commands(port).items():
+            children[name] = subprocess.Popen(command, env=child_env, stdin=subprocess.DEVNULL)
+        proxy_url = f"http://127.0.0.1:{port}"
+        lines = {**urls.as_env()}
+        if "proxy" in children:
+            if not _wait_http(f"{proxy_url}/healthz", 60, children["proxy"]):
+                print("hos-search dev: the proxy did not start; see its output above", file=sys.stderr)
+                return 1
+            lines["PROXY_URL"] = proxy_url
+            print(f"proxy:     {proxy_url}  (try {proxy_url}/api/search?q=hary+poter)", flush=True)
+            print(f"metrics:   {proxy_url}/metrics", flush=True)
+        if env_file:
+            Path(env_file).write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+            print(f"env file:  {env_file}", flush=True)
+        print("ready — Ctrl-C stops everything", flush=True)
+        while not stop_requested:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    print(
+                        f"hos-search dev: {name} exited with status {proc.returncode}; stopping",
+                        file=sys.stderr,
+                    )
+                    return 1
+            time.sleep(0.2)
+        return 0
+    except (ServerError, ServerUnreachable, MigrationError) as exc:
+        print(f"hos-search dev: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt cleanup
+        _stop_children(children)
+        stack.close()

@@ -1,0 +1,140 @@
+"""The dev stack: the three servers the services need, embedded or taken from the environment.
+
+Where ``DATABASE_URL``, ``REDIS_URL`` or ``ELASTICSEARCH_NODE`` is set, that server is used
+as it is and nothing is started for it. Otherwise the embedded server is started under a work
+directory (a fresh temporary one by default). :meth:`DevStack.close` stops what was started and
+removes the work directory; a work directory left behind by a crashed run (its owner pid is
+gone) is cleaned up at the next start.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from devstack.servers import ServerError, ServerProcess, start_engine, start_postgres, start_redis
+
+_WORKDIR_PREFIX = "hos-devstack-"
+
+
+@dataclass(frozen=True)
+class StackUrls:
+    database_url: str
+    redis_url: str
+    elasticsearch_node: str
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "ELASTICSEARCH_NODE": self.elasticsearch_node,
+        }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_workdirs(base: Path) -> list[Path]:
+    """Remove work directories whose owner died without cleaning up; kill their servers."""
+    removed = []
+    for workdir in base.glob(_WORKDIR_PREFIX + "*"):
+        try:
+            owner = int((workdir / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(owner):
+            continue
+        for line in (workdir / "server.pids").read_text().split() if (workdir / "server.pids").exists() else []:
+            pid = int(line)
+            # Only a process whose command line names this work directory is ours to kill.
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(workdir).encode() in cmdline:
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(workdir, ignore_errors=True)
+        removed.append(workdir)
+    return removed
+
+
+class DevStack:
+    """Starts the servers that the environment does not name; a context manager."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, base_dir: Path | None = None) -> None:
+        self._env = dict(os.environ if env is None else env)
+        self._base = base_dir or Path(tempfile.gettempdir())
+        self.workdir: Path | None = None
+        self.servers: dict[str, ServerProcess] = {}
+        self.urls: StackUrls | None = None
+
+    def start(self) -> StackUrls:
+        clean_stale_workdirs(self._base)
+        self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=self._base))
+        (self.workdir / "owner.pid").write_text(str(os.getpid()))
+        wanted = {
+            "postgres": (self._env.get("DATABASE_URL"), start_postgres),
+            "redis": (self._env.get("REDIS_URL"), start_redis),
+            "engine": (self._env.get("ELASTICSEARCH_NODE"), start_engine),
+        }
+        urls: dict[str, str] = {}
+        to_start = {name: starter for name, (url, starter) in wanted.items() if not url}
+        for name, (url, _) in wanted.items():
+            if url:
+                urls[name] = url
+        try:
+            # Started one by one from this thread on purpose: each child's death signal fires
+            # when the *thread* that forked it exits, so a worker thread would kill them early.
+            errors = []
+            for name, starter in to_start.items():
+                try:
+                    self.servers[name] = starter(self.workdir / name)
+                    urls[name] = self.servers[name].url
+                except ServerError as exc:
+                    errors.append(str(exc))
+                self._record_pids()
+            if errors:
+                raise ServerError("; ".join(errors))
+        except BaseException:
+            self.close()
+            raise
+        self.urls = StackUrls(urls["postgres"], urls["redis"], urls["engine"])
+        return self.urls
+
+    def _record_pids(self) -> None:
+        assert self.workdir is not None
+        (self.workdir / "server.pids").write_text("\n".join(str(p) for p in self.pids()))
+
+    def pids(self) -> list[int]:
+        return [server.pid for server in self.servers.values()]
+
+    def close(self) -> None:
+        # Stop in parallel: Postgres's fast shutdown takes the longest.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            list(pool.map(lambda server: server.stop(), self.servers.values()))
+        self.servers.clear()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> StackUrls:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

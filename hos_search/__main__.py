@@ -1,0 +1,3 @@
+from hos_search.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Bad configuration stops a process with one clear line naming the setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from catalog.config import ConfigError, database_url, elasticsearch_node, env_bool, env_int, search_index
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("reader", "env", "named"),
+    [
+        (database_url, {"DATABASE_URL": "mysql://x@localhost/db"}, "DATABASE_URL"),
+        (database_url, {"DATABASE_URL": "postgresql://localhost:99999/db"}, "DATABASE_URL"),
+        (elasticsearch_node, {"ELASTICSEARCH_NODE": "localhost:9200"}, "ELASTICSEARCH_NODE"),
+        (search_index, {"SEARCH_INDEX": "Products!"}, "SEARCH_INDEX"),
+        (
+            lambda env: env_int(env, "RATE_LIMIT_MAX", 100, minimum=1),
+            {"RATE_LIMIT_MAX": "ten"},
+            "RATE_LIMIT_MAX",
+        ),
+        (
+            lambda env: env_int(env, "RATE_LIMIT_MAX", 100, minimum=1),
+            {"RATE_LIMIT_MAX": "0"},
+            "RATE_LIMIT_MAX",
+        ),
+        (
+            lambda env: env_bool(env, "RATE_LIMIT_ENABLED", True),
+            {"RATE_LIMIT_ENABLED": "maybe"},
+            "RATE_LIMIT_ENABLED",
+        ),
+    ],
+)
+def test_bad_values_name_their_variable(reader, env: dict[str, str], named: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=named):
+        reader(env)
+
+
+def test_defaults_apply_when_unset() -> None:
+    assert elasticsearch_node({}) == "http://localhost:9200"
+    assert search_index({}) == "products"
+    assert env_int({}, "RATE_LIMIT_MAX", 100) == 100
+    assert env_bool({"X": "false"}, "X", True) is False
+
+
+def _run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "hos_search", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_reports_a_malformed_database_url_in_one_line() -> None:
+    result = _run_cli("migrate", DATABASE_URL="postgres://localhost:notaport/db")
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_reports_an_unreachable_database_after_its_retries() -> None:
+    # Port 1 on loopback: nothing listens there, so every try is refused at once.
+    result = _run_cli("--log-level", "error", "migrate", DATABASE_URL="postgresql://postgres@127.0.0.1:1/db")
+    assert result.returncode == 1
+    assert "DATABASE_URL" in result.stderr and "after 5 tries" in result.stderr
+    assert "Traceback" not in result.stderr

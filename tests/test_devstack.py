@@ -1,0 +1,138 @@
+"""The dev stack leaves nothing behind: not on close, not on SIGTERM, not when its owner is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from devstack.stack import clean_stale_workdirs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A child process that starts a stack of its own (never the environment's servers), prints
+# its pids and work directory, and then waits to be told to stop.
+STACK_OWNER = """
+import json, signal, sys, time
+from devstack.stack import DevStack
+stack = DevStack(env={})
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+try:
+    stack.start()
+    print(json.dumps({"pids": stack.pids(), "workdir": str(stack.workdir)}), flush=True)
+    while True:
+        time.sleep(0.1)
+finally:
+    stack.close()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if _alive(p)]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+def _start_owner() -> tuple[subprocess.Popen[str], dict[str, object]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "ELASTICSEARCH_NODE")}
+    proc = subprocess.Popen([sys.executable, "-c", STACK_OWNER], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, "the stack owner exited before reporting its servers"
+    return proc, json.loads(line)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_servers_die_with_their_owner(how: str) -> None:
+    proc, info = _start_owner()
+    pids = info["pids"]
+    assert isinstance(pids, list) and len(pids) == 3
+    assert all(_alive(p) for p in pids)
+    proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+    proc.wait(30)
+    assert _wait_gone(pids) == []
+    if how == "sigterm":  # a clean stop also removes the work directory
+        assert not Path(str(info["workdir"])).exists()
+
+
+def test_a_crashed_runs_work_directory_is_cleaned_at_next_start(tmp_path: Path) -> None:
+    stale = tmp_path / "hos-devstack-stale"
+    stale.mkdir()
+    dead = subprocess.run(["true"], check=True)
+    del dead
+    (stale / "owner.pid").write_text("999999999")  # no such process
+    (stale / "server.pids").write_text("")
+    live = tmp_path / "hos-devstack-live"
+    live.mkdir()
+    (live / "owner.pid").write_text(str(os.getpid()))
+    assert clean_stale_workdirs(tmp_path) == [stale]
+    assert not stale.exists()
+    assert live.exists()
+
+
+def test_hos_search_dev_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    env_file = tmp_path / "stack.env"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "ELASTICSEARCH_NODE")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hos_search",
+            "dev",
+            "--products",
+            "300",
+            "--port",
+            "0",
+            "--env-file",
+            str(env_file),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not env_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert env_file.exists(), f"no env file; dev printed:\n{proc.stdout.read() if proc.poll() is not None else ''}"
+        urls = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        assert {"DATABASE_URL", "REDIS_URL", "ELASTICSEARCH_NODE"} <= set(urls)
+        with urllib.request.urlopen(urls["ELASTICSEARCH_NODE"], timeout=5) as response:
+            assert response.status == 200
+        if "PROXY_URL" in urls:
+            with urllib.request.urlopen(urls["PROXY_URL"] + "/healthz", timeout=5) as response:
+                assert response.status == 200
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        pids = [int(p) for p in children.stdout.split()]
+        assert len(pids) >= 3
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    assert _wait_gone(pids) == []
