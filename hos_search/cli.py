@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--seed", type=int, default=42, help="sample-catalog seed (default 42)")
 
     commands.add_parser("migrate", help="apply the catalog's SQL migrations")
+    commands.add_parser("proxy", help="serve the search API (see: hos-search proxy --help)")
+    commands.add_parser("indexer", help="stream catalog changes into the index (see: hos-search indexer --help)")
+    commands.add_parser("reindex", help="rebuild the index with zero downtime")
 
     seed = commands.add_parser("seed", help="load a deterministic sample catalog")
     seed.add_argument("--products", type=_positive, default=20_000)
@@ -75,18 +78,40 @@ async def _migrate(env: dict[str, str]) -> int:
 
 async def _seed(env: dict[str, str], products: int, seed: int, replace: bool) -> int:
     from catalog.connections import connect_postgres
-    from catalog.seed import seed_catalog
+    from catalog.seed import SeedError, seed_catalog
 
     conn = await connect_postgres(database_url(env))
     try:
         result = await seed_catalog(conn, products, seed=seed, replace=replace)
+    except SeedError as exc:
+        print(f"hos-search seed: {exc}", file=sys.stderr)
+        return 1
     finally:
         await conn.close()
-    print(result)
+    print(
+        f"seeded {result.products} products from {result.sellers} sellers (seed {result.seed}) "
+        f"in {result.load_seconds + result.analyze_seconds:.1f} s"
+    )
     return 0
 
 
+# Sub-commands owned by a service: everything after the command word is the service's own
+# command line (``hos-search proxy --workers 4`` is ``python -m proxy --workers 4``).
+_SERVICE_COMMANDS = {
+    "proxy": ("proxy.__main__", []),
+    "indexer": ("indexer.__main__", []),
+    "reindex": ("indexer.__main__", ["reindex"]),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _SERVICE_COMMANDS:
+        import importlib
+
+        module, prefix = _SERVICE_COMMANDS[argv[0]]
+        service_main = importlib.import_module(module).main
+        return int(service_main([*prefix, *argv[1:]]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),

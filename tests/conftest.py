@@ -17,11 +17,14 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
 from catalog.engine import create_engine_client
 from catalog.migrate import migrate
 from devstack.stack import DevStack, StackUrls
+from proxy.app import create_app
+from proxy.settings import ProxySettings
 
 TEMPLATE_DB = "hos_test_template"
 
@@ -128,3 +131,84 @@ async def redis_prefix(stack_urls: StackUrls) -> AsyncIterator[str]:
             await client.delete(key)
     finally:
         await client.aclose()
+
+
+# --- a seeded, indexed catalog shared by the read-only search tests -------------------------
+
+SEARCH_CATALOG_PRODUCTS = 3000
+SEARCH_CATALOG_SEED = 7
+
+
+class SearchCatalog:
+    """A seeded database and an index alias holding exactly its active products."""
+
+    def __init__(self, database_url: str, alias: str, index: str) -> None:
+        self.database_url = database_url
+        self.alias = alias
+        self.index = index
+
+
+async def load_index(conn: asyncpg.Connection, engine: AsyncElasticsearch, alias: str) -> str:
+    """Build a versioned index behind ``alias`` from the active products in ``conn``'s database.
+
+    Written here independently of the indexer, with the catalog's own document builder, so the
+    search tests do not depend on the indexer being right.
+    """
+    from elasticsearch.helpers import async_bulk
+
+    from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
+    from catalog.mapping import index_mappings, index_settings, versioned_index_name
+
+    index = versioned_index_name(alias)
+    await engine.indices.create(index=index, settings=index_settings(replicas=0), mappings=index_mappings())
+    rows = await conn.fetch(PRODUCT_ROWS_SQL + " ORDER BY p.id")
+    actions = (
+        {"_index": index, "_id": str(row["id"]), "_source": product_document(row)} for row in rows if is_searchable(row)
+    )
+    await async_bulk(engine, actions, chunk_size=1000, refresh=True)
+    await engine.indices.update_aliases(actions=[{"add": {"index": index, "alias": alias}}])
+    return index
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def search_catalog(stack_urls: StackUrls, template_database: str) -> AsyncIterator[SearchCatalog]:
+    from catalog.seed import seed_catalog
+
+    name = f"s_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(stack_urls.database_url)
+    await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
+    url = database_url_for(stack_urls.database_url, name)
+    conn = await asyncpg.connect(url)
+    client, _ = await create_engine_client(stack_urls.elasticsearch_node)
+    alias = f"s{uuid.uuid4().hex[:10]}_products"
+    try:
+        await seed_catalog(conn, SEARCH_CATALOG_PRODUCTS, seed=SEARCH_CATALOG_SEED)
+        index = await load_index(conn, client, alias)
+        yield SearchCatalog(url, alias, index)
+    finally:
+        await client.indices.delete(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True)
+        await client.close()
+        await conn.close()
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+def proxy_settings(catalog: SearchCatalog, urls: StackUrls, **overrides: object) -> ProxySettings:
+    """Proxy settings pointing at the shared search catalog, with generous timeouts."""
+    base: dict[str, object] = {
+        "elasticsearch_node": urls.elasticsearch_node,
+        "search_index": catalog.alias,
+        "database_url": catalog.database_url,
+        "redis_url": urls.redis_url,
+        "engine_timeout_ms": 10_000,
+        "cors_origins": ("https://shop.example",),
+    }
+    base.update(overrides)
+    return ProxySettings(**base)  # type: ignore[arg-type]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def proxy_client(search_catalog: SearchCatalog, stack_urls: StackUrls) -> AsyncIterator[TestClient]:
+    """An in-process proxy (real aiohttp server on loopback) over the shared search catalog."""
+    async with TestClient(TestServer(create_app(proxy_settings(search_catalog, stack_urls)))) as client:
+        yield client

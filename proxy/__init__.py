@@ -1,0 +1,1 @@
+"""The search proxy: the storefront's HTTP API in front of the search engine."""

@@ -1,0 +1,59 @@
+"""``python -m proxy`` / ``hos-search proxy``: serve the search API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from catalog.config import ConfigError
+from proxy.server import PortInUse, check_port_free, serve_worker, supervise
+from proxy.settings import ProxySettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hos-search proxy", description="serve the search API")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes sharing the port (default: one per CPU)"
+    )
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for supervised workers
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "info").upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if not 0 < args.port < 65536:
+        print(f"hos-search proxy: --port {args.port} is not a TCP port", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print(f"hos-search proxy: --workers {args.workers} must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        settings = ProxySettings.from_env(os.environ)
+        if not args.reuse_port:
+            check_port_free(args.host, args.port)
+        if args.workers > 1:
+            return supervise(args.host, args.port, args.workers)
+        serve_worker(settings, args.host, args.port, reuse_port=args.reuse_port)
+    except ConfigError as exc:
+        print(f"hos-search proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except PortInUse as exc:
+        print(f"hos-search proxy: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The proxy's gateway to the search engine: one round trip per request, bounded in time.
+
+Wraps the shared client factory from ``catalog.engine``. The engine may be down when the proxy
+starts; the gateway then keeps trying to detect it (at most once a second, on demand) and
+answers :class:`BackendUnavailable` meanwhile. Every engine failure — connection refused,
+timeout, 5xx, a missing index — becomes :class:`BackendUnavailable` (or a 400 for a request the
+engine calls malformed, which would be our bug); the engine's own error text never leaves here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from elastic_transport import ApiError as TransportApiError
+from elastic_transport import TransportError
+from elasticsearch import ApiError, AsyncElasticsearch
+
+from catalog.engine import EngineInfo, create_engine_client
+from proxy.errors import BackendUnavailable
+
+log = logging.getLogger("hos_search.proxy.engine")
+
+_DETECT_INTERVAL_S = 1.0
+
+
+class EngineGateway:
+    """Searches the alias; owns the engine client's lifetime (see ``proxy.app``)."""
+
+    def __init__(self, url: str, alias: str, *, pool_size: int, timeout: float) -> None:
+        self.url = url
+        self.alias = alias
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self.client: AsyncElasticsearch | None = None
+        self.info: EngineInfo | None = None
+        self._last_detect = -_DETECT_INTERVAL_S
+        self._detect_lock = asyncio.Lock()
+
+    async def connect(self) -> bool:
+        """Detect the engine and build the client; False (and logged) when it does not answer."""
+        async with self._detect_lock:
+            if self.client is not None:
+                return True
+            now = time.monotonic()
+            if now - self._last_detect < _DETECT_INTERVAL_S:
+                return False
+            self._last_detect = now
+            try:
+                client, info = await asyncio.wait_for(
+                    create_engine_client(self.url, pool_size=self.pool_size, request_timeout=self.timeout),
+                    self.timeout,
+                )
+            except (TransportError, ApiError, OSError, TimeoutError) as exc:
+                log.warning("search engine at %s not reachable yet: %s", self.url, type(exc).__name__)
+                return False
+            self.client, self.info = client, info
+            log.info("search engine: %s %s at %s", info.distribution, info.version, self.url)
+            return True
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+
+    async def _client(self) -> AsyncElasticsearch:
+        if self.client is None and not await self.connect():
+            raise BackendUnavailable("The search engine is not reachable.")
+        assert self.client is not None
+        return self.client
+
+    async def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One search against the alias; the engine's JSON answer as a dict."""
+        client = await self._client()
+        try:
+            response = await client.search(index=self.alias, body=body)
+        except (ApiError, TransportApiError) as exc:
+            status = getattr(exc, "status_code", None) or getattr(getattr(exc, "meta", None), "status", 0)
+            log.warning("engine answered %s to a search on %s", status, self.alias)
+            raise BackendUnavailable("The search engine could not answer.") from None
+        except (TransportError, OSError, TimeoutError) as exc:
+            log.warning("engine search failed: %s", type(exc).__name__)
+            raise BackendUnavailable("The search engine did not answer in time.") from None
+        return response.body  # type: ignore[no-any-return]
+
+    async def ready(self) -> tuple[bool, str]:
+        """Whether the alias answers; a short reason when not."""
+        try:
+            client = await self._client()
+            exists = await client.indices.exists_alias(name=self.alias)
+        except BackendUnavailable:
+            return False, "unreachable"
+        except (ApiError, TransportError, OSError, TimeoutError) as exc:
+            return False, type(exc).__name__
+        return (True, "ok") if exists else (False, f"alias {self.alias} does not exist")

@@ -1,0 +1,219 @@
+"""Shaping the engine's search responses into the API's JSON, per the HTTP API contract.
+
+Pure functions from a validated request and the engine's decoded ``_search`` response to the
+dict the handler serialises. They read only what ``proxy.query`` asked for and tolerate
+anything optional being absent (no ``rating``, no ``image_url``, no aggregations — e.g. a
+fallback backend that cannot count facets).
+
+Decisions, part of the API contract:
+
+- ``pages`` counts the pages a client can actually request: at most
+  ``MAX_RESULT_WINDOW // size``, because deeper pages are refused with a 400.
+- Price facet buckets are ``{"key", "from", "to", "count"}`` in ``PRICE_BUCKETS`` order, every
+  bucket present (zero counts included, so chips don't jump around), ``from``/``to`` always
+  present and ``null`` for an open end. Counts are ``[from, to)``; the min/max_price filter
+  is inclusive at both ends.
+- Suggestions: see :func:`shape_suggest`.
+
+Never: I/O, raising on a well-formed but sparse engine response, passing engine error text
+or raw engine fields through to the client.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain
+from typing import Any, Final
+
+from catalog.mapping import PRICE_BUCKETS
+from proxy.params import MAX_RESULT_WINDOW, SearchRequest, SuggestRequest
+from proxy.query import FACET_VALUES, FUZZY_SUFFIX, SUGGEST_TAXONOMY, TAXONOMY_KINDS
+
+_EMPTY: Final[Mapping[str, Any]] = {}
+
+
+def _number(value: float | None) -> float | int | None:
+    """20.0 -> 20, as the contract's examples write bucket bounds."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+# (key, from, to) per bucket, with presentation-ready numbers, computed once.
+_PRICE_FACET: Final = tuple((key, _number(low), _number(high)) for key, low, high in PRICE_BUCKETS)
+_TERM_FACETS: Final = ("category", "fandom")
+
+# Highlight safety. With ``"encoder": "html"`` the engine's highlighter (Lucene's
+# SimpleHTMLEncoder) escapes the field text — & < > " ' / — both around and inside the tags, so
+# the only markup left is our own <em>/</em>. An engine that ignored the encoder would hand us
+# raw product text inside HTML; we check cheaply and drop such a highlight rather than pass it on.
+_EM_OPEN: Final = "<em>"
+_EM_CLOSE: Final = "</em>"
+
+
+def _safe_highlight(fragment: str) -> str | None:
+    rest = fragment.replace(_EM_OPEN, "").replace(_EM_CLOSE, "")
+    if "<" in rest or ">" in rest:
+        return None
+    return fragment
+
+
+def _item(hit: Mapping[str, Any]) -> dict[str, Any]:
+    source: Mapping[str, Any] = hit.get("_source") or _EMPTY
+    seller: Mapping[str, Any] = source.get("seller") or _EMPTY
+    item: dict[str, Any] = {
+        "id": str(source.get("id") or hit.get("_id", "")),
+        "name": source.get("name", ""),
+        "description": source.get("description") or "",
+        "category": source.get("category"),
+        "fandom": source.get("fandom"),
+        "price": source.get("price"),
+        "currency": source.get("currency"),
+        "in_stock": bool(source.get("in_stock", False)),
+        "rating": source.get("rating"),
+        "seller": {"id": _str_or_none(seller.get("id")), "name": seller.get("name")},
+        "image_url": source.get("image_url"),
+        "created_at": source.get("created_at"),
+    }
+    fragments = (hit.get("highlight") or _EMPTY).get("name")
+    if fragments:
+        # number_of_fragments 0: one fragment, the whole name.
+        safe = _safe_highlight(fragments[0])
+        if safe is not None:
+            item["highlight"] = {"name": safe}
+    return item
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _total(hits: Mapping[str, Any]) -> tuple[int, str]:
+    total = hits.get("total")
+    if isinstance(total, Mapping):
+        return int(total.get("value", 0)), str(total.get("relation", "eq"))
+    if isinstance(total, int):  # engines answering with rest_total_hits_as_int
+        return total, "eq"
+    return 0, "eq"
+
+
+def _buckets(aggregations: Mapping[str, Any], facet: str) -> list[Mapping[str, Any]]:
+    agg = aggregations.get(facet) or _EMPTY
+    values = agg.get(FACET_VALUES) or _EMPTY
+    buckets = values.get("buckets") or []
+    # Range aggregations may be keyed (a dict of buckets) if someone flips "keyed" on.
+    return list(buckets.values()) if isinstance(buckets, Mapping) else list(buckets)
+
+
+def _term_facet(aggregations: Mapping[str, Any], facet: str) -> list[dict[str, Any]]:
+    pairs = [(str(b["key"]), int(b.get("doc_count", 0))) for b in _buckets(aggregations, facet)]
+    # The engine already orders so; sorting again makes the contract hold for any backend.
+    pairs.sort(key=lambda pair: (-pair[1], pair[0]))
+    return [{"value": value, "count": count} for value, count in pairs]
+
+
+def _price_facet(aggregations: Mapping[str, Any]) -> list[dict[str, Any]]:
+    counts = {str(b.get("key")): int(b.get("doc_count", 0)) for b in _buckets(aggregations, "price")}
+    return [{"key": key, "from": low, "to": high, "count": counts.get(key, 0)} for key, low, high in _PRICE_FACET]
+
+
+def shape_search(req: SearchRequest, engine_body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``/api/search`` response for ``req`` from the engine's ``_search`` response."""
+    hits: Mapping[str, Any] = engine_body.get("hits") or _EMPTY
+    total, relation = _total(hits)
+    aggregations: Mapping[str, Any] = engine_body.get("aggregations") or _EMPTY
+    pages = min(math.ceil(total / req.size), MAX_RESULT_WINDOW // req.size)
+    return {
+        "query": req.q,
+        "total": total,
+        "total_relation": relation,
+        "page": req.page,
+        "size": req.size,
+        "pages": pages,
+        "items": [_item(hit) for hit in hits.get("hits") or ()],
+        "facets": {
+            "category": _term_facet(aggregations, "category"),
+            "fandom": _term_facet(aggregations, "fandom"),
+            "price": _price_facet(aggregations),
+        },
+        "took_ms": int(engine_body.get("took", 0)),
+    }
+
+
+def _taxonomy(aggregations: Mapping[str, Any], suffix: str) -> Iterator[tuple[str, str]]:
+    """(text, type) for each fandom, then each category, of one match kind."""
+    taxonomy = aggregations.get(SUGGEST_TAXONOMY) or _EMPTY
+    for kind in TAXONOMY_KINDS:
+        for bucket in _buckets(taxonomy, kind + suffix):
+            yield str(bucket["key"]), kind
+
+
+def _fold(text: str) -> str:
+    """Case- and accent-insensitive form, like the index's folded analyzer: "Pokémon" -> "pokemon"."""
+    if text.isascii():
+        return text.casefold()
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``/api/search/suggestions`` response: products, fandoms and categories, best first.
+
+    At most ``req.size`` entries, de-duplicated by text ignoring case and spacing across types
+    (the first wins, so a fandom listed first hides a product of the same name). Ordering:
+
+    - When a fandom or category name *starts with* what was typed ("har" -> "Harry Potter",
+      ignoring case and accents), the user is most likely typing that name: such names come
+      first (at most half the list), then products, then the other fandoms and categories.
+    - Otherwise products come first (in engine score order), with the last
+      ``size // 4`` slots (at least one when ``size >= 4``) kept for fandoms and categories that
+      matched a later word or a typo, so they are not crowded out.
+
+    Among fandoms and categories: exact-prefix matches before typo matches, fandoms before
+    categories, more products first.
+    """
+    prefix = _fold(req.q)
+    aggregations: Mapping[str, Any] = engine_body.get("aggregations") or _EMPTY
+    taxonomy = _dedupe(
+        (text, kind, None) for text, kind in chain(_taxonomy(aggregations, ""), _taxonomy(aggregations, FUZZY_SUFFIX))
+    )
+    hits: Mapping[str, Any] = engine_body.get("hits") or _EMPTY
+    products = _dedupe(
+        (str(source.get("name", "")), "product", str(source.get("id") or hit.get("_id", "")))
+        for hit in hits.get("hits") or ()
+        if (source := hit.get("_source") or _EMPTY).get("name")
+    )
+
+    leading = [t for t in taxonomy if _fold(t[0]).startswith(prefix)]
+    others = [t for t in taxonomy if not _fold(t[0]).startswith(prefix)]
+    if leading:
+        # Half the list at most, so a prefix shared by many fandoms still shows products.
+        lead = max(1, req.size // 2)
+        ordered = leading[:lead] + products + leading[lead:] + others
+    else:
+        reserved = min(len(others), max(1, req.size // 4)) if req.size >= 4 else 0
+        ordered = products[: req.size - reserved] + others + products[req.size - reserved :]
+
+    suggestions: list[dict[str, Any]] = []
+    for text, kind, product_id in _dedupe(ordered):
+        entry: dict[str, Any] = {"text": text, "type": kind}
+        if product_id is not None:
+            entry["id"] = product_id
+        suggestions.append(entry)
+        if len(suggestions) == req.size:
+            break
+    return {"query": req.q, "suggestions": suggestions}
+
+
+def _dedupe(entries: Iterable[tuple[str, str, str | None]]) -> list[tuple[str, str, str | None]]:
+    """First of each text equal ignoring case and spacing, in order (whatever its type)."""
+    seen: set[str] = set()
+    out: list[tuple[str, str, str | None]] = []
+    for entry in entries:
+        folded = " ".join(entry[0].split()).casefold()
+        if folded not in seen:
+            seen.add(folded)
+            out.append(entry)
+    return out

@@ -1,0 +1,98 @@
+"""Running the proxy: one worker process, or a supervisor of N workers sharing the port.
+
+Each worker is a full aiohttp server on uvloop bound with ``SO_REUSEPORT``, so the kernel
+spreads connections across them. The supervisor starts the workers, restarts one that crashes,
+and on SIGTERM/SIGINT asks each to stop: a worker stops accepting, lets in-flight requests
+finish (bounded by ``shutdown_timeout_s``), then closes its pools.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import uvloop
+from aiohttp import web
+
+from proxy.app import create_app
+from proxy.settings import ProxySettings
+
+log = logging.getLogger("hos_search.proxy")
+
+
+class PortInUse(Exception):
+    """The port is taken by another program; the message names it."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Bind once without SO_REUSEPORT: another server on the port (even a reuse-port one) fails it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(f"port {port} on {host} is already in use (choose another with --port)") from None
+            raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def serve_worker(settings: ProxySettings, host: str, port: int, *, reuse_port: bool) -> None:
+    """Serve until SIGTERM/SIGINT; returns after a graceful shutdown."""
+    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    web.run_app(
+        create_app(settings),
+        host=host,
+        port=port,
+        reuse_port=reuse_port,
+        access_log=access_log,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        print=None,
+        loop=uvloop.new_event_loop(),
+        handle_signals=True,
+    )
+
+
+def supervise(host: str, port: int, workers: int, extra_env: dict[str, str] | None = None) -> int:
+    """Run ``workers`` worker processes on one port until told to stop; restart crashed ones."""
+    metrics_dir = tempfile.mkdtemp(prefix="hos-proxy-metrics-")
+    env = {**os.environ, **(extra_env or {}), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    command = [sys.executable, "-m", "proxy", "--host", host, "--port", str(port), "--workers", "1", "--reuse-port"]
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    children = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    log.info("proxy supervisor: %d workers on %s:%d", workers, host, port)
+    try:
+        while not stopping:
+            for i, child in enumerate(children):
+                code = child.poll()
+                if code is not None and not stopping:
+                    log.error("proxy worker %d exited with status %s; restarting it", child.pid, code)
+                    time.sleep(1.0)  # a worker that dies at start must not spin the CPU
+                    children[i] = subprocess.Popen(command, env=env)
+            time.sleep(0.2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

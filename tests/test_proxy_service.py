@@ -1,0 +1,309 @@
+"""The proxy as a service: suggestions, operational endpoints, OpenAPI, CORS, outages, processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient, TestServer
+
+from devstack.servers import free_port
+from devstack.stack import StackUrls
+from proxy.app import create_app
+from proxy.openapi import openapi_document
+from tests.conftest import SearchCatalog, proxy_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+_settings = proxy_settings
+
+
+@pytest.fixture
+def client(proxy_client: TestClient) -> TestClient:
+    return proxy_client
+
+
+# --- suggestions ------------------------------------------------------------------------------
+
+
+async def _suggest(client: TestClient, q: str, size: int = 8) -> list[dict[str, Any]]:
+    response = await client.get("/api/search/suggestions", params={"q": q, "size": str(size)})
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["query"] == q
+    return list(body["suggestions"])
+
+
+async def test_a_prefix_suggests_the_fandom_and_its_products(client: TestClient) -> None:
+    suggestions = await _suggest(client, "harr")
+    assert {"text": "Harry Potter", "type": "fandom"} in suggestions
+    products = [s for s in suggestions if s["type"] == "product"]
+    assert products and all(s["id"] for s in products)
+    assert all("harr" in s["text"].lower() for s in products)
+
+
+async def test_suggestions_tolerate_a_typo_in_a_long_prefix(client: TestClient) -> None:
+    suggestions = await _suggest(client, "hermoine")  # for Hermione
+    assert any("hermione" in s["text"].lower() for s in suggestions), suggestions
+
+
+async def test_suggestions_are_unique_and_bounded(client: TestClient) -> None:
+    suggestions = await _suggest(client, "st", size=5)
+    assert 0 < len(suggestions) <= 5
+    texts = [s["text"].lower() for s in suggestions]
+    assert len(texts) == len(set(texts))
+
+
+# --- operational endpoints --------------------------------------------------------------------
+
+
+async def test_healthz_and_readyz_report_every_dependency(client: TestClient) -> None:
+    assert (await client.get("/healthz")).status == 200
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"elasticsearch", "redis", "postgres"}
+    assert all(check["ok"] for check in body["checks"].values())
+
+
+async def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
+    await client.get("/api/search", params={"q": "wand"})
+    await client.get("/api/search", params={"size": "0"})
+    text = await (await client.get("/metrics")).text()
+    assert 'search_proxy_requests_total{method="GET",route="/api/search",status="2xx"}' in text
+    assert 'search_proxy_requests_total{method="GET",route="/api/search",status="4xx"}' in text
+    assert "search_proxy_request_duration_seconds_bucket" in text
+    assert "wand" not in text  # never a query string in a label
+
+
+async def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
+    echoed = await client.get("/api/search", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    generated = await client.get("/api/search", headers={"X-Request-ID": "bad id\twith junk"})
+    assert generated.headers["X-Request-ID"] not in ("", "bad id\twith junk")
+    problem = await client.get("/api/search?size=0", headers={"X-Request-ID": "req-9"})
+    assert problem.headers["X-Request-ID"] == "req-9"
+    assert (await problem.json())["instance"] == "urn:request:req-9"
+
+
+async def test_cors_allows_only_the_configured_storefront(client: TestClient) -> None:
+    allowed = await client.get("/api/search", headers={"Origin": "https://shop.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "X-Request-ID" in allowed.headers["Access-Control-Expose-Headers"]
+    other = await client.get("/api/search", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = await client.options(
+        "/api/search", headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"}
+    )
+    assert preflight.status == 204
+    assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+# --- the OpenAPI document matches real responses ----------------------------------------------
+
+
+def _validator(schema_name: str) -> jsonschema.protocols.Validator:
+    document = openapi_document()
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+async def test_real_responses_match_the_openapi_document(client: TestClient) -> None:
+    served = orjson.loads(await (await client.get("/openapi.json")).read())
+    assert served == orjson.loads(orjson.dumps(openapi_document()))
+    assert served["openapi"].startswith("3.1")
+    jsonschema.Draft202012Validator.check_schema({"components": served["components"]})
+    for params in ({"q": "hary poter"}, {"category": "props", "sort": "price_asc"}, {"q": "zzzzqqqq"}):
+        _validator("SearchResponse").validate(await (await client.get("/api/search", params=params)).json())
+    _validator("SuggestResponse").validate(await (await client.get("/api/search/suggestions?q=har")).json())
+    _validator("Problem").validate(await (await client.get("/api/search?size=0")).json())
+    _validator("Problem").validate(await (await client.post("/api/search")).json())
+    _validator("Readiness").validate(await (await client.get("/readyz")).json())
+    # Every documented parameter name is one the parser knows, and vice versa.
+    from proxy.params import SEARCH_PARAMS, SUGGEST_PARAMS
+
+    documented = {p["name"] for p in served["paths"]["/api/search"]["get"]["parameters"]}
+    assert documented == set(SEARCH_PARAMS)
+    documented = {p["name"] for p in served["paths"]["/api/search/suggestions"]["get"]["parameters"]}
+    assert documented == set(SUGGEST_PARAMS)
+
+
+# --- outages ----------------------------------------------------------------------------------
+
+
+async def test_engine_refusing_connections_gives_a_quick_503(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = _settings(search_catalog, stack_urls, elasticsearch_node=dead, engine_timeout_ms=500)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        started = time.monotonic()
+        response = await client.get("/api/search", params={"q": "wand"})
+        assert response.status == 503
+        assert response.content_type == "application/problem+json"
+        assert "Connection" not in await response.text()
+        assert time.monotonic() - started < 5
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["checks"]["elasticsearch"]["ok"] is False
+
+
+async def _silent_server() -> tuple[asyncio.base_events.Server, int]:
+    """Accepts connections and never answers: an engine that hangs."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_hanging_engine_times_out_into_a_503(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
+    from elasticsearch import AsyncElasticsearch
+
+    from catalog.engine import PlainJsonNode
+    from proxy.routes import ENGINE
+
+    server, port = await _silent_server()
+    try:
+        # At start-up: detection itself hangs, and is bounded by the timeout.
+        hung = f"http://127.0.0.1:{port}"
+        settings = _settings(search_catalog, stack_urls, elasticsearch_node=hung, engine_timeout_ms=300)
+        async with TestClient(TestServer(create_app(settings))) as client:
+            started = time.monotonic()
+            assert (await client.get("/api/search", params={"q": "wand"})).status == 503
+            assert time.monotonic() - started < 5
+        # While serving: the engine was fine, then stops answering mid-flight.
+        settings = _settings(search_catalog, stack_urls, engine_timeout_ms=300)
+        async with TestClient(TestServer(create_app(settings))) as client:
+            assert (await client.get("/api/search")).status == 200
+            gateway = client.app[ENGINE]
+            assert gateway.client is not None
+            await gateway.client.close()
+            gateway.client = AsyncElasticsearch(hosts=[hung], node_class=PlainJsonNode, request_timeout=0.3)
+            started = time.monotonic()
+            response = await client.get("/api/search", params={"q": "wand"})
+            assert response.status == 503
+            assert response.content_type == "application/problem+json"
+            assert time.monotonic() - started < 5
+    finally:
+        server.close()
+
+
+# --- the process ------------------------------------------------------------------------------
+
+
+def _proxy_env(catalog: SearchCatalog, urls: StackUrls) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ELASTICSEARCH_NODE": urls.elasticsearch_node,
+        "SEARCH_INDEX": catalog.alias,
+        "DATABASE_URL": catalog.database_url,
+        "REDIS_URL": urls.redis_url,
+        "LOG_LEVEL": "warning",
+    }
+
+
+async def _wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                async with session.get(url + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("proxy did not become healthy")
+
+
+async def test_two_workers_share_the_port_and_stop_on_sigterm(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=_proxy_env(search_catalog, stack_urls),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await _wait_healthy(url, proc)
+        workers = [
+            int(p)
+            for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        ]
+        assert len(workers) == 2
+        async with ClientSession() as session:
+            for _ in range(20):
+                async with session.get(url + "/api/search", params={"q": "wand"}) as response:
+                    assert response.status == 200
+            async with session.get(url + "/metrics") as response:
+                text = await response.text()
+        # Aggregated across workers: all 20 searches are counted, whichever worker served them.
+        line = next(
+            ln
+            for ln in text.splitlines()
+            if ln.startswith('search_proxy_requests_total{method="GET",route="/api/search",status="2xx"}')
+        )
+        assert float(line.split()[-1]) == 20.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_taken_port_is_reported_in_one_line(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
+            cwd=ROOT,
+            env=_proxy_env(search_catalog, stack_urls),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_settings_are_reported_in_one_line(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
+    env = {**_proxy_env(search_catalog, stack_urls), "RATE_LIMIT_MAX": "lots"}
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "RATE_LIMIT_MAX" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
