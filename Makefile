@@ -38,7 +38,8 @@ bench-seed: $(STAMP)
 	$(BIN)/python load/bench_seed.py --products 150000
 
 bench: $(STAMP)
-	$(BIN)/python load/bench_seed.py --products 150000
+	$(BIN)/python load/bench_seed.py --products 150000 --no-breakdown
+	$(BIN)/python load/bench_proxy.py
 
 clean:
 	rm -rf $(VENV) .devstack build *.egg-info

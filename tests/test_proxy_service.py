@@ -307,3 +307,52 @@ def test_bad_settings_are_reported_in_one_line(search_catalog: SearchCatalog, st
     assert result.returncode == 2
     assert "RATE_LIMIT_MAX" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_sigterm_lets_in_flight_searches_finish(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
+    """An engine that takes 1.5 s to answer; SIGTERM arrives mid-request; the answer still comes."""
+    from aiohttp import web
+
+    release = asyncio.Event()
+    root = {"version": {"distribution": "opensearch", "number": "3.8.0"}}
+    empty = {"took": 1, "hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}, "aggregations": {}}
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response(root, headers={"X-Elastic-Product": "Elasticsearch"})
+
+    async def slow_search(request: web.Request) -> web.Response:
+        release.set()
+        await asyncio.sleep(1.5)
+        return web.json_response(empty, headers={"X-Elastic-Product": "Elasticsearch"})
+
+    engine_app = web.Application()
+    engine_app.router.add_get("/", info)
+    engine_app.router.add_post("/{index}/_search", slow_search)
+    runner = web.AppRunner(engine_app)
+    await runner.setup()
+    engine_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", engine_port).start()
+    port = free_port()
+    env = {**_proxy_env(search_catalog, stack_urls), "ELASTICSEARCH_NODE": f"http://127.0.0.1:{engine_port}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await _wait_healthy(url, proc)
+        async with ClientSession() as session:
+            in_flight = asyncio.ensure_future(session.get(url + "/api/search", params={"q": "wand"}))
+            await asyncio.wait_for(release.wait(), 10)
+            proc.send_signal(signal.SIGTERM)
+            response = await asyncio.wait_for(in_flight, 15)
+            assert response.status == 200
+            assert (await response.json())["total"] == 0
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        await runner.cleanup()
