@@ -195,7 +195,8 @@ async def prepare_catalog(database_url: str, engine_url: str, products: int) -> 
     return url, alias
 
 
-async def record(engine_url: str, alias: str, path: Path) -> None:
+async def record(engine_url: str, alias: str) -> bytes:
+    """Every answer of the mix from the real engine, keyed by the body's hash, as JSON bytes."""
     answers: dict[str, str] = {}
     async with aiohttp.ClientSession() as session:
         async with session.get(engine_url + "/") as response:
@@ -205,7 +206,7 @@ async def record(engine_url: str, alias: str, path: Path) -> None:
                 f"{engine_url}/{alias}/_search", data=body, headers={"Content-Type": "application/json"}
             ) as response:
                 answers[hashlib.sha1(body).hexdigest()] = (await response.read()).decode()
-    path.write_bytes(orjson.dumps(answers))
+    return orjson.dumps(answers)
 
 
 def start_proxy(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -275,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _stop(children.pop())
         if args.mode in ("both", "replay"):
             recording = Path(stack.workdir or ".") / "replay.json"
-            asyncio.run(record(urls.elasticsearch_node, alias, recording))
+            recording.write_bytes(asyncio.run(record(urls.elasticsearch_node, alias)))
             replay_port = free_port()
             replay = subprocess.Popen(
                 [sys.executable, __file__, "--serve-replay", str(recording), "--port", str(replay_port)], cwd=ROOT
