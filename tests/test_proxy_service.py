@@ -356,3 +356,40 @@ async def test_sigterm_lets_in_flight_searches_finish(search_catalog: SearchCata
         if proc.poll() is None:
             proc.kill()
         await runner.cleanup()
+
+
+async def test_highlights_escape_html_outside_the_em_tags(
+    stack_urls: StackUrls, search_catalog: SearchCatalog, engine: Any, index_alias: str
+) -> None:
+    from catalog.mapping import index_mappings, index_settings, versioned_index_name
+
+    index = versioned_index_name(index_alias)
+    await engine.indices.create(index=index, settings=index_settings(replicas=0), mappings=index_mappings())
+    await engine.index(
+        index=index,
+        id="1",
+        refresh=True,
+        document={
+            "id": "1",
+            "name": '<script>alert("x")</script> Elder Wand & Co',
+            "description": "",
+            "category": "props",
+            "fandom": "Harry Potter",
+            "price": 10.0,
+            "currency": "GBP",
+            "in_stock": True,
+            "seller": {"id": "1", "name": "Ollivanders"},
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+    )
+    await engine.indices.update_aliases(actions=[{"add": {"index": index, "alias": index_alias}}])
+    settings = proxy_settings(search_catalog, stack_urls, search_index=index_alias)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        body = await (await client.get("/api/search", params={"q": "elder wand"})).json()
+    [item] = body["items"]
+    assert item["name"] == '<script>alert("x")</script> Elder Wand & Co'  # the item itself is data
+    highlighted = item["highlight"]["name"]
+    assert "<script>" not in highlighted
+    assert "&lt;script&gt;" in highlighted
+    assert "<em>Elder</em>" in highlighted and "<em>Wand</em>" in highlighted
+    assert "&amp;" in highlighted
