@@ -7,6 +7,7 @@ data and naming: it never talks to the engine.
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -97,7 +98,7 @@ def index_settings(*, loading: bool = False, shards: int = 1, replicas: int = 1)
         "number_of_replicas": 0 if loading else replicas,
         "refresh_interval": "-1" if loading else "1s",
         "max_result_window": 10_000,
-        "analysis": _ANALYSIS,
+        "analysis": copy.deepcopy(_ANALYSIS),
     }
 
 
@@ -107,8 +108,8 @@ def live_settings(*, replicas: int = 1) -> dict[str, Any]:
 
 
 def index_mappings() -> dict[str, Any]:
-    """The product mapping. ``dynamic: strict``: a field the catalog does not know is a bug."""
-    return {"dynamic": "strict", "properties": _PROPERTIES}
+    """The product mapping (a fresh copy). ``dynamic: strict``: an unknown field is a bug."""
+    return {"dynamic": "strict", "properties": copy.deepcopy(_PROPERTIES)}
 
 
 _VERSION_SUFFIX = re.compile(r"_v\d{8}t\d{12}$")

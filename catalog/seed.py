@@ -64,7 +64,9 @@ async def seed_catalog(
     """Load the deterministic sample catalog (``products`` products, ``seed``) into ``conn``.
 
     Raises ``SeedError`` when ``products`` or ``sellers`` already hold rows, unless ``replace``
-    is true: then both, the outbox and the indexer checkpoints are truncated first.
+    is true: then every product and seller is deleted first, through the triggers, so the
+    outbox tells the indexer to delete their documents too (a TRUNCATE would fire no trigger
+    and leave stale documents in the index).
     Products stream through a single COPY; every ``batch`` rows the event loop gets a turn.
     """
     if products < 0:
@@ -79,21 +81,21 @@ async def seed_catalog(
         # SHARE ROW EXCLUSIVE still lets readers (the indexer, the proxy) read meanwhile.
         await conn.execute("LOCK TABLE sellers, products IN SHARE ROW EXCLUSIVE MODE")
         if replace:
-            # RESTART IDENTITY restarts the outbox's seq too, so checkpoints must go with it:
-            # an indexer left at last_seq=150000 would otherwise skip the new catalog's first
-            # 150000 outbox rows.
-            await conn.execute("TRUNCATE products, sellers, search_outbox RESTART IDENTITY CASCADE")
-            await conn.execute("DELETE FROM search_indexer_checkpoint")
+            # DELETE, not TRUNCATE: each deleted product appends its outbox row, and the
+            # outbox sequence keeps counting up, so the new catalog's changes carry higher
+            # versions than anything already indexed and checkpoints stay valid.
+            await conn.execute("DELETE FROM products")
+            await conn.execute("DELETE FROM sellers")
         else:
             occupied = await conn.fetchrow(
-                "SELECT EXISTS (SELECT 1 FROM products) AS products,       EXISTS (SELECT 1 FROM sellers) AS sellers"
+                "SELECT EXISTS (SELECT 1 FROM products) AS products, EXISTS (SELECT 1 FROM sellers) AS sellers"
             )
             assert occupied is not None
             for table in ("products", "sellers"):
                 if occupied[table]:
                     raise SeedError(
                         f"table {table} is not empty; refusing to seed over existing data "
-                        "(pass replace=True to truncate the catalog first)"
+                        "(pass replace=True, or --replace, to delete the catalog first)"
                     )
 
         await conn.copy_records_to_table("sellers", records=catalog.sellers, columns=list(SELLER_COLUMNS))

@@ -110,7 +110,9 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
             flush=True,
         )
         print(f"catalog:   {asyncio.run(_prepare_catalog(urls, products, seed))}", flush=True)
-        child_env = {**env, **urls.as_env()}
+        metrics_port = free_port()
+        # One replica would leave the single-node dev engine yellow forever.
+        child_env = {**env, **urls.as_env(), "INDEXER_METRICS_PORT": str(metrics_port), "SEARCH_INDEX_REPLICAS": "0"}
         for name, command in _child_commands(port).items():
             children[name] = subprocess.Popen(command, env=child_env, stdin=subprocess.DEVNULL)
         proxy_url = f"http://127.0.0.1:{port}"
@@ -121,7 +123,9 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
                 return 1
             lines["PROXY_URL"] = proxy_url
             print(f"proxy:     {proxy_url}  (try {proxy_url}/api/search?q=hary+poter)", flush=True)
-            print(f"metrics:   {proxy_url}/metrics", flush=True)
+            print(
+                f"metrics:   {proxy_url}/metrics (proxy), http://127.0.0.1:{metrics_port}/metrics (indexer)", flush=True
+            )
         if env_file:
             Path(env_file).write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
             print(f"env file:  {env_file}", flush=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from catalog.config import ConfigError, database_url
 from catalog.connections import ServerUnreachable
+from catalog.logs import configure_logging
 from catalog.migrate import MigrationError
 
 
@@ -39,9 +39,7 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hos-search", description="hos-search: product search for the marketplace")
     parser.add_argument(
-        "--log-level",
-        default=os.environ.get("LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
+        "--log-level", choices=["debug", "info", "warning", "error"], help="default: LOG_LEVEL, else info"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -113,13 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         service_main = importlib.import_module(module).main
         return int(service_main([*prefix, *argv[1:]]))
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     env = dict(os.environ)
     try:
+        configure_logging(env, args.log_level)
         if args.command == "migrate":
             return asyncio.run(_migrate(env))
         if args.command == "seed":

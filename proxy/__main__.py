@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from catalog.config import ConfigError
+from catalog.logs import configure_logging
 from proxy.server import PortInUse, check_port_free, serve_worker, supervise
 from proxy.settings import ProxySettings
 
@@ -26,11 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "info").upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     if not 0 < args.port < 65536:
         print(f"hos-search proxy: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2
@@ -38,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hos-search proxy: --workers {args.workers} must be at least 1", file=sys.stderr)
         return 2
     try:
+        configure_logging(os.environ)
         settings = ProxySettings.from_env(os.environ)
         if not args.reuse_port:
             check_port_free(args.host, args.port)

@@ -76,3 +76,19 @@ def test_cli_reports_an_unreachable_database_after_its_retries() -> None:
     assert result.returncode == 1
     assert "DATABASE_URL" in result.stderr and "after 5 tries" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_json_log_lines_are_one_object_each() -> None:
+    result = _run_cli("migrate", DATABASE_URL="postgresql://postgres@127.0.0.1:1/db", LOG_FORMAT="json")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("{")]
+    assert warnings, result.stderr
+    import json
+
+    entry = json.loads(warnings[0])
+    assert entry["level"] == "warning" and "retrying" in entry["message"]
+
+
+def test_a_bad_log_level_is_named() -> None:
+    result = _run_cli("migrate", LOG_LEVEL="loud")
+    assert result.returncode == 2
+    assert "LOG_LEVEL" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,238 @@
+"""Reading ``search_outbox`` in order, and knowing how far it is safe to checkpoint.
+
+Every product change appends an outbox row in its own transaction. ``seq`` is handed out when
+the row is inserted, but transactions commit in any order: T1 takes seq 10 and stays open, T2
+takes seq 11 and commits, and a reader that sees 11 and checkpoints "11" has lost 10 forever.
+Nor is "only consume rows whose txid < snapshot xmin" enough on its own: xids are assigned when
+a transaction first writes, not when it draws a seq, so a transaction with a *larger* xid can
+hold a *smaller* seq (T_a gets xid 100, idles; T_b gets xid 101, seq 10, idles; T_a then takes
+seq 11 and commits first) — and with a seq checkpoint one still needs to know where to stop.
+
+How the cursor stays exact (:class:`OutboxCursor`, pure, unit-tested with random interleavings):
+
+- Each read is one statement, so one snapshot S: ``pg_current_snapshot()`` plus the rows.
+  Its ``xip`` lists every transaction in progress at S.
+- Precondition (true for the catalog's triggers, which fire after the product or seller row
+  was written): a transaction has its xid *before* it draws an outbox seq. Then a transaction
+  that is not in ``xip(S)`` and not finished at S gets its xid, hence every seq, after S —
+  so all its seqs are larger than every seq visible in S. (A hand-written ``INSERT INTO
+  search_outbox`` as a transaction's first write could break this by a few microseconds; the
+  identity sequence must also keep its default ``CACHE 1``.)
+- ``read_to`` R: every row with seq ≤ R has been processed, except rows of transactions in
+  ``inflight``. Fresh rows are read with ``seq > R``; R moves to the last one.
+- ``inflight`` maps each xid seen in progress to a floor: its unread rows all have seq > floor.
+  An xid first seen in ``xip`` gets floor = R as it was *before* this read (by the
+  precondition it cannot hold anything lower). Each read also fetches, in the same snapshot,
+  the rows of inflight xids in (floor, R]: a finished transaction's rows are visible now, a
+  running one's are not. A finished xid whose rows were all read is dropped; if the page was
+  full, its floor moves to the last seq read.
+- The checkpoint is ``min(R, every inflight floor)``: no row at or below it is unprocessed, and
+  no running or future transaction can still add one there.
+
+Memory is bounded: one page of rows (``limit``) and one entry per transaction in progress in
+the cluster (at most ``max_connections`` plus prepared transactions); never one entry per row.
+Transactions of other databases on the same server also appear in ``xip``: they only hold the
+checkpoint back while they run, and processing never waits for them.
+
+This module never writes to the engine and never decides what a change means for the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    seq: int
+    product_id: int
+    op: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One read of the outbox: the snapshot's in-progress xids and the rows it could see."""
+
+    xip: frozenset[int]
+    late: tuple[Change, ...]  # rows of inflight transactions below read_to
+    fresh: tuple[Change, ...]  # rows above read_to, in seq order
+    late_full: bool  # the late page hit its limit: more late rows may follow
+    fresh_full: bool  # the fresh page hit its limit: more rows are waiting
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return self.late + self.fresh
+
+    @property
+    def more_waiting(self) -> bool:
+        return self.late_full or self.fresh_full
+
+
+_NO_INFLIGHT: Mapping[int, int] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCursor:
+    """Where a reader of the outbox stands; see the module docstring for the invariants."""
+
+    checkpoint: int
+    read_to: int
+    inflight: Mapping[int, int] = field(default_factory=lambda: _NO_INFLIGHT)
+
+    @classmethod
+    def at_checkpoint(cls, seq: int) -> OutboxCursor:
+        """Resume from a stored checkpoint: nothing in flight can hold a seq at or below it."""
+        return cls(checkpoint=seq, read_to=seq)
+
+    @classmethod
+    def after_snapshot(cls, *, floor: int, max_visible: int, xip: Sequence[int]) -> OutboxCursor:
+        """Continue after a snapshot whose visible rows are all accounted for (a reindex load).
+
+        ``max_visible`` is the largest seq visible in the snapshot; transactions in its ``xip``
+        may hold any seq above ``floor`` (a checkpoint valid before the snapshot was taken).
+        """
+        return cls(
+            checkpoint=floor,
+            read_to=max(floor, max_visible),
+            inflight=MappingProxyType(dict.fromkeys(xip, floor)),
+        )
+
+    @property
+    def late_floor(self) -> int:
+        return min(self.inflight.values(), default=self.read_to)
+
+    def advance(self, window: Window) -> OutboxCursor:
+        """The cursor after every row of ``window`` has been processed."""
+        last_late = window.late[-1].seq if window.late else None
+        inflight: dict[int, int] = {}
+        for xid, floor in self.inflight.items():
+            if xid in window.xip:
+                inflight[xid] = floor  # still running: its rows were invisible
+            elif window.late_full:
+                # Finished, but the page ended early: rows of this xid up to the page's last
+                # seq are read (the page is in seq order), later ones are not yet.
+                inflight[xid] = max(floor, last_late if last_late is not None else floor)
+            # else: finished and all its rows below read_to were in this page — done.
+        for xid in window.xip:
+            if xid not in self.inflight:
+                inflight[xid] = self.read_to
+        read_to = window.fresh[-1].seq if window.fresh else self.read_to
+        checkpoint = max(self.checkpoint, min([read_to, *inflight.values()]))
+        return OutboxCursor(checkpoint=checkpoint, read_to=read_to, inflight=MappingProxyType(inflight))
+
+
+# One statement, so one snapshot for the snapshot itself, the late rows and the fresh rows.
+_READ_WINDOW_SQL = """
+SELECT 0 AS part, pg_current_snapshot() AS snap,
+       NULL::bigint AS seq, NULL::bigint AS product_id, NULL::text AS op, NULL::timestamptz AS created_at
+UNION ALL
+(SELECT 1, NULL, o.seq, o.product_id, o.op, o.created_at
+   FROM search_outbox o
+   JOIN unnest($1::xid8[], $2::bigint[]) AS f(txid, floor) ON o.txid = f.txid AND o.seq > f.floor
+  WHERE o.seq > $3 AND o.seq <= $4
+  ORDER BY o.seq
+  LIMIT $5)
+UNION ALL
+(SELECT 2, NULL, seq, product_id, op, created_at
+   FROM search_outbox
+  WHERE seq > $4
+  ORDER BY seq
+  LIMIT $6)
+"""
+
+
+async def read_window(conn: asyncpg.Connection, cursor: OutboxCursor, limit: int) -> Window:
+    """Read up to ``limit`` changes: late rows of inflight transactions first, then fresh ones."""
+    xids = list(cursor.inflight)
+    floors = [cursor.inflight[x] for x in xids]
+    records = await conn.fetch(
+        _READ_WINDOW_SQL,
+        xids,
+        floors,
+        cursor.late_floor,
+        cursor.read_to,
+        limit if xids else 0,
+        limit,
+    )
+    xip: frozenset[int] = frozenset()
+    late: list[Change] = []
+    fresh: list[Change] = []
+    for record in records:
+        part = record["part"]
+        if part == 0:
+            xip = frozenset(int(x) for x in record["snap"][2])
+        else:
+            change = Change(record["seq"], record["product_id"], record["op"], record["created_at"])
+            (late if part == 1 else fresh).append(change)
+    return make_window(xip, late, fresh, limit=limit, scanned_late=bool(xids))
+
+
+def make_window(
+    xip: frozenset[int], late: Sequence[Change], fresh: Sequence[Change], *, limit: int, scanned_late: bool
+) -> Window:
+    """A window from up to ``limit`` late and ``limit`` fresh rows, both in seq order."""
+    late_full = scanned_late and len(late) >= limit
+    # Late rows come first in a batch; fresh ones only fill the rest of it.
+    room = max(0, limit - len(late))
+    fresh_full = len(fresh) > room or len(fresh) >= limit
+    return Window(xip=xip, late=tuple(late), fresh=tuple(fresh[:room]), late_full=late_full, fresh_full=fresh_full)
+
+
+async def read_checkpoint(conn: asyncpg.Connection, name: str) -> int:
+    """The stored checkpoint for ``name``, created at 0 when it does not exist yet."""
+    await conn.execute(
+        "INSERT INTO search_indexer_checkpoint (name, last_seq) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
+        name,
+    )
+    return int(await conn.fetchval("SELECT last_seq FROM search_indexer_checkpoint WHERE name = $1", name))
+
+
+async def advance_checkpoint(conn: asyncpg.Connection, name: str, seq: int) -> None:
+    """Move ``name`` forward to ``seq``; never backwards (a second writer cannot rewind it)."""
+    await conn.execute(
+        """INSERT INTO search_indexer_checkpoint (name, last_seq, updated_at) VALUES ($1, $2, now())
+           ON CONFLICT (name) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now()
+            WHERE search_indexer_checkpoint.last_seq < EXCLUDED.last_seq""",
+        name,
+        seq,
+    )
+
+
+async def hold_checkpoint(conn: asyncpg.Connection, name: str) -> int:
+    """Register ``name`` at the lowest existing checkpoint, so pruning keeps what it will need.
+
+    Pruning deletes only rows at or below every checkpoint, and a valid checkpoint is below
+    any seq a running or future transaction can hold — so from here on nothing that ``name``
+    may still read is pruned. Returns the registered position.
+    """
+    return int(
+        await conn.fetchval(
+            """INSERT INTO search_indexer_checkpoint (name, last_seq, updated_at)
+               SELECT $1, coalesce(min(last_seq), 0), now() FROM search_indexer_checkpoint
+               ON CONFLICT (name) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now()
+               RETURNING last_seq""",
+            name,
+        )
+    )
+
+
+async def release_checkpoint(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute("DELETE FROM search_indexer_checkpoint WHERE name = $1", name)
+
+
+async def prune(conn: asyncpg.Connection, *, batch: int = 10_000) -> int:
+    """Delete up to ``batch`` outbox rows that every registered reader has passed."""
+    status = await conn.execute(
+        """DELETE FROM search_outbox WHERE seq IN (
+               SELECT seq FROM search_outbox
+                WHERE seq <= (SELECT min(last_seq) FROM search_indexer_checkpoint)
+                ORDER BY seq LIMIT $1)""",
+        batch,
+    )
+    return int(status.split()[-1])

@@ -1,0 +1,278 @@
+"""The streaming indexer: every lifetime in one ``async with``, and the loop that keeps the
+index equal to the active products.
+
+On start and after every reconnect: LISTEN first, then read the outbox from the stored
+checkpoint — so nothing committed while the indexer was away (or while it reconnected) is
+missed. Then: wait for the doorbell (or the keepalive tick), linger a few tens of milliseconds
+so a burst arrives as one batch, run a batch (:func:`indexer.batch.run_batch`), store the
+advanced checkpoint, mark the catalog generation, prune now and then.
+
+Failures: a lost Postgres connection (terminated backend, server gone, keepalive unanswered)
+closes both connections and reconnects with capped, jittered backoff, forever — the
+checkpoint in Postgres says where to resume. An engine that is down or refusing keeps the
+current batch in the sink's retry loop; nothing is read ahead, so the backlog waits in the
+outbox table, not in memory. On stop (SIGTERM) the current batch is finished if its writes
+land, else abandoned with the checkpoint where it was.
+
+Never imports the proxy; never reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import AsyncExitStack
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout
+from elasticsearch import AsyncElasticsearch
+
+from catalog.config import ConfigError
+from catalog.connections import ServerUnreachable, connect_postgres, redact
+from catalog.engine import create_engine_client
+from indexer.batch import run_batch
+from indexer.generation import Generation
+from indexer.listener import Listener, ListenerLost, close_quietly
+from indexer.metrics import IndexerMetrics, serve_metrics
+from indexer.outbox import OutboxCursor, advance_checkpoint, prune, read_checkpoint
+from indexer.reindex import ReindexError, ReindexResult, alias_targets, reindex
+from indexer.settings import IndexerSettings
+from indexer.sink import Sink, backoff, wait_or_stop
+
+log = logging.getLogger("hos_search.indexer")
+
+# What "the Postgres connection is gone" looks like; anything else is a bug and propagates.
+POSTGRES_LOST = (
+    OSError,
+    TimeoutError,
+    ListenerLost,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # admin shutdown (pg_terminate_backend), crash shutdown
+    asyncpg.CannotConnectNowError,
+)
+_QUERY_TIMEOUT_S = 30.0
+_PRUNE_BATCH = 10_000
+
+
+async def open_engine(settings: IndexerSettings, *, attempts: int = 5) -> AsyncElasticsearch:
+    """The engine client, retried with backoff at start; :class:`ServerUnreachable` when out of tries."""
+    for attempt in range(1, attempts + 1):
+        try:
+            client, _info = await create_engine_client(
+                settings.elasticsearch_node, pool_size=8, request_timeout=settings.bulk_timeout_s
+            )
+            return client
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            if attempt == attempts:
+                raise ServerUnreachable(
+                    f"ELASTICSEARCH_NODE: cannot reach {redact(settings.elasticsearch_node)} after {attempts} tries"
+                ) from exc
+            delay = backoff(attempt, 0.2, 5.0)
+            log.warning("engine unreachable (%s); retrying in %.1fs, %d tries left", exc, delay, attempts - attempt)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def run_indexer(
+    settings: IndexerSettings,
+    stop: asyncio.Event,
+    *,
+    reindex_on_start: bool = False,
+    metrics: IndexerMetrics | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run the streaming indexer until ``stop`` is set. ``ready`` is set once it is streaming."""
+    metrics = metrics or IndexerMetrics()
+    async with AsyncExitStack() as stack:
+        if settings.metrics_port:
+            try:
+                server = serve_metrics(metrics, settings.metrics_port, settings.metrics_host)
+            except OSError as exc:
+                raise ConfigError(
+                    f"INDEXER_METRICS_PORT={settings.metrics_port}: cannot listen on "
+                    f"{settings.metrics_host}: {exc.strerror}"
+                ) from None
+            stack.callback(server.shutdown)
+        engine = await open_engine(settings)
+        stack.push_async_callback(engine.close)
+        redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        stack.push_async_callback(redis.aclose)
+        generation = Generation(redis, settings.redis_key_prefix, metrics)
+        await stack.enter_async_context(_background(generation.run()))
+        sink = Sink(engine, metrics, timeout=settings.bulk_timeout_s)
+        streamer = Streamer(settings, engine, sink, generation, metrics)
+        await streamer.run(stop, reindex_on_start=reindex_on_start or settings.sync_on_startup, ready=ready)
+
+
+async def run_reindex(
+    settings: IndexerSettings, stop: asyncio.Event, metrics: IndexerMetrics | None = None
+) -> ReindexResult:
+    """A one-shot full reindex (``hos-search reindex``), then a generation bump."""
+    metrics = metrics or IndexerMetrics()
+    async with AsyncExitStack() as stack:
+        engine = await open_engine(settings)
+        stack.push_async_callback(engine.close)
+        redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        stack.push_async_callback(redis.aclose)
+        sink = Sink(engine, metrics, timeout=settings.bulk_timeout_s)
+        result = await reindex(settings, engine, sink, metrics, stop)
+        await Generation(redis, settings.redis_key_prefix, metrics).bump()
+        return result
+
+
+@contextlib.asynccontextmanager
+async def _background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.ensure_future(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class Streamer:
+    def __init__(
+        self,
+        settings: IndexerSettings,
+        engine: AsyncElasticsearch,
+        sink: Sink,
+        generation: Generation,
+        metrics: IndexerMetrics,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._sink = sink
+        self._generation = generation
+        self._metrics = metrics
+        self._prepared = False
+        self._last_prune = 0.0
+        self._failures = 0  # consecutive reconnects; reset by a successful batch
+
+    async def run(self, stop: asyncio.Event, *, reindex_on_start: bool, ready: asyncio.Event | None) -> None:
+        initial = True
+        while not stop.is_set():
+            try:
+                await self._session(stop, initial=initial, reindex_on_start=reindex_on_start, ready=ready)
+                return
+            except POSTGRES_LOST as exc:
+                initial = False
+                self._failures += 1
+                attempt = self._failures
+                delay = backoff(attempt, 0.1, 5.0)
+                self._metrics.errors.labels(kind="postgres").inc()
+                self._metrics.reconnects.labels(server="postgres").inc()
+                log.warning(
+                    "postgres connection lost (%r); reconnecting in %.2fs (attempt %d, retries until it answers)",
+                    exc,
+                    delay,
+                    attempt,
+                )
+                if await wait_or_stop(stop, delay):
+                    return
+
+    async def _connect_listener(self, initial: bool) -> asyncpg.Connection:
+        if initial:  # a bounded budget at start: a wrong URL fails fast with one clear line
+            return await connect_postgres(self._settings.database_url)
+        return await asyncpg.connect(self._settings.database_url, timeout=5.0)
+
+    async def _connect_reader(self) -> asyncpg.Connection:
+        # command_timeout: a stopped server must not hang a query forever.
+        return await asyncpg.connect(self._settings.database_url, timeout=5.0, command_timeout=_QUERY_TIMEOUT_S)
+
+    async def _session(
+        self, stop: asyncio.Event, *, initial: bool, reindex_on_start: bool, ready: asyncio.Event | None
+    ) -> None:
+        # LISTEN before the first read: a change committed after the read rings this doorbell.
+        listener = await Listener.open(lambda: self._connect_listener(initial))
+        try:
+            conn = await self._connect_reader()
+            try:
+                if not self._prepared:
+                    await self._prepare(conn, stop, reindex_on_start)
+                    self._prepared = True
+                if ready is not None:
+                    ready.set()
+                await self._stream(listener, conn, stop)
+            finally:
+                await close_quietly(conn)
+        finally:
+            await listener.close()
+
+    async def _prepare(self, conn: asyncpg.Connection, stop: asyncio.Event, reindex_on_start: bool) -> None:
+        """Reindex when asked to, or when there is no index yet to stream into."""
+        alias = self._settings.search_index
+        if not reindex_on_start and await alias_targets(self._engine, alias):
+            return
+        if not reindex_on_start:
+            log.info("alias %s does not exist; building the index first", alias)
+        try:
+            result = await reindex(self._settings, self._engine, self._sink, self._metrics, stop)
+        except ReindexError:
+            if stop.is_set():  # told to stop during the start-up reindex: not a failure
+                return
+            raise
+        # Nothing else streams under this name while we start: everything at or below the
+        # reindex's checkpoint is in the new index, so the stream need not replay it.
+        await advance_checkpoint(conn, self._settings.name, result.checkpoint)
+        self._generation.mark()
+
+    async def _stream(self, listener: Listener, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+        settings = self._settings
+        name = settings.name
+        cursor = OutboxCursor.at_checkpoint(await read_checkpoint(conn, name))
+        backlog = await conn.fetchval("SELECT count(*) FROM search_outbox WHERE seq > $1", cursor.checkpoint)
+        self._metrics.checkpoint.set(cursor.checkpoint)
+        log.info(
+            "indexer %s: catching up from checkpoint %d (%d outbox rows after it)", name, cursor.checkpoint, backlog
+        )
+        catching_up = True
+        while not stop.is_set():
+            listener.doorbell.clear()
+            outcome = await run_batch(
+                conn,
+                cursor,
+                self._sink,
+                settings.search_index,
+                stop,
+                self._metrics,
+                limit=settings.batch_size,
+                alias=True,
+            )
+            if outcome is None:
+                log.info("indexer %s: stopped with a batch unwritten; checkpoint stays at %d", name, cursor.checkpoint)
+                return
+            self._failures = 0
+            if outcome.result.changed_index:
+                self._generation.mark()
+            if outcome.cursor.checkpoint != cursor.checkpoint:
+                await advance_checkpoint(conn, name, outcome.cursor.checkpoint)
+                self._metrics.checkpoint.set(outcome.cursor.checkpoint)
+            cursor = outcome.cursor
+            await self._maybe_prune(conn)
+            if outcome.window.more_waiting:
+                continue  # a backlog: read on without waiting for the doorbell
+            if catching_up:
+                catching_up = False
+                log.info("indexer %s: caught up at checkpoint %d", name, cursor.checkpoint)
+            if await listener.wait(stop, settings.keepalive_s):
+                await wait_or_stop(stop, settings.linger)  # let the rest of a burst arrive
+            else:
+                await listener.check(timeout=min(settings.keepalive_s, 5.0))
+
+    async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
+        now = time.monotonic()
+        if now - self._last_prune < self._settings.prune_interval_s:
+            return
+        self._last_prune = now
+        deleted = await prune(conn, batch=_PRUNE_BATCH)
+        if deleted:
+            self._metrics.pruned.inc(deleted)
+            log.info("pruned %d outbox rows behind the checkpoint", deleted)

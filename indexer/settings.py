@@ -1,0 +1,71 @@
+"""The indexer's settings, read once from the environment at start-up.
+
+Nothing below the entry point reads ``os.environ``: the frozen :class:`IndexerSettings` is
+built here and passed down. A bad value raises ``ConfigError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from catalog.config import (
+    ConfigError,
+    database_url,
+    elasticsearch_node,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+    redis_url,
+    search_index,
+)
+
+
+@dataclass(frozen=True)
+class IndexerSettings:
+    database_url: str = "postgresql://postgres@localhost:5432/hos_search"
+    redis_url: str = "redis://localhost:6379"
+    redis_key_prefix: str = "hos:"
+    elasticsearch_node: str = "http://localhost:9200"
+    search_index: str = "products"
+    sync_on_startup: bool = False
+    name: str = "main"
+    batch_size: int = 500
+    linger_ms: int = 50
+    metrics_port: int = 9187
+    # Loopback by default; a container sets 0.0.0.0 so Prometheus can scrape it.
+    metrics_host: str = "127.0.0.1"
+    # One replica by default: production Elasticsearch should survive losing a node. A
+    # single-node engine just reports yellow health; set 0 there to keep it green.
+    index_replicas: int = 1
+    keepalive_s: float = 5.0
+    bulk_timeout_s: float = 30.0
+    prune_interval_s: float = 10.0
+
+    @property
+    def linger(self) -> float:
+        return self.linger_ms / 1000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IndexerSettings:
+        name = env_str(env, "INDEXER_NAME", "main")
+        if len(name) > 100 or name.startswith("reindex:"):
+            raise ConfigError(f"INDEXER_NAME={name!r} must be at most 100 characters and not start with 'reindex:'")
+        return cls(
+            database_url=database_url(env),
+            redis_url=redis_url(env),
+            redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "hos:"),
+            elasticsearch_node=elasticsearch_node(env),
+            search_index=search_index(env),
+            sync_on_startup=env_bool(env, "SYNC_PRODUCTS_ON_STARTUP", False),
+            name=name,
+            batch_size=env_int(env, "INDEXER_BATCH_SIZE", 500, minimum=1, maximum=10_000),
+            linger_ms=env_int(env, "INDEXER_LINGER_MS", 50, minimum=0, maximum=10_000),
+            metrics_port=env_int(env, "INDEXER_METRICS_PORT", 9187, minimum=0, maximum=65535),
+            metrics_host=env_str(env, "INDEXER_METRICS_HOST", "127.0.0.1"),
+            index_replicas=env_int(env, "SEARCH_INDEX_REPLICAS", 1, minimum=0, maximum=10),
+            keepalive_s=env_float(env, "INDEXER_KEEPALIVE_S", 5.0, minimum=0.1),
+            bulk_timeout_s=env_float(env, "INDEXER_BULK_TIMEOUT_S", 30.0, minimum=0.1),
+            prune_interval_s=env_float(env, "INDEXER_PRUNE_INTERVAL_S", 10.0, minimum=0.1),
+        )

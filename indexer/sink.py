@@ -1,0 +1,211 @@
+"""Writing actions to the engine in bulk, with external versions, until they have landed.
+
+One bulk request per batch. Each item's outcome is one of:
+
+- done: indexed, deleted, a delete of a document that is not there (404), or a version
+  conflict (409 — the index already holds data at least as new: "done", not an error);
+- retryable: 429, 5xx, or the whole request failed (connection refused or reset, timeout,
+  engine answering 5xx/429) — retried with capped, jittered backoff, forever, until it lands
+  or the indexer is told to stop;
+- permanent: any other 4xx for one document (a mapping rejection): logged with the product id,
+  counted, and dropped so that one bad row cannot block the stream.
+
+The sink never advances a checkpoint and never reads Postgres; it returns only when every
+action is done or permanently failed (``True``), or when ``stop`` was set first (``False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout, TransportError
+from elasticsearch import ApiError, AsyncElasticsearch
+
+from indexer.metrics import IndexerMetrics
+
+log = logging.getLogger("hos_search.indexer.sink")
+
+VERSION_TYPE = "external_gte"
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Index ``document`` as product ``product_id`` at ``version``, or delete it (no document)."""
+
+    product_id: int
+    version: int
+    document: dict[str, Any] | None
+
+    @property
+    def is_delete(self) -> bool:
+        return self.document is None
+
+
+@dataclass
+class SinkResult:
+    indexed: int = 0
+    deleted: int = 0
+    conflicts: int = 0  # newer data was already there
+    rejected: int = 0  # permanent per-document failures
+
+    @property
+    def changed_index(self) -> bool:
+        return bool(self.indexed or self.deleted)
+
+
+def bulk_body(actions: Sequence[Action]) -> bytes:
+    """NDJSON for ``actions``; built with orjson once, passed to the client as bytes."""
+    lines: list[bytes] = []
+    for action in actions:
+        meta = {"_id": str(action.product_id), "version": action.version, "version_type": VERSION_TYPE}
+        if action.document is None:
+            lines.append(orjson.dumps({"delete": meta}))
+        else:
+            lines.append(orjson.dumps({"index": meta}))
+            lines.append(orjson.dumps(action.document))
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
+def classify(status: int, error: dict[str, Any] | None, *, is_delete: bool) -> str:
+    """``done``, ``retry`` or ``permanent`` for one bulk item."""
+    if status < 300 or status == 409 or (is_delete and status == 404 and not _index_missing(error)):
+        return "done"
+    if status == 429 or status >= 500 or _index_missing(error):
+        return "retry"
+    return "permanent"
+
+
+def _index_missing(error: dict[str, Any] | None) -> bool:
+    # The alias is gone (someone deleted it mid-stream): retry until a reindex brings it back
+    # rather than drop changes.
+    return bool(error) and isinstance(error, dict) and error.get("type") == "index_not_found_exception"
+
+
+def backoff(attempt: int, first: float = _RETRY_FIRST_S, cap: float = _RETRY_MAX_S) -> float:
+    """Capped exponential backoff with full jitter for retry number ``attempt`` (1-based)."""
+    return random.uniform(0.5, 1.0) * min(cap, first * 2 ** (attempt - 1))
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless ``stop`` is set first; return whether it was set."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+class Sink:
+    """Bulk writer for one engine client; the target index is chosen per call."""
+
+    def __init__(self, engine: AsyncElasticsearch, metrics: IndexerMetrics, *, timeout: float = 30.0) -> None:
+        self._engine = engine.options(request_timeout=timeout)
+        self._metrics = metrics
+
+    async def write(
+        self, index: str, actions: Sequence[Action], stop: asyncio.Event, *, alias: bool = False
+    ) -> SinkResult | None:
+        """Write ``actions`` into ``index``; ``None`` if ``stop`` was set before they landed.
+
+        ``alias=True``: ``index`` must be an alias — the engine must not auto-create a concrete
+        index under the alias's name when the alias is missing (that would block every reindex).
+        """
+        result = SinkResult()
+        pending = list(actions)
+        attempt = 0
+        while pending:
+            request = asyncio.ensure_future(self._bulk(index, pending, alias))
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({request, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not request.done():
+                # Stopping: abandon the request in flight. Its writes may still land; that is
+                # harmless (versions), and the checkpoint stays before this batch.
+                request.cancel()
+                return None
+            items = request.result()
+            retry: list[Action] = []
+            if items is None:
+                retry = pending
+            else:
+                for action, item in zip(pending, items, strict=True):
+                    self._settle(action, item, result, retry)
+            if not retry:
+                break
+            attempt += 1
+            delay = backoff(attempt)
+            log.warning(
+                "bulk: %d of %d actions into %s not written; retry %d in %.2fs (retries until the engine accepts)",
+                len(retry),
+                len(pending),
+                index,
+                attempt,
+                delay,
+            )
+            if await wait_or_stop(stop, delay):
+                return None
+            pending = retry
+        return result
+
+    async def _bulk(self, index: str, actions: Sequence[Action], alias: bool) -> list[dict[str, Any]] | None:
+        """The per-item results in request order, or ``None`` when the request failed as a whole."""
+        started = time.perf_counter()
+        try:
+            response = await self._engine.bulk(
+                index=index,
+                operations=[bulk_body(actions)],  # type: ignore[list-item]  # bytes pass through as NDJSON
+                require_alias=alias or None,
+            )
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            self._metrics.errors.labels(kind="engine_unreachable").inc()
+            log.warning("bulk into %s: engine unreachable: %s", index, exc)
+            return None
+        except (ApiError, TransportError) as exc:
+            self._metrics.errors.labels(kind="engine_request").inc()
+            log.warning("bulk into %s: engine refused the request: %s", index, exc)
+            return None
+        finally:
+            self._metrics.bulk_duration.observe(time.perf_counter() - started)
+        items = response.body.get("items") or []
+        return [next(iter(item.values())) for item in items]
+
+    def _settle(self, action: Action, item: dict[str, Any], result: SinkResult, retry: list[Action]) -> None:
+        status = int(item.get("status", 500))
+        error = item.get("error")
+        outcome = classify(status, error, is_delete=action.is_delete)
+        if outcome == "done":
+            if status == 409:
+                result.conflicts += 1
+            elif action.is_delete:
+                result.deleted += 1
+            else:
+                result.indexed += 1
+        elif outcome == "retry":
+            self._metrics.errors.labels(kind="bulk_item_retryable").inc()
+            retry.append(action)
+        else:
+            self._metrics.errors.labels(kind="bulk_item_rejected").inc()
+            result.rejected += 1
+            log.error(
+                "bulk: product %d rejected by the engine (status %d), skipped: %s",
+                action.product_id,
+                status,
+                _reason(error),
+            )
+
+
+def _reason(error: dict[str, Any] | str | None) -> str:
+    if isinstance(error, dict):
+        return f"{error.get('type')}: {error.get('reason')}"
+    return str(error)

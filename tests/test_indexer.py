@@ -1,0 +1,448 @@
+"""The streaming indexer against real Postgres, Redis and the dev engine, run in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from elasticsearch import AsyncElasticsearch
+
+from devstack.stack import StackUrls
+from indexer.generation import generation_key
+from indexer.metrics import IndexerMetrics
+from indexer.reindex import ReindexError
+from indexer.settings import IndexerSettings
+from tests.indexer_support import (
+    TcpProxy,
+    add_product,
+    add_products,
+    add_seller,
+    eventually,
+    index_matches_catalog,
+    indexed,
+    indexer_settings,
+    running_indexer,
+)
+
+
+@pytest.fixture
+def settings(stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str) -> IndexerSettings:
+    return indexer_settings(stack_urls, database_url, index_alias, redis_prefix)
+
+
+async def checkpoint(db: asyncpg.Connection, name: str = "main") -> int:
+    return int(
+        await db.fetchval("SELECT coalesce(max(last_seq), 0) FROM search_indexer_checkpoint WHERE name = $1", name)
+    )
+
+
+async def test_insert_update_status_change_and_delete_reach_search(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    alias = settings.search_index
+    async with running_indexer(settings) as metrics:
+        seller = await add_seller(db)
+        product = await add_product(db, seller, "Elder Wand", price=29.99)
+        draft = await add_product(db, seller, "Secret Wand", status="draft")
+        doc = await eventually(lambda: indexed(engine, alias, product), what="insert indexed")
+        assert doc["name"] == "Elder Wand" and doc["price"] == 29.99 and doc["seller"]["name"] == "Ollivanders"
+
+        await db.execute("UPDATE products SET price = 31.50, name = 'Elder Wand (replica)' WHERE id = $1", product)
+
+        async def updated() -> bool:
+            doc = await indexed(engine, alias, product)
+            return doc is not None and doc["price"] == 31.5 and doc["name"] == "Elder Wand (replica)"
+
+        await eventually(updated, what="price change indexed")
+        assert await indexed(engine, alias, draft) is None
+
+        await db.execute("UPDATE products SET status = 'archived' WHERE id = $1", product)
+        await eventually(lambda: _absent(engine, alias, product), what="archived product removed")
+        await db.execute("UPDATE products SET status = 'active' WHERE id = $1", draft)
+        await eventually(lambda: indexed(engine, alias, draft), what="draft made active indexed")
+        await db.execute("DELETE FROM products WHERE id = $1", draft)
+        await eventually(lambda: _absent(engine, alias, draft), what="deleted product removed")
+        assert metrics.documents_deleted._value.get() >= 2
+        assert metrics.documents_indexed._value.get() >= 3
+
+
+async def _absent(engine: AsyncElasticsearch, alias: str, product_id: int) -> bool:
+    return await indexed(engine, alias, product_id) is None
+
+
+async def test_seller_rename_reaches_every_product(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    seller = await add_seller(db, "Weasleys")
+    products = await add_products(db, seller, 300)
+    async with running_indexer(settings):
+        await db.execute("UPDATE sellers SET name = 'Weasleys Wizard Wheezes' WHERE id = $1", seller)
+
+        async def renamed() -> bool:
+            docs = await asyncio.gather(*(indexed(engine, settings.search_index, p) for p in products[::37]))
+            return all(d is not None and d["seller"]["name"] == "Weasleys Wizard Wheezes" for d in docs)
+
+        await eventually(renamed, what="seller rename on every product")
+        await eventually(lambda: index_matches_catalog(engine, settings.search_index, db), what="index == catalog")
+
+
+async def test_changes_committed_while_stopped_are_caught_up(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    seller = await add_seller(db)
+    first = await add_product(db, seller, "Time-Turner")
+    async with running_indexer(settings):
+        await eventually(lambda: indexed(engine, settings.search_index, first))
+    # Nothing runs now: these changes only exist in the outbox.
+    second = await add_product(db, seller, "Marauder's Map")
+    await db.execute("UPDATE products SET price = 99 WHERE id = $1", first)
+    async with running_indexer(settings):
+        await eventually(lambda: index_matches_catalog(engine, settings.search_index, db), what="caught up")
+    assert (await indexed(engine, settings.search_index, second)) is not None
+
+
+async def test_out_of_order_commits_are_not_lost(
+    settings: IndexerSettings, database_url: str, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    alias = settings.search_index
+    seller = await add_seller(db)
+    a = await add_product(db, seller, "Product A", price=10)
+    b = await add_product(db, seller, "Product B", price=10)
+    async with running_indexer(settings):
+        await eventually(lambda: index_matches_catalog(engine, alias, db), what="initial sync")
+        t1 = await asyncpg.connect(database_url)
+        t2 = await asyncpg.connect(database_url)
+        try:
+            tx1 = t1.transaction()
+            await tx1.start()
+            await t1.execute("UPDATE products SET price = 11 WHERE id = $1", a)  # takes seq n
+            seq_a = await t1.fetchval("SELECT max(seq) FROM search_outbox")
+            async with t2.transaction():
+                await t2.execute("UPDATE products SET price = 12 WHERE id = $1", b)  # takes seq n + 1
+            seq_b = await db.fetchval("SELECT max(seq) FROM search_outbox WHERE product_id = $1", b)
+            assert seq_b > seq_a
+
+            async def b_indexed() -> bool:
+                doc = await indexed(engine, alias, b)
+                return doc is not None and doc["price"] == 12
+
+            await eventually(b_indexed, what="B (committed first) indexed")
+            # B is processed, yet the checkpoint must not pass A's seq while T1 is open.
+            await asyncio.sleep(0.3)
+            assert await checkpoint(db) < seq_a
+            await tx1.commit()
+        finally:
+            await t1.close()
+            await t2.close()
+
+        async def a_indexed() -> bool:
+            doc = await indexed(engine, alias, a)
+            return doc is not None and doc["price"] == 11
+
+        await eventually(a_indexed, what="A (lower seq, committed later) indexed")
+        await eventually(lambda: _checkpoint_at_least(db, seq_b), what="checkpoint passes both")
+
+
+async def _checkpoint_at_least(db: asyncpg.Connection, seq: int) -> bool:
+    return await checkpoint(db) >= seq
+
+
+async def test_late_seller_rename_beats_an_earlier_indexed_price_update(
+    settings: IndexerSettings, database_url: str, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    """A rename holding a lower seq commits after a price update: both must end up indexed."""
+    alias = settings.search_index
+    seller = await add_seller(db, "Old Name")
+    product = await add_product(db, seller, "Wand", price=10)
+    async with running_indexer(settings):
+        await eventually(lambda: indexed(engine, alias, product))
+        renamer = await asyncpg.connect(database_url)
+        try:
+            tx = renamer.transaction()
+            await tx.start()
+            await renamer.execute("UPDATE sellers SET name = 'New Name' WHERE id = $1", seller)
+            await db.execute("UPDATE products SET price = 20 WHERE id = $1", product)
+
+            async def priced() -> bool:
+                doc = await indexed(engine, alias, product)
+                return doc is not None and doc["price"] == 20
+
+            await eventually(priced, what="price update indexed")
+            await tx.commit()
+        finally:
+            await renamer.close()
+
+        async def renamed() -> bool:
+            doc = await indexed(engine, alias, product)
+            return doc is not None and doc["seller"]["name"] == "New Name" and doc["price"] == 20
+
+        await eventually(renamed, what="late rename indexed over the newer-seq write")
+
+
+async def test_terminated_backend_reconnects_and_catches_up(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    seller = await add_seller(db)
+    first = await add_product(db, seller, "Sneakoscope")
+    async with running_indexer(settings) as metrics:
+        await eventually(lambda: indexed(engine, settings.search_index, first))
+        for _ in range(2):
+            await eventually(lambda: _other_backends(db, at_least=2), what="listener and reader connected")
+            await db.execute(
+                """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                    WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+            )
+            await add_product(db, seller, "Remembrall")
+            await db.execute("UPDATE products SET price = price + 1 WHERE id = $1", first)
+        await eventually(lambda: index_matches_catalog(engine, settings.search_index, db), what="caught up")
+        assert metrics.reconnects.labels(server="postgres")._value.get() >= 1
+
+
+async def _other_backends(db: asyncpg.Connection, *, at_least: int) -> bool:
+    count = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return int(count) >= at_least
+
+
+async def test_engine_unreachable_for_a_while_loses_nothing(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    proxy = TcpProxy(settings.elasticsearch_node)
+    await proxy.open()
+    cut = replace(settings, elasticsearch_node=proxy.url, bulk_timeout_s=2.0)
+    seller = await add_seller(db)
+    first = await add_product(db, seller, "Deluminator")
+    try:
+        async with running_indexer(cut) as metrics:
+            await eventually(lambda: indexed(engine, settings.search_index, first))
+            before = await checkpoint(db)
+            await proxy.close()
+            ids = await add_products(db, seller, 50, prefix="Outage")
+            await db.execute("UPDATE products SET price = 77 WHERE id = $1", first)
+            await eventually(
+                lambda: _errors(metrics, "engine_unreachable", at_least=2), what="bulk retried while cut off"
+            )
+            assert await checkpoint(db) == before  # nothing unindexed is checkpointed
+            assert metrics._lag() > 0
+            assert all([await indexed(engine, settings.search_index, i) is None for i in ids[:3]])
+            await proxy.open()
+            await eventually(lambda: index_matches_catalog(engine, settings.search_index, db), what="caught up")
+            assert await checkpoint(db) > before
+    finally:
+        await proxy.close()
+
+
+async def _errors(metrics: IndexerMetrics, kind: str, *, at_least: int) -> bool:
+    return metrics.errors.labels(kind=kind)._value.get() >= at_least
+
+
+async def test_rejected_document_is_counted_and_does_not_block_the_stream(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    import copy
+
+    from catalog.mapping import index_mappings, index_settings, versioned_index_name
+
+    alias = settings.search_index
+    mappings = copy.deepcopy(index_mappings())  # the catalog's dict is shared: never mutate it
+    mappings["properties"]["fandom"] = {"type": "long"}  # "Harry Potter" cannot be a number
+    await engine.indices.create(
+        index=versioned_index_name(alias), settings=index_settings(replicas=0), mappings=mappings, aliases={alias: {}}
+    )
+    seller = await add_seller(db)
+    async with running_indexer(settings) as metrics:
+        bad = await add_product(db, seller, "Unmappable")
+        good = await add_product(db, seller, "Fine")
+        await db.execute("UPDATE products SET fandom = '1977' WHERE id = $1", good)
+        seq = await db.fetchval("SELECT max(seq) FROM search_outbox")
+        await eventually(lambda: indexed(engine, alias, good), what="later change indexed")
+        await eventually(lambda: _errors(metrics, "bulk_item_rejected", at_least=1), what="rejection counted")
+        assert await indexed(engine, alias, bad) is None
+        await eventually(lambda: _checkpoint_at_least(db, seq), what="checkpoint past the rejected change")
+
+
+async def test_burst_of_ten_thousand_changes_is_fully_indexed(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    seller = await add_seller(db)
+    async with running_indexer(settings):
+        await add_products(db, seller, 10_000, prefix="Burst")
+        await eventually(lambda: _count(engine, settings.search_index, 10_000), timeout=90, what="10k indexed")
+        await db.execute("UPDATE products SET price = price + 0.5")
+        await eventually(
+            lambda: index_matches_catalog(engine, settings.search_index, db), timeout=90, what="10k updates"
+        )
+
+
+async def _count(engine: AsyncElasticsearch, alias: str, expected: int) -> bool:
+    response = await engine.options(ignore_status=404).count(index=alias)
+    return response.meta.status == 200 and response.body["count"] == expected
+
+
+async def test_generation_is_bumped_and_published_after_changes(
+    settings: IndexerSettings, stack_urls: StackUrls, db: asyncpg.Connection
+) -> None:
+    client = aioredis.from_url(stack_urls.redis_url)
+    pubsub = client.pubsub()
+    key = generation_key(settings.redis_key_prefix)
+    await pubsub.subscribe(key)
+    try:
+        async with running_indexer(settings):
+            before = int(await client.get(key) or 0)
+            seller = await add_seller(db)
+            await add_products(db, seller, 20)
+
+            async def bumped() -> bool:
+                return int(await client.get(key) or 0) > before
+
+            await eventually(bumped, what="generation bumped")
+
+            async def published() -> bool:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                return message is not None and message["channel"] == key.encode()
+
+            await eventually(published, what="generation published")
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+async def test_outbox_is_pruned_behind_the_checkpoint(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    seller = await add_seller(db)
+    await add_products(db, seller, 200)
+    async with running_indexer(settings) as metrics:
+        await eventually(lambda: index_matches_catalog(engine, settings.search_index, db))
+        await add_product(db, seller, "Last")  # a batch after the prune interval triggers a prune
+
+        async def pruned() -> bool:
+            await add_product(db, seller, "Nudge")
+            left = await db.fetchval("SELECT count(*) FROM search_outbox WHERE seq <= $1", await checkpoint(db))
+            return left == 0 and metrics.pruned._value.get() >= 200
+
+        await eventually(pruned, what="outbox pruned")
+
+
+async def test_reindex_under_concurrent_writes_loses_nothing_and_swaps_atomically(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch, database_url: str
+) -> None:
+    from indexer.service import run_reindex
+
+    alias = settings.search_index
+    seller = await add_seller(db)
+    ids = await add_products(db, seller, 3_000)
+    async with running_indexer(settings):
+        await eventually(lambda: index_matches_catalog(engine, alias, db), what="initial sync")
+        (old_index,) = (await engine.indices.get_alias(name=alias)).body
+        writing = asyncio.Event()
+        writing.set()
+        rng = random.Random(7)
+        unavailable: list[str] = []
+
+        async def writer() -> int:
+            conn = await asyncpg.connect(database_url)
+            writes = 0
+            try:
+                while writing.is_set():
+                    product = rng.choice(ids)
+                    if writes % 10 == 9:
+                        await conn.execute("UPDATE products SET status = 'draft' WHERE id = $1", product)
+                    else:
+                        await conn.execute(
+                            "UPDATE products SET price = $2, status = 'active' WHERE id = $1",
+                            product,
+                            rng.randint(1, 500),
+                        )
+                    writes += 1
+                    await asyncio.sleep(0.002)
+            finally:
+                await conn.close()
+            return writes
+
+        async def reader() -> None:
+            while writing.is_set():
+                response = await engine.options(ignore_status=404).count(index=alias)
+                if response.meta.status != 200 or response.body["count"] < 2_000:
+                    unavailable.append(str(response.body))
+                await asyncio.sleep(0.005)
+
+        tasks = [asyncio.ensure_future(writer()), asyncio.ensure_future(reader())]
+        try:
+            result = await run_reindex(settings, asyncio.Event())
+        finally:
+            await asyncio.sleep(0.3)  # keep writing across the swap and just after it
+            writing.clear()
+            writes, _ = await asyncio.gather(*tasks)
+        assert writes > 50
+        assert result.documents >= 2_000
+        assert list((await engine.indices.get_alias(name=alias)).body) == [result.index]
+        assert not await engine.indices.exists(index=old_index)
+        assert unavailable == []
+        await eventually(lambda: index_matches_catalog(engine, alias, db), what="index == catalog after reindex")
+
+
+async def test_reindex_that_dies_halfway_leaves_the_alias_untouched(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import indexer.reindex
+    from indexer.service import run_reindex
+
+    alias = settings.search_index
+    seller = await add_seller(db)
+    await add_products(db, seller, 2_000)
+    first = await run_reindex(settings, asyncio.Event())
+    monkeypatch.setattr(indexer.reindex, "LOAD_CHUNK", 100)
+    proxy = TcpProxy(settings.elasticsearch_node)
+    await proxy.open()
+    stop = asyncio.Event()
+    try:
+        task = asyncio.ensure_future(run_reindex(replace(settings, elasticsearch_node=proxy.url), stop))
+
+        async def loading() -> list[str]:
+            found = await engine.indices.get(index=f"{alias}_v*")
+            return [name for name in found.body if name != first.index and found.body[name]]
+
+        (new_index,) = await eventually(loading, what="second reindex loading")
+        await proxy.close()  # the engine is gone mid-load ...
+        stop.set()  # ... and the process is told to stop
+        with pytest.raises(ReindexError):
+            await asyncio.wait_for(task, 30)
+        assert list((await engine.indices.get_alias(name=alias)).body) == [first.index]
+        assert await _count(engine, alias, 2_000)
+        # The next reindex removes the orphan and swaps normally.
+        await proxy.open()
+        third = await run_reindex(settings, asyncio.Event())
+        assert not await engine.indices.exists(index=new_index)
+        assert list((await engine.indices.get_alias(name=alias)).body) == [third.index]
+    finally:
+        await proxy.close()
+
+
+async def test_reindex_refuses_a_concrete_index_named_like_the_alias(
+    settings: IndexerSettings, engine: AsyncElasticsearch
+) -> None:
+    from indexer.service import run_reindex
+
+    await engine.indices.create(index=settings.search_index)
+    with pytest.raises(ReindexError, match="concrete index"):
+        await run_reindex(settings, asyncio.Event())
+
+
+async def test_reindex_on_start_then_streams(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    seller = await add_seller(db)
+    await add_products(db, seller, 500)
+    async with running_indexer(settings, reindex_on_start=True) as metrics:
+        assert metrics.reindex_documents._value.get() == 500
+        # The stream starts after the reindex's checkpoint: it does not replay the load.
+        assert await checkpoint(db) >= await db.fetchval("SELECT max(seq) FROM search_outbox")
+        late = await add_product(db, seller, "After the reindex")
+        await eventually(lambda: indexed(engine, settings.search_index, late))
+        await eventually(lambda: index_matches_catalog(engine, settings.search_index, db))
