@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,8 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from devstack.stack import clean_stale_workdirs
@@ -93,6 +96,51 @@ def test_a_crashed_runs_work_directory_is_cleaned_at_next_start(tmp_path: Path) 
     assert live.exists()
 
 
+def _total(proxy_url: str, query: str = "") -> int:
+    with urllib.request.urlopen(f"{proxy_url}/api/search?{query}", timeout=30) as response:
+        return int(json.loads(response.read())["total"])
+
+
+def _eventually(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for: {what}")
+
+
+def _search_sees_the_catalog_and_its_changes(urls: dict[str, str]) -> None:
+    """The whole pipeline: seeded rows → reindex at start → proxy; then a write → stream → proxy."""
+
+    async def active() -> int:
+        conn = await asyncpg.connect(urls["DATABASE_URL"])
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM products WHERE status = 'active'"))
+        finally:
+            await conn.close()
+
+    async def add_product() -> None:
+        conn = await asyncpg.connect(urls["DATABASE_URL"])
+        try:
+            await conn.execute(
+                """INSERT INTO products (seller_id, name, category, fandom, price, stock, status)
+                   SELECT min(id), 'Quibbler Spectrespecs Zzyzx', 'props', 'Harry Potter', 9.99, 5, 'active'
+                     FROM sellers"""
+            )
+        finally:
+            await conn.close()
+
+    expected = asyncio.run(active())
+    proxy = urls["PROXY_URL"]
+    _eventually(lambda: _total(proxy) == expected, f"search to show all {expected} active products")
+    asyncio.run(add_product())
+    _eventually(lambda: _total(proxy, "q=zzyzx") == 1, "a new product to become searchable")
+
+
 def test_hos_search_dev_serves_and_stops_cleanly(tmp_path: Path) -> None:
     env_file = tmp_path / "stack.env"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "ELASTICSEARCH_NODE")}
@@ -124,9 +172,10 @@ def test_hos_search_dev_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert {"DATABASE_URL", "REDIS_URL", "ELASTICSEARCH_NODE"} <= set(urls)
         with urllib.request.urlopen(urls["ELASTICSEARCH_NODE"], timeout=5) as response:
             assert response.status == 200
-        if "PROXY_URL" in urls:
-            with urllib.request.urlopen(urls["PROXY_URL"] + "/healthz", timeout=5) as response:
-                assert response.status == 200
+        assert "PROXY_URL" in urls
+        with urllib.request.urlopen(urls["PROXY_URL"] + "/healthz", timeout=5) as response:
+            assert response.status == 200
+        _search_sees_the_catalog_and_its_changes(urls)
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
         pids = [int(p) for p in children.stdout.split()]
         assert len(pids) >= 3
