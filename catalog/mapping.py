@@ -46,6 +46,9 @@ _ANALYSIS: dict[str, Any] = {
     },
 }
 
+# Words indexed as all their prefixes (up to 20 characters), searched as whole typed words.
+_PREFIX_FIELD: dict[str, Any] = {"type": "text", "analyzer": "autocomplete", "search_analyzer": "folded"}
+
 _PROPERTIES: dict[str, Any] = {
     "id": {"type": "keyword"},
     "name": {
@@ -53,23 +56,16 @@ _PROPERTIES: dict[str, Any] = {
         "analyzer": "folded",
         "fields": {
             "keyword": {"type": "keyword", "ignore_above": 300},
-            "suggest": {"type": "search_as_you_type", "analyzer": "folded"},
-            "prefix": {
-                "type": "text",
-                "analyzer": "autocomplete",
-                "search_analyzer": "folded",
-            },
+            # Autocomplete: every prefix of every word is indexed, so "harry pot" matches
+            # "Harry Potter …" and a fuzzy match forgives a typo inside the word being typed.
+            # (Edge n-grams alone, not also search_as_you_type: on the dev engine that halves
+            # bulk throughput and makes updates 2.5× slower, for no better suggestions.)
+            "prefix": _PREFIX_FIELD,
         },
     },
     "description": {"type": "text", "analyzer": "folded"},
-    "category": {
-        "type": "keyword",
-        "fields": {"suggest": {"type": "search_as_you_type", "analyzer": "folded"}},
-    },
-    "fandom": {
-        "type": "keyword",
-        "fields": {"suggest": {"type": "search_as_you_type", "analyzer": "folded"}},
-    },
+    "category": {"type": "keyword", "fields": {"prefix": _PREFIX_FIELD}},
+    "fandom": {"type": "keyword", "fields": {"prefix": _PREFIX_FIELD}},
     "price": {"type": "scaled_float", "scaling_factor": 100},
     "currency": {"type": "keyword"},
     "stock": {"type": "integer"},

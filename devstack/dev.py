@@ -34,7 +34,10 @@ async def _prepare_catalog(urls: StackUrls, products: int, seed: int) -> str:
         from catalog.seed import seed_catalog
 
         result = await seed_catalog(conn, products, seed=seed)
-        return str(result)
+        return (
+            f"seeded {result.products} products from {result.sellers} sellers "
+            f"in {result.load_seconds + result.analyze_seconds:.1f} s (seed {result.seed})"
+        )
     finally:
         await conn.close()
 

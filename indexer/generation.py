@@ -6,8 +6,9 @@ turns marks into ``INCR {prefix}catalog:generation`` + ``PUBLISH {prefix}catalog
 ``settle`` seconds after the last one — Elasticsearch makes writes searchable only at its next
 refresh (1 s), so a proxy that re-cached in between is told once more.
 
-Redis being down never blocks indexing: a failed bump is logged, counted and tried again at the
-next mark. This module never reads Postgres or the engine.
+Redis being down never blocks indexing: a failed bump is logged, counted and retried every
+``retry`` seconds until Redis answers, so the last change before an outage is still announced.
+This module never reads Postgres or the engine.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ class Generation:
         *,
         min_interval: float = 0.25,
         settle: float = 1.1,
+        retry: float = 1.0,
     ) -> None:
         self._client = client
         self.key = generation_key(prefix)
         self._metrics = metrics
         self._min_interval = min_interval
         self._settle = settle
+        self._retry = retry
         self._dirty = asyncio.Event()
 
     def mark(self) -> None:
@@ -55,12 +58,16 @@ class Generation:
             await self._dirty.wait()
             while self._dirty.is_set():
                 self._dirty.clear()
-                await self.bump()
+                if await self.bump() is None:
+                    await asyncio.sleep(self._retry)
+                    self._dirty.set()  # Redis is down: keep trying until it answers
+                    continue
                 await asyncio.sleep(self._min_interval)
             try:
                 await asyncio.wait_for(self._dirty.wait(), self._settle)
             except TimeoutError:
-                await self.bump()  # the trailing bump, after the engine's refresh
+                if await self.bump() is None:  # the trailing bump, after the engine's refresh
+                    self._dirty.set()
 
     async def bump(self) -> int | None:
         try:
@@ -70,7 +77,7 @@ class Generation:
             await self._client.publish(self.key, value)
         except (RedisError, OSError) as exc:
             self._metrics.errors.labels(kind="redis").inc()
-            log.warning("generation bump failed (%s); will bump again at the next change", exc)
+            log.warning("generation bump failed (%s); retrying in %.1fs until Redis answers", exc, self._retry)
             return None
         self._metrics.generation_bumps.inc()
         return int(value)

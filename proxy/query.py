@@ -103,10 +103,9 @@ _FACET_AGGS: Final[dict[str, dict[str, Any]]] = {
 # Suggestions: typo tolerance starts at this many characters; shorter prefixes are too
 # ambiguous for edits to help ("ha" is one edit away from half the catalogue).
 FUZZY_MIN_CHARS: Final = 4
-_NAME_PREFIX_FIELDS: Final = ["name.suggest", "name.suggest._2gram", "name.suggest._3gram"]
-_TAXONOMY_PREFIX_FIELDS: Final = {
-    kind: [f"{kind}.suggest", f"{kind}.suggest._2gram", f"{kind}.suggest._3gram"] for kind in TAXONOMY_KINDS
-}
+# Edge n-gram fields (catalog.mapping): every prefix of every word is a term.
+_PREFIX_FIELDS: Final = {"name": "name.prefix", "fandom": "fandom.prefix", "category": "category.prefix"}
+_EXACT_PREFIX_BOOST: Final = 2.0
 _SUGGEST_SOURCE: Final = ["id", "name"]
 # Several sellers list the same name; shaping de-duplicates names, so fetch spare hits.
 SUGGEST_HIT_FACTOR: Final = 2
@@ -197,13 +196,30 @@ def build_search(req: SearchRequest) -> dict[str, Any]:
     return body
 
 
-def _prefix_query(q: str, fields: list[str], fuzzy: bool) -> dict[str, Any]:
-    clause: dict[str, Any] = {"query": q, "type": "bool_prefix", "fields": fields, "operator": "and"}
+def _prefix_query(q: str, field: str, *, fuzzy: bool, boost: float | None = None) -> dict[str, Any]:
+    """Every typed word must be a prefix of a word in ``field`` (within an edit or two if fuzzy)."""
+    clause: dict[str, Any] = {"query": q, "operator": "and"}
     if fuzzy:
-        # bool_prefix applies fuzziness to the complete words only, never to the last prefix.
         clause["fuzziness"] = "AUTO"
         clause["prefix_length"] = _PREFIX_LENGTH
-    return {"multi_match": clause}
+    if boost is not None:
+        clause["boost"] = boost
+    return {"match": {field: clause}}
+
+
+def _exact_or_fuzzy(q: str, field: str, fuzzy: bool) -> dict[str, Any]:
+    if not fuzzy:
+        return _prefix_query(q, field, fuzzy=False)
+    # Exact prefixes rank above typo matches ("hermoi" -> Hermione either way).
+    return {
+        "bool": {
+            "should": [
+                _prefix_query(q, field, fuzzy=False, boost=_EXACT_PREFIX_BOOST),
+                _prefix_query(q, field, fuzzy=True),
+            ],
+            "minimum_should_match": 1,
+        }
+    }
 
 
 def _taxonomy_agg(kind: str, query: dict[str, Any], size: int) -> dict[str, Any]:
@@ -223,37 +239,14 @@ def build_suggest(req: SuggestRequest) -> dict[str, Any]:
     """
     q = req.q
     fuzzy = len(q) >= FUZZY_MIN_CHARS
-    name_query: dict[str, Any] = _prefix_query(q, _NAME_PREFIX_FIELDS, fuzzy)
-    if fuzzy:
-        name_query = {
-            "bool": {
-                "should": [
-                    # Exact prefixes first; name.prefix (edge n-grams) forgives a typo inside
-                    # the word being typed, e.g. "hermoi" -> "Hermione".
-                    {"multi_match": name_query["multi_match"] | {"boost": 2.0}},
-                    {
-                        "match": {
-                            "name.prefix": {
-                                "query": q,
-                                "operator": "and",
-                                "fuzziness": "AUTO",
-                                "prefix_length": _PREFIX_LENGTH,
-                            }
-                        }
-                    },
-                ],
-                "minimum_should_match": 1,
-            }
-        }
+    name_query = _exact_or_fuzzy(q, _PREFIX_FIELDS["name"], fuzzy)
     taxonomy: dict[str, Any] = {}
     for kind in TAXONOMY_KINDS:
-        fields = _TAXONOMY_PREFIX_FIELDS[kind]
-        taxonomy[kind] = _taxonomy_agg(kind, _prefix_query(q, fields, fuzzy=False), req.size)
+        field = _PREFIX_FIELDS[kind]
+        taxonomy[kind] = _taxonomy_agg(kind, _prefix_query(q, field, fuzzy=False), req.size)
         if fuzzy:
-            # Whole-word typos ("pokmon") through a fuzzy match on the analysed name.
-            typo = {"match": {f"{kind}.suggest": {"query": q, "operator": "and", "fuzziness": "AUTO"}}}
-            either = {"bool": {"should": [_prefix_query(q, fields, fuzzy=True), typo], "minimum_should_match": 1}}
-            taxonomy[kind + FUZZY_SUFFIX] = _taxonomy_agg(kind, either, req.size)
+            # Typos anywhere in a fandom or category name ("pokmon", "star wras").
+            taxonomy[kind + FUZZY_SUFFIX] = _taxonomy_agg(kind, _prefix_query(q, field, fuzzy=True), req.size)
     return {
         "query": name_query,
         "size": req.size * SUGGEST_HIT_FACTOR,

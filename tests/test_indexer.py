@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from elasticsearch import AsyncElasticsearch
 
 from devstack.stack import StackUrls
-from indexer.generation import generation_key
+from indexer.generation import Generation, generation_key
 from indexer.metrics import IndexerMetrics
 from indexer.reindex import ReindexError
 from indexer.settings import IndexerSettings
@@ -446,3 +446,32 @@ async def test_reindex_on_start_then_streams(
         late = await add_product(db, seller, "After the reindex")
         await eventually(lambda: indexed(engine, settings.search_index, late))
         await eventually(lambda: index_matches_catalog(engine, settings.search_index, db))
+
+
+async def test_generation_bump_is_retried_until_redis_answers(stack_urls: StackUrls, redis_prefix: str) -> None:
+    """The last change before a Redis outage is still announced once Redis is back."""
+
+    cut = TcpProxy(stack_urls.redis_url)
+    await cut.open()
+    client = aioredis.from_url(f"redis://127.0.0.1:{cut.port}/0", socket_timeout=0.5, socket_connect_timeout=0.5)
+    direct = aioredis.from_url(stack_urls.redis_url)
+    metrics = IndexerMetrics()
+    generation = Generation(client, redis_prefix, metrics, min_interval=0.01, settle=0.2, retry=0.1)
+    task = asyncio.ensure_future(generation.run())
+    try:
+        await cut.close()
+        generation.mark()
+        await eventually(lambda: _errors(metrics, "redis", at_least=2), what="bump failing while Redis is cut off")
+        assert await direct.get(generation.key) is None
+        await cut.open()
+        await eventually(lambda: _generation_at_least(direct, generation.key, 1), what="bump lands after the outage")
+    finally:
+        task.cancel()
+        await cut.close()
+        await client.aclose()
+        await direct.aclose()
+
+
+async def _generation_at_least(client: object, key: str, value: int) -> bool:
+    current = await client.get(key)  # type: ignore[attr-defined]
+    return current is not None and int(current) >= value

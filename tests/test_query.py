@@ -259,9 +259,8 @@ def test_building_is_repeatable_and_json_serialisable() -> None:
 def test_short_prefix_suggest_is_exact_prefix_only() -> None:
     body = build_suggest(SuggestRequest(q="har", size=8))
     assert "fuzziness" not in clause_kinds(body)
-    match = body["query"]["multi_match"]
-    assert match["type"] == "bool_prefix"
-    assert match["fields"] == ["name.suggest", "name.suggest._2gram", "name.suggest._3gram"]
+    match = body["query"]["match"]["name.prefix"]
+    assert match == {"query": "har", "operator": "and"}
     assert body["_source"] == ["id", "name"]
     assert body["size"] >= 8
 
@@ -269,8 +268,9 @@ def test_short_prefix_suggest_is_exact_prefix_only() -> None:
 def test_long_prefix_suggest_tolerates_typos() -> None:
     body = build_suggest(SuggestRequest(q="hermoi", size=8))
     should = body["query"]["bool"]["should"]
-    fuzzy_prefix = next(c["match"]["name.prefix"] for c in should if "match" in c)
-    assert fuzzy_prefix["fuzziness"] == "AUTO" and fuzzy_prefix["query"] == "hermoi"
+    exact, fuzzy = (c["match"]["name.prefix"] for c in should)
+    assert "fuzziness" not in exact and exact["boost"] > 1  # exact prefixes rank first
+    assert fuzzy["fuzziness"] == "AUTO" and fuzzy["query"] == "hermoi"
     taxonomy = body["aggs"][SUGGEST_TAXONOMY]["aggs"]
     assert {"fandom", "category", "fandom_fuzzy", "category_fuzzy"} <= set(taxonomy)
 
@@ -282,8 +282,7 @@ def test_suggest_finds_fandoms_and_categories_by_their_own_names_in_the_same_req
     assert taxonomy["global"] == {}
     for kind in ("fandom", "category"):
         agg = taxonomy["aggs"][kind]
-        assert agg["filter"]["multi_match"]["type"] == "bool_prefix"
-        assert agg["filter"]["multi_match"]["fields"][0] == f"{kind}.suggest"
+        assert agg["filter"] == {"match": {f"{kind}.prefix": {"query": "har", "operator": "and"}}}
         assert agg["aggs"][FACET_VALUES]["terms"]["field"] == kind
         assert agg["aggs"][FACET_VALUES]["terms"]["size"] == 5
 
