@@ -10,18 +10,25 @@ seq 11 and commits first) — and with a seq checkpoint one still needs to know 
 
 How the cursor stays exact (:class:`OutboxCursor`, pure, unit-tested with random interleavings):
 
-- Each read is one statement, so one snapshot S: ``pg_current_snapshot()`` plus the rows.
-  Its ``xip`` lists every transaction in progress at S.
+- Each read is one statement, so one snapshot S: ``pg_current_snapshot()`` plus the rows,
+  plus ``pg_current_xact_id()``: an xid ``me`` the statement takes *after* S, so every xid
+  handed out before S is below it. The transactions that may be in progress at S are
+  ``running(S)`` = ``xip(S)`` ∪ [``xmax(S)``, ``me``). Both parts matter: Postgres sets
+  ``xmax`` to the latest *completed* xid + 1 and lists in ``xip`` only running xids below it,
+  so a running transaction with a newer xid than every completed one is in neither
+  (found by tests/test_indexer_chaos.py: T2 takes a seq, T1 — an older xid — takes a higher
+  one and commits; T2 is invisible yet not in ``xip``). Taking an xid per read costs a commit
+  record; the reader's session runs with ``synchronous_commit = off`` so it is not flushed.
 - Precondition (true for the catalog's triggers, which fire after the product or seller row
   was written): a transaction has its xid *before* it draws an outbox seq. Then a transaction
-  that is not in ``xip(S)`` and not finished at S gets its xid, hence every seq, after S —
+  that is not in ``running(S)`` and not finished at S gets its xid, hence every seq, after S —
   so all its seqs are larger than every seq visible in S. (A hand-written ``INSERT INTO
   search_outbox`` as a transaction's first write could break this by a few microseconds; the
   identity sequence must also keep its default ``CACHE 1``.)
 - ``read_to`` R: every row with seq ≤ R has been processed, except rows of transactions in
   ``inflight``. Fresh rows are read with ``seq > R``; R moves to the last one.
 - ``inflight`` maps each xid seen in progress to a floor: its unread rows all have seq > floor.
-  An xid first seen in ``xip`` gets floor = R as it was *before* this read (by the
+  An xid first seen in ``running`` gets floor = R as it was *before* this read (by the
   precondition it cannot hold anything lower). Each read also fetches, in the same snapshot,
   the rows of inflight xids in (floor, R]: a finished transaction's rows are visible now, a
   running one's are not. A finished xid whose rows were all read is dropped; if the page was
@@ -31,7 +38,7 @@ How the cursor stays exact (:class:`OutboxCursor`, pure, unit-tested with random
 
 Memory is bounded: one page of rows (``limit``) and one entry per transaction in progress in
 the cluster (at most ``max_connections`` plus prepared transactions); never one entry per row.
-Transactions of other databases on the same server also appear in ``xip``: they only hold the
+Transactions of other databases on the same server also appear in ``running``: they only hold the
 checkpoint back while they run, and processing never waits for them.
 
 This module never writes to the engine and never decides what a change means for the index.
@@ -39,7 +46,7 @@ This module never writes to the engine and never decides what a change means for
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -57,9 +64,9 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """One read of the outbox: the snapshot's in-progress xids and the rows it could see."""
+    """One read of the outbox: the xids that may be in progress at its snapshot, and its rows."""
 
-    xip: frozenset[int]
+    running: frozenset[int]
     late: tuple[Change, ...]  # rows of inflight transactions below read_to
     fresh: tuple[Change, ...]  # rows above read_to, in seq order
     late_full: bool  # the late page hit its limit: more late rows may follow
@@ -91,16 +98,16 @@ class OutboxCursor:
         return cls(checkpoint=seq, read_to=seq)
 
     @classmethod
-    def after_snapshot(cls, *, floor: int, max_visible: int, xip: Sequence[int]) -> OutboxCursor:
+    def after_snapshot(cls, *, floor: int, max_visible: int, running: Iterable[int]) -> OutboxCursor:
         """Continue after a snapshot whose visible rows are all accounted for (a reindex load).
 
-        ``max_visible`` is the largest seq visible in the snapshot; transactions in its ``xip``
-        may hold any seq above ``floor`` (a checkpoint valid before the snapshot was taken).
+        ``max_visible`` is the largest seq visible in the snapshot; transactions ``running`` at
+        it (see :func:`running_at`) may hold any seq above ``floor`` (a checkpoint valid before the snapshot was taken).
         """
         return cls(
             checkpoint=floor,
             read_to=max(floor, max_visible),
-            inflight=MappingProxyType(dict.fromkeys(xip, floor)),
+            inflight=MappingProxyType(dict.fromkeys(running, floor)),
         )
 
     @property
@@ -112,14 +119,14 @@ class OutboxCursor:
         last_late = window.late[-1].seq if window.late else None
         inflight: dict[int, int] = {}
         for xid, floor in self.inflight.items():
-            if xid in window.xip:
+            if xid in window.running:
                 inflight[xid] = floor  # still running: its rows were invisible
             elif window.late_full:
                 # Finished, but the page ended early: rows of this xid up to the page's last
                 # seq are read (the page is in seq order), later ones are not yet.
                 inflight[xid] = max(floor, last_late if last_late is not None else floor)
             # else: finished and all its rows below read_to were in this page — done.
-        for xid in window.xip:
+        for xid in window.running:
             if xid not in self.inflight:
                 inflight[xid] = self.read_to
         read_to = window.fresh[-1].seq if window.fresh else self.read_to
@@ -129,17 +136,17 @@ class OutboxCursor:
 
 # One statement, so one snapshot for the snapshot itself, the late rows and the fresh rows.
 _READ_WINDOW_SQL = """
-SELECT 0 AS part, pg_current_snapshot() AS snap,
+SELECT 0 AS part, pg_current_snapshot() AS snap, pg_current_xact_id() AS me,
        NULL::bigint AS seq, NULL::bigint AS product_id, NULL::text AS op, NULL::timestamptz AS created_at
 UNION ALL
-(SELECT 1, NULL, o.seq, o.product_id, o.op, o.created_at
+(SELECT 1, NULL, NULL, o.seq, o.product_id, o.op, o.created_at
    FROM search_outbox o
    JOIN unnest($1::xid8[], $2::bigint[]) AS f(txid, floor) ON o.txid = f.txid AND o.seq > f.floor
   WHERE o.seq > $3 AND o.seq <= $4
   ORDER BY o.seq
   LIMIT $5)
 UNION ALL
-(SELECT 2, NULL, seq, product_id, op, created_at
+(SELECT 2, NULL, NULL, seq, product_id, op, created_at
    FROM search_outbox
   WHERE seq > $4
   ORDER BY seq
@@ -160,28 +167,38 @@ async def read_window(conn: asyncpg.Connection, cursor: OutboxCursor, limit: int
         limit if xids else 0,
         limit,
     )
-    xip: frozenset[int] = frozenset()
+    running: frozenset[int] = frozenset()
     late: list[Change] = []
     fresh: list[Change] = []
     for record in records:
         part = record["part"]
         if part == 0:
-            xip = frozenset(int(x) for x in record["snap"][2])
+            _xmin, xmax, xip = record["snap"]
+            running = running_at(xip, xmax, record["me"])
         else:
             change = Change(record["seq"], record["product_id"], record["op"], record["created_at"])
             (late if part == 1 else fresh).append(change)
-    return make_window(xip, late, fresh, limit=limit, scanned_late=bool(xids))
+    return make_window(running, late, fresh, limit=limit, scanned_late=bool(xids))
+
+
+def running_at(xip: Iterable[int], xmax: int, me: int) -> frozenset[int]:
+    """Every xid that may be in progress at a snapshot: its ``xip``, and every xid from its
+    ``xmax`` up to ``me`` (an xid taken after the snapshot), which Postgres leaves out of
+    ``xip`` (see the module docstring)."""
+    return frozenset(int(x) for x in xip) | frozenset(range(int(xmax), int(me)))
 
 
 def make_window(
-    xip: frozenset[int], late: Sequence[Change], fresh: Sequence[Change], *, limit: int, scanned_late: bool
+    running: frozenset[int], late: Sequence[Change], fresh: Sequence[Change], *, limit: int, scanned_late: bool
 ) -> Window:
     """A window from up to ``limit`` late and ``limit`` fresh rows, both in seq order."""
     late_full = scanned_late and len(late) >= limit
     # Late rows come first in a batch; fresh ones only fill the rest of it.
     room = max(0, limit - len(late))
     fresh_full = len(fresh) > room or len(fresh) >= limit
-    return Window(xip=xip, late=tuple(late), fresh=tuple(fresh[:room]), late_full=late_full, fresh_full=fresh_full)
+    return Window(
+        running=running, late=tuple(late), fresh=tuple(fresh[:room]), late_full=late_full, fresh_full=fresh_full
+    )
 
 
 async def read_checkpoint(conn: asyncpg.Connection, name: str) -> int:

@@ -6,7 +6,8 @@ Steps (``hos-search reindex``, ``SYNC_PRODUCTS_ON_STARTUP``, ``--reindex-on-star
    ``reindex:<alias>`` at the lowest existing one, so pruning keeps every outbox row this
    reindex may replay (see :func:`indexer.outbox.hold_checkpoint`).
 2. Create ``<alias>_v<timestamp>`` with the catalog mapping, refresh off and no replicas.
-3. In one REPEATABLE READ transaction (one snapshot S): note S's in-progress xids and the
+3. In one REPEATABLE READ transaction (one snapshot S): note the xids that may be in progress
+   at S (:func:`indexer.outbox.running_at`) and the
    highest visible outbox seq, and stream every active product from a server-side cursor into
    bulk requests. Each document's external version is its highest outbox seq visible in S (see
    :mod:`indexer.batch` for why per-product), so later changes always carry a higher-or-equal
@@ -45,7 +46,7 @@ from catalog.mapping import index_mappings, index_settings, is_version_of, live_
 from indexer.batch import run_batch
 from indexer.listener import close_quietly
 from indexer.metrics import IndexerMetrics
-from indexer.outbox import OutboxCursor, advance_checkpoint, hold_checkpoint, release_checkpoint
+from indexer.outbox import OutboxCursor, advance_checkpoint, hold_checkpoint, release_checkpoint, running_at
 from indexer.settings import IndexerSettings
 from indexer.sink import Action, Sink
 
@@ -201,8 +202,12 @@ async def _load(
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             # The first statement fixes the transaction's snapshot: the rows, the versions and
-            # the in-progress xids below all belong to it.
-            snapshot = await conn.fetchval("SELECT pg_current_snapshot()")
+            # the in-progress xids below all belong to it. The xid it takes is newer than any
+            # handed out before the snapshot (see indexer.outbox.running_at).
+            first = await conn.fetchrow("SELECT pg_current_snapshot() AS snap, pg_current_xact_id() AS me")
+            assert first is not None
+            _xmin, xmax, xip = first["snap"]
+            running = running_at(xip, xmax, first["me"])
             max_visible = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM search_outbox"))
             chunk: list[Action] = []
             async for row in conn.cursor(_LOAD_SQL, prefetch=LOAD_CHUNK):
@@ -225,7 +230,7 @@ async def _load(
             task.cancel()
         await asyncio.gather(*in_flight, return_exceptions=True)
     metrics.reindex_documents.inc(documents)
-    return OutboxCursor.after_snapshot(floor=floor, max_visible=max_visible, xip=snapshot[2]), documents
+    return OutboxCursor.after_snapshot(floor=floor, max_visible=max_visible, running=running), documents
 
 
 async def _replay(

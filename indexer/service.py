@@ -56,6 +56,10 @@ POSTGRES_LOST = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,  # admin shutdown (pg_terminate_backend), crash shutdown
     asyncpg.CannotConnectNowError,
+    # A connection whose backend was terminated mid-operation can be left in a state where
+    # the next query fails with "cannot switch to state …; another operation is in progress"
+    # instead of a connection error (found by tests/test_indexer_chaos.py): reconnect.
+    asyncpg.InternalClientError,
 )
 _QUERY_TIMEOUT_S = 30.0
 _PRUNE_BATCH = 10_000
@@ -185,7 +189,15 @@ class Streamer:
 
     async def _connect_reader(self) -> asyncpg.Connection:
         # command_timeout: a stopped server must not hang a query forever.
-        return await asyncpg.connect(self._settings.database_url, timeout=5.0, command_timeout=_QUERY_TIMEOUT_S)
+        # synchronous_commit off: each outbox read takes an xid (indexer.outbox), and flushing
+        # its commit record would cost a WAL fsync per read for nothing — a lost checkpoint
+        # update after a server crash only means re-reading changes already indexed.
+        return await asyncpg.connect(
+            self._settings.database_url,
+            timeout=5.0,
+            command_timeout=_QUERY_TIMEOUT_S,
+            server_settings={"synchronous_commit": "off"},
+        )
 
     async def _session(
         self, stop: asyncio.Event, *, initial: bool, reindex_on_start: bool, ready: asyncio.Event | None

@@ -475,3 +475,39 @@ async def test_generation_bump_is_retried_until_redis_answers(stack_urls: StackU
 async def _generation_at_least(client: object, key: str, value: int) -> bool:
     current = await client.get(key)  # type: ignore[attr-defined]
     return current is not None and int(current) >= value
+
+
+async def test_a_rename_racing_a_new_product_of_that_seller_still_reaches_it(
+    settings: IndexerSettings, database_url: str, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    """The rename's trigger cannot see a product inserted by a transaction still open; the
+    insert commits and is indexed with the old name before the rename commits."""
+    alias = settings.search_index
+    seller = await add_seller(db, "Old Name")
+    await add_product(db, seller, "Existing")
+    async with running_indexer(settings):
+        inserter = await asyncpg.connect(database_url)
+        renamer = await asyncpg.connect(database_url)
+        try:
+            insert_tx = inserter.transaction()
+            await insert_tx.start()
+            product = await add_product(inserter, seller, "Racing Wand")
+            rename_tx = renamer.transaction()
+            await rename_tx.start()
+            rename = asyncio.ensure_future(
+                renamer.execute("UPDATE sellers SET name = 'New Name' WHERE id = $1", seller)
+            )
+            await asyncio.sleep(0.3)
+            await insert_tx.commit()
+            await asyncio.wait_for(rename, 10)
+            await eventually(lambda: indexed(engine, alias, product), what="new product indexed")
+            await rename_tx.commit()
+        finally:
+            await inserter.close()
+            await renamer.close()
+
+        async def renamed() -> bool:
+            doc = await indexed(engine, alias, product)
+            return doc is not None and doc["seller"]["name"] == "New Name"
+
+        await eventually(renamed, timeout=15, what="the new product carries the new seller name")
