@@ -220,6 +220,9 @@ async def test_engine_unreachable_for_a_while_loses_nothing(
     try:
         async with running_indexer(cut) as metrics:
             await eventually(lambda: indexed(engine, settings.search_index, first))
+            # The checkpoint is stored just after the bulk lands: wait for it, or "before" is stale.
+            high = await db.fetchval("SELECT max(seq) FROM search_outbox")
+            await eventually(lambda: _checkpoint_at_least(db, high), what="checkpoint stored")
             before = await checkpoint(db)
             await proxy.close()
             ids = await add_products(db, seller, 50, prefix="Outage")
