@@ -76,7 +76,7 @@ def read(db: Database, cursor: OutboxCursor, limit: int) -> Window:
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["begin", "write", "write", "commit", "commit", "abort", "read", "read"]), st.integers(0, 3)
+        st.sampled_from(["begin", "begin", "write", "write", "commit", "commit", "abort", "read", "read"]), st.integers(0, 3)
     ),
     min_size=4,
     max_size=80,
@@ -93,7 +93,7 @@ _LONG_LATE = [("begin", 0), *[("write", 0)] * 5, ("begin", 0), ("write", 1), ("c
 _NEWER_XID_ABOVE_XMAX = [("begin", 0), ("begin", 0), ("write", 1), ("write", 0), ("commit", 0), ("read", 0)]
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=5000, deadline=None)
 @example(_NEWER_XID_ABOVE_XMAX, 4)
 @example(_LATE_BELOW_FRESH, 4)
 @example([*_LONG_LATE, ("commit", 0), ("read", 0), ("begin", 0), ("write", 0), ("commit", 0), ("read", 0)], 2)
