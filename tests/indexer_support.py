@@ -166,16 +166,15 @@ async def active_products(db: asyncpg.Connection) -> dict[int, dict[str, Any]]:
     return {int(r["id"]): {"name": r["name"], "price": r["price"], "seller": r["seller"]} for r in rows}
 
 
-async def index_matches_catalog(engine: AsyncElasticsearch, alias: str, db: asyncpg.Connection) -> bool:
-    """Whether the index holds exactly the active products, with their current name/price/seller."""
-    expected = await active_products(db)
+async def indexed_catalog(engine: AsyncElasticsearch, alias: str) -> dict[int, dict[str, Any]] | None:
+    """Every document behind ``alias`` as {product id: name/price/seller}; None if there is no index."""
     await engine.options(ignore_status=404).indices.refresh(index=alias)
     response = await engine.options(ignore_status=404).search(
         index=alias, size=10_000, source_includes=["name", "price", "seller.name"], query={"match_all": {}}
     )
     if response.meta.status == 404:
-        return False
-    actual = {
+        return None
+    return {
         int(hit["_id"]): {
             "name": hit["_source"]["name"],
             "price": hit["_source"]["price"],
@@ -183,7 +182,12 @@ async def index_matches_catalog(engine: AsyncElasticsearch, alias: str, db: asyn
         }
         for hit in response["hits"]["hits"]
     }
-    return actual == expected
+
+
+async def index_matches_catalog(engine: AsyncElasticsearch, alias: str, db: asyncpg.Connection) -> bool:
+    """Whether the index holds exactly the active products, with their current name/price/seller."""
+    expected = await active_products(db)
+    return await indexed_catalog(engine, alias) == expected
 
 
 # --- cutting the engine off ----------------------------------------------------------------

@@ -28,10 +28,12 @@ from elasticsearch import AsyncElasticsearch
 from devstack.stack import StackUrls
 from tests.indexer_support import (
     TcpProxy,
+    active_products,
     add_products,
     add_seller,
     eventually,
     index_matches_catalog,
+    indexed_catalog,
     indexer_settings,
     settings_env,
 )
@@ -106,31 +108,15 @@ class Chaos:
 
 async def _difference(engine: AsyncElasticsearch, alias: str, db: asyncpg.Connection) -> str:
     """What differs, for the failure message: missing, extra and stale documents, with their outbox rows."""
-    from tests.indexer_support import active_products
-
     expected = await active_products(db)
-    response = await engine.search(
-        index=alias, size=10_000, source_includes=["name", "price", "seller.name"], version=True
-    )
-    actual = {
-        int(h["_id"]): {
-            "name": h["_source"]["name"],
-            "price": h["_source"]["price"],
-            "seller": h["_source"]["seller"]["name"],
-        }
-        for h in response["hits"]["hits"]
-    }
-    doc_versions = {int(h["_id"]): h.get("_version") for h in response["hits"]["hits"]}
+    actual = await indexed_catalog(engine, alias) or {}
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))
     stale = sorted(i for i in set(expected) & set(actual) if expected[i] != actual[i])
     details = []
     for pid in (missing + extra + stale)[:5]:
         rows = await db.fetch("SELECT seq, op, txid::text FROM search_outbox WHERE product_id = $1 ORDER BY seq", pid)
-        details.append(
-            f"{pid}: want {expected.get(pid)} have {actual.get(pid)} doc_version {doc_versions.get(pid)} "
-            f"outbox {[tuple(r) for r in rows][-4:]}"
-        )
+        details.append(f"{pid}: want {expected.get(pid)} have {actual.get(pid)} outbox {[tuple(r) for r in rows][-4:]}")
     checkpoints = await db.fetch("SELECT name, last_seq FROM search_indexer_checkpoint")
     return (
         f"missing {missing[:10]} extra {extra[:10]} stale {stale[:10]}; checkpoints {[tuple(c) for c in checkpoints]}; "

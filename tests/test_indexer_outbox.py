@@ -76,7 +76,8 @@ def read(db: Database, cursor: OutboxCursor, limit: int) -> Window:
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["begin", "begin", "write", "write", "commit", "commit", "abort", "read", "read"]), st.integers(0, 3)
+        st.sampled_from(["begin", "begin", "write", "write", "commit", "commit", "abort", "read", "read"]),
+        st.integers(0, 3),
     ),
     min_size=4,
     max_size=80,
