@@ -142,3 +142,24 @@ async def test_bad_settings_exit_with_one_line(
     lines = [line for line in stderr.decode().splitlines() if not line[:1].isdigit()]
     assert proc.returncode == code
     assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("hos-search indexer:"), stderr.decode()
+
+
+async def test_hos_search_reindex_builds_the_alias_from_the_command_line(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    seller = await add_seller(db)
+    await add_products(db, seller, 120)
+    env = {**os.environ, **settings_env(settings), "LOG_LEVEL": "warning"}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "hos_search", "reindex"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reindexed 120 products" in result.stdout
+    assert await index_matches_catalog(engine, settings.search_index, db)
+    assert await engine.indices.exists_alias(name=settings.search_index)
