@@ -253,3 +253,31 @@ async def prune(conn: asyncpg.Connection, *, batch: int = 10_000) -> int:
         batch,
     )
     return int(status.split()[-1])
+
+
+async def adopt_abandoned_hold(conn: asyncpg.Connection, name: str, hold: str, lock: str) -> int | None:
+    """Take over the checkpoint row ``hold`` of a reindex that died, if there is one.
+
+    A reindex that dies after its alias swap may leave changes the streamer wrote to the old
+    index missing from the new one; its hold row says from where it still had to replay. When
+    no reindex holds the advisory lock ``lock``, the row is abandoned: move checkpoint ``name``
+    back to it (re-reading is idempotent: every write carries its version) and delete it.
+    Returns the seq rewound to, or ``None`` when there was nothing to adopt.
+    """
+    seq = await conn.fetchval("SELECT last_seq FROM search_indexer_checkpoint WHERE name = $1", hold)
+    if seq is None or not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", lock):
+        return None  # nothing abandoned, or a reindex is running right now
+    try:
+        async with conn.transaction():
+            seq = await conn.fetchval("DELETE FROM search_indexer_checkpoint WHERE name = $1 RETURNING last_seq", hold)
+            if seq is None:
+                return None
+            await conn.execute(
+                "UPDATE search_indexer_checkpoint SET last_seq = least(last_seq, $2), updated_at = now() "
+                "WHERE name = $1",
+                name,
+                seq,
+            )
+        return int(seq)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock)

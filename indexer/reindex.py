@@ -57,6 +57,16 @@ LOAD_IN_FLIGHT = 2  # bulk requests in flight: the next chunk is built while one
 REPLAY_BATCH = 1_000
 
 
+def reindex_lock_name(alias: str) -> str:
+    """The advisory-lock name a reindex of ``alias`` holds while it runs."""
+    return f"hos-search reindex {alias}"
+
+
+def hold_name(alias: str) -> str:
+    """The checkpoint row a reindex of ``alias`` registers so pruning keeps what it replays."""
+    return f"reindex:{alias}"
+
+
 class ReindexError(Exception):
     """The reindex cannot run or was abandoned; the live alias is untouched."""
 
@@ -119,11 +129,12 @@ async def reindex(
     alias = settings.search_index
     started = time.perf_counter()
     conn = await connect_postgres(settings.database_url)
-    hold = f"reindex:{alias}"
+    hold = hold_name(alias)
     new_index: str | None = None
     swapped = False
+    completed = False
     try:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"hos-search reindex {alias}"):
+        if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", reindex_lock_name(alias)):
             raise ReindexError(f"another reindex of {alias!r} is running")
         live = await alias_targets(engine, alias)
         orphans = [name for name in await _versioned_indexes(engine, alias) if name not in live]
@@ -160,6 +171,7 @@ async def reindex(
             replayed + after_swap,
             live or "none",
         )
+        completed = True
         return ReindexResult(new_index, documents, replayed + after_swap, cursor.checkpoint, seconds, tuple(live))
     except BaseException:
         if new_index is not None and not swapped:
@@ -170,10 +182,16 @@ async def reindex(
                 log.warning("reindex: could not delete %s (the next reindex will): %s", new_index, exc)
         raise
     finally:
-        try:
-            await asyncio.wait_for(release_checkpoint(conn, hold), 5.0)
-        except Exception as exc:
-            log.warning("reindex: could not release checkpoint %s: %s", hold, exc)
+        if swapped and not completed:
+            # Changes the streamer wrote to the old index just before the swap may be missing
+            # from the new one: the hold row tells the streamer where to replay from
+            # (indexer.service recovers an abandoned reindex).
+            log.warning("reindex: failed after the swap; leaving %s for the streamer to replay from", hold)
+        else:
+            try:
+                await asyncio.wait_for(release_checkpoint(conn, hold), 5.0)
+            except Exception as exc:
+                log.warning("reindex: could not release checkpoint %s: %s", hold, exc)
         await close_quietly(conn)  # also releases the advisory lock
 
 

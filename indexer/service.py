@@ -40,8 +40,8 @@ from indexer.batch import run_batch
 from indexer.generation import Generation
 from indexer.listener import Listener, ListenerLost, close_quietly
 from indexer.metrics import IndexerMetrics, serve_metrics
-from indexer.outbox import OutboxCursor, advance_checkpoint, prune, read_checkpoint
-from indexer.reindex import ReindexError, ReindexResult, alias_targets, reindex
+from indexer.outbox import OutboxCursor, adopt_abandoned_hold, advance_checkpoint, prune, read_checkpoint
+from indexer.reindex import ReindexError, ReindexResult, alias_targets, hold_name, reindex, reindex_lock_name
 from indexer.settings import IndexerSettings
 from indexer.sink import Sink, backoff, wait_or_stop
 
@@ -239,6 +239,8 @@ class Streamer:
     async def _stream(self, listener: Listener, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         settings = self._settings
         name = settings.name
+        await read_checkpoint(conn, name)  # creates the row, so an adopted hold can lower it
+        await self._adopt_abandoned_reindex(conn)
         cursor = OutboxCursor.at_checkpoint(await read_checkpoint(conn, name))
         backlog = await conn.fetchval("SELECT count(*) FROM search_outbox WHERE seq > $1", cursor.checkpoint)
         self._metrics.checkpoint.set(cursor.checkpoint)
@@ -268,7 +270,11 @@ class Streamer:
                 await advance_checkpoint(conn, name, outcome.cursor.checkpoint)
                 self._metrics.checkpoint.set(outcome.cursor.checkpoint)
             cursor = outcome.cursor
-            await self._maybe_prune(conn)
+            if await self._maybe_prune(conn):
+                # Now and then: a reindex that died after its swap leaves changes to replay.
+                rewound = await self._adopt_abandoned_reindex(conn)
+                if rewound is not None and rewound < cursor.checkpoint:
+                    cursor = OutboxCursor.at_checkpoint(rewound)
             if outcome.window.more_waiting:
                 continue  # a backlog: read on without waiting for the doorbell
             if catching_up:
@@ -279,12 +285,21 @@ class Streamer:
             else:
                 await listener.check(timeout=min(settings.keepalive_s, 5.0))
 
-    async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
+    async def _adopt_abandoned_reindex(self, conn: asyncpg.Connection) -> int | None:
+        alias = self._settings.search_index
+        rewound = await adopt_abandoned_hold(conn, self._settings.name, hold_name(alias), reindex_lock_name(alias))
+        if rewound is not None:
+            log.warning("an abandoned reindex of %s left changes to replay; re-reading from seq %d", alias, rewound)
+        return rewound
+
+    async def _maybe_prune(self, conn: asyncpg.Connection) -> bool:
+        """Prune now and then; whether it was time to."""
         now = time.monotonic()
         if now - self._last_prune < self._settings.prune_interval_s:
-            return
+            return False
         self._last_prune = now
         deleted = await prune(conn, batch=_PRUNE_BATCH)
         if deleted:
             self._metrics.pruned.inc(deleted)
             log.info("pruned %d outbox rows behind the checkpoint", deleted)
+        return True

@@ -514,3 +514,49 @@ async def test_a_rename_racing_a_new_product_of_that_seller_still_reaches_it(
             return doc is not None and doc["seller"]["name"] == "New Name"
 
         await eventually(renamed, timeout=15, what="the new product carries the new seller name")
+
+
+async def test_a_reindex_that_died_after_its_swap_is_replayed_by_the_streamer(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    """The streamer checkpointed a change it wrote to the old index; the reindex swapped in a new
+    index without it and was killed before its post-swap replay, leaving its hold row."""
+    from indexer.reindex import hold_name
+
+    alias = settings.search_index
+    hold = hold_name(alias)
+    seller = await add_seller(db)
+    product = await add_product(db, seller, "Time-Turner", price=10)
+    async with running_indexer(settings):
+        await eventually(lambda: index_matches_catalog(engine, alias, db), what="initial sync")
+    # While no indexer runs: the change, checkpointed as if written (to the old index), and
+    # the dead reindex's hold row just below it.
+    await db.execute("UPDATE products SET price = 99 WHERE id = $1", product)
+    change = await db.fetchval("SELECT max(seq) FROM search_outbox")
+    await db.execute("UPDATE search_indexer_checkpoint SET last_seq = $1 WHERE name = 'main'", change)
+    await db.execute("INSERT INTO search_indexer_checkpoint (name, last_seq) VALUES ($1, $2)", hold, change - 1)
+    async with running_indexer(settings):
+        await eventually(lambda: index_matches_catalog(engine, alias, db), what="the missing change replayed")
+    remaining = await db.fetchval("SELECT count(*) FROM search_indexer_checkpoint WHERE name = $1", hold)
+    assert remaining == 0
+
+
+async def test_a_running_reindexs_hold_is_left_alone(
+    settings: IndexerSettings, db: asyncpg.Connection, database_url: str
+) -> None:
+    from indexer.outbox import adopt_abandoned_hold
+    from indexer.reindex import hold_name, reindex_lock_name
+
+    alias = settings.search_index
+    await db.execute(
+        "INSERT INTO search_indexer_checkpoint (name, last_seq) VALUES ('main', 50), ($1, 10)", hold_name(alias)
+    )
+    reindexer = await asyncpg.connect(database_url)
+    try:
+        await reindexer.execute("SELECT pg_advisory_lock(hashtext($1))", reindex_lock_name(alias))
+        assert await adopt_abandoned_hold(db, "main", hold_name(alias), reindex_lock_name(alias)) is None
+        assert await checkpoint(db) == 50
+    finally:
+        await reindexer.close()  # the reindex dies: its lock goes with its session
+    assert await adopt_abandoned_hold(db, "main", hold_name(alias), reindex_lock_name(alias)) == 10
+    assert await checkpoint(db) == 10
