@@ -3,7 +3,8 @@
 Several writers commit (and roll back) every kind of change — price and name updates, inserts,
 deletes, status changes, seller renames, and multi-row transactions held open so that commits
 land out of seq order — while a fault loop SIGKILLs the indexer process and restarts it, cuts
-the engine off through a TCP proxy, and terminates the indexer's Postgres backends. When the
+the engine off through a TCP proxy, terminates the indexer's Postgres backends, and starts
+full reindexes (``python -m indexer reindex``) that race the streamer, some of them SIGKILLed. When the
 writes stop and the faults heal, the index must hold exactly the active products with their
 current data.
 
@@ -128,10 +129,10 @@ class _Rollback(Exception):
     pass
 
 
-def _spawn(settings_env_: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(settings_env_: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "indexer"],
+            [sys.executable, "-m", "indexer", *args],
             cwd=ROOT,
             env={
                 **os.environ,
@@ -168,14 +169,22 @@ async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the
     log = tmp_path / "indexer.log"
     proc = _spawn(env, log)
     faults: list[str] = []
+    reindexes: list[subprocess.Popen[bytes]] = []
     try:
         until = time.monotonic() + DURATION_S
         writers = [asyncio.ensure_future(chaos.writer(until)) for _ in range(3)]
         while time.monotonic() < until:
             await asyncio.sleep(rng.uniform(0.3, 1.5))
-            fault = rng.choice(["kill", "cut", "terminate"])
+            fault = rng.choice(["kill", "cut", "terminate", "reindex", "kill-reindex"])
             faults.append(fault)
-            if fault == "kill":
+            if fault == "reindex":
+                # A zero-downtime rebuild racing the streamer (and the other faults).
+                reindexes.append(_spawn(env, log, "reindex"))
+            elif fault == "kill-reindex":
+                for running in reindexes:
+                    if running.poll() is None:
+                        running.send_signal(signal.SIGKILL)
+            elif fault == "kill":
                 proc.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(proc.wait, 10)
                 proc = _spawn(env, log)
@@ -191,6 +200,8 @@ async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the
                     list(chaos.writer_pids),
                 )
         await asyncio.gather(*writers)
+        for running in reindexes:  # a reindex may be retrying a cut engine: let it finish
+            await asyncio.to_thread(running.wait, 120)
         assert proc.poll() is None, log.read_text()[-3000:]
         context = f"seed {seed}; faults {faults}; {chaos.commits} commits, {chaos.rollbacks} rollbacks"
         try:
@@ -203,7 +214,8 @@ async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the
             ) from None
         assert chaos.commits > 0 and faults
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        for child in [proc, *reindexes]:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
         await cut.close()
