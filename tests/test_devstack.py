@@ -185,3 +185,22 @@ def test_hos_search_dev_serves_and_stops_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     assert _wait_gone(pids) == []
+
+
+def test_hos_search_dev_refuses_a_taken_port_in_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "hos_search", "dev", "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+    assert "Traceback" not in result.stderr
