@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/hos_search"
 DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_ELASTICSEARCH_NODE = "http://localhost:9200"
+DEFAULT_SEARCH_INDEX = "products"
+DEFAULT_REDIS_KEY_PREFIX = "hos:"
 
 
 class ConfigError(Exception):
@@ -112,8 +115,30 @@ def elasticsearch_node(env: Mapping[str, str]) -> str:
 
 
 def search_index(env: Mapping[str, str]) -> str:
-    value = env_str(env, "SEARCH_INDEX", "products")
+    value = env_str(env, "SEARCH_INDEX", DEFAULT_SEARCH_INDEX)
     # Elasticsearch index-name rules: lowercase, no spaces or special characters.
     if value != value.lower() or not value.replace("_", "").replace("-", "").isalnum() or value.startswith(("_", "-")):
         raise ConfigError(f"SEARCH_INDEX={value!r} must be a lowercase name of letters, digits, _ and -")
     return value
+
+
+class SharedSettings(TypedDict):
+    database_url: str
+    redis_url: str
+    redis_key_prefix: str
+    elasticsearch_node: str
+    search_index: str
+
+
+def shared_settings(env: Mapping[str, str]) -> SharedSettings:
+    """What the proxy and the indexer both read: the three servers, the alias, the Redis prefix.
+
+    Keys are the field names of both settings dataclasses, so each can take ``**shared_settings(env)``.
+    """
+    return SharedSettings(
+        database_url=database_url(env),
+        redis_url=redis_url(env),
+        redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX),
+        elasticsearch_node=elasticsearch_node(env),
+        search_index=search_index(env),
+    )

@@ -1,4 +1,5 @@
 """Embedded servers for development and tests: Postgres, Redis and the search engine.
 
-Used only by the ``hos-search dev`` command and the test suite; the services never import it.
+Used only by the ``hos-search dev`` command, the test suite and the benchmarks under ``load/``;
+the services never import it.
 """

@@ -13,12 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from catalog.connections import ServerUnreachable, connect_postgres
 from catalog.migrate import MigrationError, migrate
-from devstack.servers import ServerError, free_port, port_is_open
+from devstack.servers import ServerError, free_port, port_is_open, wait_http
 from devstack.stack import DevStack, StackUrls
 
 
@@ -61,18 +60,6 @@ def _child_commands(port: int) -> dict[str, list[str]]:
             "1",
         ]
     return commands
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            time.sleep(0.2)
-    return False
 
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -121,7 +108,7 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
         proxy_url = f"http://127.0.0.1:{port}"
         lines = {**urls.as_env()}
         if "proxy" in children:
-            if not _wait_http(f"{proxy_url}/healthz", 60, children["proxy"]):
+            if not wait_http(f"{proxy_url}/healthz", children["proxy"], 60):
                 print("hos-search dev: the proxy did not start; see its output above", file=sys.stderr)
                 return 1
             lines["PROXY_URL"] = proxy_url

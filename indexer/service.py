@@ -239,9 +239,9 @@ class Streamer:
     async def _stream(self, listener: Listener, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         settings = self._settings
         name = settings.name
-        await read_checkpoint(conn, name)  # creates the row, so an adopted hold can lower it
-        await self._adopt_abandoned_reindex(conn)
-        cursor = OutboxCursor.at_checkpoint(await read_checkpoint(conn, name))
+        stored = await read_checkpoint(conn, name)  # creates the row, so an adopted hold can lower it
+        rewound = await self._adopt_abandoned_reindex(conn)
+        cursor = OutboxCursor.at_checkpoint(stored if rewound is None else min(stored, rewound))
         backlog = await conn.fetchval("SELECT count(*) FROM search_outbox WHERE seq > $1", cursor.checkpoint)
         self._metrics.checkpoint.set(cursor.checkpoint)
         log.info(

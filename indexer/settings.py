@@ -10,25 +10,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from catalog.config import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_ELASTICSEARCH_NODE,
+    DEFAULT_REDIS_KEY_PREFIX,
+    DEFAULT_REDIS_URL,
+    DEFAULT_SEARCH_INDEX,
     ConfigError,
-    database_url,
-    elasticsearch_node,
     env_bool,
     env_float,
     env_int,
     env_str,
-    redis_url,
-    search_index,
+    shared_settings,
 )
 
 
 @dataclass(frozen=True)
 class IndexerSettings:
-    database_url: str = "postgresql://postgres@localhost:5432/hos_search"
-    redis_url: str = "redis://localhost:6379"
-    redis_key_prefix: str = "hos:"
-    elasticsearch_node: str = "http://localhost:9200"
-    search_index: str = "products"
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
+    elasticsearch_node: str = DEFAULT_ELASTICSEARCH_NODE
+    search_index: str = DEFAULT_SEARCH_INDEX
     sync_on_startup: bool = False
     name: str = "main"
     batch_size: int = 500
@@ -53,11 +55,7 @@ class IndexerSettings:
         if len(name) > 100 or name.startswith("reindex:"):
             raise ConfigError(f"INDEXER_NAME={name!r} must be at most 100 characters and not start with 'reindex:'")
         return cls(
-            database_url=database_url(env),
-            redis_url=redis_url(env),
-            redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "hos:"),
-            elasticsearch_node=elasticsearch_node(env),
-            search_index=search_index(env),
+            **shared_settings(env),
             sync_on_startup=env_bool(env, "SYNC_PRODUCTS_ON_STARTUP", False),
             name=name,
             batch_size=env_int(env, "INDEXER_BATCH_SIZE", 500, minimum=1, maximum=10_000),

@@ -37,7 +37,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script (`python load/bench_indexer.py`), so the repository root is not on sys.path.
@@ -49,8 +48,8 @@ from elasticsearch.helpers import async_bulk  # noqa: E402
 from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document  # noqa: E402
 from catalog.engine import create_engine_client  # noqa: E402
 from catalog.mapping import index_mappings, index_settings  # noqa: E402
-from catalog.migrate import migrate  # noqa: E402
 from catalog.seed import seed_catalog  # noqa: E402
+from devstack.databases import ScratchDatabases  # noqa: E402
 from devstack.stack import DevStack, StackUrls  # noqa: E402
 from indexer.metrics import IndexerMetrics  # noqa: E402
 from indexer.outbox import advance_checkpoint  # noqa: E402
@@ -61,33 +60,14 @@ from indexer.sink import Sink  # noqa: E402
 SAMPLE_EVERY = 50  # sampling must not load the dev engine, whose gets are not free
 
 
-def _db_url(base: str, name: str) -> str:
-    return urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-
-
-async def _fresh_database(urls: StackUrls, products: int) -> tuple[str, str]:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(urls.database_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    url = _db_url(urls.database_url, name)
+async def _fresh_database(dbs: ScratchDatabases, products: int) -> str:
+    url = await dbs.create("indexer")
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn)
         await seed_catalog(conn, products)
     finally:
         await conn.close()
-    return name, url
-
-
-async def _drop_database(urls: StackUrls, name: str) -> None:
-    admin = await asyncpg.connect(urls.database_url)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    return url
 
 
 async def _baseline(engine: object, url: str, alias: str) -> tuple[int, float]:
@@ -210,7 +190,8 @@ async def _stream(settings: IndexerSettings, url: str, engine: object, seconds: 
 
 
 async def run(args: argparse.Namespace, urls: StackUrls) -> None:
-    name, url = await _fresh_database(urls, args.products)
+    dbs = ScratchDatabases(urls.database_url)
+    url = await _fresh_database(dbs, args.products)
     alias = f"bench{uuid.uuid4().hex[:6]}_products"
     engine, _ = await create_engine_client(urls.elasticsearch_node, request_timeout=60)
     settings = IndexerSettings(
@@ -236,7 +217,7 @@ async def run(args: argparse.Namespace, urls: StackUrls) -> None:
     finally:
         await engine.indices.delete(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True)
         await engine.close()
-        await _drop_database(urls, name)
+        await dbs.drop_all()
 
     base_rate = statistics.fmean([base1[0] / base1[1], base2[0] / base2[1]])
     ours = result.documents / result.seconds

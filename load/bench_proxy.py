@@ -41,6 +41,9 @@ import asyncpg  # noqa: E402
 import orjson  # noqa: E402
 from multidict import MultiDict  # noqa: E402
 
+from devstack.databases import ScratchDatabases  # noqa: E402
+from devstack.stack import StackUrls  # noqa: E402
+
 # A fixed storefront mix: typo'd and exact text, filters, sorts, deep-ish pages, browse.
 SEARCH_MIX: list[list[tuple[str, str]]] = [
     [("q", "hary poter")],
@@ -164,35 +167,43 @@ def report(label: str, samples: dict[str, list[float]]) -> None:
 # --- orchestration ---------------------------------------------------------------------------
 
 
-async def prepare_catalog(database_url: str, engine_url: str, products: int) -> tuple[str, str]:
-    """A fresh database with N sample products, indexed behind a fresh alias."""
-    from elasticsearch.helpers import async_bulk
-
-    from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
-    from catalog.engine import create_engine_client
-    from catalog.mapping import index_mappings, index_settings, versioned_index_name
-    from catalog.migrate import migrate
+async def prepare_catalog(dbs: ScratchDatabases, urls: StackUrls, products: int) -> tuple[str, str]:
+    """A fresh database with N sample products, indexed behind a fresh alias by a real reindex."""
     from catalog.seed import seed_catalog
+    from indexer.service import run_reindex
+    from indexer.settings import IndexerSettings
 
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    url = database_url.rsplit("/", 1)[0] + f"/{name}"
+    url = await dbs.create("proxy")
     conn = await asyncpg.connect(url)
-    await migrate(conn)
-    await seed_catalog(conn, products)
-    client, _ = await create_engine_client(engine_url, request_timeout=120)
-    alias = f"{name}_products"
-    index = versioned_index_name(alias)
-    await client.indices.create(index=index, settings=index_settings(replicas=0), mappings=index_mappings())
-    rows = await conn.fetch(PRODUCT_ROWS_SQL)
-    actions = ({"_index": index, "_id": str(r["id"]), "_source": product_document(r)} for r in rows if is_searchable(r))
-    await async_bulk(client, actions, chunk_size=1000, refresh=True)
-    await client.indices.update_aliases(actions=[{"add": {"index": index, "alias": alias}}])
-    await client.close()
-    await conn.close()
+    try:
+        await seed_catalog(conn, products)
+    finally:
+        await conn.close()
+    alias = f"bench{uuid.uuid4().hex[:8]}_products"
+    settings = IndexerSettings(
+        database_url=url,
+        redis_url=urls.redis_url,
+        redis_key_prefix=f"{alias}:",
+        elasticsearch_node=urls.elasticsearch_node,
+        search_index=alias,
+        metrics_port=0,
+        index_replicas=0,
+    )
+    await run_reindex(settings, asyncio.Event())
     return url, alias
+
+
+async def cleanup(dbs: ScratchDatabases, engine_url: str, alias: str | None) -> None:
+    """Drop what the run created, so a run against real servers leaves nothing behind."""
+    from catalog.engine import create_engine_client
+
+    await dbs.drop_all()
+    if alias:
+        client, _ = await create_engine_client(engine_url)
+        try:
+            await client.indices.delete(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True)
+        finally:
+            await client.close()
 
 
 async def record(engine_url: str, alias: str) -> bytes:
@@ -216,18 +227,10 @@ def start_proxy(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    import urllib.request
+    from devstack.servers import wait_http
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
+    if not wait_http(url, proc, timeout):
+        raise RuntimeError(f"{url} did not answer (process exit status {proc.poll()})")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -256,10 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stack = DevStack(os.environ)
     children: list[subprocess.Popen[bytes]] = []
+    dbs: ScratchDatabases | None = None
+    alias: str | None = None
     try:
         urls = stack.start()
+        dbs = ScratchDatabases(urls.database_url)
         print(f"engine {urls.elasticsearch_node}; seeding and indexing {args.products} products…", flush=True)
-        database_url, alias = asyncio.run(prepare_catalog(urls.database_url, urls.elasticsearch_node, args.products))
+        database_url, alias = asyncio.run(prepare_catalog(dbs, urls, args.products))
         env = {
             **os.environ,
             **urls.as_env(),
@@ -291,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for child in children:
             _stop(child)
+        if dbs is not None and stack.urls is not None:
+            asyncio.run(cleanup(dbs, stack.urls.elasticsearch_node, alias))
         stack.close()
     return 0
 

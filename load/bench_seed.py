@@ -26,11 +26,9 @@ import asyncio
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script (`python load/bench_seed.py`), so the repository root is not on sys.path.
@@ -45,8 +43,8 @@ from catalog.generator import (  # noqa: E402
     iter_products,
     iter_sellers,
 )
-from catalog.migrate import migrate  # noqa: E402
 from catalog.seed import seed_catalog  # noqa: E402
+from devstack.databases import ScratchDatabases  # noqa: E402
 
 GOAL_SECONDS_150K = 15.0
 
@@ -63,45 +61,13 @@ class Timing:
         return self.rows / self.seconds if self.seconds else float("inf")
 
 
-def _database_url(base_url: str, database: str) -> str:
-    return urlunsplit(urlsplit(base_url)._replace(path=f"/{database}"))
-
-
-class Databases:
-    """Fresh, migrated databases on one server; all dropped at the end."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.created: list[str] = []
-
-    async def fresh(self, label: str) -> asyncpg.Connection:
-        name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(self.admin_url)
-        try:
-            await admin.execute(f"CREATE DATABASE {name}")
-        finally:
-            await admin.close()
-        self.created.append(name)
-        conn = await asyncpg.connect(_database_url(self.admin_url, name))
-        await migrate(conn)
-        return conn
-
-    async def drop_all(self) -> None:
-        admin = await asyncpg.connect(self.admin_url)
-        try:
-            for name in self.created:
-                await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
-
-
 def time_generator(products: int, seed: int) -> Timing:
     started = time.perf_counter()
     count = sum(1 for _ in iter_products(products, seed=seed))
     return Timing("generator alone (no database)", count, time.perf_counter() - started)
 
 
-async def time_seed(dbs: Databases, products: int, seed: int, batch: int) -> tuple[Timing, Timing]:
+async def time_seed(dbs: ScratchDatabases, products: int, seed: int, batch: int) -> tuple[Timing, Timing]:
     conn = await dbs.fresh(f"seed{products}")
     try:
         started = time.perf_counter()
@@ -169,7 +135,7 @@ def _ladder(indexes: dict[str, str]) -> list[tuple[str, list[str]]]:
     ]
 
 
-async def time_ladder(dbs: Databases, rows: Sequence[ProductRow], seed: int) -> list[Timing]:
+async def time_ladder(dbs: ScratchDatabases, rows: Sequence[ProductRow], seed: int) -> list[Timing]:
     conn = await dbs.fresh("ladder")
     timings: list[Timing] = []
     try:
@@ -204,7 +170,7 @@ async def time_ladder(dbs: Databases, rows: Sequence[ProductRow], seed: int) -> 
     return timings
 
 
-async def time_baseline(dbs: Databases, rows: Sequence[ProductRow], label: str) -> Timing:
+async def time_baseline(dbs: ScratchDatabases, rows: Sequence[ProductRow], label: str) -> Timing:
     conn = await dbs.fresh("baseline")
     try:
         # No generated column (LIKE without INCLUDING GENERATED makes search_tsv a plain,
@@ -240,7 +206,7 @@ def _print_ladder(ladder: Sequence[Timing], baseline: float) -> None:
 
 
 async def run(admin_url: str, args: argparse.Namespace) -> None:
-    dbs = Databases(admin_url)
+    dbs = ScratchDatabases(admin_url)
     try:
         timings: list[Timing] = []
         gen = time_generator(args.products, args.seed)

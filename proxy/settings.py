@@ -12,24 +12,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from catalog.config import (
-    database_url,
-    elasticsearch_node,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_ELASTICSEARCH_NODE,
+    DEFAULT_REDIS_KEY_PREFIX,
+    DEFAULT_REDIS_URL,
+    DEFAULT_SEARCH_INDEX,
     env_bool,
     env_int,
     env_networks,
-    env_str,
-    redis_url,
-    search_index,
+    shared_settings,
 )
 
 
 @dataclass(frozen=True)
 class ProxySettings:
-    elasticsearch_node: str = "http://localhost:9200"
-    search_index: str = "products"
-    database_url: str = "postgresql://postgres@localhost:5432/hos_search"
-    redis_url: str = "redis://localhost:6379"
-    redis_key_prefix: str = "hos:"
+    elasticsearch_node: str = DEFAULT_ELASTICSEARCH_NODE
+    search_index: str = DEFAULT_SEARCH_INDEX
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
     rate_limit_enabled: bool = True
     rate_limit_max: int = 100
     rate_limit_ttl_ms: int = 60_000
@@ -48,11 +49,7 @@ class ProxySettings:
     def from_env(cls, env: Mapping[str, str]) -> ProxySettings:
         origins = tuple(o.strip().rstrip("/") for o in env.get("CORS_ORIGINS", "").split(",") if o.strip())
         return cls(
-            elasticsearch_node=elasticsearch_node(env),
-            search_index=search_index(env),
-            database_url=database_url(env),
-            redis_url=redis_url(env),
-            redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "hos:"),
+            **shared_settings(env),
             rate_limit_enabled=env_bool(env, "RATE_LIMIT_ENABLED", True),
             rate_limit_max=env_int(env, "RATE_LIMIT_MAX", 100, minimum=1),
             rate_limit_ttl_ms=env_int(env, "RATE_LIMIT_TTL", 60_000, minimum=1),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -22,16 +21,12 @@ from elasticsearch import AsyncElasticsearch
 
 from catalog.engine import create_engine_client
 from catalog.migrate import migrate
+from devstack.databases import database_url_for
 from devstack.stack import DevStack, StackUrls
 from proxy.app import create_app
 from proxy.settings import ProxySettings
 
 TEMPLATE_DB = "hos_test_template"
-
-
-def database_url_for(base_url: str, database: str) -> str:
-    parts = urlsplit(base_url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 @pytest.fixture(scope="session")
