@@ -1,14 +1,17 @@
 """The search-engine client factory shared by the proxy and the indexer.
 
 Both services talk to the engine through the official ``elasticsearch[async]`` client. Real
-Elasticsearch 9 accepts its compatibility media type; OpenSearch-compatible engines (the dev
-stack's ``osmem-server``) answer 406 to it. The factory asks ``GET /`` which engine it faces
-and, for an OpenSearch-compatible one, uses a node class that sends plain ``application/json``.
-One client class, no forked request code. Never holds a module-level client.
+Elasticsearch 9 accepts its compatibility media type and marks every answer with
+``X-Elastic-Product: Elasticsearch``; OpenSearch (the dev stack's real node, and ``osmem-server``)
+answers 406 to that media type and sends no product header, which the client refuses with
+``UnsupportedProductError``. The factory asks ``GET /`` which engine it faces and, for an
+OpenSearch-compatible one, uses a node class that sends plain ``application/json`` and vouches
+for the product. One client class, no forked request code. Never holds a module-level client.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,12 @@ _COMPAT_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+);\s*c
 
 
 class PlainJsonNode(AiohttpHttpNode):
-    """An aiohttp node that rewrites Elasticsearch compatibility media types to plain JSON."""
+    """An aiohttp node for OpenSearch-compatible engines.
+
+    It rewrites Elasticsearch compatibility media types to plain JSON, and marks each answer
+    with the product header the client checks (OpenSearch does not send it; the request and
+    response bodies of the APIs we use are the same on both engines).
+    """
 
     async def perform_request(  # type: ignore[override]
         self,
@@ -40,9 +48,12 @@ class PlainJsonNode(AiohttpHttpNode):
                 value = headers.get(name)
                 if value:
                     headers[name] = _COMPAT_MEDIA_TYPE.sub(r"application/\1", value)
-        return await super().perform_request(
+        response = await super().perform_request(
             method, target, body=body, headers=headers, request_timeout=request_timeout
         )
+        answer_headers = response.meta.headers.copy()
+        answer_headers["x-elastic-product"] = "Elasticsearch"
+        return NodeApiResponse(dataclasses.replace(response.meta, headers=answer_headers), response.body)
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,21 @@
 
 Starts the embedded servers (or uses the ones the environment names), applies migrations,
 loads the sample catalog, runs the indexer and the proxy as child processes, prints every
-URL, optionally writes them to an env file, and waits. Ctrl-C or SIGTERM stops everything it
+URL, and once a browse through the proxy finds the whole catalog, says "ready", optionally
+writes the URLs to an env file, and waits. Ctrl-C or SIGTERM stops everything it
 started, children first, then the servers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from catalog.connections import ServerUnreachable, connect_postgres
@@ -21,24 +25,73 @@ from devstack.servers import ServerError, free_port, port_is_open, wait_http
 from devstack.stack import DevStack, StackUrls
 
 
-async def _prepare_catalog(urls: StackUrls, products: int, seed: int) -> str:
+async def _prepare_catalog(urls: StackUrls, products: int, seed: int) -> tuple[str, int]:
+    """Migrate and seed; return what was done and how many products are searchable."""
     conn = await connect_postgres(urls.database_url)
     try:
         await migrate(conn)
         existing = await conn.fetchval("SELECT count(*) FROM products")
         if existing:
-            return f"catalog already holds {existing} products; not seeding"
-        if products == 0:
-            return "no sample products requested"
-        from catalog.seed import seed_catalog
+            message = f"catalog already holds {existing} products; not seeding"
+        elif products == 0:
+            message = "no sample products requested"
+        else:
+            from catalog.seed import seed_catalog
 
-        result = await seed_catalog(conn, products, seed=seed)
-        return (
-            f"seeded {result.products} products from {result.sellers} sellers "
-            f"in {result.load_seconds + result.analyze_seconds:.1f} s (seed {result.seed})"
-        )
+            result = await seed_catalog(conn, products, seed=seed)
+            message = (
+                f"seeded {result.products} products from {result.sellers} sellers "
+                f"in {result.load_seconds + result.analyze_seconds:.1f} s (seed {result.seed})"
+            )
+        active = await conn.fetchval("SELECT count(*) FROM products WHERE status = 'active'")
+        return message, int(active)
     finally:
         await conn.close()
+
+
+def _engine_version(urls: StackUrls) -> str:
+    """What an engine named by ELASTICSEARCH_NODE says it is, for the start-up lines."""
+    try:
+        with urllib.request.urlopen(urls.elasticsearch_node, timeout=10) as response:
+            version = json.loads(response.read()).get("version") or {}
+        return f"{version.get('distribution') or 'elasticsearch'} {version.get('number', '?')}"
+    except (OSError, ValueError, AttributeError):
+        return "not answering yet"
+
+
+def _searchable_total(proxy_url: str) -> int | None:
+    """How many products a browse through the proxy finds, or None while it cannot answer."""
+    try:
+        with urllib.request.urlopen(f"{proxy_url}/api/search?size=1", timeout=10) as response:
+            return int(json.loads(response.read())["total"])
+    except (OSError, ValueError, KeyError):
+        return None  # 503 while the index is being built, or not listening yet
+
+
+def _wait_for_catalog(
+    proxy_url: str, expected: int, children: dict[str, subprocess.Popen[bytes]], stop: Callable[[], bool]
+) -> bool:
+    """Wait until a browse through the proxy finds the whole seeded catalog.
+
+    "Ready" used to be printed as soon as the proxy answered /healthz, while the indexer was
+    still building the index: a search sent right then got a 503. Progress is printed every
+    ten seconds; a child that exits ends the wait.
+    """
+    started = last_report = time.monotonic()
+    while not stop():
+        total = _searchable_total(proxy_url)
+        if total is not None and total >= expected:
+            return True
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                print(f"hos-search dev: {name} exited with status {proc.returncode}", file=sys.stderr)
+                return False
+        if time.monotonic() - last_report >= 10:
+            last_report = time.monotonic()
+            found = "no index yet" if total is None else f"{total} of {expected} searchable"
+            print(f"indexing:  {found} after {last_report - started:.0f} s", flush=True)
+        time.sleep(0.2)
+    return False
 
 
 def _child_commands(port: int) -> dict[str, list[str]]:
@@ -95,11 +148,14 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         urls = stack.start()
+        engine = stack.servers.get("engine")
         print(
-            f"postgres:  {urls.database_url}\nredis:     {urls.redis_url}\nengine:    {urls.elasticsearch_node}",
+            f"postgres:  {urls.database_url}\nredis:     {urls.redis_url}\n"
+            f"engine:    {urls.elasticsearch_node}  ({engine.version if engine else _engine_version(urls)})",
             flush=True,
         )
-        print(f"catalog:   {asyncio.run(_prepare_catalog(urls, products, seed))}", flush=True)
+        message, active = asyncio.run(_prepare_catalog(urls, products, seed))
+        print(f"catalog:   {message}", flush=True)
         metrics_port = free_port()
         # One replica would leave the single-node dev engine yellow forever.
         child_env = {**env, **urls.as_env(), "INDEXER_METRICS_PORT": str(metrics_port), "SEARCH_INDEX_REPLICAS": "0"}
@@ -111,6 +167,8 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
             if not wait_http(f"{proxy_url}/healthz", children["proxy"], 60):
                 print("hos-search dev: the proxy did not start; see its output above", file=sys.stderr)
                 return 1
+            if "indexer" in children and not _wait_for_catalog(proxy_url, active, children, lambda: stop_requested):
+                return 0 if stop_requested else 1
             lines["PROXY_URL"] = proxy_url
             print(f"proxy:     {proxy_url}  (try {proxy_url}/api/search?q=hary+poter)", flush=True)
             print(

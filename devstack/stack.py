@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from devstack.servers import ServerError, ServerProcess, start_engine, start_postgres, start_redis
+from devstack.engines import start_engine
+from devstack.servers import ServerError, ServerProcess, start_postgres, start_redis
 
 _WORKDIR_PREFIX = "hos-devstack-"
 
@@ -89,7 +90,7 @@ class DevStack:
         wanted = {
             "postgres": (self._env.get("DATABASE_URL"), start_postgres),
             "redis": (self._env.get("REDIS_URL"), start_redis),
-            "engine": (self._env.get("ELASTICSEARCH_NODE"), start_engine),
+            "engine": (self._env.get("ELASTICSEARCH_NODE"), lambda workdir: start_engine(workdir, self._env)),
         }
         urls: dict[str, str] = {}
         to_start = {name: starter for name, (url, starter) in wanted.items() if not url}

