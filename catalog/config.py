@@ -9,6 +9,7 @@ Nothing here reads ``os.environ`` by itself: callers pass the mapping in.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import TypedDict
 from urllib.parse import urlsplit
@@ -57,6 +58,17 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     if not value >= minimum or value == float("inf"):
         raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum}")
     return value
+
+
+_INTERVAL = re.compile(r"^(?:[1-9][0-9]*(?:ms|s|m)|-1)$")
+
+
+def env_interval(env: Mapping[str, str], name: str, default: str) -> str:
+    """An engine time value such as ``1s`` or ``500ms`` (``-1``: never), as the engine takes it."""
+    raw = env_str(env, name, default)
+    if not _INTERVAL.match(raw):
+        raise ConfigError(f"{name}={raw!r} is not an interval like 1s, 500ms or 2m (or -1 for never)")
+    return raw
 
 
 _TRUE = {"1", "true", "yes", "on"}

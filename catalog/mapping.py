@@ -83,7 +83,12 @@ _PROPERTIES: dict[str, Any] = {
 }
 
 
-def index_settings(*, loading: bool = False, shards: int = 1, replicas: int = 1) -> dict[str, Any]:
+DEFAULT_REFRESH_INTERVAL = "1s"  # as in Elasticsearch: a write is searchable within about this
+
+
+def index_settings(
+    *, loading: bool = False, shards: int = 1, replicas: int = 1, refresh_interval: str = DEFAULT_REFRESH_INTERVAL
+) -> dict[str, Any]:
     """Settings for a new product index.
 
     ``loading=True`` is for a bulk rebuild: no refresh and no replicas until the load is done
@@ -92,15 +97,15 @@ def index_settings(*, loading: bool = False, shards: int = 1, replicas: int = 1)
     return {
         "number_of_shards": shards,
         "number_of_replicas": 0 if loading else replicas,
-        "refresh_interval": "-1" if loading else "1s",
+        "refresh_interval": "-1" if loading else refresh_interval,
         "max_result_window": 10_000,
         "analysis": copy.deepcopy(_ANALYSIS),
     }
 
 
-def live_settings(*, replicas: int = 1) -> dict[str, Any]:
+def live_settings(*, replicas: int = 1, refresh_interval: str = DEFAULT_REFRESH_INTERVAL) -> dict[str, Any]:
     """The dynamic settings to put on a freshly loaded index before it goes live."""
-    return {"number_of_replicas": replicas, "refresh_interval": "1s"}
+    return {"number_of_replicas": replicas, "refresh_interval": refresh_interval}
 
 
 def index_mappings() -> dict[str, Any]:

@@ -119,9 +119,11 @@ async def _timed(session: aiohttp.ClientSession, method: str, url: str, **kwargs
 
 
 async def measure(engine_url: str, alias: str, proxy_url: str, rounds: int) -> dict[str, list[float]]:
+    """Paired timings: ``direct``, ``proxy`` (all requests), and ``<kind> direct|proxy`` per kind."""
     requests = _requests()
     direct: list[float] = []
     proxied: list[float] = []
+    kinds: list[str] = []
     headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=4)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -145,7 +147,12 @@ async def measure(engine_url: str, alias: str, proxy_url: str, rounds: int) -> d
                     pair.reverse()
                 for name, call in pair:
                     (direct if name == "direct" else proxied).append(await call())
-    return {"direct": direct, "proxy": proxied}
+                kinds.append("search" if path == "/api/search" else "suggestions")
+    samples = {"direct": direct, "proxy": proxied}
+    for kind in ("search", "suggestions"):
+        samples[f"{kind} direct"] = [d for d, k in zip(direct, kinds, strict=True) if k == kind]
+        samples[f"{kind} proxy"] = [p for p, k in zip(proxied, kinds, strict=True) if k == kind]
+    return samples
 
 
 def report(label: str, samples: dict[str, list[float]]) -> None:
@@ -153,7 +160,10 @@ def report(label: str, samples: dict[str, list[float]]) -> None:
     diffs = [p - d for p, d in zip(proxied, direct, strict=True)]
     print(f"\n{label}: {len(direct)} requests each way")
     print(f"{'':<22}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
-    for name, values in (("engine direct", direct), ("through proxy", proxied), ("difference (paired)", diffs)):
+    rows = [("engine direct", direct), ("through proxy", proxied), ("difference (paired)", diffs)]
+    for kind in ("search", "suggestions"):
+        rows += [(f"{kind}: direct", samples[f"{kind} direct"]), (f"{kind}: proxy", samples[f"{kind} proxy"])]
+    for name, values in rows:
         print(f"{name:<22}" + "".join(f"{_percentile(values, p):>10.2f}" for p in (50, 95, 99)))
     added50 = _percentile(proxied, 50) - _percentile(direct, 50)
     added99 = _percentile(proxied, 99) - _percentile(direct, 99)
