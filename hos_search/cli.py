@@ -1,8 +1,16 @@
 """``hos-search``: the command line for every part of the service.
 
 Each sub-command reads its settings from the environment once, then hands over to the part
-that owns the work. Expected failures (bad settings, unreachable servers, failed migrations)
-end with one line on stderr naming the problem and a non-zero exit — never a traceback.
+that owns the work. Expected failures (bad settings, unreachable servers, failed migrations, a
+mistyped option) end with one line on stderr naming the problem and a non-zero exit — never a
+traceback.
+
+Global options (``--log-level``) work with every command, before or after the command word:
+``hos-search --log-level debug proxy`` and ``hos-search proxy --log-level debug`` are the same.
+They are applied here, as the environment variable they override (``LOG_LEVEL``), because the
+services and the processes they start (proxy workers, the dev stack's children) read that.
+Everything else after a service's command word (``proxy``, ``indexer``, ``reindex``) is the
+service's own command line, passed on untouched.
 """
 
 from __future__ import annotations
@@ -12,10 +20,11 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from catalog.config import ConfigError, database_url
 from catalog.connections import ServerUnreachable
-from catalog.logs import configure_logging
+from catalog.logs import LEVELS, configure_logging
 from catalog.migrate import MigrationError
 
 
@@ -36,25 +45,61 @@ def _port(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _global_options(*, top: bool) -> _Parser:
+    """The options every command accepts; ``top=False`` for the copy after the command word.
+
+    After the command word the default is SUPPRESS, so a sub-command that was not given the
+    option does not overwrite the value given before the command word with its default.
+    """
+    options = _Parser(add_help=False)
+    options.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LEVELS,
+        default=None if top else argparse.SUPPRESS,
+        help="default: LOG_LEVEL, else info",
+    )
+    return options
+
+
+# Sub-commands owned by a service: everything after the command word, except the global
+# options, is the service's own command line (``hos-search proxy --workers 4`` is
+# ``python -m proxy --workers 4``), including its --help.
+_SERVICE_COMMANDS = {
+    "proxy": ("proxy.__main__", [], "serve the search API (see: hos-search proxy --help)"),
+    "indexer": ("indexer.__main__", [], "stream catalog changes into the index (see: hos-search indexer --help)"),
+    "reindex": ("indexer.__main__", ["reindex"], "rebuild the index with zero downtime"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hos-search", description="hos-search: product search for the marketplace")
-    parser.add_argument(
-        "--log-level", choices=["debug", "info", "warning", "error"], help="default: LOG_LEVEL, else info"
+    parser = _Parser(
+        prog="hos-search",
+        description="hos-search: product search for the marketplace",
+        parents=[_global_options(top=True)],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    after = [_global_options(top=False)]
 
-    dev = commands.add_parser("dev", help="run the whole stack on embedded servers")
+    dev = commands.add_parser("dev", help="run the whole stack on embedded servers", parents=after)
     dev.add_argument("--products", type=_positive, default=20_000, help="sample products to load (default 20000)")
     dev.add_argument("--port", type=_port, default=8080, help="proxy port (default 8080; 0 picks a free one)")
     dev.add_argument("--env-file", help="write DATABASE_URL, REDIS_URL, ELASTICSEARCH_NODE, PROXY_URL here when ready")
     dev.add_argument("--seed", type=int, default=42, help="sample-catalog seed (default 42)")
 
-    commands.add_parser("migrate", help="apply the catalog's SQL migrations")
-    commands.add_parser("proxy", help="serve the search API (see: hos-search proxy --help)")
-    commands.add_parser("indexer", help="stream catalog changes into the index (see: hos-search indexer --help)")
-    commands.add_parser("reindex", help="rebuild the index with zero downtime")
+    commands.add_parser("migrate", help="apply the catalog's SQL migrations", parents=after)
+    for name, (_module, _prefix, help_text) in _SERVICE_COMMANDS.items():
+        # No -h of its own and no abbreviations: the service's parser answers both.
+        commands.add_parser(name, help=help_text, parents=after, add_help=False, allow_abbrev=False)
 
-    seed = commands.add_parser("seed", help="load a deterministic sample catalog")
+    seed = commands.add_parser("seed", help="load a deterministic sample catalog", parents=after)
     seed.add_argument("--products", type=_positive, default=20_000)
     seed.add_argument("--seed", type=int, default=42)
     seed.add_argument("--replace", action="store_true", help="empty the catalog first")
@@ -93,27 +138,25 @@ async def _seed(env: dict[str, str], products: int, seed: int, replace: bool) ->
     return 0
 
 
-# Sub-commands owned by a service: everything after the command word is the service's own
-# command line (``hos-search proxy --workers 4`` is ``python -m proxy --workers 4``).
-_SERVICE_COMMANDS = {
-    "proxy": ("proxy.__main__", []),
-    "indexer": ("indexer.__main__", []),
-    "reindex": ("indexer.__main__", ["reindex"]),
-}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _SERVICE_COMMANDS:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    service = _SERVICE_COMMANDS.get(args.command)
+    if rest and service is None:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.log_level is not None:
+        # The entry point may write the environment: the services read LOG_LEVEL from it, and
+        # pass it on to the processes they start.
+        os.environ["LOG_LEVEL"] = args.log_level
+    if service is not None:
         import importlib
 
-        module, prefix = _SERVICE_COMMANDS[argv[0]]
+        module, prefix, _help = service
         service_main = importlib.import_module(module).main
-        return int(service_main([*prefix, *argv[1:]]))
-    args = build_parser().parse_args(argv)
+        return int(service_main([*prefix, *rest]))
     env = dict(os.environ)
     try:
-        configure_logging(env, args.log_level)
+        configure_logging(env)
         if args.command == "migrate":
             return asyncio.run(_migrate(env))
         if args.command == "seed":
@@ -130,4 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    # argparse only accepts the commands above; a command added to the parser but not here
+    # is a bug in this file.
     raise AssertionError(f"unhandled command {args.command}")

@@ -66,7 +66,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = aioredis.from_url(
         settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
     )
-    # min_size=0: no connection is opened until the fallback or a readiness check needs one.
+    # min_size=0: no connection is opened until something needs one (today only /readyz).
     app[POSTGRES] = await asyncpg.create_pool(
         settings.database_url, min_size=0, max_size=4, timeout=2.0, command_timeout=2.0
     )

@@ -3,8 +3,10 @@
 Wraps the shared client factory from ``catalog.engine``. The engine may be down when the proxy
 starts; the gateway then keeps trying to detect it (at most once a second, on demand) and
 answers :class:`BackendUnavailable` meanwhile. Every engine failure — connection refused,
-timeout, 5xx, a missing index — becomes :class:`BackendUnavailable` (or a 400 for a request the
-engine calls malformed, which would be our bug); the engine's own error text never leaves here.
+timeout, any error status, a missing index — becomes :class:`BackendUnavailable` (a 503). That
+includes an engine 400: the request was already validated, so a body the engine calls malformed
+is our bug, not something the client could fix; it is logged with its status. The engine's own
+error text never leaves here.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class EngineGateway:
         return self.client
 
     async def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One search against the alias; the engine's JSON answer as a dict."""
+        """One search against the alias; the engine's JSON answer as a dict, or BackendUnavailable."""
         client = await self._client()
         try:
             response = await client.search(index=self.alias, body=body)
@@ -82,11 +84,15 @@ class EngineGateway:
             raise BackendUnavailable("The search engine could not answer.") from None
         except (TransportError, OSError, TimeoutError) as exc:
             log.warning("engine search failed: %s", type(exc).__name__)
-            raise BackendUnavailable("The search engine did not answer in time.") from None
+            raise BackendUnavailable("The search engine is not reachable or did not answer in time.") from None
         return response.body  # type: ignore[no-any-return]
 
     async def ready(self) -> tuple[bool, str]:
-        """Whether the alias answers; a short reason when not."""
+        """Whether the alias exists and answers; a short reason when not.
+
+        Bounded only by the engine timeout: ``/readyz`` bounds it by the readiness budget and
+        treats anything it raises as "down" (``proxy.readiness.probe``).
+        """
         try:
             client = await self._client()
             exists = await client.indices.exists_alias(name=self.alias)

@@ -2,7 +2,14 @@
 
 Built from the same constants the parser uses (``proxy.params``) and the price buckets of
 ``catalog.mapping``, so limits cannot drift apart. The test suite checks real responses
-against the schemas here.
+against the schemas here, and generates requests from each parameter's schema to check that
+the server accepts exactly the values the document calls valid (``tests/test_openapi_contract.py``).
+
+Conventions of the parameters, stated here once: numbers are sent in plain decimal notation;
+an empty value of an optional parameter is the same as leaving it out (``allowEmptyValue``),
+because HTML forms send unset fields empty; array parameters are sent repeated
+(``category=a&category=b``) and may also be comma-separated (``category=a,b``), which is why
+their values cannot contain a comma; those values are trimmed, and blank ones ignored.
 """
 
 from __future__ import annotations
@@ -15,27 +22,52 @@ from catalog.mapping import PRICE_BUCKETS
 from proxy.params import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_SUGGEST_SIZE,
+    FILTER_VALUE_PATTERN,
+    IN_STOCK_VALUES,
+    MAX_FILTER_VALUE_CHARS,
+    MAX_FILTER_VALUES,
+    MAX_ID,
     MAX_PAGE_SIZE,
+    MAX_PRICE,
     MAX_QUERY_CHARS,
     MAX_RESULT_WINDOW,
     MAX_SUGGEST_QUERY_CHARS,
     MAX_SUGGEST_SIZE,
+    PREFIX_PATTERN,
     SORTS,
+    TEXT_PATTERN,
 )
 from proxy.query import SOURCE_FIELDS
 
-_STRING_LIST = {
-    "type": "array",
-    "items": {"type": "string"},
-}
+_EMPTY_IS_ABSENT = " Empty: as if not given."
+_VALUES_RULES = (
+    f" At most {MAX_FILTER_VALUES} values. A comma inside a value separates two values; spaces around a value"
+    " are trimmed, and a value that is empty or blank is ignored."
+)
 
 
-def _param(name: str, schema: dict[str, Any], description: str, *, explode: bool | None = None) -> dict[str, Any]:
-    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
-    param["description"] = description
-    if explode is not None:
+def _values(items: dict[str, Any]) -> dict[str, Any]:
+    """A repeatable filter: up to MAX_FILTER_VALUES values (repeats count)."""
+    return {"type": "array", "items": items, "maxItems": MAX_FILTER_VALUES}
+
+
+_FILTER_VALUES = _values({"type": "string", "maxLength": MAX_FILTER_VALUE_CHARS, "pattern": FILTER_VALUE_PATTERN})
+
+
+def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter; an empty value means "not given" (see the module docstring)."""
+    param: dict[str, Any] = {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "allowEmptyValue": True,
+        "schema": schema,
+        "description": description + _EMPTY_IS_ABSENT,
+    }
+    if schema.get("type") == "array":
         param["style"] = "form"
-        param["explode"] = explode
+        param["explode"] = True
+        param["description"] = description + _VALUES_RULES
     return param
 
 
@@ -143,7 +175,13 @@ _SCHEMAS: dict[str, Any] = {
                     "price": {"$ref": "#/components/schemas/PriceFacet"},
                 },
             },
-            "took_ms": {"type": "integer", "minimum": 0},
+            "took_ms": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Milliseconds the search backend spent computing these results (the engine's "
+                "own `took`), not the request's wall time. It belongs to the results: a response served "
+                "from cache (`X-Cache: HIT`) carries the time of the search that produced it.",
+            },
         },
     },
     "SuggestResponse": {
@@ -198,20 +236,32 @@ def openapi_document() -> dict[str, Any]:
     search_params = [
         _param(
             "q",
-            {"type": "string", "maxLength": MAX_QUERY_CHARS},
-            "Words to search for, typo-tolerant; plain text (no query syntax). Absent or empty: browse.",
+            {"type": "string", "maxLength": MAX_QUERY_CHARS, "pattern": TEXT_PATTERN},
+            "Words to search for, typo-tolerant; plain text (no query syntax), without control characters "
+            "other than whitespace. The length counts the text as sent. Absent or only whitespace: browse.",
         ),
         _param(
             "category",
-            _STRING_LIST,
-            "Categories (repeat or comma-separate); OR within, AND with other filters.",
-            explode=True,
+            _FILTER_VALUES,
+            "Categories, exact (repeat, or comma-separate); OR within, AND with other filters.",
         ),
-        _param("fandom", _STRING_LIST, "Fandoms (repeat or comma-separate).", explode=True),
-        _param("seller_id", {"type": "array", "items": {"type": "string", "pattern": "^[0-9]+$"}}, "Seller ids."),
-        _param("min_price", {"type": "number", "minimum": 0}, "Lowest price, inclusive."),
-        _param("max_price", {"type": "number", "minimum": 0}, "Highest price, inclusive."),
-        _param("in_stock", {"type": "string", "enum": ["true", "false", "1", "0"]}, "Only (not) in-stock products."),
+        _param("fandom", _FILTER_VALUES, "Fandoms, exact (repeat, or comma-separate)."),
+        _param(
+            "seller_id",
+            _values({"type": "integer", "minimum": 1, "maximum": MAX_ID}),
+            "Seller ids (repeat, or comma-separate).",
+        ),
+        _param(
+            "min_price",
+            {"type": "number", "minimum": 0, "maximum": MAX_PRICE},
+            "Lowest price, inclusive; not above max_price.",
+        ),
+        _param("max_price", {"type": "number", "minimum": 0, "maximum": MAX_PRICE}, "Highest price, inclusive."),
+        _param(
+            "in_stock",
+            {"type": "string", "enum": list(IN_STOCK_VALUES)},
+            "true (or 1): only products in stock; false (or 0): only products out of stock.",
+        ),
         _param(
             "sort",
             {"type": "string", "enum": sorted(SORTS)},
@@ -219,7 +269,8 @@ def openapi_document() -> dict[str, Any]:
         ),
         _param(
             "page",
-            {"type": "integer", "minimum": 1, "default": 1},
+            # The maximum is page × size's bound at size 1; the rule itself spans two parameters.
+            {"type": "integer", "minimum": 1, "maximum": MAX_RESULT_WINDOW, "default": 1},
             f"1-based page; page × size must not exceed {MAX_RESULT_WINDOW}.",
         ),
         _param(
@@ -233,8 +284,15 @@ def openapi_document() -> dict[str, Any]:
             "name": "q",
             "in": "query",
             "required": True,
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_SUGGEST_QUERY_CHARS},
-            "description": "The prefix typed so far; typo-tolerant from 4 characters.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_SUGGEST_QUERY_CHARS,
+                "pattern": PREFIX_PATTERN,
+            },
+            "description": "The prefix typed so far; typo-tolerant from 4 characters. Not only whitespace, "
+            "and without control characters other than whitespace; the length counts the text as sent.",
+            "example": "har",
         },
         _param(
             "size",

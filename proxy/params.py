@@ -5,24 +5,33 @@ Turns a multidict of query parameters (aiohttp's ``request.query``) into a froze
 listing every problem at once. Everything downstream (query building, caching, the fallback)
 trusts these objects, so all validation lives here.
 
-Decisions, part of the API contract:
+Decisions, part of the API contract, and stated in the OpenAPI document (``proxy.openapi``,
+built from the constants here; the tests generate requests from that document and check that
+this parser accepts exactly what it calls valid):
 
 - **Unknown parameters are ignored**, so storefront links carrying ``utm_*``, ``gclid`` or a
   cache-buster keep working. They never reach the cache key either.
 - **An empty value means "not given"** (``min_price=&in_stock=``), because HTML forms send
-  empty fields for unset filters.
+  empty fields for unset filters; the document marks every optional parameter
+  ``allowEmptyValue``. The suggestions' ``q`` is required, so empty is a 400 there.
+- **Numbers and enumerations are exact**: ``page``, ``size``, ``min_price``, ``max_price``,
+  ``in_stock`` and ``sort`` are not trimmed or case-folded (``size=%205``, ``in_stock=TRUE``: 400), so
+  what the document calls valid is all that is accepted. Numbers are plain decimal notation.
 - **Single-valued parameters** (``q``, ``min_price``, ``max_price``, ``in_stock``, ``sort``,
   ``page``, ``size``) given more than once are a 400 naming the parameter, even when the
   values agree: the client is confused, and guessing which one it meant hides the bug.
 - **Multi-valued filters** (``category``, ``fandom``, ``seller_id``) may be repeated and/or
   comma-separated; values are trimmed, empties dropped, duplicates removed and the result
   sorted, so a value can never contain a comma. Category and fandom values are exact and
-  case-sensitive (they are keyword fields).
-- ``in_stock`` accepts ``true``/``false`` in any case and ``1``/``0``; ``false`` filters to
-  out-of-stock products (it is a filter value, not "don't care" — omit it for that).
+  case-sensitive (they are keyword fields). A value's length limit counts it as sent, and the
+  limit on the number of values counts repeats too. Seller ids are integers from 1.
+- ``in_stock`` accepts exactly ``true``, ``false``, ``1`` and ``0``; ``false`` filters to
+  out-of-stock products (it is a filter value, not "don't care" — omit it or send it empty).
 - ``q`` is NFC-normalised, stripped and its whitespace runs collapsed to one space; its length
-  limit applies to that normalised text. Control characters other than whitespace are rejected.
-  Any other text, including ``name:*``, ``AND``, quotes or JSON, is plain text to search for.
+  limit counts the text as sent (as an HTML ``maxlength`` does), before that normalisation.
+  Control characters other than whitespace are rejected (:data:`TEXT_PATTERN`). Any other text,
+  including ``name:*``, ``AND``, quotes or JSON, is plain text to search for. A suggestions
+  prefix must hold something other than whitespace (:data:`PREFIX_PATTERN`).
 - ``sort=relevance`` without ``q`` is ``newest`` (there is no relevance to rank by), and the
   request stores the sort actually used.
 
@@ -61,19 +70,28 @@ MAX_SUGGEST_SIZE: Final = 20
 # The index's max_result_window: the engine refuses from + size beyond it.
 MAX_RESULT_WINDOW: Final = 10_000
 # Postgres bigint: a seller id beyond it cannot exist, and the fallback would choke on it.
-_MAX_ID: Final = 2**63 - 1
+MAX_ID: Final = 2**63 - 1
 
 # Whitespace controls are allowed (and collapsed); every other control character is rejected.
 # \x1c-\x1f and \x85 count as whitespace for str.split() but are controls, so they are rejected.
 _WHITESPACE_CONTROLS: Final = frozenset("\t\n\r\v\f")
+# The same rules as regular expressions, for the OpenAPI document's ``pattern``s (ECMA-262 and
+# Python's re read these escapes alike). Controls: C0 and C1 (category Cc) minus \t\n\v\f\r.
+_CONTROLS_CLASS: Final = r"\u0000-\u0008\u000e-\u001f\u007f-\u009f"
+# What str.split() collapses, minus those controls: the whitespace of a prefix that is "empty".
+_SPACES_CLASS: Final = r"\t\n\u000b\u000c\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT_PATTERN: Final = f"^[^{_CONTROLS_CLASS}]*$"
+PREFIX_PATTERN: Final = f"^[^{_CONTROLS_CLASS}]*[^{_CONTROLS_CLASS}{_SPACES_CLASS}][^{_CONTROLS_CLASS}]*$"
+FILTER_VALUE_PATTERN: Final = f"^[^,{_CONTROLS_CLASS}]*$"
 _DIGITS = re.compile(r"[0-9]+")
-# Plain decimal notation only: no exponent, sign, "nan", "inf" or digit separators.
-_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_NEGATIVE_DECIMAL = re.compile(r"-\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# Plain decimal notation only: no exponent, "+", "nan", "inf", digit separators or spaces. A
+# minus sign parses, so that "-5" is told "must not be negative" (and "-0" is 0).
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 # A number this long is out of range anyway; the cap keeps int()/float() on junk cheap.
 _MAX_NUMBER_CHARS: Final = 32
 _INT_REASON: Final = "must be an integer ≥ 1"
-_BOOLEANS: Final = {"true": True, "1": True, "false": False, "0": False}
+_BOOLEANS: Final = {"true": True, "false": False, "1": True, "0": False}
+IN_STOCK_VALUES: Final = tuple(_BOOLEANS)
 
 CACHE_KEY_VERSION: Final = 1
 
@@ -167,22 +185,22 @@ def _text(raw: str, name: str, max_chars: int, problems: _Problems) -> str:
     if bad is not None:
         problems.add(name, f"must not contain control characters (found U+{ord(bad):04X})")
         return ""
-    text = " ".join(unicodedata.normalize("NFC", raw).split())
-    if len(text) > max_chars:
-        problems.add(name, f"must be at most {max_chars} characters (got {len(text)})")
+    # The limit counts what was sent, as the document's maxLength does: normalising first would
+    # accept a longer value whose spaces collapse, and refuse one that NFC expands.
+    if len(raw) > max_chars:
+        problems.add(name, f"must be at most {max_chars} characters (got {len(raw)})")
         return ""
-    return text
+    return " ".join(unicodedata.normalize("NFC", raw).split())
 
 
 def _int(raw: str | None, name: str, high: int | None, default: int, problems: _Problems) -> int:
     """A positive integer up to ``high`` (None: any size; a later check bounds it)."""
     if raw is None:
         return default
-    text = raw.strip()
-    if len(text) > _MAX_NUMBER_CHARS or not _DIGITS.fullmatch(text) or int(text) < 1:
+    if len(raw) > _MAX_NUMBER_CHARS or not _DIGITS.fullmatch(raw) or int(raw) < 1:
         problems.add(name, _INT_REASON if high is None else f"must be an integer from 1 to {high}")
         return default
-    value = int(text)
+    value = int(raw)
     if high is not None and value > high:
         problems.add(name, f"must be an integer from 1 to {high}")
         return default
@@ -192,14 +210,14 @@ def _int(raw: str | None, name: str, high: int | None, default: int, problems: _
 def _price(raw: str | None, name: str, problems: _Problems) -> float | None:
     if raw is None:
         return None
-    text = raw.strip()
-    if len(text) <= _MAX_NUMBER_CHARS and _NEGATIVE_DECIMAL.fullmatch(text):
-        problems.add(name, "must not be negative")
-        return None
-    if len(text) > _MAX_NUMBER_CHARS or not _DECIMAL.fullmatch(text):
+    if len(raw) > _MAX_NUMBER_CHARS or not _DECIMAL.fullmatch(raw):
         problems.add(name, "must be a decimal number such as 19.99")
         return None
-    value = float(text)
+    value = float(raw)
+    if value < 0:
+        problems.add(name, "must not be negative")
+        return None
+    value = abs(value)  # -0.0 is 0: the same request, the same cache key
     if not math.isfinite(value) or value > MAX_PRICE:
         problems.add(name, f"must be at most {MAX_PRICE:.0f}")
         return None
@@ -209,30 +227,35 @@ def _price(raw: str | None, name: str, problems: _Problems) -> float | None:
 def _values(params: QueryParams, name: str, problems: _Problems) -> tuple[str, ...]:
     """A repeatable, comma-separated filter: trimmed, de-duplicated, sorted."""
     seen: set[str] = set()
+    count = 0
     for raw in params.getall(name, []):
         for part in raw.split(","):
-            value = part.strip()
-            if not value:
-                continue
-            bad = _control_character(value)
+            # Checked as sent, before trimming: strip() would remove \x1c-\x1f and \x85 at the
+            # ends, which are controls, and the limit counts what was sent (the document's maxLength).
+            bad = _control_character(part)
             if bad is not None:
                 problems.add(name, f"must not contain control characters (found U+{ord(bad):04X})")
                 return ()
-            value = unicodedata.normalize("NFC", value)
-            if len(value) > MAX_FILTER_VALUE_CHARS:
+            if len(part) > MAX_FILTER_VALUE_CHARS:
                 problems.add(name, f"each value must be at most {MAX_FILTER_VALUE_CHARS} characters")
                 return ()
+            value = unicodedata.normalize("NFC", part.strip())
+            if not value:
+                continue
+            # Every value counts, repeats too, as the document's maxItems counts items; and the
+            # loop ends at the first value too many, however many were sent.
+            count += 1
+            if count > MAX_FILTER_VALUES:
+                problems.add(name, f"must have at most {MAX_FILTER_VALUES} values")
+                return ()
             seen.add(value)
-    if len(seen) > MAX_FILTER_VALUES:
-        problems.add(name, f"must have at most {MAX_FILTER_VALUES} distinct values")
-        return ()
     return tuple(sorted(seen))
 
 
 def _seller_ids(params: QueryParams, problems: _Problems) -> tuple[str, ...]:
     ids: set[int] = set()
     for value in _values(params, "seller_id", problems):
-        if len(value) > _MAX_NUMBER_CHARS or not _DIGITS.fullmatch(value) or not 0 < int(value) <= _MAX_ID:
+        if len(value) > _MAX_NUMBER_CHARS or not _DIGITS.fullmatch(value) or not 0 < int(value) <= MAX_ID:
             problems.add("seller_id", f"must be positive integers (got {value[:20]!r})")
             return ()
         ids.add(int(value))
@@ -259,9 +282,9 @@ def parse_search(params: QueryParams) -> SearchRequest:
     in_stock: bool | None = None
     raw_in_stock = _single(params, "in_stock", problems)
     if raw_in_stock is not None:
-        in_stock = _BOOLEANS.get(raw_in_stock.strip().lower())
+        in_stock = _BOOLEANS.get(raw_in_stock)
         if in_stock is None:
-            problems.add("in_stock", "must be true or false")
+            problems.add("in_stock", "must be true or false (or 1 or 0)")
 
     sort: Sort = "relevance" if q else "newest"
     raw_sort = _single(params, "sort", problems)

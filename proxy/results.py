@@ -13,6 +13,9 @@ Decisions, part of the API contract:
   bucket present (zero counts included, so chips don't jump around), ``from``/``to`` always
   present and ``null`` for an open end. Counts are ``[from, to)``; the min/max_price filter
   is inclusive at both ends.
+- ``took_ms`` is the engine's own ``took``: the milliseconds the backend spent computing these
+  results, not the request's wall time (that is ``search_proxy_request_duration_seconds``).
+  It belongs to the answer, so a cached body can be served as stored bytes and stay true.
 - Suggestions: see :func:`shape_suggest`.
 
 Never: I/O, raising on a well-formed but sparse engine response, passing engine error text
@@ -138,7 +141,7 @@ def shape_search(req: SearchRequest, engine_body: Mapping[str, Any]) -> dict[str
             "fandom": _term_facet(aggregations, "fandom"),
             "price": _price_facet(aggregations),
         },
-        "took_ms": int(engine_body.get("took", 0)),
+        "took_ms": int(engine_body.get("took") or 0),
     }
 
 

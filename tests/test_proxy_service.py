@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +208,60 @@ async def test_a_hanging_engine_times_out_into_a_503(search_catalog: SearchCatal
         server.close()
 
 
+async def test_readyz_names_a_hanging_engine_with_a_503_every_time(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine accepts connections and never answers: /readyz is a 503 naming it, never a 500.
+
+    With the engine's own timeout equal to the old readiness timeout (both 2 s, the defaults),
+    whichever fired first decided between a 503 and a 500 with a logged traceback.
+    """
+    from elasticsearch import AsyncElasticsearch
+
+    from catalog.engine import PlainJsonNode
+    from proxy.readiness import READY_BUDGET_S
+    from proxy.routes import ENGINE
+
+    async def assert_engine_down(client: TestClient) -> None:
+        started = time.monotonic()
+        response = await client.get("/readyz")
+        body = await response.json()
+        assert response.status == 503, body
+        assert body["status"] == "unavailable"
+        assert body["checks"]["elasticsearch"]["ok"] is False
+        assert body["checks"]["redis"]["ok"] and body["checks"]["postgres"]["ok"]
+        _validator("Readiness").validate(body)
+        # Bounded by the readiness budget (with room for a slow shared machine), not by the
+        # engine's timeout.
+        assert time.monotonic() - started < READY_BUDGET_S + 2
+
+    server, port = await _silent_server()
+    hung = f"http://127.0.0.1:{port}"
+    caplog.set_level("INFO")
+    try:
+        # Never detected: each probe is the engine detection itself, hanging.
+        for engine_timeout_ms in (2_000, 3_000):
+            settings = _settings(
+                search_catalog, stack_urls, elasticsearch_node=hung, engine_timeout_ms=engine_timeout_ms
+            )
+            async with TestClient(TestServer(create_app(settings))) as client:
+                for _ in range(4):
+                    await assert_engine_down(client)
+        # Detected, then hanging: each probe is the alias check, hanging.
+        async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls)))) as client:
+            assert (await client.get("/readyz")).status == 200
+            gateway = client.app[ENGINE]
+            assert gateway.client is not None
+            await gateway.client.close()
+            gateway.client = AsyncElasticsearch(hosts=[hung], node_class=PlainJsonNode, request_timeout=10)
+            for _ in range(2):
+                await assert_engine_down(client)
+    finally:
+        server.close()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert "Traceback" not in caplog.text
+
+
 # --- the process ------------------------------------------------------------------------------
 
 
@@ -309,53 +365,94 @@ def test_bad_settings_are_reported_in_one_line(search_catalog: SearchCatalog, st
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-async def test_sigterm_lets_in_flight_searches_finish(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
-    """An engine that takes 1.5 s to answer; SIGTERM arrives mid-request; the answer still comes."""
+_EMPTY_ANSWER = {"hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}, "aggregations": {}}
+
+
+@contextlib.asynccontextmanager
+async def _scripted_engine(search: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[str]:
+    """A real HTTP server speaking just enough of the engine's API: ``GET /`` and searches.
+
+    Each search is answered with what ``search()`` returns (it may sleep first); yields the URL.
+    """
     from aiohttp import web
 
-    release = asyncio.Event()
+    headers = {"X-Elastic-Product": "Elasticsearch"}
     root = {"version": {"distribution": "opensearch", "number": "3.8.0"}}
-    empty = {"took": 1, "hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}, "aggregations": {}}
 
     async def info(request: web.Request) -> web.Response:
-        return web.json_response(root, headers={"X-Elastic-Product": "Elasticsearch"})
+        return web.json_response(root, headers=headers)
 
-    async def slow_search(request: web.Request) -> web.Response:
-        release.set()
-        await asyncio.sleep(1.5)
-        return web.json_response(empty, headers={"X-Elastic-Product": "Elasticsearch"})
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(await search(), headers=headers)
 
     engine_app = web.Application()
     engine_app.router.add_get("/", info)
-    engine_app.router.add_post("/{index}/_search", slow_search)
+    engine_app.router.add_post("/{index}/_search", answer)
     runner = web.AppRunner(engine_app)
     await runner.setup()
-    engine_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", engine_port).start()
     port = free_port()
-    env = {**_proxy_env(search_catalog, stack_urls), "ELASTICSEARCH_NODE": f"http://127.0.0.1:{engine_port}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        url = f"http://127.0.0.1:{port}"
-        await _wait_healthy(url, proc)
-        async with ClientSession() as session:
-            in_flight = asyncio.ensure_future(session.get(url + "/api/search", params={"q": "wand"}))
-            await asyncio.wait_for(release.wait(), 10)
-            proc.send_signal(signal.SIGTERM)
-            response = await asyncio.wait_for(in_flight, 15)
-            assert response.status == 200
-            assert (await response.json())["total"] == 0
-        assert await asyncio.to_thread(proc.wait, 15) == 0
+        yield f"http://127.0.0.1:{port}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
         await runner.cleanup()
+
+
+async def test_took_ms_is_the_engines_own_time_not_the_wall_time(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    """One place sets took_ms: the engine's ``took``, so a cached body stays true (see openapi)."""
+
+    async def slow_but_says_3_ms() -> dict[str, Any]:
+        await asyncio.sleep(0.4)
+        return {"took": 3, **_EMPTY_ANSWER}
+
+    async with _scripted_engine(slow_but_says_3_ms) as engine_url:
+        settings = _settings(search_catalog, stack_urls, elasticsearch_node=engine_url)
+        async with TestClient(TestServer(create_app(settings))) as client:
+            started = time.monotonic()
+            response = await client.get("/api/search", params={"q": "wand"})
+            waited = time.monotonic() - started
+            body = await response.json()
+    assert response.status == 200, body
+    assert waited >= 0.4
+    assert body["took_ms"] == 3
+    _validator("SearchResponse").validate(body)
+
+
+async def test_sigterm_lets_in_flight_searches_finish(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
+    """An engine that takes 1.5 s to answer; SIGTERM arrives mid-request; the answer still comes."""
+    release = asyncio.Event()
+
+    async def slow_search() -> dict[str, Any]:
+        release.set()
+        await asyncio.sleep(1.5)
+        return {"took": 1, **_EMPTY_ANSWER}
+
+    port = free_port()
+    async with _scripted_engine(slow_search) as engine_url:
+        env = {**_proxy_env(search_catalog, stack_urls), "ELASTICSEARCH_NODE": engine_url}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            await _wait_healthy(url, proc)
+            async with ClientSession() as session:
+                in_flight = asyncio.ensure_future(session.get(url + "/api/search", params={"q": "wand"}))
+                await asyncio.wait_for(release.wait(), 10)
+                proc.send_signal(signal.SIGTERM)
+                response = await asyncio.wait_for(in_flight, 15)
+                assert response.status == 200
+                assert (await response.json())["total"] == 0
+            assert await asyncio.to_thread(proc.wait, 15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
 
 async def test_highlights_escape_html_outside_the_em_tags(

@@ -1,0 +1,70 @@
+"""Readiness without servers: a probe is bounded and never raises; the status follows the checks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from proxy.readiness import Check, probe, readiness
+
+
+async def _answers(ok: bool, detail: str) -> tuple[bool, str]:
+    return ok, detail
+
+
+async def _raises(error: BaseException) -> tuple[bool, str]:
+    raise error
+
+
+async def _hangs() -> tuple[bool, str]:
+    await asyncio.sleep(3600)
+    raise AssertionError("unreachable")
+
+
+async def test_a_probe_passes_on_what_the_check_says() -> None:
+    assert await probe(_answers(True, "ok")) == Check(True, "ok")
+    assert await probe(_answers(False, "alias products does not exist")) == Check(
+        False, "alias products does not exist"
+    )
+
+
+@pytest.mark.parametrize("error", [TimeoutError(), ConnectionRefusedError("secret detail"), RuntimeError("boom")])
+async def test_a_probe_that_fails_any_way_is_down_by_its_class_name_only(error: Exception) -> None:
+    assert await probe(_raises(error)) == Check(False, type(error).__name__)
+
+
+async def test_a_probe_that_hangs_is_down_within_its_budget() -> None:
+    started = time.monotonic()
+    check = await probe(_hangs(), budget=0.05)
+    assert check == Check(False, "no answer within 0.05 s")
+    assert time.monotonic() - started < 2
+
+
+async def test_cancelling_a_probe_is_not_swallowed() -> None:
+    task = asyncio.ensure_future(probe(_hangs()))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize(
+    ("engine", "redis", "postgres", "status"),
+    [
+        (True, True, True, "ready"),
+        (True, False, True, "degraded"),
+        (True, True, False, "degraded"),
+        (False, True, True, "unavailable"),
+        (False, False, False, "unavailable"),
+    ],
+)
+def test_only_the_engine_being_down_makes_the_proxy_unavailable(
+    engine: bool, redis: bool, postgres: bool, status: str
+) -> None:
+    checks = {"elasticsearch": Check(engine, "e"), "redis": Check(redis, "r"), "postgres": Check(postgres, "p")}
+    got, body = readiness(checks)
+    assert got == status == body["status"]
+    assert body["checks"]["elasticsearch"] == {"ok": engine, "detail": "e"}
+    assert set(body["checks"]) == {"elasticsearch", "redis", "postgres"}
