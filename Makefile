@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PRODUCTS ?= 20000
 PACKAGES := catalog proxy indexer devstack hos_search
 
-.PHONY: dev test test-soak lint format bench bench-seed clean
+.PHONY: dev test test-soak lint format bench bench-seed relevance clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Search quality on the judged query set (load/relevance): nDCG@10, MRR, zero-result rate and
+# per-query changes against the committed baseline. RELEVANCE_ARGS=--write-baseline records a new one.
+relevance: $(STAMP)
+	$(BIN)/python -m load.relevance $(RELEVANCE_ARGS)
 
 bench-seed: $(STAMP)
 	$(BIN)/python load/bench_seed.py --products 150000

@@ -644,6 +644,35 @@ class Catalog:
         """A fresh stream of the catalog's products; every call yields the same rows."""
         return _product_rows(self.products, self.seed, self.sellers)
 
+    def iter_truth(self) -> Iterator[ProductTruth]:
+        """What the generator meant by each product, in the order of :meth:`iter_products`."""
+        return (truth for _, truth in _product_stream(self.products, self.seed, self.sellers, with_truth=True) if truth)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductTruth:
+    """Ground truth about one generated product: what it is, independent of any search.
+
+    The generator picks a fandom, a category and a character, place and item of that fandom
+    for every product; the name template and description sentences use some of them. A
+    character, place or item is *featured* where the product's name or description mentions
+    it, and ``None`` where neither does. Relevance judgments (``load/relevance``) are computed
+    from these fields, never from what a search returns.
+    """
+
+    id: int
+    active: bool
+    fandom: str
+    category: str
+    character: str | None
+    place: str | None
+    item: str | None
+    # Which of them the *name* mentions (a subset of the featured ones): "c", "p", "i", "f".
+    in_name: frozenset[str]
+    # The name template, e.g. "{c} Plush {s}": its fixed words say what kind of product it is.
+    template: str
+    rating: Decimal | None
+
 
 def seller_count(products: int) -> int:
     """How many sellers a catalog of ``products`` products has (≈ one per 500, 20–400)."""
@@ -714,6 +743,22 @@ def _price(rng: random.Random, category: Category) -> Decimal:
 
 
 def _product_rows(products: int, seed: int, sellers: Sequence[SellerRow]) -> Iterator[ProductRow]:
+    return (row for row, _ in _product_stream(products, seed, sellers, with_truth=False))
+
+
+def iter_product_truth(products: int, *, seed: int = 42) -> Iterator[ProductTruth]:
+    """Ground truth for the products of :func:`iter_products` with the same arguments, in order."""
+    return generate_catalog(products, seed=seed).iter_truth()
+
+
+def _slots(template: str) -> frozenset[str]:
+    return frozenset(slot for slot in ("c", "p", "i", "f") if "{" + slot + "}" in template)
+
+
+def _product_stream(
+    products: int, seed: int, sellers: Sequence[SellerRow], *, with_truth: bool
+) -> Iterator[tuple[ProductRow, ProductTruth | None]]:
+    """Rows, each with its ground truth when ``with_truth`` (else None: seeding never pays for it)."""
     rng = random.Random(f"hos-search/products/{seed}")
     rand = rng.random
     choice = rng.choice
@@ -745,22 +790,22 @@ def _product_rows(products: int, seed: int, sellers: Sequence[SellerRow]) -> Ite
         place = choice(fandom.places)
         item = choice(fandom.items)
         size = choice(category.sizes)
-        name = choice(category.templates).format(c=character, p=place, i=item, f=fandom.name, s=size).strip()
+        template = choice(category.templates)
+        name = template.format(c=character, p=place, i=item, f=fandom.name, s=size).strip()
         roll = rand()
         if roll < 0.25:
             name = f"{choice(_ADJECTIVES)} {name}"
         elif roll < 0.45:
             name = f"{name} - {choice(_EDITIONS)}"
 
-        description = " ".join(
-            sentence
-            for sentence in (
-                choice(_OPENERS).format(f=fandom.name, c=character, p=place, cat=category.noun),
-                choice(_MIDDLES).format(m=choice(category.materials), c=character, i=item),
-                choice(_CLOSERS).format(d=1 + int(rand() * 5)),
-            )
-            if sentence
-        )
+        # Evaluated in this order (opener, middle, its material, closer, its days): the
+        # random stream, and so every product, depends on it.
+        opener = choice(_OPENERS)
+        opener_text = opener.format(f=fandom.name, c=character, p=place, cat=category.noun)
+        middle = choice(_MIDDLES)
+        middle_text = middle.format(m=choice(category.materials), c=character, i=item)
+        closer_text = choice(_CLOSERS).format(d=1 + int(rand() * 5))
+        description = " ".join(sentence for sentence in (opener_text, middle_text, closer_text) if sentence)
 
         roll = rand()
         status = (
@@ -777,7 +822,7 @@ def _product_rows(products: int, seed: int, sellers: Sequence[SellerRow]) -> Ite
         created = EPOCH + timedelta(seconds=int(product_id * step + rand() * 86_400))
         updated = created if rand() < 0.5 else created + timedelta(seconds=int(rand() * 60 * 86_400))
 
-        yield (
+        row: ProductRow = (
             product_id,
             seller_ids[seller_index],
             name,
@@ -792,4 +837,24 @@ def _product_rows(products: int, seed: int, sellers: Sequence[SellerRow]) -> Ite
             rating,
             created,
             updated,
+        )
+        if not with_truth:
+            yield row, None
+            continue
+        in_name = _slots(template)
+        featured = in_name | _slots(opener) | _slots(middle)
+        yield (
+            row,
+            ProductTruth(
+                id=product_id,
+                active=status == "active",
+                fandom=fandom.name,
+                category=category.name,
+                character=character if "c" in featured else None,
+                place=place if "p" in featured else None,
+                item=item if "i" in featured else None,
+                in_name=in_name,
+                template=template,
+                rating=rating,
+            ),
         )

@@ -3,6 +3,12 @@
 `SEARCH_INDEX` names an alias; the real index behind it is versioned
 (``products_v20261125T200000123456``) so a rebuild can swap it atomically. This module is pure
 data and naming: it never talks to the engine.
+
+Text analysis is static, identical at index and search time where it matters: folding (case,
+accents), splitting on punctuation with compounds kept ("T-Shirt" is also "tshirt"), and light
+plural stemming. A change here needs a rebuild (``hos-search reindex``). Synonyms are *not*
+here: the proxy applies ``catalog/synonyms.txt`` at search time (``proxy.synonyms`` explains
+why), so editing them needs no reindex.
 """
 
 from __future__ import annotations
@@ -22,17 +28,90 @@ PRICE_BUCKETS: tuple[tuple[str, float | None, float | None], ...] = (
     ("250+", 250.0, None),
 )
 
+# Plurals the minimal English stemmer gets wrong (it only strips "s", and turns "-ies" into
+# "-y"): irregular "-ves" plurals and "-ie" nouns. Applied before it, at index and search time.
+_PLURAL_EXCEPTIONS: tuple[str, ...] = (
+    "scarves => scarf",
+    "knives => knife",
+    "elves => elf",
+    "dwarves => dwarf",
+    "wolves => wolf",
+    "leaves => leaf",
+    "shelves => shelf",
+    "thieves => thief",
+    "halves => half",
+    "hoodies => hoodie",
+    "beanies => beanie",
+    "plushies => plushie",
+    "onesies => onesie",
+    "goodies => goodie",
+    "zombies => zombie",
+    "cookies => cookie",
+    "movies => movie",
+    "pixies => pixie",
+    "shoes => shoe",
+    "heroes => hero",
+    "tomatoes => tomato",
+)
+
+_WORD_PARTS: dict[str, Any] = {
+    "type": "word_delimiter_graph",
+    "generate_word_parts": True,
+    "generate_number_parts": True,
+    "catenate_numbers": False,
+    "catenate_all": False,
+    # Lowercased before this filter, so "McCoy" is one word and "60cm" stays whole.
+    "split_on_case_change": False,
+    "split_on_numerics": False,
+    "preserve_original": False,
+    "stem_english_possessive": True,
+}
+
 _ANALYSIS: dict[str, Any] = {
     "filter": {
         "autocomplete_edge": {"type": "edge_ngram", "min_gram": 1, "max_gram": 20},
+        # Index time: "T-Shirt" -> t, shirt and the compound "tshirt" (a multi-position token,
+        # flattened below), so "t-shirt", "t shirt" and "tshirt" all find it; "Spider-Man" alike.
+        "compound_words": {**_WORD_PARTS, "catenate_words": True},
+        # Search time: split on the same punctuation, without compounds (no token graph, so
+        # multi_match cross_fields scores the words plainly).
+        "word_parts": {**_WORD_PARTS, "catenate_words": False},
+        "plural_exceptions": {"type": "stemmer_override", "rules": list(_PLURAL_EXCEPTIONS)},
+        # Light stemming for plurals only ("wands" -> "wand", "figures" -> "figure"): no
+        # suffix stripping beyond that, so names and typed words stay recognisable.
+        "plural": {"type": "stemmer", "language": "minimal_english"},
+        # minimal_english leaves "boxes" as "boxe"; finish the "-es" plural of sibilant endings
+        # (box/boxes, glass/glasses, watch/watches) the same way on both sides.
+        "plural_es": {"type": "pattern_replace", "pattern": "^(.*(?:x|ch|sh|ss|zz))e$", "replacement": "$1"},
     },
     "analyzer": {
-        # Lowercased and accent-folded words: "Pokémon" matches "pokemon". No stemming, so
-        # fuzzy matching works on the words people type.
+        # Lowercased and accent-folded words: "Pokémon" matches "pokemon". Unstemmed: for the
+        # spelling suggester, whose corrections must be real words.
         "folded": {
             "type": "custom",
             "tokenizer": "standard",
             "filter": ["lowercase", "asciifolding"],
+        },
+        # Product text at index time: folded, split on punctuation with compounds kept,
+        # plurals stemmed.
+        "product_text": {
+            "type": "custom",
+            "tokenizer": "whitespace",
+            "filter": [
+                "lowercase",
+                "asciifolding",
+                "compound_words",
+                "flatten_graph",
+                "plural_exceptions",
+                "plural",
+                "plural_es",
+            ],
+        },
+        # What a shopper types, analysed to the same terms (without compounds: see above).
+        "product_search": {
+            "type": "custom",
+            "tokenizer": "whitespace",
+            "filter": ["lowercase", "asciifolding", "word_parts", "plural_exceptions", "plural", "plural_es"],
         },
         # Index-time edge n-grams for typo-tolerant prefix autocomplete ("hermoi" -> Hermione).
         "autocomplete": {
@@ -48,12 +127,17 @@ _ANALYSIS: dict[str, Any] = {
 
 # Words indexed as all their prefixes (up to 20 characters), searched as whole typed words.
 _PREFIX_FIELD: dict[str, Any] = {"type": "text", "analyzer": "autocomplete", "search_analyzer": "folded"}
+# Searchable words of a field, stemmed: what the text query matches across fields.
+_TEXT: dict[str, Any] = {"type": "text", "analyzer": "product_text", "search_analyzer": "product_search"}
+# Name, fandom and category words are also copied, unstemmed, into `spell`: the vocabulary
+# the spelling suggester corrects towards (a zero-result query's "did you mean").
+SPELL_FIELD = "spell"
 
 _PROPERTIES: dict[str, Any] = {
     "id": {"type": "keyword"},
     "name": {
-        "type": "text",
-        "analyzer": "folded",
+        **_TEXT,
+        "copy_to": [SPELL_FIELD],
         "fields": {
             "keyword": {"type": "keyword", "ignore_above": 300},
             # Autocomplete: every prefix of every word is indexed, so "harry pot" matches
@@ -63,9 +147,10 @@ _PROPERTIES: dict[str, Any] = {
             "prefix": _PREFIX_FIELD,
         },
     },
-    "description": {"type": "text", "analyzer": "folded"},
-    "category": {"type": "keyword", "fields": {"prefix": _PREFIX_FIELD}},
-    "fandom": {"type": "keyword", "fields": {"prefix": _PREFIX_FIELD}},
+    "description": dict(_TEXT),
+    "category": {"type": "keyword", "copy_to": [SPELL_FIELD], "fields": {"prefix": _PREFIX_FIELD, "text": _TEXT}},
+    "fandom": {"type": "keyword", "copy_to": [SPELL_FIELD], "fields": {"prefix": _PREFIX_FIELD, "text": _TEXT}},
+    SPELL_FIELD: {"type": "text", "analyzer": "folded", "norms": False, "index_options": "freqs"},
     "price": {"type": "scaled_float", "scaling_factor": 100},
     "currency": {"type": "keyword"},
     "stock": {"type": "integer"},

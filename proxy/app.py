@@ -1,13 +1,17 @@
 """The proxy's aiohttp application, built by :func:`create_app` from settings.
 
 Every long-lived resource — engine client, Redis client, Postgres pool — is opened and closed
-in one ``cleanup_ctx`` generator below, so start-up and shut-down read top to bottom here.
+in one ``cleanup_ctx`` generator below, so start-up and shut-down read top to bottom here; the
+search synonyms are loaded in another, which also re-reads them on SIGHUP.
 Nothing is created at import time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -21,8 +25,9 @@ from proxy.middleware.metrics import metrics_middleware
 from proxy.middleware.problems import problems_middleware
 from proxy.middleware.request_id import request_id_middleware
 from proxy.openapi import openapi_bytes
-from proxy.routes import ENGINE, METRICS, OPENAPI, POSTGRES, REDIS, add_routes
+from proxy.routes import ENGINE, METRICS, OPENAPI, POSTGRES, REDIS, SYNONYMS, SynonymsHolder, add_routes
 from proxy.settings import ProxySettings
+from proxy.synonyms import SynonymError, load_synonyms
 
 log = logging.getLogger("hos_search.proxy")
 SETTINGS = web.AppKey("settings", ProxySettings)
@@ -48,8 +53,37 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[METRICS] = metrics
     app[OPENAPI] = openapi_bytes()
     add_routes(app)
+    app.cleanup_ctx.append(_synonyms)
     app.cleanup_ctx.append(_backends)
     return app
+
+
+def reload_synonyms(app: web.Application) -> bool:
+    """Re-read the synonym file; on any problem keep the synonyms in use. True if reloaded."""
+    path = app[SETTINGS].synonyms_path
+    try:
+        synonyms = load_synonyms(path)
+    except (OSError, SynonymError) as exc:
+        log.error("synonyms NOT reloaded from %s (keeping the %d in use): %s", path, len(app[SYNONYMS].current), exc)
+        return False
+    app[SYNONYMS].current = synonyms
+    log.info("synonyms reloaded: %d terms from %s", len(synonyms), path)
+    return True
+
+
+async def _synonyms(app: web.Application) -> AsyncIterator[None]:
+    """Load the synonyms, and reload them on SIGHUP (``kill -HUP <pid>``) without a restart."""
+    settings = app[SETTINGS]
+    # Settings validated the file at start-up; a file broken since then fails the start loudly.
+    app[SYNONYMS] = SynonymsHolder(load_synonyms(settings.synonyms_path))
+    loop = asyncio.get_running_loop()
+    # Signal handlers can only be installed from the main thread (not when embedded elsewhere).
+    handled = threading.current_thread() is threading.main_thread()
+    if handled:
+        loop.add_signal_handler(signal.SIGHUP, reload_synonyms, app)
+    yield
+    if handled:
+        loop.remove_signal_handler(signal.SIGHUP)
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:

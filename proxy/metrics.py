@@ -57,6 +57,14 @@ class ProxyMetrics:
             registry=self.registry,
         )
 
+        self.zero_results = Counter(
+            "search_proxy_zero_result_searches_total",
+            "Text searches whose strict query matched nothing, by what was shown instead: relaxed "
+            "(fewer words required), corrected (a spelling correction) or none.",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         """The text format for ``/metrics``: this process's values, or every worker's."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -156,7 +156,18 @@ _SCHEMAS: dict[str, Any] = {
     },
     "SearchResponse": {
         "type": "object",
-        "required": ["query", "total", "total_relation", "page", "size", "pages", "items", "facets", "took_ms"],
+        "required": [
+            "query",
+            "total",
+            "total_relation",
+            "page",
+            "size",
+            "pages",
+            "items",
+            "facets",
+            "took_ms",
+            "relaxed",
+        ],
         "properties": {
             "query": {"type": "string"},
             "total": {"type": "integer", "minimum": 0},
@@ -181,6 +192,20 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Milliseconds the search backend spent computing these results (the engine's "
                 "own `took`), not the request's wall time. It belongs to the results: a response served "
                 "from cache (`X-Cache: HIT`) carries the time of the search that produced it.",
+            },
+            "relaxed": {
+                "type": "boolean",
+                "description": "false: the items match every word of `query` (allowing small typos). true: "
+                "nothing did, and the items come from a relaxed search instead — all words but one must "
+                "match, or, when `did_you_mean` is present, every word of that spelling correction. Total, "
+                'pages and facets describe the items shown. The storefront should say so ("showing '
+                'results for …").',
+            },
+            "did_you_mean": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Present only when `relaxed` is true and the items are the results of this "
+                "corrected spelling of `query` (e.g. `okemon plush` -> `pokemon plush`).",
             },
         },
     },
@@ -238,7 +263,10 @@ def openapi_document() -> dict[str, Any]:
             "q",
             {"type": "string", "maxLength": MAX_QUERY_CHARS, "pattern": TEXT_PATTERN},
             "Words to search for, typo-tolerant; plain text (no query syntax), without control characters "
-            "other than whitespace. The length counts the text as sent. Absent or only whitespace: browse.",
+            "other than whitespace. The length counts the text as sent. Absent or only whitespace: browse. "
+            "Words may match in any of name, fandom, category and description; plurals, hyphenation "
+            "(t-shirt, tshirt, t shirt), accents and the shop's synonyms are taken care of. When no "
+            "product matches every word, the answer is relaxed (see `relaxed`).",
         ),
         _param(
             "category",

@@ -23,28 +23,69 @@ Shape of the engine request the result shaper (``proxy.results``) relies on:
 - Suggestions: ``aggregations.<SUGGEST_TAXONOMY>.<kind>[_fuzzy].<FACET_VALUES>``.
 
 Elasticsearch 9 refuses to sort or aggregate on ``_id``: the tie-breaker is the ``id`` keyword.
+
+The text query (:func:`text_query`), in one sentence: every typed word (or synonym term, see
+``proxy.synonyms``) must match in *some* field — name, fandom, category or description — as if
+they were one field (``multi_match`` ``cross_fields``; ``combined_fields`` would be BM25F-purer
+but OpenSearch only has it from 3.2), weighted name = fandom > category > description; a word
+that matches no field exactly may match within an edit or two (only words of 4+ letters,
+scored far below exact words); the typed phrase in the name ranks first. Plurals, compounds
+("t-shirt" = "tshirt" = "t shirt") and accents are the analyzers' job (``catalog.mapping``).
+When that finds nothing, ``proxy.recovery`` asks again with :func:`build_search`'s
+``relaxed=True`` (fewer words must match, plus a spelling suggestion) and possibly with
+``text=`` a corrected query.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from catalog.mapping import PRICE_BUCKETS
+from catalog.mapping import PRICE_BUCKETS, SPELL_FIELD
 from proxy.params import SearchRequest, Sort, SuggestRequest
+from proxy.synonyms import EMPTY as NO_SYNONYMS
+from proxy.synonyms import Synonyms, Unit, words
 
 # Names the result shaper reads back.
 FACET_VALUES: Final = "values"
 SUGGEST_TAXONOMY: Final = "taxonomy"
 FUZZY_SUFFIX: Final = "_fuzzy"
 TAXONOMY_KINDS: Final = ("fandom", "category")
+# The term suggester's name in a relaxed search (read back by ``proxy.results.correction``).
+SPELLING: Final = "spelling"
 
-# Name matches outrank description matches; a typo'd word still finds the product.
+# Where a word may match, and how much each field counts. Name and fandom are what a shopper
+# names; category is the product type ("plush", "posters"); description only supports.
 # Lists, not tuples: some JSON encoders and engine mocks only accept lists.
-_TEXT_FIELDS: Final = ["name^3", "description"]
+_TEXT_FIELDS: Final = ["name^3", "fandom.text^3", "category.text^2", "description^0.5"]
+# Typo matching skips the description: its many generic words make false friends.
+_FUZZY_FIELDS: Final = ["name^3", "fandom.text^3", "category.text^2"]
+# An exact word outweighs any typo match of it many times over: a typo match only decides
+# among products that lack the word itself ("wands": wands, not "Wanda").
+_FUZZY_BOOST: Final = 0.05
+# A synonym counts a little less than the word typed.
+_SYNONYM_BOOST: Final = 0.9
+# The typed words as a phrase in the name: "elder wand" -> "Elder Wand Replica" first.
 _PHRASE_BOOST: Final = 4.0
-_EXACT_BOOST: Final = 2.0
-# The first letter is rarely the typo, and fixing it makes fuzzy expansion far cheaper.
+# Typos: none below 4 letters (short words are too close to everything), one edit from 4,
+# two from 7 ("pokmon" -> "pokemon", not "potion"). Counted on the word as typed, not as the
+# engine stems it ("wras" is 4 letters, though its stem "wra" has 3). The first letter is
+# rarely the typo, and fixing it makes fuzzy expansion far cheaper.
+FUZZY_MIN_WORD_CHARS: Final = 4
+FUZZY_TWO_EDITS_CHARS: Final = 7
 _PREFIX_LENGTH: Final = 1
+_MAX_EXPANSIONS: Final = 10
+# The last word as a prefix of a name or fandom word (edge n-grams, ``catalog.mapping``), from
+# three letters: "harry pot", "dragon bal". Scored below exact and typo matches.
+_PREFIX_MATCH_FIELDS: Final = ["name.prefix", "fandom.prefix"]
+_PREFIX_MIN_CHARS: Final = 3
+_PREFIX_BOOST: Final = 0.03
+# Relaxed search: matching all but the last unit outranks any other partial match (a flat
+# bonus above any text score), and each typed word inside a multi-word term adds a little.
+_RELAXED_HEAD_BONUS: Final = 1000.0
+_RELAXED_WORD_BOOST: Final = 1.0
+# Bounds the clauses of a long query (the engine caps a query's total clauses at 1024).
+_MAX_FUZZY_WORDS: Final = 6
+_MAX_UNITS: Final = 24
 
 _FACET_SIZES: Final = {"category": 50, "fandom": 100}
 # Highest count first, then alphabetical, so equal counts list in a stable order.
@@ -107,6 +148,9 @@ FUZZY_MIN_CHARS: Final = 4
 _PREFIX_FIELDS: Final = {"name": "name.prefix", "fandom": "fandom.prefix", "category": "category.prefix"}
 _EXACT_PREFIX_BOOST: Final = 2.0
 _SUGGEST_SOURCE: Final = ["id", "name"]
+# Among names that match equally, the better-rated product first (the catalog's popularity
+# signal); then the id, so equal answers come back in the same order.
+_SUGGEST_SORT: Final = [{"_score": "desc"}, {"rating": {"order": "desc", "missing": "_last"}}, _TIE_BREAK]
 # Several sellers list the same name; shaping de-duplicates names, so fetch spare hits.
 SUGGEST_HIT_FACTOR: Final = 2
 
@@ -138,42 +182,153 @@ def _all_of(clauses: list[dict[str, Any]]) -> dict[str, Any]:
     return {"bool": {"filter": clauses}}
 
 
-def _text_query(q: str) -> dict[str, Any]:
-    """Every word must match (allowing typos); exact phrases and exact words rank higher."""
-    return {
-        "bool": {
-            "must": [
-                {
-                    "multi_match": {
-                        "query": q,
-                        "fields": _TEXT_FIELDS,
-                        "operator": "and",
-                        "fuzziness": "AUTO",
-                        "prefix_length": _PREFIX_LENGTH,
-                    }
-                }
-            ],
-            "should": [
-                {"match_phrase": {"name": {"query": q, "boost": _PHRASE_BOOST}}},
-                # The same words without fuzziness: exact spellings above typo'd ones.
-                {
-                    "multi_match": {
-                        "query": q,
-                        "fields": _TEXT_FIELDS,
-                        "operator": "and",
-                        "boost": _EXACT_BOOST,
-                    }
-                },
-            ],
+def _word(word: str, *, fuzzy: bool, prefix: bool = False, boost: float | None = None) -> dict[str, Any]:
+    """One word in any field; with ``fuzzy``, a typo'd spelling matches too, far below; with
+    ``prefix``, a word of a name or fandom that starts with it (the word still being typed)."""
+    exact: dict[str, Any] = {"query": word, "type": "cross_fields", "fields": _TEXT_FIELDS}
+    if boost is not None:
+        exact["boost"] = boost
+    if not fuzzy and not prefix:
+        return {"multi_match": exact}
+    alternatives: list[dict[str, Any]] = [{"multi_match": exact}]
+    if fuzzy:
+        typo = {
+            "query": word,
+            "fields": _FUZZY_FIELDS,
+            "fuzziness": typo_edits(word),
+            "prefix_length": _PREFIX_LENGTH,
+            "max_expansions": _MAX_EXPANSIONS,
+            "boost": _FUZZY_BOOST,
         }
+        alternatives.append({"multi_match": typo})
+    if prefix:
+        alternatives.append({"multi_match": {"query": word, "fields": _PREFIX_MATCH_FIELDS, "boost": _PREFIX_BOOST}})
+    return {"bool": {"should": alternatives}}
+
+
+def typo_edits(word: str) -> int:
+    """Edits a typed word of 4+ letters may be off by: 1, or 2 from 7 letters — counting its
+    singular, as the engine compares stems ("scarves" is "scarf": one edit, not two)."""
+    singular = word
+    if len(word) > 4 and word.endswith("s") and not word.endswith(("ss", "us")):
+        singular = word[:-3] if word.endswith(("ves", "xes", "ches", "shes", "sses")) else word[:-1]
+    return 2 if len(singular) >= FUZZY_TWO_EDITS_CHARS else 1
+
+
+def _phrase(term: tuple[str, ...], boost: float | None) -> dict[str, Any]:
+    """A synonym alternative: one word across fields, or several as a phrase in one field."""
+    if len(term) == 1:
+        return _word(term[0], fuzzy=False, boost=boost)
+    clause: dict[str, Any] = {"query": " ".join(term), "type": "phrase", "fields": _TEXT_FIELDS}
+    if boost is not None:
+        clause["boost"] = boost
+    return {"multi_match": clause}
+
+
+def _unit_clauses(units: list[Unit]) -> list[dict[str, Any]]:
+    clauses = []
+    fuzzy_left = _MAX_FUZZY_WORDS
+    last = min(len(units), _MAX_UNITS) - 1
+    for position, unit in enumerate(units[:_MAX_UNITS]):
+        if not unit.alternatives:
+            (word,) = unit.typed
+            fuzzy = fuzzy_left > 0 and len(word) >= FUZZY_MIN_WORD_CHARS and word.isalpha()
+            fuzzy_left -= fuzzy
+            # The last word may be unfinished ("harry pot"): it may also be a prefix.
+            prefix = position == last and len(word) >= _PREFIX_MIN_CHARS and word.isalpha()
+            clauses.append(_word(word, fuzzy=fuzzy, prefix=prefix))
+        else:
+            # Any alternative satisfies the unit, and the best one scores it (dis_max: "action
+            # figure" must not count twice for "figure"); the typed term counts fully,
+            # synonyms a little less.
+            alternatives = [_phrase(alt, None if alt == unit.typed else _SYNONYM_BOOST) for alt in unit.alternatives]
+            clauses.append(alternatives[0] if len(alternatives) == 1 else {"dis_max": {"queries": alternatives}})
+    if len(units) > _MAX_UNITS:
+        # A pasted paragraph: the rest must still match, as plain words in one clause.
+        rest = " ".join(word for unit in units[_MAX_UNITS:] for word in unit.typed)
+        rest_clause = {"query": rest, "type": "cross_fields", "fields": _TEXT_FIELDS, "operator": "and"}
+        clauses.append({"multi_match": rest_clause})
+    return clauses
+
+
+def units_of(q: str, synonyms: Synonyms) -> list[Unit]:
+    """What a query asks for: its words, with synonym terms grouped (``proxy.synonyms``)."""
+    return synonyms.expand(words(q))
+
+
+def relaxed_minimum(units: int) -> int:
+    """How many of a query's units a relaxed search requires: one fewer, at least one."""
+    return max(1, units - 1)
+
+
+def text_query(q: str, synonyms: Synonyms = NO_SYNONYMS, *, relaxed: bool = False) -> dict[str, Any]:
+    """Every word (or synonym term) must match in some field; the phrase in the name ranks first.
+
+    ``relaxed`` (for a query that found nothing): all but one of them must match, and products
+    matching all but the *last* rank first. The last word is the likeliest to be unfinished or
+    mistyped, and in "[franchise] [product type]" the franchise is the firmer intent: for
+    "gryffindor scarf" with no such scarf, Gryffindor things before other fandoms' scarves.
+    Every typed word matched adds a little, so more of the query matched ranks higher.
+    """
+    phrase = {"match_phrase": {"name": {"query": q, "boost": _PHRASE_BOOST}}}
+    units = units_of(q, synonyms)
+    clauses = _unit_clauses(units)
+    if not clauses:
+        # Nothing but punctuation: the phrase (which analyses to nothing) matches nothing.
+        return {"bool": {"must": [phrase]}}
+    if not relaxed:
+        return {"bool": {"must": clauses, "should": [phrase]}}
+    should: list[dict[str, Any]] = [phrase]
+    if len(clauses) > 1:
+        head = {"bool": {"must": clauses[:-1]}}
+        should.append({"constant_score": {"filter": head, "boost": _RELAXED_HEAD_BONUS}})
+    # Words inside multi-word synonym terms count one by one too ("board" of "board game").
+    should.extend(
+        _word(word, fuzzy=False, boost=_RELAXED_WORD_BOOST)
+        for unit in units[:_MAX_UNITS]
+        if len(unit.typed) > 1
+        for word in unit.typed
+    )
+    required = {"bool": {"should": clauses, "minimum_should_match": relaxed_minimum(len(clauses))}}
+    return {"bool": {"must": [required], "should": should}}
+
+
+def spelling_suggester(q: str) -> dict[str, Any]:
+    """A term suggester over the unstemmed name, fandom and category words, for "did you mean"."""
+    return {
+        "text": q,
+        SPELLING: {
+            "term": {
+                "field": SPELL_FIELD,
+                # Only words the index does not have: a real word is not a typo.
+                "suggest_mode": "missing",
+                # Unlike the query's typo matching, the first letter may be wrong ("okemon").
+                "prefix_length": 0,
+                "min_word_length": FUZZY_MIN_WORD_CHARS,
+                "max_edits": 2,
+                "size": 1,
+                "sort": "score",
+            }
+        },
     }
 
 
-def build_search(req: SearchRequest) -> dict[str, Any]:
-    """The engine body for one search: hits, total, disjunctive facets, highlight."""
+def build_search(
+    req: SearchRequest,
+    synonyms: Synonyms = NO_SYNONYMS,
+    *,
+    relaxed: bool = False,
+    text: str | None = None,
+) -> dict[str, Any]:
+    """The engine body for one search: hits, total, disjunctive facets, highlight.
+
+    ``relaxed``: the zero-result retry — fewer words required, and a spelling suggestion.
+    ``text``: search for this instead of ``req.q`` (a spelling correction), otherwise alike.
+    """
     filters = _filters(req)
+    q = req.q if text is None else text
     body: dict[str, Any] = {
-        "query": _text_query(req.q) if req.q else _MATCH_ALL,
+        "query": text_query(q, synonyms, relaxed=relaxed) if q else _MATCH_ALL,
         "from": req.offset,
         "size": req.size,
         "track_total_hits": True,
@@ -191,8 +346,10 @@ def build_search(req: SearchRequest) -> dict[str, Any]:
         }
         for facet, agg in _FACET_AGGS.items()
     }
-    if req.q:
+    if q:
         body["highlight"] = _HIGHLIGHT
+    if relaxed and q:
+        body["suggest"] = spelling_suggester(q)
     return body
 
 
@@ -208,18 +365,13 @@ def _prefix_query(q: str, field: str, *, fuzzy: bool, boost: float | None = None
 
 
 def _exact_or_fuzzy(q: str, field: str, fuzzy: bool) -> dict[str, Any]:
+    """Names matching the prefix score alike (so popularity breaks the tie, see ``_SUGGEST_SORT``);
+    exact prefixes score above typo matches ("hermoi" -> Hermione either way)."""
+    exact = {"constant_score": {"filter": _prefix_query(q, field, fuzzy=False), "boost": _EXACT_PREFIX_BOOST}}
     if not fuzzy:
-        return _prefix_query(q, field, fuzzy=False)
-    # Exact prefixes rank above typo matches ("hermoi" -> Hermione either way).
-    return {
-        "bool": {
-            "should": [
-                _prefix_query(q, field, fuzzy=False, boost=_EXACT_PREFIX_BOOST),
-                _prefix_query(q, field, fuzzy=True),
-            ],
-            "minimum_should_match": 1,
-        }
-    }
+        return exact
+    typo = {"constant_score": {"filter": _prefix_query(q, field, fuzzy=True), "boost": 1.0}}
+    return {"bool": {"should": [exact, typo], "minimum_should_match": 1}}
 
 
 def _taxonomy_agg(kind: str, query: dict[str, Any], size: int) -> dict[str, Any]:
@@ -251,6 +403,7 @@ def build_suggest(req: SuggestRequest) -> dict[str, Any]:
         "query": name_query,
         "size": req.size * SUGGEST_HIT_FACTOR,
         "_source": _SUGGEST_SOURCE,
+        "sort": _SUGGEST_SORT,
         # No total needed: counting every match would cost more than the suggestions.
         "track_total_hits": False,
         "aggs": {SUGGEST_TAXONOMY: {"global": {}, "aggs": taxonomy}},

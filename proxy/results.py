@@ -16,6 +16,10 @@ Decisions, part of the API contract:
 - ``took_ms`` is the engine's own ``took``: the milliseconds the backend spent computing these
   results, not the request's wall time (that is ``search_proxy_request_duration_seconds``).
   It belongs to the answer, so a cached body can be served as stored bytes and stay true.
+- ``relaxed`` is always present: ``true`` when the strict query matched nothing and the items
+  come from a relaxed one (``proxy.recovery``); then ``did_you_mean`` is present when that
+  relaxed search was for a spelling correction, which it names (the storefront shows
+  "showing results for …"). Facets and totals always describe the items shown.
 - Suggestions: see :func:`shape_suggest`.
 
 Never: I/O, raising on a well-formed but sparse engine response, passing engine error text
@@ -32,7 +36,7 @@ from typing import Any, Final
 
 from catalog.mapping import PRICE_BUCKETS
 from proxy.params import MAX_RESULT_WINDOW, SearchRequest, SuggestRequest
-from proxy.query import FACET_VALUES, FUZZY_SUFFIX, SUGGEST_TAXONOMY, TAXONOMY_KINDS
+from proxy.query import FACET_VALUES, FUZZY_SUFFIX, SPELLING, SUGGEST_TAXONOMY, TAXONOMY_KINDS
 
 _EMPTY: Final[Mapping[str, Any]] = {}
 
@@ -122,13 +126,58 @@ def _price_facet(aggregations: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"key": key, "from": low, "to": high, "count": counts.get(key, 0)} for key, low, high in _PRICE_FACET]
 
 
-def shape_search(req: SearchRequest, engine_body: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``/api/search`` response for ``req`` from the engine's ``_search`` response."""
+def total_hits(engine_body: Mapping[str, Any]) -> int:
+    """How many products an engine ``_search`` response matched."""
+    return _total(engine_body.get("hits") or _EMPTY)[0]
+
+
+def correction(q: str, engine_body: Mapping[str, Any]) -> str | None:
+    """``q`` with each word the spelling suggester corrected replaced; None if none was.
+
+    Reads the term suggester ``proxy.query.spelling_suggester`` asked for: one entry per word
+    of ``q`` with its ``offset`` and ``length`` in ``q``, and at most one option.
+    """
+    entries = (engine_body.get("suggest") or _EMPTY).get(SPELLING) or ()
+    replacements: list[tuple[int, int, str]] = []
+    for entry in entries:
+        options = entry.get("options") or ()
+        if not options:
+            continue
+        offset, length, text = entry.get("offset"), entry.get("length"), options[0].get("text")
+        if not isinstance(offset, int) or not isinstance(length, int) or not isinstance(text, str) or not text:
+            continue
+        if 0 <= offset and offset + length <= len(q):
+            replacements.append((offset, length, text))
+    if not replacements:
+        return None
+    out, position = [], 0
+    for offset, length, text in sorted(replacements):
+        if offset < position:  # overlapping entries: keep the first
+            continue
+        out.append(q[position:offset])
+        out.append(text)
+        position = offset + length
+    out.append(q[position:])
+    corrected = "".join(out)
+    return None if _fold(corrected) == _fold(q) else corrected
+
+
+def shape_search(
+    req: SearchRequest,
+    engine_body: Mapping[str, Any],
+    *,
+    relaxed: bool = False,
+    did_you_mean: str | None = None,
+) -> dict[str, Any]:
+    """The ``/api/search`` response for ``req`` from the engine's ``_search`` response.
+
+    ``relaxed`` and ``did_you_mean`` say how ``engine_body`` was obtained (``proxy.recovery``).
+    """
     hits: Mapping[str, Any] = engine_body.get("hits") or _EMPTY
     total, relation = _total(hits)
     aggregations: Mapping[str, Any] = engine_body.get("aggregations") or _EMPTY
     pages = min(math.ceil(total / req.size), MAX_RESULT_WINDOW // req.size)
-    return {
+    body: dict[str, Any] = {
         "query": req.q,
         "total": total,
         "total_relation": relation,
@@ -142,7 +191,11 @@ def shape_search(req: SearchRequest, engine_body: Mapping[str, Any]) -> dict[str
             "price": _price_facet(aggregations),
         },
         "took_ms": int(engine_body.get("took") or 0),
+        "relaxed": relaxed,
     }
+    if did_you_mean is not None:
+        body["did_you_mean"] = did_you_mean
+    return body
 
 
 def _taxonomy(aggregations: Mapping[str, Any], suffix: str) -> Iterator[tuple[str, str]]:
@@ -170,6 +223,8 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
     - When a fandom or category name *starts with* what was typed ("har" -> "Harry Potter",
       ignoring case and accents), the user is most likely typing that name: such names come
       first (at most half the list), then products, then the other fandoms and categories.
+      A name that starts with a *corrected* spelling of what was typed ("pokmon" -> "Pokémon",
+      within the edits of the query's typo matching) leads too, after the exact ones.
     - Otherwise products come first (in engine score order), with the last
       ``size // 4`` slots (at least one when ``size >= 4``) kept for fandoms and categories that
       matched a later word or a typo, so they are not crowded out.
@@ -189,8 +244,10 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
         if (source := hit.get("_source") or _EMPTY).get("name")
     )
 
-    leading = [t for t in taxonomy if _fold(t[0]).startswith(prefix)]
-    others = [t for t in taxonomy if not _fold(t[0]).startswith(prefix)]
+    exact = [t for t in taxonomy if _fold(t[0]).startswith(prefix)]
+    corrected = [t for t in taxonomy if t not in exact and starts_near(_fold(t[0]), prefix)]
+    leading = exact + corrected
+    others = [t for t in taxonomy if t not in leading]
     if leading:
         # Half the list at most, so a prefix shared by many fandoms still shows products.
         lead = max(1, req.size // 2)
@@ -208,6 +265,39 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
         if len(suggestions) == req.size:
             break
     return {"query": req.q, "suggestions": suggestions}
+
+
+def _edits_allowed(typed: str) -> int:
+    """Edits forgiven in a typed prefix, as the query's typo matching does (``AUTO:4,7``)."""
+    return 0 if len(typed) < 4 else 1 if len(typed) < 7 else 2
+
+
+def _distance(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment distance of ``a`` and ``b`` (a transposition is one edit), capped."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, start=1):
+            cost = 0 if ca == cb else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def starts_near(name: str, typed: str) -> bool:
+    """Whether ``name`` starts with ``typed`` give or take a typo: "pokemon" for "pokmon"."""
+    allowed = _edits_allowed(typed)
+    if allowed == 0 or name[:1] != typed[:1]:
+        return False
+    return any(
+        _distance(typed, name[:length], allowed) <= allowed
+        for length in range(max(1, len(typed) - allowed), min(len(name), len(typed) + allowed) + 1)
+    )
 
 
 def _dedupe(entries: Iterable[tuple[str, str, str | None]]) -> list[tuple[str, str, str | None]]:

@@ -1,8 +1,9 @@
 """The HTTP routes: search, suggestions and the operational endpoints.
 
 Handlers only wire pure functions to sockets: parse (``proxy.params``) → build the engine body
-(``proxy.query``) → one engine round trip (``proxy.engine``) → shape (``proxy.results``) →
-orjson bytes. They raise ``proxy.errors`` exceptions; ``proxy.middleware.problems`` answers them.
+(``proxy.query``) → one engine round trip (``proxy.engine``; a text search that matched nothing
+retries through ``proxy.recovery``) → shape (``proxy.results``) → orjson bytes. They raise
+``proxy.errors`` exceptions; ``proxy.middleware.problems`` answers them.
 """
 
 from __future__ import annotations
@@ -20,15 +21,28 @@ from proxy.engine import EngineGateway
 from proxy.errors import InvalidParameters
 from proxy.metrics import ProxyMetrics
 from proxy.params import SEARCH_PARAMS, SUGGEST_PARAMS, invalid_utf8_params, parse_search, parse_suggest
-from proxy.query import build_search, build_suggest
+from proxy.query import build_suggest
 from proxy.readiness import probe, readiness
+from proxy.recovery import search_with_recovery
 from proxy.results import shape_search, shape_suggest
+from proxy.synonyms import Synonyms
+
+
+class SynonymsHolder:
+    """The synonyms in use; replaced whole on reload (``proxy.app``), read once per search."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, current: Synonyms) -> None:
+        self.current = current
+
 
 ENGINE = web.AppKey("engine", EngineGateway)
 METRICS = web.AppKey("metrics", ProxyMetrics)
 REDIS = web.AppKey("redis", Redis)
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 OPENAPI = web.AppKey("openapi", bytes)
+SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
 
 JSON = "application/json"
 # Static response headers, built once: until the cache and fallback exist every search is
@@ -64,12 +78,22 @@ def _json_response(result: dict[str, Any]) -> web.Response:
 
 
 async def search(request: web.Request) -> web.Response:
+    app = request.app
     req = parse_search(_query(request, SEARCH_PARAMS))
-    engine_body = await _engine_search(request.app, build_search(req), "search")
-    request.app[METRICS].responses_by_backend.labels("search", "elasticsearch").inc()
+
+    async def engine_search(body: dict[str, Any], operation: str) -> dict[str, Any]:
+        return await _engine_search(app, body, operation)
+
+    answer = await search_with_recovery(req, app[SYNONYMS].current, engine_search)
+    metrics = app[METRICS]
+    metrics.responses_by_backend.labels("search", "elasticsearch").inc()
+    if answer.outcome != "strict":
+        metrics.zero_results.labels(answer.outcome).inc()
     # took_ms is the engine's own time, set by shape_search: a property of the answer, so a
     # cached body stays true without being rewritten. Wall time is in the request metrics.
-    return _json_response(shape_search(req, engine_body))
+    return _json_response(
+        shape_search(req, answer.engine_body, relaxed=answer.relaxed, did_you_mean=answer.did_you_mean)
+    )
 
 
 async def suggestions(request: web.Request) -> web.Response:

@@ -2,7 +2,8 @@
 
 Each worker is a full aiohttp server on uvloop bound with ``SO_REUSEPORT``, so the kernel
 spreads connections across them. The supervisor starts the workers, restarts one that crashes,
-and on SIGTERM/SIGINT asks each to stop: a worker stops accepting, lets in-flight requests
+passes SIGHUP on to each (a worker then reloads its search synonyms), and on SIGTERM/SIGINT
+asks each to stop: a worker stops accepting, lets in-flight requests
 finish (bounded by ``shutdown_timeout_s``), then closes its pools.
 """
 
@@ -48,6 +49,8 @@ def check_port_free(host: str, port: int) -> None:
 def serve_worker(settings: ProxySettings, host: str, port: int, *, reuse_port: bool) -> None:
     """Serve until SIGTERM/SIGINT; returns after a graceful shutdown."""
     access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    # Until the app installs its SIGHUP handler (a synonym reload), a SIGHUP must not kill us.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     web.run_app(
         create_app(settings),
         host=host,
@@ -74,7 +77,16 @@ def supervise(host: str, port: int, workers: int, extra_env: dict[str, str] | No
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    children: list[subprocess.Popen[bytes]] = []
+
+    def reload(signum: int, frame: object) -> None:
+        # SIGHUP reloads the search synonyms: every worker re-reads the file (proxy.app).
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, reload)
+    children.extend(subprocess.Popen(command, env=env) for _ in range(workers))
     log.info("proxy supervisor: %d workers on %s:%d", workers, host, port)
     try:
         while not stopping:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from catalog.config import (
     DEFAULT_DATABASE_URL,
@@ -17,11 +18,13 @@ from catalog.config import (
     DEFAULT_REDIS_KEY_PREFIX,
     DEFAULT_REDIS_URL,
     DEFAULT_SEARCH_INDEX,
+    ConfigError,
     env_bool,
     env_int,
     env_networks,
     shared_settings,
 )
+from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ProxySettings:
     engine_timeout_ms: int = 2_000
     access_log: bool = False
     shutdown_timeout_s: float = 10.0
+    # Search synonyms (proxy.synonyms); re-read on SIGHUP.
+    synonyms_path: Path = DEFAULT_SYNONYMS_PATH
 
     @property
     def engine_timeout(self) -> float:
@@ -58,4 +63,18 @@ class ProxySettings:
             engine_pool_size=env_int(env, "ENGINE_POOL_SIZE", 32, minimum=1, maximum=1024),
             engine_timeout_ms=env_int(env, "ENGINE_TIMEOUT_MS", 2_000, minimum=10, maximum=60_000),
             access_log=env_bool(env, "ACCESS_LOG", False),
+            synonyms_path=_synonyms_path(env),
         )
+
+
+def _synonyms_path(env: Mapping[str, str]) -> Path:
+    """``SYNONYMS_PATH``: a readable file whose synonyms parse, else a ConfigError naming it."""
+    raw = env.get("SYNONYMS_PATH", "").strip()
+    path = Path(raw) if raw else DEFAULT_SYNONYMS_PATH
+    try:
+        load_synonyms(path)
+    except OSError as exc:
+        raise ConfigError(f"SYNONYMS_PATH: cannot read {path}: {exc.strerror or exc}") from None
+    except SynonymError as exc:
+        raise ConfigError(f"SYNONYMS_PATH: {path}: {exc}") from None
+    return path

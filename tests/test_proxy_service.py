@@ -25,6 +25,7 @@ from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.openapi import openapi_document
 from tests.conftest import SearchCatalog, proxy_settings
+from tests.proxy_support import proxy_env, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -265,32 +266,6 @@ async def test_readyz_names_a_hanging_engine_with_a_503_every_time(
 # --- the process ------------------------------------------------------------------------------
 
 
-def _proxy_env(catalog: SearchCatalog, urls: StackUrls) -> dict[str, str]:
-    return {
-        **os.environ,
-        "ELASTICSEARCH_NODE": urls.elasticsearch_node,
-        "SEARCH_INDEX": catalog.alias,
-        "DATABASE_URL": catalog.database_url,
-        "REDIS_URL": urls.redis_url,
-        "LOG_LEVEL": "warning",
-    }
-
-
-async def _wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                async with session.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("proxy did not become healthy")
-
-
 async def test_two_workers_share_the_port_and_stop_on_sigterm(
     search_catalog: SearchCatalog, stack_urls: StackUrls
 ) -> None:
@@ -298,13 +273,13 @@ async def test_two_workers_share_the_port_and_stop_on_sigterm(
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "2"],
         cwd=ROOT,
-        env=_proxy_env(search_catalog, stack_urls),
+        env=proxy_env(search_catalog, stack_urls),
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        await _wait_healthy(url, proc)
+        await wait_healthy(url, proc)
         workers = [
             int(p)
             for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
@@ -340,7 +315,7 @@ def test_a_taken_port_is_reported_in_one_line(search_catalog: SearchCatalog, sta
         result = subprocess.run(
             [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
             cwd=ROOT,
-            env=_proxy_env(search_catalog, stack_urls),
+            env=proxy_env(search_catalog, stack_urls),
             capture_output=True,
             text=True,
             timeout=30,
@@ -351,7 +326,7 @@ def test_a_taken_port_is_reported_in_one_line(search_catalog: SearchCatalog, sta
 
 
 def test_bad_settings_are_reported_in_one_line(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
-    env = {**_proxy_env(search_catalog, stack_urls), "RATE_LIMIT_MAX": "lots"}
+    env = {**proxy_env(search_catalog, stack_urls), "RATE_LIMIT_MAX": "lots"}
     result = subprocess.run(
         [sys.executable, "-m", "proxy", "--port", str(free_port())],
         cwd=ROOT,
@@ -431,7 +406,7 @@ async def test_sigterm_lets_in_flight_searches_finish(search_catalog: SearchCata
 
     port = free_port()
     async with _scripted_engine(slow_search) as engine_url:
-        env = {**_proxy_env(search_catalog, stack_urls), "ELASTICSEARCH_NODE": engine_url}
+        env = {**proxy_env(search_catalog, stack_urls), "ELASTICSEARCH_NODE": engine_url}
         proc = subprocess.Popen(
             [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
             cwd=ROOT,
@@ -441,7 +416,7 @@ async def test_sigterm_lets_in_flight_searches_finish(search_catalog: SearchCata
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            await _wait_healthy(url, proc)
+            await wait_healthy(url, proc)
             async with ClientSession() as session:
                 in_flight = asyncio.ensure_future(session.get(url + "/api/search", params={"q": "wand"}))
                 await asyncio.wait_for(release.wait(), 10)

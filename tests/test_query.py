@@ -16,6 +16,7 @@ from catalog.mapping import PRICE_BUCKETS
 from proxy.errors import InvalidParameters
 from proxy.params import SearchRequest, SuggestRequest, parse_search
 from proxy.query import FACET_VALUES, SUGGEST_TAXONOMY, build_search, build_suggest
+from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms, parse_synonyms, words
 
 # Where user text may appear: as the query of a match-type clause, nowhere else.
 _TEXT_QUERIES = {"match", "multi_match", "match_phrase"}
@@ -61,23 +62,183 @@ def test_browse_matches_everything_without_highlight() -> None:
     assert "post_filter" not in body
 
 
-def test_text_search_requires_every_word_with_typo_tolerance() -> None:
+def _multi_matches(node: Any) -> list[dict[str, Any]]:
+    """Every multi_match clause in a query tree, in order."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "multi_match":
+                found.append(value)
+            found.extend(_multi_matches(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_multi_matches(value))
+    return found
+
+
+def test_every_word_must_match_in_some_field_with_typo_tolerance() -> None:
     body = build_search(SearchRequest(q="hary poter", sort="relevance"))
-    (must,) = body["query"]["bool"]["must"]
-    assert must["multi_match"]["query"] == "hary poter"
-    assert must["multi_match"]["fuzziness"] == "AUTO"
-    assert must["multi_match"]["prefix_length"] == 1
-    assert must["multi_match"]["operator"] == "and"
-    assert must["multi_match"]["fields"][0].startswith("name^")
-    assert "description" in must["multi_match"]["fields"]
+    must = body["query"]["bool"]["must"]
+    assert len(must) == 2  # one clause per word: every word is required
+    for clause, word in zip(must, ["hary", "poter"], strict=True):
+        exact, typo = (c["multi_match"] for c in clause["bool"]["should"][:2])
+        # Cross-field: the word may be in the name, the fandom, the category or the description.
+        assert exact == {"query": word, "type": "cross_fields", "fields": exact["fields"]}
+        assert {f.split("^")[0] for f in exact["fields"]} == {"name", "fandom.text", "category.text", "description"}
+        assert typo["query"] == word and typo["fuzziness"] == 1 and typo["prefix_length"] == 1
 
 
-def test_exact_phrases_and_exact_words_rank_above_fuzzy_matches() -> None:
+def test_name_and_fandom_outweigh_category_and_description() -> None:
+    (clause,) = build_search(SearchRequest(q="plush", sort="relevance"))["query"]["bool"]["must"]
+    fields = dict(f.split("^") for f in _multi_matches(clause)[0]["fields"])
+    weights = {name: float(weight) for name, weight in fields.items()}
+    assert weights["name"] == weights["fandom.text"] > weights["category.text"] > weights["description"]
+
+
+def test_typo_matches_score_far_below_exact_words() -> None:
+    (clause,) = build_search(SearchRequest(q="wands", sort="relevance"))["query"]["bool"]["must"]
+    exact, typo, _prefix = _multi_matches(clause)
+    assert "fuzziness" not in exact and exact.get("boost", 1.0) == 1.0
+    assert typo["boost"] <= 0.1
+    assert "description" not in {f.split("^")[0] for f in typo["fields"]}
+
+
+@pytest.mark.parametrize(
+    ("word", "edits"), [("pikachu", 2), ("pokmon", 1), ("wras", 1), ("scarves", 1), ("hermoine", 2)]
+)
+def test_typo_distance_follows_the_typed_word(word: str, edits: int) -> None:
+    (clause,) = build_search(SearchRequest(q=word, sort="relevance"))["query"]["bool"]["must"]
+    assert [m["fuzziness"] for m in _multi_matches(clause) if "fuzziness" in m] == [edits]
+
+
+@pytest.mark.parametrize("q", ["tee", "mug", "t-shirt", "a", "60cm"])
+def test_short_words_and_numbers_get_no_typo_matching(q: str) -> None:
+    body = build_search(SearchRequest(q=q + " marvel", sort="relevance"))
+    first = body["query"]["bool"]["must"][0]
+    assert all("fuzziness" not in m for m in _multi_matches(first))
+
+
+def test_the_typed_phrase_in_the_name_ranks_first() -> None:
     should = build_search(SearchRequest(q="elder wand", sort="relevance"))["query"]["bool"]["should"]
     phrase = next(c["match_phrase"]["name"] for c in should if "match_phrase" in c)
-    exact = next(c["multi_match"] for c in should if "multi_match" in c)
     assert phrase["query"] == "elder wand" and phrase["boost"] > 1
-    assert "fuzziness" not in exact and exact["boost"] > 1
+
+
+def test_the_last_word_may_be_a_prefix_still_being_typed() -> None:
+    first, last = build_search(SearchRequest(q="harry pot", sort="relevance"))["query"]["bool"]["must"]
+    assert not any("name.prefix" in m["fields"] for m in _multi_matches(first))
+    prefix = next(m for m in _multi_matches(last) if "name.prefix" in m["fields"])
+    assert prefix["query"] == "pot" and prefix["boost"] < 0.1
+
+
+def test_query_of_only_punctuation_matches_nothing() -> None:
+    query = build_search(SearchRequest(q="*", sort="relevance"))["query"]
+    assert query == {
+        "bool": {
+            "must": [
+                {
+                    "match_phrase": {
+                        "name": {"query": "*", "boost": query["bool"]["must"][0]["match_phrase"]["name"]["boost"]}
+                    }
+                }
+            ]
+        }
+    }
+
+
+# --- synonyms ------------------------------------------------------------------------------------
+
+SYNONYMS = parse_synonyms(
+    """
+    # comment
+    plush, plushie, soft toy
+    tee, t-shirt, tshirt
+    lightsabre => lightsaber
+    """
+)
+
+
+def test_synonym_file_groups_and_replacements() -> None:
+    assert SYNONYMS.rules[("plushie",)] == (("plushie",), ("plush",), ("soft", "toy"))
+    assert SYNONYMS.rules[("t", "shirt")] == (("t", "shirt"), ("tee",), ("tshirt",))
+    assert SYNONYMS.rules[("lightsabre",)] == (("lightsaber",),)  # replaced, not kept
+    assert SYNONYMS.longest == 2
+
+
+@pytest.mark.parametrize("text", ["a b", "a, ,b", "x => y => z", ", ,", "a, b c d e f"])
+def test_a_bad_synonym_line_is_reported_with_its_number(text: str) -> None:
+    with pytest.raises(SynonymError, match="line 2"):
+        parse_synonyms("ok, fine\n" + text)
+
+
+def test_synonyms_expand_typed_words_longest_first_plurals_included() -> None:
+    units = SYNONYMS.expand(words("Pokémon soft toys T-Shirt"))
+    assert [u.typed for u in units] == [("pokemon",), ("soft", "toys"), ("t", "shirt")]
+    assert units[0].alternatives == ()
+    assert ("plush",) in units[1].alternatives
+    assert ("tshirt",) in units[2].alternatives
+
+
+def test_synonym_alternatives_are_one_clause_scored_by_the_best_one() -> None:
+    body = build_search(SearchRequest(q="pokemon soft toy", sort="relevance"), SYNONYMS)
+    _word, synonyms = body["query"]["bool"]["must"]
+    alternatives = synonyms["dis_max"]["queries"]
+    phrase = alternatives[0]["multi_match"]
+    assert phrase["query"] == "soft toy" and phrase["type"] == "phrase"  # what was typed, as a phrase
+    singles = [a["multi_match"] for a in alternatives[1:]]
+    assert {m["query"] for m in singles} == {"plush", "plushie"}
+    assert all(m["boost"] < 1 for m in singles)  # synonyms count a little less than the typed words
+
+
+def test_replacement_synonyms_search_only_the_replacement() -> None:
+    (clause,) = build_search(SearchRequest(q="lightsabre", sort="relevance"), SYNONYMS)["query"]["bool"]["must"]
+    assert [m["query"] for m in _multi_matches(clause)] == ["lightsaber"]
+
+
+def test_the_shipped_synonym_file_parses() -> None:
+    synonyms = load_synonyms(DEFAULT_SYNONYMS_PATH)
+    assert len(synonyms) > 50
+    assert ("plushie",) in synonyms.rules[("plush",)]
+
+
+# --- zero-result recovery --------------------------------------------------------------------------
+
+
+def test_relaxed_search_requires_all_but_one_word_and_asks_for_a_spelling() -> None:
+    req = SearchRequest(q="gryffindor wool scarf", sort="relevance", categories=("apparel",))
+    body = build_search(req, relaxed=True)
+    (required,) = body["query"]["bool"]["must"]
+    assert required["bool"]["minimum_should_match"] == 2
+    assert len(required["bool"]["should"]) == 3
+    # All but the last word together rank first: a flat bonus over any text score.
+    head = next(c["constant_score"] for c in body["query"]["bool"]["should"] if "constant_score" in c)
+    assert len(head["filter"]["bool"]["must"]) == 2 and head["boost"] >= 100
+    suggester = body["suggest"]
+    assert suggester["text"] == "gryffindor wool scarf"
+    assert suggester["spelling"]["term"]["field"] == "spell"
+    assert suggester["spelling"]["term"]["suggest_mode"] == "missing"
+    # Filters and facets are the strict search's.
+    strict = build_search(req)
+    assert body["post_filter"] == strict["post_filter"] and body["aggs"] == strict["aggs"]
+
+
+def test_a_single_word_relaxes_to_itself() -> None:
+    (required,) = build_search(SearchRequest(q="okemon", sort="relevance"), relaxed=True)["query"]["bool"]["must"]
+    assert required["bool"]["minimum_should_match"] == 1
+
+
+def test_a_corrected_search_is_the_strict_search_for_the_correction() -> None:
+    req = SearchRequest(q="okemon plush", sort="relevance")
+    assert build_search(req, text="pokemon plush") == build_search(SearchRequest(q="pokemon plush", sort="relevance"))
+    assert "suggest" not in build_search(req)
+
+
+def test_a_pasted_paragraph_stays_within_the_clause_budget() -> None:
+    q = " ".join(f"word{i}x" for i in range(60))[:200]
+    body = build_search(SearchRequest(q=q, sort="relevance"))
+    clauses = body["query"]["bool"]["must"]
+    assert len(clauses) <= 25
+    assert sum("fuzziness" in m for m in _multi_matches(body)) <= 6
 
 
 @pytest.mark.parametrize(
@@ -259,7 +420,7 @@ def test_building_is_repeatable_and_json_serialisable() -> None:
 def test_short_prefix_suggest_is_exact_prefix_only() -> None:
     body = build_suggest(SuggestRequest(q="har", size=8))
     assert "fuzziness" not in clause_kinds(body)
-    match = body["query"]["match"]["name.prefix"]
+    match = body["query"]["constant_score"]["filter"]["match"]["name.prefix"]
     assert match == {"query": "har", "operator": "and"}
     assert body["_source"] == ["id", "name"]
     assert body["size"] >= 8
@@ -268,11 +429,18 @@ def test_short_prefix_suggest_is_exact_prefix_only() -> None:
 def test_long_prefix_suggest_tolerates_typos() -> None:
     body = build_suggest(SuggestRequest(q="hermoi", size=8))
     should = body["query"]["bool"]["should"]
-    exact, fuzzy = (c["match"]["name.prefix"] for c in should)
-    assert "fuzziness" not in exact and exact["boost"] > 1  # exact prefixes rank first
-    assert fuzzy["fuzziness"] == "AUTO" and fuzzy["query"] == "hermoi"
+    exact, fuzzy = should
+    assert exact["constant_score"]["boost"] > fuzzy["constant_score"]["boost"]  # exact prefixes rank first
+    assert "fuzziness" not in exact["constant_score"]["filter"]["match"]["name.prefix"]
+    fuzzy_match = fuzzy["constant_score"]["filter"]["match"]["name.prefix"]
+    assert fuzzy_match["fuzziness"] == "AUTO" and fuzzy_match["query"] == "hermoi"
     taxonomy = body["aggs"][SUGGEST_TAXONOMY]["aggs"]
     assert {"fandom", "category", "fandom_fuzzy", "category_fuzzy"} <= set(taxonomy)
+
+
+def test_equally_matching_names_are_ordered_by_rating() -> None:
+    body = build_suggest(SuggestRequest(q="pikachu", size=8))
+    assert body["sort"] == [{"_score": "desc"}, {"rating": {"order": "desc", "missing": "_last"}}, {"id": "asc"}]
 
 
 def test_suggest_finds_fandoms_and_categories_by_their_own_names_in_the_same_request() -> None:

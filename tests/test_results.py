@@ -10,7 +10,7 @@ import pytest
 
 from catalog.mapping import PRICE_BUCKETS
 from proxy.params import SearchRequest, SuggestRequest
-from proxy.results import shape_search, shape_suggest
+from proxy.results import correction, shape_search, shape_suggest, starts_near
 
 
 def hit(doc_id: str, name: str, **source: Any) -> dict[str, Any]:
@@ -78,7 +78,19 @@ def test_search_response_has_the_contract_shape() -> None:
             price=prices(**{"20-50": 9}),
         ),
     )
-    assert set(body) == {"query", "total", "total_relation", "page", "size", "pages", "items", "facets", "took_ms"}
+    assert set(body) == {
+        "query",
+        "total",
+        "total_relation",
+        "page",
+        "size",
+        "pages",
+        "items",
+        "facets",
+        "took_ms",
+        "relaxed",
+    }
+    assert body["relaxed"] is False
     assert (body["query"], body["total"], body["total_relation"]) == ("hary poter", 57, "eq")
     assert (body["page"], body["size"], body["pages"], body["took_ms"]) == (1, 20, 3, 7)
     assert body["items"] == [
@@ -285,3 +297,65 @@ def test_only_products_carry_an_id() -> None:
 
 def test_empty_engine_response_gives_no_suggestions() -> None:
     assert shape_suggest(SuggestRequest(q="zzz"), {}) == {"query": "zzz", "suggestions": []}
+
+
+def test_a_relaxed_answer_says_so_and_names_the_correction_it_shows() -> None:
+    body = shape_search(REQ, engine_search([hit("1", "Harry Potter Wand")]), relaxed=True, did_you_mean="harry potter")
+    assert body["relaxed"] is True and body["did_you_mean"] == "harry potter"
+    body = shape_search(REQ, engine_search([hit("1", "Harry Potter Wand")]), relaxed=True)
+    assert body["relaxed"] is True and "did_you_mean" not in body
+
+
+def _term_suggest(*entries: tuple[str, int, list[str]]) -> dict[str, Any]:
+    return {
+        "suggest": {
+            "spelling": [
+                {
+                    "text": text,
+                    "offset": offset,
+                    "length": len(text),
+                    "options": [{"text": o, "score": 0.8} for o in opts],
+                }
+                for text, offset, opts in entries
+            ]
+        }
+    }
+
+
+def test_correction_replaces_each_corrected_word_in_place() -> None:
+    engine = _term_suggest(("okemon", 0, ["pokemon"]), ("plush", 7, []))
+    assert correction("okemon plush", engine) == "pokemon plush"
+    engine = _term_suggest(("hary", 2, ["harry"]), ("poter", 7, ["potter"]))
+    assert correction("  hary poter!", engine) == "  harry potter!"
+
+
+def test_no_correction_without_options_or_when_only_case_differs() -> None:
+    assert correction("pokemon", {}) is None
+    assert correction("pokemon", _term_suggest(("pokemon", 0, []))) is None
+    assert correction("Pokemon", _term_suggest(("Pokemon", 0, ["pokemon"]))) is None
+
+
+def test_correction_ignores_offsets_outside_the_query() -> None:
+    assert correction("abc", _term_suggest(("abcdef", 0, ["abcdeg"]))) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "typed", "near"),
+    [
+        ("pokemon", "pokmon", True),
+        ("pokemon center", "pokmon", True),
+        ("potion", "pokmon", False),
+        ("star wars", "star wras", True),
+        ("harry potter", "hary", True),
+        ("harry potter", "hry", False),  # no typos under 4 letters
+        ("sailor moon", "pokmon", False),
+    ],
+)
+def test_a_name_starts_near_a_typo_of_its_beginning(name: str, typed: str, near: bool) -> None:
+    assert starts_near(name, typed) is near
+
+
+def test_the_corrected_fandom_leads_the_suggestions() -> None:
+    products = [(str(i), f"Swallow Potion Earrings {i}") for i in range(10)]
+    body = shape_suggest(SuggestRequest(q="pokmon", size=8), engine_suggest(products, fuzzy_fandoms=["Pokémon"]))
+    assert body["suggestions"][0] == {"text": "Pokémon", "type": "fandom"}

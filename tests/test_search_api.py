@@ -214,3 +214,126 @@ async def test_query_syntax_is_plain_text(client: TestClient) -> None:
         assert body["query"] == q.strip()
     everything = (await _search(client, []))["total"]
     assert (await _search(client, [("q", "*")]))["total"] < everything
+
+
+# --- what shoppers type (issue 8): cross-field matching, stemming, synonyms, recovery ----------------
+
+
+def _search_response_validator() -> Any:
+    """The OpenAPI document's SearchResponse schema, resolvable on its own."""
+    import jsonschema
+
+    from proxy.openapi import openapi_document
+
+    document = openapi_document()
+    schema = {**document["components"]["schemas"]["SearchResponse"], "components": document["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+async def _count(pg: asyncpg.Connection, where: str, *args: Any) -> int:
+    return int(await pg.fetchval(f"SELECT count(*) FROM products p WHERE p.status = 'active' AND {where}", *args))
+
+
+@pytest.mark.parametrize(
+    ("q", "fandom", "category"),
+    [
+        ("pokemon plush", "Pokémon", "plush"),
+        ("pokémon plushies", "Pokémon", "plush"),
+        ("star wars poster", "Star Wars", "posters"),
+        ("star wars posters", "Star Wars", "posters"),
+    ],
+)
+async def test_franchise_and_product_type_find_that_product_first(
+    client: TestClient, pg: asyncpg.Connection, q: str, fandom: str, category: str
+) -> None:
+    expected = await _count(pg, "p.fandom = $1 AND p.category = $2", fandom, category)
+    assert expected > 0, "the sample catalog should carry such products"
+    body = await _search(client, [("q", q)])
+    assert body["relaxed"] is False
+    top = body["items"][: min(expected, 10)]
+    assert [(i["fandom"], i["category"]) for i in top] == [(fandom, category)] * len(top), [i["name"] for i in top]
+
+
+@pytest.mark.parametrize("q", ["marvel t-shirt", "marvel tshirt", "marvel t shirt", "marvel tee", "MARVEL T-SHIRTS"])
+async def test_t_shirt_spellings_all_find_marvel_t_shirts(client: TestClient, pg: asyncpg.Connection, q: str) -> None:
+    expected = await _count(pg, "p.fandom = 'Marvel' AND (p.name LIKE '%T-Shirt%' OR p.name LIKE '%Tee%')")
+    assert expected > 0
+    body = await _search(client, [("q", q)])
+    top = body["items"][: min(expected, 10)]
+    assert all(i["fandom"] == "Marvel" and ("T-Shirt" in i["name"] or "Tee" in i["name"]) for i in top), [
+        i["name"] for i in top
+    ]
+
+
+async def test_a_plural_is_not_a_typo(client: TestClient, pg: asyncpg.Connection) -> None:
+    assert await _count(pg, "p.name ~ '\\mWanda\\M'") > 0, "Wanda Maximoff products make the trap"
+    body = await _search(client, [("q", "wands")])
+    names = [i["name"] for i in body["items"][:10]]
+    assert all("Wand " in n + " " and "Wanda" not in n for n in names), names
+    scarves = await _search(client, [("q", "scarves")])
+    assert scarves["total"] > 0 and "Scarf" in scarves["items"][0]["name"]
+
+
+async def test_one_edit_typo_finds_the_fandom_before_two_edit_lookalikes(client: TestClient) -> None:
+    body = await _search(client, [("q", "pokmon")])
+    assert [i["fandom"] for i in body["items"][:10]] == ["Pokémon"] * 10, [i["name"] for i in body["items"][:10]]
+
+
+async def test_gryffindor_scarf_relaxes_to_gryffindor_things(client: TestClient, pg: asyncpg.Connection) -> None:
+    assert await _count(pg, "p.name ILIKE '%gryffindor%' AND p.name ILIKE '%scarf%'") == 0
+    body = await _search(client, [("q", "gryffindor scarf")])
+    assert body["relaxed"] is True and "did_you_mean" not in body
+    assert body["total"] > 0
+    top = body["items"][:10]
+    assert all("Gryffindor" in i["name"] + i["description"] for i in top), [i["name"] for i in top]
+    # Facets describe what is shown: every item has one fandom.
+    assert sum(b["count"] for b in body["facets"]["fandom"]) == body["total"]
+    _search_response_validator().validate(body)
+
+
+async def test_a_zero_result_query_answers_with_a_spelling_correction(client: TestClient) -> None:
+    # "okemon": the first letter is the typo, which the query's typo matching never forgives.
+    body = await _search(client, [("q", "okemon plush")])
+    assert body["relaxed"] is True
+    assert body["did_you_mean"] == "pokemon plush"
+    assert body["query"] == "okemon plush"
+    assert body["total"] > 0
+    assert {(i["fandom"], i["category"]) for i in body["items"]} == {("Pokémon", "plush")}
+    assert sum(b["count"] for b in body["facets"]["category"]) == body["total"]
+    _search_response_validator().validate(body)
+
+
+async def test_relaxed_results_keep_the_filters(client: TestClient) -> None:
+    body = await _search(client, [("q", "gryffindor scarf"), ("category", "stationery")])
+    assert body["relaxed"] is True and body["total"] > 0
+    assert {i["category"] for i in body["items"]} == {"stationery"}
+    counts = {b["value"]: b["count"] for b in body["facets"]["category"]}
+    assert counts["stationery"] == body["total"]
+
+
+async def test_nonsense_finds_nothing_and_is_not_relaxed(client: TestClient) -> None:
+    body = await _search(client, [("q", "qqxqz vvbvw")])
+    assert (body["total"], body["items"], body["relaxed"]) == (0, [], False)
+    assert "did_you_mean" not in body
+    _search_response_validator().validate(body)
+
+
+async def test_suggestions_put_the_corrected_fandom_first(client: TestClient) -> None:
+    response = await client.get("/api/search/suggestions", params={"q": "pokmon"})
+    assert response.status == 200
+    suggestions = (await response.json())["suggestions"]
+    assert suggestions[0] == {"text": "Pokémon", "type": "fandom"}, suggestions
+
+
+async def test_equally_matching_suggestions_come_best_rated_first(client: TestClient, pg: asyncpg.Connection) -> None:
+    response = await client.get("/api/search/suggestions", params={"q": "snorlax", "size": "20"})
+    products = [s for s in (await response.json())["suggestions"] if s["type"] == "product"]
+    assert len(products) >= 3
+    rows = await pg.fetch(
+        "SELECT id, rating FROM products WHERE id = ANY($1::bigint[])", [int(p["id"]) for p in products]
+    )
+    rating = {str(r["id"]): r["rating"] for r in rows}
+    ratings = [rating[p["id"]] for p in products]
+    rated = [r for r in ratings if r is not None]
+    assert rated == sorted(rated, reverse=True), ratings
+    assert ratings[: len(rated)] == rated, "unrated products come last"

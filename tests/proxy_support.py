@@ -1,0 +1,42 @@
+"""What tests that run the proxy as a real process share: its environment and its start-up wait."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+
+from aiohttp import ClientSession
+
+from devstack.stack import StackUrls
+from tests.conftest import SearchCatalog
+
+
+def proxy_env(catalog: SearchCatalog, urls: StackUrls, **extra: str) -> dict[str, str]:
+    """The environment of a proxy process serving the shared search catalog."""
+    return {
+        **os.environ,
+        "ELASTICSEARCH_NODE": urls.elasticsearch_node,
+        "SEARCH_INDEX": catalog.alias,
+        "DATABASE_URL": catalog.database_url,
+        "REDIS_URL": urls.redis_url,
+        "LOG_LEVEL": "warning",
+        **extra,
+    }
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Wait until ``url``/healthz answers 200, failing at once if the process exits."""
+    deadline = time.monotonic() + timeout
+    async with ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                async with session.get(url + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("proxy did not become healthy")

@@ -1,0 +1,131 @@
+"""The synonym file is reloaded by a running proxy on SIGHUP: no reindex, no restart.
+
+A real ``hos-search proxy`` with two workers (the supervisor passes SIGHUP on to each) over
+the shared search catalog on the real engine; the test edits the file the proxy was started
+with, signals the supervisor, and polls until every worker answers with the new synonym.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientSession, TCPConnector
+
+from devstack.servers import free_port
+from devstack.stack import StackUrls
+from proxy.synonyms import DEFAULT_SYNONYMS_PATH
+from tests.conftest import SearchCatalog
+from tests.proxy_support import proxy_env, wait_healthy
+
+ROOT = Path(__file__).resolve().parent.parent
+# Snorlax's Japanese name: no product says it, so only a synonym can make it find Snorlax.
+NEW_WORD = "kabigon"
+
+
+async def _search(url: str, q: str) -> dict[str, Any]:
+    # A new connection per request, so the kernel spreads them over both workers.
+    async with (
+        ClientSession(connector=TCPConnector(force_close=True)) as session,
+        session.get(url + "/api/search", params={"q": q}) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
+
+
+def _finds_snorlax(body: dict[str, Any]) -> bool:
+    items = body["items"]
+    return bool(items) and not body["relaxed"] and all("Snorlax" in i["name"] + i["description"] for i in items)
+
+
+async def _until(predicate: Any, url: str, q: str, *, consecutive: int, timeout: float = 30) -> None:
+    """Poll until ``consecutive`` answers in a row satisfy ``predicate`` (every worker has it)."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    while time.monotonic() < deadline:
+        streak = streak + 1 if predicate(await _search(url, q)) else 0
+        if streak >= consecutive:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {consecutive} answers in a row for {q!r} within {timeout} s")
+
+
+def _stderr_lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The proxy's stderr, line by line, read by a daemon thread (never blocks the test's end)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put("")  # EOF
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+async def _refusals_logged(lines: queue.Queue[str], workers: int, timeout: float = 30) -> None:
+    """Wait until each worker has logged that it refused the broken file."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while seen < workers:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "the workers did not log refusing the broken synonym file"
+        try:
+            line = await asyncio.to_thread(lines.get, True, min(remaining, 1.0))
+        except queue.Empty:
+            continue
+        assert line, "the proxy exited"
+        seen += "synonyms NOT reloaded" in line
+
+
+async def test_an_edited_synonym_file_takes_effect_on_sighup_without_reindex(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, tmp_path: Path
+) -> None:
+    synonyms = tmp_path / "synonyms.txt"
+    shutil.copyfile(DEFAULT_SYNONYMS_PATH, synonyms)
+    port = free_port()
+    env = proxy_env(search_catalog, stack_urls, SYNONYMS_PATH=str(synonyms))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "2"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(url, proc)
+        stderr = _stderr_lines(proc)
+        assert _finds_snorlax(await _search(url, "snorlax")), "the catalog should carry Snorlax products"
+        assert not _finds_snorlax(await _search(url, NEW_WORD))
+
+        synonyms.write_text(synonyms.read_text() + f"\n{NEW_WORD}, snorlax\n")
+        proc.send_signal(signal.SIGHUP)
+        await _until(_finds_snorlax, url, NEW_WORD, consecutive=8)
+
+        # A file that does not parse is refused: the synonyms in use stay, and so does the proxy.
+        synonyms.write_text(synonyms.read_text() + "this line has no comma\n")
+        proc.send_signal(signal.SIGHUP)
+        await _refusals_logged(stderr, workers=2)
+        assert proc.poll() is None
+        for _ in range(6):
+            assert _finds_snorlax(await _search(url, NEW_WORD))
+
+        # Folded and split like any query: "KABIGON!" is the word too.
+        assert _finds_snorlax(await _search(url, NEW_WORD.upper() + "!"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode == 0
