@@ -38,7 +38,10 @@ def product_ids(changes: Iterable[Change]) -> list[int]:
 
 # The versions and the rows in one statement: one snapshot, so a version never claims data
 # newer than the row it travels with. ``seq > $2`` (the reader's checkpoint) bounds the scan;
-# every product of the batch has a visible row above it, so the max is unaffected.
+# every product of the batch has a visible row above it, so the max is unaffected. (Unless
+# pruned meanwhile: a completed reindex may move the stored checkpoint past a running stream.
+# Pruned rows are below every checkpoint, so that reindex wrote them; the max of the rows left
+# is still the product's, and a product with none left needs no write from this batch.)
 _FETCH_SQL = f"""
 SELECT v.product_id AS version_of, v.version, r.*
   FROM (SELECT product_id, max(seq) AS version FROM search_outbox

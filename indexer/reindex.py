@@ -4,30 +4,49 @@ Steps (``hos-search reindex``, ``SYNC_PRODUCTS_ON_STARTUP``, ``--reindex-on-star
 
 1. Take the advisory lock for this alias (one reindex at a time) and register a checkpoint
    ``reindex:<alias>`` at the lowest existing one, so pruning keeps every outbox row this
-   reindex may replay (see :func:`indexer.outbox.hold_checkpoint`).
+   reindex may replay (see :func:`indexer.outbox.hold_checkpoint`). A row already there was
+   left by a reindex that died after its swap, for the streamer to re-read from: until this
+   reindex completes, the row never moves above where it was, and a failure leaves it.
 2. Create ``<alias>_v<timestamp>`` with the catalog mapping, refresh off and no replicas.
-3. In one REPEATABLE READ transaction (one snapshot S): note the xids that may be in progress
-   at S (:func:`indexer.outbox.running_at`) and the
-   highest visible outbox seq, and stream every active product from a server-side cursor into
-   bulk requests. Each document's external version is its highest outbox seq visible in S (see
+3. In one REPEATABLE READ transaction (one snapshot S): note where the outbox stands in S (an
+   :class:`~indexer.outbox.Horizon`: its highest visible seq and the xids that may be in
+   progress), and stream every active product from a server-side cursor into bulk requests.
+   Each document's external version is its highest outbox seq visible in S (see
    :mod:`indexer.batch` for why per-product), so later changes always carry a higher-or-equal
    version and are never refused.
 4. Replay the outbox from S (an :class:`~indexer.outbox.OutboxCursor` that starts with S's
-   in-progress transactions in flight) into the new index until caught up.
+   in-progress transactions in flight) into the new index, up to where it stood when this
+   replay began: every change visible in a snapshot taken then (see "How far a bounded reader
+   must go" in :mod:`indexer.outbox`). Never "until a read finds nothing waiting": under
+   writes faster than the replay that moment never came.
 5. Live settings (refresh 1 s, replicas), refresh, then ``update_aliases`` with every remove
    and the add in one call: readers see the old index or the new one, never neither.
-6. Replay again until caught up. Why: a change committed between step 4's last read and the
-   swap was written by the streaming indexer to the *old* index (the alias still pointed
-   there). Every change committed before the swap is visible to this replay's snapshot, so it
-   lands in the new index; every change committed after the swap is fetched and written by
-   the streamer after the swap, through the alias, so it lands there too. Both writers use
-   external versions, so neither can replace newer data with older.
-7. Delete the old indexes behind the alias, release the checkpoint and the lock.
+6. Replay again, up to a snapshot H taken after the swap. Why: a change committed before the
+   swap may have been written by the streaming indexer to the *old* index only (the alias
+   still pointed there). The streamer fetched it before the swap, so it is committed and
+   visible in H, and this replay writes it to the new index. A change not visible in H
+   commits after H, hence after the swap: the streamer reads and fetches it only then, and
+   writes it through the alias, into the new index — it is the stream's, and the cursor's
+   checkpoint stays below it. Both writers use external versions, so neither can replace
+   newer data with older. Each replay's work is what was written during the phase before it,
+   so a reindex ends whatever the write rate: with writes k times faster than a replay, the
+   first replay takes about k times the load and the second about k² times.
+7. Advance the streaming indexer's checkpoint (``INDEXER_NAME``) to this reindex's, if it is
+   behind: every change at or below that is in the new, now live, index, and no transaction
+   in flight can still add one there (the cursor's checkpoint stays below their floors, not
+   at the horizon). Without this, the first ``hos-search indexer`` after ``migrate``, ``seed``
+   and ``reindex`` re-read the whole outbox from seq 0 (a product inserted just after it
+   started took more than 5 s to be searchable on a 12k catalog). Never moved backwards: a
+   streamer running ahead keeps its place, and what it wrote to the old index is in H.
+8. Delete the old indexes behind the alias, release the checkpoint and the lock.
 
-A failure or stop before step 5 deletes the new index and leaves the live alias untouched; a
-process killed outright leaves an orphan index that the next reindex deletes (safe: the lock
-says no other reindex is loading it). Never writes to the alias before the swap, and never
-deletes an index that the alias points to before the swap has succeeded.
+Replays read ``INDEXER_BATCH_SIZE`` changes per batch, like the streamer. A failure or stop
+before step 5 deletes the new index and leaves the live alias untouched; a process killed
+outright leaves an orphan index that the next reindex deletes (safe: the lock says no other
+reindex is loading it). One that fails after the swap leaves its ``reindex:<alias>`` row, from
+which the streamer re-reads (:func:`indexer.outbox.adopt_abandoned_hold`). Never writes to the
+alias before the swap, and never deletes an index that the alias points to before the swap has
+succeeded.
 """
 
 from __future__ import annotations
@@ -46,7 +65,7 @@ from catalog.mapping import index_mappings, index_settings, is_version_of, live_
 from indexer.batch import run_batch
 from indexer.listener import close_quietly
 from indexer.metrics import IndexerMetrics
-from indexer.outbox import OutboxCursor, advance_checkpoint, hold_checkpoint, release_checkpoint, running_at
+from indexer.outbox import OutboxCursor, advance_checkpoint, hold_checkpoint, read_horizon, release_checkpoint
 from indexer.settings import IndexerSettings
 from indexer.sink import Action, Sink
 
@@ -54,7 +73,6 @@ log = logging.getLogger("hos_search.indexer.reindex")
 
 LOAD_CHUNK = 1_000  # documents per bulk request while loading
 LOAD_IN_FLIGHT = 2  # bulk requests in flight: the next chunk is built while one is written
-REPLAY_BATCH = 1_000
 
 
 def reindex_lock_name(alias: str) -> str:
@@ -69,6 +87,10 @@ def hold_name(alias: str) -> str:
 
 class ReindexError(Exception):
     """The reindex cannot run or was abandoned; the live alias is untouched."""
+
+
+class ReindexBusy(ReindexError):
+    """Another reindex of the alias holds the lock; this one did nothing."""
 
 
 @dataclass(frozen=True)
@@ -130,18 +152,25 @@ async def reindex(
     started = time.perf_counter()
     conn = await connect_postgres(settings.database_url)
     hold = hold_name(alias)
+    held = False  # the hold row is this reindex's to advance and release
+    inherited: int | None = None
     new_index: str | None = None
     swapped = False
     completed = False
     try:
         if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", reindex_lock_name(alias)):
-            raise ReindexError(f"another reindex of {alias!r} is running")
+            raise ReindexBusy(f"another reindex of {alias!r} is running")
         live = await alias_targets(engine, alias)
         orphans = [name for name in await _versioned_indexes(engine, alias) if name not in live]
         if orphans:
             log.warning("reindex: deleting %d orphan index(es) of an abandoned reindex: %s", len(orphans), orphans)
             await _delete_indexes(engine, orphans)
+        # With the lock held, a hold row found here was left by a reindex that died after its
+        # swap: the streamer must still re-read from it. Until this reindex completes, the row
+        # never moves above that, and a failure leaves it in place.
+        inherited = await conn.fetchval("SELECT last_seq FROM search_indexer_checkpoint WHERE name = $1", hold)
         floor = await hold_checkpoint(conn, hold)
+        held = True
         new_index = versioned_index_name(alias)
         await engine.indices.create(
             index=new_index,
@@ -150,8 +179,11 @@ async def reindex(
         )
         log.info("reindex: loading %s (alias %s, currently on %s)", new_index, alias, live or "nothing")
         cursor, documents = await _load(conn, sink, new_index, stop, metrics, floor)
-        log.info("reindex: loaded %d documents; replaying changes made since the snapshot", documents)
-        cursor, replayed = await _replay(conn, cursor, sink, new_index, stop, metrics, hold)
+        log.info("reindex: loaded %d documents; replaying the changes made since the snapshot", documents)
+        limit = settings.batch_size
+        cursor, replayed = await _replay(
+            conn, cursor, sink, new_index, stop, metrics, hold, limit=limit, ceiling=inherited
+        )
         await engine.indices.put_settings(index=new_index, settings=live_settings(replicas=settings.index_replicas))
         await engine.indices.refresh(index=new_index)
         live = await alias_targets(engine, alias)
@@ -160,7 +192,11 @@ async def reindex(
         await engine.indices.update_aliases(actions=actions)
         swapped = True
         log.info("reindex: alias %s now on %s (was %s)", alias, new_index, live or "nothing")
-        cursor, after_swap = await _replay(conn, cursor, sink, new_index, stop, metrics, hold, must_finish=True)
+        cursor, after_swap = await _replay(
+            conn, cursor, sink, new_index, stop, metrics, hold, limit=limit, ceiling=inherited, must_finish=True
+        )
+        # Step 7: the stream may begin where this reindex ended.
+        await advance_checkpoint(conn, settings.name, cursor.checkpoint)
         await _delete_indexes(engine, live)
         seconds = time.perf_counter() - started
         metrics.reindex_duration.set(seconds)
@@ -182,11 +218,15 @@ async def reindex(
                 log.warning("reindex: could not delete %s (the next reindex will): %s", new_index, exc)
         raise
     finally:
-        if swapped and not completed:
+        if not held:
+            pass  # without the lock, the hold row (if any) is the running reindex's: never release it
+        elif swapped and not completed:
             # Changes the streamer wrote to the old index just before the swap may be missing
             # from the new one: the hold row tells the streamer where to replay from
             # (indexer.service recovers an abandoned reindex).
             log.warning("reindex: failed after the swap; leaving %s for the streamer to replay from", hold)
+        elif not completed and inherited is not None:
+            log.warning("reindex: failed; leaving %s of an earlier reindex for the streamer to replay from", hold)
         else:
             try:
                 await asyncio.wait_for(release_checkpoint(conn, hold), 5.0)
@@ -219,14 +259,9 @@ async def _load(
 
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            # The first statement fixes the transaction's snapshot: the rows, the versions and
-            # the in-progress xids below all belong to it. The xid it takes is newer than any
-            # handed out before the snapshot (see indexer.outbox.running_at).
-            first = await conn.fetchrow("SELECT pg_current_snapshot() AS snap, pg_current_xact_id() AS me")
-            assert first is not None
-            _xmin, xmax, xip = first["snap"]
-            running = running_at(xip, xmax, first["me"])
-            max_visible = int(await conn.fetchval("SELECT coalesce(max(seq), 0) FROM search_outbox"))
+            # The first statement fixes the transaction's snapshot: the horizon, the rows and
+            # the versions below all belong to it.
+            horizon = await read_horizon(conn)
             chunk: list[Action] = []
             async for row in conn.cursor(_LOAD_SQL, prefetch=LOAD_CHUNK):
                 if not is_searchable(row):
@@ -248,7 +283,8 @@ async def _load(
             task.cancel()
         await asyncio.gather(*in_flight, return_exceptions=True)
     metrics.reindex_documents.inc(documents)
-    return OutboxCursor.after_snapshot(floor=floor, max_visible=max_visible, running=running), documents
+    cursor = OutboxCursor.after_snapshot(floor=floor, max_visible=horizon.max_visible, running=horizon.running)
+    return cursor, documents
 
 
 async def _replay(
@@ -260,23 +296,32 @@ async def _replay(
     metrics: IndexerMetrics,
     hold: str,
     *,
+    limit: int,
+    ceiling: int | None = None,
     must_finish: bool = False,
 ) -> tuple[OutboxCursor, int]:
-    """Apply outbox changes into ``index`` until a read finds nothing more waiting."""
+    """Apply outbox changes into ``index`` up to where the outbox stands as this call begins.
+
+    The target is taken once (steps 4 and 6), never chased: looping "until a read finds
+    nothing waiting" never ended while writes outpaced the replay (200 updates/s on 10k
+    products: still replaying after 600 s). What commits later is the stream's. The hold row
+    follows the cursor's checkpoint, up to ``ceiling`` (an abandoned reindex's row) if any.
+    """
+    horizon = await read_horizon(conn)
+    log.info("reindex: replaying up to seq %d (from %d)", horizon.max_visible, cursor.read_to)
     replayed = 0
-    # After the swap, stopping halfway would lose changes the streamer wrote to the old index.
+    # After the swap, stopping halfway would lose changes the streamer wrote to the old index;
+    # the replay is bounded, so finishing it is too.
     never = asyncio.Event()
-    while True:
-        outcome = await run_batch(
-            conn, cursor, sink, index, never if must_finish else stop, metrics, limit=REPLAY_BATCH
-        )
+    while not cursor.covers(horizon):
+        if stop.is_set() and not must_finish:
+            raise ReindexError("stopped while replaying changes")
+        outcome = await run_batch(conn, cursor, sink, index, never if must_finish else stop, metrics, limit=limit)
         if outcome is None:
             raise ReindexError("stopped while replaying changes")
         replayed += len(outcome.window.changes)
         if outcome.cursor.checkpoint != cursor.checkpoint:
-            await advance_checkpoint(conn, hold, outcome.cursor.checkpoint)  # lets pruning proceed
+            position = outcome.cursor.checkpoint if ceiling is None else min(ceiling, outcome.cursor.checkpoint)
+            await advance_checkpoint(conn, hold, position)  # lets pruning proceed
         cursor = outcome.cursor
-        if not outcome.window.more_waiting:
-            return cursor, replayed
-        if stop.is_set() and not must_finish:
-            raise ReindexError("stopped while replaying changes")
+    return cursor, replayed

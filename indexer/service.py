@@ -5,7 +5,12 @@ On start and after every reconnect: LISTEN first, then read the outbox from the 
 checkpoint — so nothing committed while the indexer was away (or while it reconnected) is
 missed. Then: wait for the doorbell (or the keepalive tick), linger a few tens of milliseconds
 so a burst arrives as one batch, run a batch (:func:`indexer.batch.run_batch`), store the
-advanced checkpoint, mark the catalog generation, prune now and then.
+advanced checkpoint, mark the catalog generation, prune now and then — and then also adopt the
+hold row of a reindex that died after its swap, re-reading from it.
+
+A reindex that completes moves the stored checkpoint forward to where it ended (never back),
+possibly past this stream's own position: the stream just goes on from where it is, and what
+it re-reads is written again with the same versions.
 
 Failures: a lost Postgres connection (terminated backend, server gone, keepalive unanswered)
 closes both connections and reconnects with capped, jittered backoff, forever — the
@@ -41,7 +46,15 @@ from indexer.generation import Generation
 from indexer.listener import Listener, ListenerLost, close_quietly
 from indexer.metrics import IndexerMetrics, serve_metrics
 from indexer.outbox import OutboxCursor, adopt_abandoned_hold, advance_checkpoint, prune, read_checkpoint
-from indexer.reindex import ReindexError, ReindexResult, alias_targets, hold_name, reindex, reindex_lock_name
+from indexer.reindex import (
+    ReindexBusy,
+    ReindexError,
+    ReindexResult,
+    alias_targets,
+    hold_name,
+    reindex,
+    reindex_lock_name,
+)
 from indexer.settings import IndexerSettings
 from indexer.sink import Sink, backoff, wait_or_stop
 
@@ -208,7 +221,7 @@ class Streamer:
             conn = await self._connect_reader()
             try:
                 if not self._prepared:
-                    await self._prepare(conn, stop, reindex_on_start)
+                    await self._prepare(stop, reindex_on_start)
                     self._prepared = True
                 if ready is not None:
                     ready.set()
@@ -218,22 +231,37 @@ class Streamer:
         finally:
             await listener.close()
 
-    async def _prepare(self, conn: asyncpg.Connection, stop: asyncio.Event, reindex_on_start: bool) -> None:
+    async def _prepare(self, stop: asyncio.Event, reindex_on_start: bool) -> None:
         """Reindex when asked to, or when there is no index yet to stream into."""
         alias = self._settings.search_index
         if not reindex_on_start and await alias_targets(self._engine, alias):
             return
         if not reindex_on_start:
             log.info("alias %s does not exist; building the index first", alias)
-        try:
-            result = await reindex(self._settings, self._engine, self._sink, self._metrics, stop)
-        except ReindexError:
-            if stop.is_set():  # told to stop during the start-up reindex: not a failure
-                return
-            raise
-        # Nothing else streams under this name while we start: everything at or below the
-        # reindex's checkpoint is in the new index, so the stream need not replay it.
-        await advance_checkpoint(conn, self._settings.name, result.checkpoint)
+        waiting = False
+        while True:
+            try:
+                await reindex(self._settings, self._engine, self._sink, self._metrics, stop)
+                break
+            except ReindexBusy:
+                # Someone else is rebuilding (`hos-search reindex`, another indexer starting):
+                # stream through the alias once it exists, rather than exit — an indexer
+                # restarted before the first index was there died of this (found by
+                # tests/test_indexer_chaos.py).
+                if await alias_targets(self._engine, alias):
+                    log.info("another reindex of %s is running; streaming into the current index", alias)
+                    return
+                if not waiting:
+                    waiting = True
+                    log.info("another reindex of %s is running and there is no index yet; waiting for it", alias)
+                if await wait_or_stop(stop, 0.5):
+                    return
+            except ReindexError:
+                if stop.is_set():  # told to stop during the start-up reindex: not a failure
+                    return
+                raise
+        # The reindex advanced this stream's checkpoint to where it ended (its step 7): the
+        # stream does not re-read what the reindex loaded.
         self._generation.mark()
 
     async def _stream(self, listener: Listener, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
@@ -273,8 +301,12 @@ class Streamer:
             if await self._maybe_prune(conn):
                 # Now and then: a reindex that died after its swap leaves changes to replay.
                 rewound = await self._adopt_abandoned_reindex(conn)
-                if rewound is not None and rewound < cursor.checkpoint:
-                    cursor = OutboxCursor.at_checkpoint(rewound)
+                if rewound is not None:
+                    # Re-read from below both: this stream may have written rows above the
+                    # hold to the old index before the swap, even when its own checkpoint is
+                    # lower than the hold (held back by a transaction in flight) — rewinding
+                    # only when the hold was lower skipped those rows in the new index.
+                    cursor = OutboxCursor.at_checkpoint(min(rewound, cursor.checkpoint))
             if outcome.window.more_waiting:
                 continue  # a backlog: read on without waiting for the doorbell
             if catching_up:

@@ -32,8 +32,8 @@ class IndexerSettings:
     elasticsearch_node: str = DEFAULT_ELASTICSEARCH_NODE
     search_index: str = DEFAULT_SEARCH_INDEX
     sync_on_startup: bool = False
-    name: str = "main"
-    batch_size: int = 500
+    name: str = "main"  # INDEXER_NAME: the stream's checkpoint row, which a completed reindex advances
+    batch_size: int = 500  # outbox changes per batch: the stream's, and a reindex's replays
     linger_ms: int = 50
     metrics_port: int = 9187
     # Loopback by default; a container sets 0.0.0.0 so Prometheus can scrape it.

@@ -10,8 +10,9 @@ One bulk request per batch. Each item's outcome is one of:
 - permanent: any other 4xx for one document (a mapping rejection): logged with the product id,
   counted, and dropped so that one bad row cannot block the stream.
 
-The sink never advances a checkpoint and never reads Postgres; it returns only when every
-action is done or permanently failed (``True``), or when ``stop`` was set first (``False``).
+The sink never advances a checkpoint and never reads Postgres; :meth:`Sink.write` returns only
+when every action is done or permanently failed (a :class:`SinkResult` counting each outcome),
+or when ``stop`` was set first (``None``).
 """
 
 from __future__ import annotations
@@ -116,8 +117,11 @@ class Sink:
     async def write(
         self, index: str, actions: Sequence[Action], stop: asyncio.Event, *, alias: bool = False
     ) -> SinkResult | None:
-        """Write ``actions`` into ``index``; ``None`` if ``stop`` was set before they landed.
+        """Write ``actions`` into ``index``, retrying what may succeed later, until each is done.
 
+        Returns the counts (indexed, deleted, version conflicts, rejected) once every action is
+        done or permanently rejected; ``None`` if ``stop`` was set before they all landed —
+        then some may have landed and some not, and the caller must not checkpoint past them.
         ``alias=True``: ``index`` must be an alias — the engine must not auto-create a concrete
         index under the alias's name when the alias is missing (that would block every reindex).
         """

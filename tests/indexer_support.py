@@ -151,6 +151,15 @@ async def indexed(engine: AsyncElasticsearch, alias: str, product_id: int) -> di
     return dict(response.body["_source"])
 
 
+async def searchable(engine: AsyncElasticsearch, alias: str, product_id: int) -> bool:
+    """Whether a search finds ``product_id`` — after the engine's refresh, unlike :func:`indexed`'s
+    real-time get; poll it with :func:`eventually`."""
+    response = await engine.options(ignore_status=404).search(
+        index=alias, size=1, source=False, query={"ids": {"values": [str(product_id)]}}
+    )
+    return response.meta.status == 200 and bool(response.body["hits"]["hits"])
+
+
 async def indexed_ids(engine: AsyncElasticsearch, alias: str) -> set[int]:
     await engine.options(ignore_status=404).indices.refresh(index=alias)
     response = await engine.search(index=alias, size=10_000, source=False, query={"match_all": {}})

@@ -4,9 +4,12 @@ Several writers commit (and roll back) every kind of change — price and name u
 deletes, status changes, seller renames, and multi-row transactions held open so that commits
 land out of seq order — while a fault loop SIGKILLs the indexer process and restarts it, cuts
 the engine off through a TCP proxy, terminates the indexer's Postgres backends, and starts
-full reindexes (``python -m indexer reindex``) that race the streamer, some of them SIGKILLed. When the
-writes stop and the faults heal, the index must hold exactly the active products with their
-current data.
+full reindexes (``python -m indexer reindex``) that race the streamer, some of them SIGKILLed.
+Once per run, a reindex runs under writes faster than its replay: it replays one change per
+batch while a flood writer commits two for every one it reads; it must still finish, while the
+flood goes on (its replays chased the writes forever before they were bounded). When the writes
+stop and the faults heal, the index must hold exactly the active products with their current
+data.
 
 Runs for a few seconds in ``make test``; ``make test-soak`` (HOS_SOAK=1) runs it for a minute.
 The random seed is printed on failure, so a failing run can be replayed with HOS_CHAOS_SEED.
@@ -21,12 +24,18 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from elasticsearch import AsyncElasticsearch
 
 from devstack.stack import StackUrls
+from indexer.metrics import IndexerMetrics
+from indexer.reindex import ReindexError
+from indexer.service import run_reindex
+from indexer.settings import IndexerSettings
 from tests.indexer_support import (
     TcpProxy,
     active_products,
@@ -42,6 +51,11 @@ from tests.indexer_support import (
 ROOT = Path(__file__).resolve().parent.parent
 DURATION_S = 60.0 if os.environ.get("HOS_SOAK") else 8.0
 STATUSES = ("active", "active", "active", "draft", "archived")
+FLOOD_TRICKLE_PER_S = 100  # flood writes while the flooded reindex loads or swaps (no replay to outpace)
+FLOOD_DEADLINE_S = 60.0  # the flooded reindex, lock waits included, must finish within this
+# The flooded reindex's Postgres sessions carry this name so that "terminate" spares them: it
+# must be able to finish (a SIGKILLed or terminated reindex is covered by the other faults).
+FLOOD_APPLICATION = "hos-chaos-flooded-reindex"
 
 
 class Chaos:
@@ -53,6 +67,7 @@ class Chaos:
         self.writer_pids: set[int] = set()
         self.commits = 0
         self.rollbacks = 0
+        self.flooded = 0  # outbox rows written by the flood
 
     async def _one_change(self, conn: asyncpg.Connection) -> None:
         rng = self.rng
@@ -106,6 +121,66 @@ class Chaos:
         finally:
             await conn.close()
 
+    async def flooded_reindex(self, settings: IndexerSettings) -> str:
+        """A full reindex whose writes outpace its replay from start to end; how it ended."""
+        replay = IndexerMetrics()  # its own: counts the changes its replays read
+        flooding = asyncio.Event()
+        flooding.set()
+        flood = asyncio.ensure_future(self._flood(settings.database_url, replay, flooding))
+        deadline = time.monotonic() + FLOOD_DEADLINE_S
+        try:
+            await eventually(lambda: _flooding(self, flood), what="the flood writing")
+            while True:
+                try:
+                    result = await asyncio.wait_for(
+                        run_reindex(settings, asyncio.Event(), replay), deadline - time.monotonic()
+                    )
+                except ReindexError as exc:
+                    if "another reindex" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)  # a reindex started by the fault loop holds the lock
+                    continue
+                except TimeoutError:
+                    raise AssertionError(
+                        f"the flooded reindex did not finish within {FLOOD_DEADLINE_S:.0f}s "
+                        f"({self.flooded} flood writes, {replay.changes_seen._value.get():.0f} changes replayed)"
+                    ) from None
+                assert not flood.done(), "the flood stopped before the reindex finished"
+                return (
+                    f"flooded reindex: {result.replayed} changes replayed in {result.seconds:.1f}s "
+                    f"under {self.flooded} flood writes"
+                )
+        finally:
+            flooding.clear()
+            await flood
+
+    async def _flood(self, database_url: str, replay: IndexerMetrics, flooding: asyncio.Event) -> None:
+        """Two price updates for every change the replay reads, and a trickle while it is not
+        replaying: faster than the replay, on any machine. Its session is spared by "terminate"
+        by name from the start (a pid registered after connecting came too late once)."""
+        conn = await asyncpg.connect(database_url)
+        started = time.monotonic()
+        attempted = 0
+        try:
+            while flooding.is_set():
+                target = 2 * int(replay.changes_seen._value.get()) + int(
+                    FLOOD_TRICKLE_PER_S * (time.monotonic() - started)
+                )
+                burst = min(50, target - attempted)
+                if burst > 0:
+                    attempted += burst
+                    ids = sorted(self.rng.sample(self.products, min(burst, len(self.products))))
+                    try:
+                        status = await conn.execute(
+                            "UPDATE products SET price = price + 1 WHERE id = ANY($1::bigint[])", ids
+                        )
+                        self.flooded += int(status.split()[-1])
+                    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                        self.rollbacks += 1
+                await asyncio.sleep(0.002)
+        finally:
+            await conn.close()
+
 
 async def _difference(engine: AsyncElasticsearch, alias: str, db: asyncpg.Connection) -> str:
     """What differs, for the failure message: missing, extra and stale documents, with their outbox rows."""
@@ -125,8 +200,19 @@ async def _difference(engine: AsyncElasticsearch, alias: str, db: asyncpg.Connec
     )
 
 
+async def _flooding(chaos: Chaos, flood: asyncio.Future[None]) -> bool:
+    if flood.done():
+        flood.result()  # raise what it died of
+    return chaos.flooded > 0
+
+
 class _Rollback(Exception):
     pass
+
+
+def _with_application_name(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query="&".join(filter(None, [parts.query, f"application_name={name}"]))))
 
 
 def _spawn(settings_env_: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -163,6 +249,14 @@ async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the
         stack_urls, database_url, index_alias, redis_prefix, elasticsearch_node=cut.url, bulk_timeout_s=2.0
     )
     env = settings_env(settings)
+    # In this process (its replay's metrics drive the flood), straight to the engine (the reindex's
+    # own engine calls are not retried through a cut), one change per replay batch.
+    flooded_settings = replace(
+        settings,
+        database_url=_with_application_name(database_url, FLOOD_APPLICATION),
+        elasticsearch_node=stack_urls.elasticsearch_node,
+        batch_size=1,
+    )
     sellers = [await add_seller(db, f"Seller {i}") for i in range(5)]
     products = [p for s in sellers for p in await add_products(db, s, 40)]
     chaos = Chaos(database_url, rng, sellers, products)
@@ -170,11 +264,16 @@ async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the
     proc = _spawn(env, log)
     faults: list[str] = []
     reindexes: list[subprocess.Popen[bytes]] = []
+    flooded: asyncio.Future[str] | None = None
     try:
         until = time.monotonic() + DURATION_S
+        flood_at = time.monotonic() + rng.uniform(0.3, DURATION_S / 2)
         writers = [asyncio.ensure_future(chaos.writer(until)) for _ in range(3)]
         while time.monotonic() < until:
             await asyncio.sleep(rng.uniform(0.3, 1.5))
+            if flooded is None and time.monotonic() >= flood_at:
+                faults.append("flooded-reindex")
+                flooded = asyncio.ensure_future(chaos.flooded_reindex(flooded_settings))
             fault = rng.choice(["kill", "cut", "terminate", "reindex", "kill-reindex"])
             faults.append(fault)
             if fault == "reindex":
@@ -196,14 +295,22 @@ async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the
                 await db.execute(
                     """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                         WHERE datname = current_database() AND pid <> pg_backend_pid()
-                          AND NOT (pid = ANY($1::int[]))""",
+                          AND NOT (pid = ANY($1::int[])) AND application_name <> $2""",
                     list(chaos.writer_pids),
+                    FLOOD_APPLICATION,
                 )
         await asyncio.gather(*writers)
+        if flooded is None:  # a short run: the loop ended before its moment came
+            faults.append("flooded-reindex")
+            flooded = asyncio.ensure_future(chaos.flooded_reindex(flooded_settings))
+        try:
+            flood_outcome = await flooded
+        except Exception as exc:
+            raise AssertionError(f"seed {seed}; faults {faults}: {exc}") from exc
         for running in reindexes:  # a reindex may be retrying a cut engine: let it finish
             await asyncio.to_thread(running.wait, 120)
         assert proc.poll() is None, log.read_text()[-3000:]
-        context = f"seed {seed}; faults {faults}; {chaos.commits} commits, {chaos.rollbacks} rollbacks"
+        context = f"seed {seed}; faults {faults}; {chaos.commits} commits, {chaos.rollbacks} rollbacks; {flood_outcome}"
         try:
             await eventually(lambda: index_matches_catalog(engine, index_alias, db), timeout=60, what="index = catalog")
         except AssertionError:
@@ -214,6 +321,9 @@ async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the
             ) from None
         assert chaos.commits > 0 and faults
     finally:
+        if flooded is not None and not flooded.done():
+            flooded.cancel()
+            await asyncio.gather(flooded, return_exceptions=True)
         for child in [proc, *reindexes]:
             if child.poll() is None:
                 child.kill()

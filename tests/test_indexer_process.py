@@ -163,3 +163,6 @@ async def test_hos_search_reindex_builds_the_alias_from_the_command_line(
     assert "reindexed 120 products" in result.stdout
     assert await index_matches_catalog(engine, settings.search_index, db)
     assert await engine.indices.exists_alias(name=settings.search_index)
+    # The indexer started next begins where the reindex ended, not at seq 0.
+    stream_from = await db.fetchval("SELECT last_seq FROM search_indexer_checkpoint WHERE name = 'main'")
+    assert stream_from == await db.fetchval("SELECT max(seq) FROM search_outbox")
