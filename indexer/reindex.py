@@ -184,7 +184,10 @@ async def reindex(
         cursor, replayed = await _replay(
             conn, cursor, sink, new_index, stop, metrics, hold, limit=limit, ceiling=inherited
         )
-        await engine.indices.put_settings(index=new_index, settings=live_settings(replicas=settings.index_replicas))
+        await engine.indices.put_settings(
+            index=new_index,
+            settings=live_settings(replicas=settings.index_replicas, refresh_interval=settings.refresh_interval),
+        )
         await engine.indices.refresh(index=new_index)
         live = await alias_targets(engine, alias)
         actions: list[dict[str, dict[str, str]]] = [{"remove": {"index": name, "alias": alias}} for name in live]

@@ -232,9 +232,13 @@ class Streamer:
             await listener.close()
 
     async def _prepare(self, stop: asyncio.Event, reindex_on_start: bool) -> None:
-        """Reindex when asked to, or when there is no index yet to stream into."""
+        """Reindex when asked to, or when there is no index yet; else set the live refresh interval."""
         alias = self._settings.search_index
-        if not reindex_on_start and await alias_targets(self._engine, alias):
+        live = await alias_targets(self._engine, alias)
+        if not reindex_on_start and live:
+            # SEARCH_INDEX_REFRESH_INTERVAL takes effect at a restart, not only at the next rebuild.
+            interval = self._settings.refresh_interval
+            await self._engine.indices.put_settings(index=",".join(live), settings={"refresh_interval": interval})
             return
         if not reindex_on_start:
             log.info("alias %s does not exist; building the index first", alias)

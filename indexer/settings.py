@@ -19,9 +19,11 @@ from catalog.config import (
     env_bool,
     env_float,
     env_int,
+    env_interval,
     env_str,
     shared_settings,
 )
+from catalog.mapping import DEFAULT_REFRESH_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class IndexerSettings:
     # One replica by default: production Elasticsearch should survive losing a node. A
     # single-node engine just reports yellow health; set 0 there to keep it green.
     index_replicas: int = 1
+    # How soon a write becomes searchable on the engine (its refresh_interval), for every index
+    # this indexer puts live; applied to the live index at each start too.
+    refresh_interval: str = DEFAULT_REFRESH_INTERVAL
     keepalive_s: float = 5.0
     bulk_timeout_s: float = 30.0
     prune_interval_s: float = 10.0
@@ -63,6 +68,7 @@ class IndexerSettings:
             metrics_port=env_int(env, "INDEXER_METRICS_PORT", 9187, minimum=0, maximum=65535),
             metrics_host=env_str(env, "INDEXER_METRICS_HOST", "127.0.0.1"),
             index_replicas=env_int(env, "SEARCH_INDEX_REPLICAS", 1, minimum=0, maximum=10),
+            refresh_interval=env_interval(env, "SEARCH_INDEX_REFRESH_INTERVAL", DEFAULT_REFRESH_INTERVAL),
             keepalive_s=env_float(env, "INDEXER_KEEPALIVE_S", 5.0, minimum=0.1),
             bulk_timeout_s=env_float(env, "INDEXER_BULK_TIMEOUT_S", 30.0, minimum=0.1),
             prune_interval_s=env_float(env, "INDEXER_PRUNE_INTERVAL_S", 10.0, minimum=0.1),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from catalog.config import ConfigError, database_url, elasticsearch_node, env_bool, env_int, search_index
+from indexer.settings import IndexerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,11 +37,20 @@ ROOT = Path(__file__).resolve().parent.parent
             {"RATE_LIMIT_ENABLED": "maybe"},
             "RATE_LIMIT_ENABLED",
         ),
+        (IndexerSettings.from_env, {"SEARCH_INDEX_REFRESH_INTERVAL": "1 second"}, "SEARCH_INDEX_REFRESH_INTERVAL"),
+        (IndexerSettings.from_env, {"SEARCH_INDEX_REFRESH_INTERVAL": "0s"}, "SEARCH_INDEX_REFRESH_INTERVAL"),
+        (IndexerSettings.from_env, {"SEARCH_INDEX_REFRESH_INTERVAL": "1.5s"}, "SEARCH_INDEX_REFRESH_INTERVAL"),
     ],
 )
 def test_bad_values_name_their_variable(reader, env: dict[str, str], named: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=named):
         reader(env)
+
+
+def test_the_refresh_interval_is_taken_as_the_engine_writes_it() -> None:
+    assert IndexerSettings.from_env({}).refresh_interval == "1s"
+    for value in ("500ms", "2s", "1m", "-1"):
+        assert IndexerSettings.from_env({"SEARCH_INDEX_REFRESH_INTERVAL": value}).refresh_interval == value
 
 
 def test_defaults_apply_when_unset() -> None:

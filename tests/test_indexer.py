@@ -481,6 +481,24 @@ async def test_reindex_on_start_then_streams(
         await eventually(lambda: index_matches_catalog(engine, settings.search_index, db))
 
 
+async def test_the_refresh_interval_setting_reaches_a_rebuilt_index_and_a_restarted_stream(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    async def live_interval() -> str:
+        found = await engine.indices.get_settings(index=settings.search_index, name="index.refresh_interval")
+        (index_settings,) = found.body.values()
+        return str(index_settings["settings"]["index"]["refresh_interval"])
+
+    from indexer.service import run_reindex
+
+    seller = await add_seller(db)
+    await add_products(db, seller, 20)
+    await run_reindex(replace(settings, refresh_interval="2s"), asyncio.Event())
+    assert await live_interval() == "2s"  # not the loading "-1", not the default
+    async with running_indexer(replace(settings, refresh_interval="500ms")):
+        assert await live_interval() == "500ms"
+
+
 async def test_generation_bump_is_retried_until_redis_answers(stack_urls: StackUrls, redis_prefix: str) -> None:
     """The last change before a Redis outage is still announced once Redis is back."""
 
