@@ -63,11 +63,16 @@ SUGGEST_MIX: list[list[tuple[str, str]]] = [[("q", "har")], [("q", "pika")], [("
 
 
 def _body(path: str, params: list[tuple[str, str]]) -> bytes:
+    """The exact engine body the proxy sends for this request (with the default synonyms)."""
     from proxy.params import parse_search, parse_suggest
     from proxy.query import build_search, build_suggest
+    from proxy.synonyms import DEFAULT_SYNONYMS_PATH, load_synonyms
 
     query = MultiDict(params)
-    body = build_search(parse_search(query)) if path == "/api/search" else build_suggest(parse_suggest(query))
+    if path == "/api/search":
+        body = build_search(parse_search(query), load_synonyms(DEFAULT_SYNONYMS_PATH))
+    else:
+        body = build_suggest(parse_suggest(query))
     return orjson.dumps(body)
 
 
