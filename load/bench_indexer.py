@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,7 @@ async def _stream(settings: IndexerSettings, url: str, engine: object, seconds: 
         "SEARCH_INDEX": settings.search_index,
         "INDEXER_METRICS_PORT": "0",
         "SEARCH_INDEX_REPLICAS": "0",
+        "SEARCH_INDEX_REFRESH_INTERVAL": settings.refresh_interval,
         "LOG_LEVEL": "warning",
     }
     proc = await asyncio.create_subprocess_exec(
@@ -215,8 +217,10 @@ async def run(args: argparse.Namespace, urls: StackUrls) -> None:
         streams: dict[str, dict[str, float]] = {}
         for refresh in args.refresh if args.seconds > 0 else []:
             # The refresh interval bounds commit -> searchable from below: measure each one asked.
-            await engine.indices.put_settings(index=alias, settings={"refresh_interval": refresh})
-            streams[refresh] = await _stream(settings, url, engine, args.seconds, args.rate)
+            # The indexer applies its setting to the live index when it starts.
+            streams[refresh] = await _stream(
+                replace(settings, refresh_interval=refresh), url, engine, args.seconds, args.rate
+            )
     finally:
         await engine.indices.delete(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True)
         await engine.close()
