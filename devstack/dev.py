@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from catalog.connections import ServerUnreachable, connect_postgres
+from catalog.engine import engine_info_from_root
 from catalog.migrate import MigrationError, migrate
 from devstack.servers import ServerError, free_port, port_is_open, wait_http
 from devstack.stack import DevStack, StackUrls
@@ -53,10 +54,10 @@ def _engine_version(urls: StackUrls) -> str:
     """What an engine named by ELASTICSEARCH_NODE says it is, for the start-up lines."""
     try:
         with urllib.request.urlopen(urls.elasticsearch_node, timeout=10) as response:
-            version = json.loads(response.read()).get("version") or {}
-        return f"{version.get('distribution') or 'elasticsearch'} {version.get('number', '?')}"
+            info = engine_info_from_root(json.loads(response.read()))
     except (OSError, ValueError, AttributeError):
         return "not answering yet"
+    return f"{info.distribution} {info.version or '?'}"
 
 
 def _searchable_total(proxy_url: str) -> int | None:

@@ -29,14 +29,22 @@ or raw engine fields through to the client.
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain
 from typing import Any, Final
 
 from catalog.mapping import PRICE_BUCKETS
 from proxy.params import MAX_RESULT_WINDOW, SearchRequest, SuggestRequest
-from proxy.query import FACET_VALUES, FUZZY_SUFFIX, SPELLING, SUGGEST_TAXONOMY, TAXONOMY_KINDS
+from proxy.query import (
+    FACET_VALUES,
+    FUZZY_MIN_WORD_CHARS,
+    FUZZY_SUFFIX,
+    FUZZY_TWO_EDITS_CHARS,
+    SPELLING,
+    SUGGEST_TAXONOMY,
+    TAXONOMY_KINDS,
+)
+from proxy.synonyms import fold
 
 _EMPTY: Final[Mapping[str, Any]] = {}
 
@@ -159,7 +167,7 @@ def correction(q: str, engine_body: Mapping[str, Any]) -> str | None:
         position = offset + length
     out.append(q[position:])
     corrected = "".join(out)
-    return None if _fold(corrected) == _fold(q) else corrected
+    return None if fold(corrected) == fold(q) else corrected
 
 
 def shape_search(
@@ -206,14 +214,6 @@ def _taxonomy(aggregations: Mapping[str, Any], suffix: str) -> Iterator[tuple[st
             yield str(bucket["key"]), kind
 
 
-def _fold(text: str) -> str:
-    """Case- and accent-insensitive form, like the index's folded analyzer: "Pokémon" -> "pokemon"."""
-    if text.isascii():
-        return text.casefold()
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
 def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[str, Any]:
     """The ``/api/search/suggestions`` response: products, fandoms and categories, best first.
 
@@ -232,7 +232,7 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
     Among fandoms and categories: exact-prefix matches before typo matches, fandoms before
     categories, more products first.
     """
-    prefix = _fold(req.q)
+    prefix = fold(req.q)
     aggregations: Mapping[str, Any] = engine_body.get("aggregations") or _EMPTY
     taxonomy = _dedupe(
         (text, kind, None) for text, kind in chain(_taxonomy(aggregations, ""), _taxonomy(aggregations, FUZZY_SUFFIX))
@@ -244,8 +244,8 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
         if (source := hit.get("_source") or _EMPTY).get("name")
     )
 
-    exact = [t for t in taxonomy if _fold(t[0]).startswith(prefix)]
-    corrected = [t for t in taxonomy if t not in exact and starts_near(_fold(t[0]), prefix)]
+    exact = [t for t in taxonomy if fold(t[0]).startswith(prefix)]
+    corrected = [t for t in taxonomy if t not in exact and starts_near(fold(t[0]), prefix)]
     leading = exact + corrected
     others = [t for t in taxonomy if t not in leading]
     if leading:
@@ -268,8 +268,8 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
 
 
 def _edits_allowed(typed: str) -> int:
-    """Edits forgiven in a typed prefix, as the query's typo matching does (``AUTO:4,7``)."""
-    return 0 if len(typed) < 4 else 1 if len(typed) < 7 else 2
+    """Edits forgiven in a typed prefix, as the query's typo matching forgives them."""
+    return 0 if len(typed) < FUZZY_MIN_WORD_CHARS else 1 if len(typed) < FUZZY_TWO_EDITS_CHARS else 2
 
 
 def _distance(a: str, b: str, limit: int) -> int:

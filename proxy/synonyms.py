@@ -56,11 +56,16 @@ class SynonymError(ValueError):
 
 
 def fold(text: str) -> str:
-    """Lowercase without accents: "Pokémon" -> "pokemon"."""
+    """Case- and accent-insensitive form, like the index's folded analyzers: "Pokémon" -> "pokemon".
+
+    ``casefold``, not ``lower``: "ß" folds to "ss", as the engine's ``asciifolding`` has it.
+    The one fold of the proxy: synonym terms and typed words here, suggestion names in
+    ``proxy.results``.
+    """
     if text.isascii():
-        return text.lower()
+        return text.casefold()
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 def words(text: str) -> Words:

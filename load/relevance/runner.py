@@ -21,7 +21,7 @@ from elasticsearch.helpers import async_bulk
 
 from catalog.document import is_searchable, product_document
 from catalog.generator import PRODUCT_COLUMNS, generate_catalog
-from catalog.mapping import index_mappings, index_settings
+from catalog.mapping import index_mappings, index_settings, live_settings
 from load.relevance.judgments import JudgedQuery, K, QueryScore, judge, ndcg_at_k, reciprocal_rank
 from proxy.params import SearchRequest
 from proxy.recovery import search_with_recovery
@@ -59,7 +59,7 @@ async def index_catalog(
         index=index, settings=index_settings(loading=True, replicas=0), mappings=index_mappings()
     )
     await async_bulk(engine, _documents(products, seed, index), chunk_size=2000)
-    await engine.indices.put_settings(index=index, settings={"refresh_interval": "1s"})
+    await engine.indices.put_settings(index=index, settings=live_settings(replicas=0))
     # An explicit refresh: the documents are searchable when this returns (no sleeping).
     await engine.indices.refresh(index=index)
     return IndexedCatalog(index, products, seed)
