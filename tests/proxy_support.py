@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 from aiohttp import ClientSession
 
+from devstack.servers import free_port
 from devstack.stack import StackUrls
 from tests.conftest import SearchCatalog
 
@@ -24,6 +27,22 @@ def proxy_env(catalog: SearchCatalog, urls: StackUrls, **extra: str) -> dict[str
         "LOG_LEVEL": "warning",
         **extra,
     }
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn_proxy(env: dict[str, str], *, workers: int) -> tuple[subprocess.Popen[str], str]:
+    """``python -m proxy`` on a free loopback port, stderr piped: the process and its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "--port", str(port), "--workers", str(workers)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
 
 
 async def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:

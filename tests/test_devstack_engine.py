@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import urllib.request
 from pathlib import Path
 
@@ -74,4 +73,3 @@ def test_the_launcher_is_built_once_and_then_reused(tmp_path: Path) -> None:
     again_classes, again_classpath = build_launcher(dataclasses.replace(tools, mvn="/nonexistent/mvn"), env)
     assert (again_classes, again_classpath) == (classes, classpath)
     assert classes.stat().st_mtime_ns == stamp
-    shutil.rmtree(tmp_path / "hos-search", ignore_errors=True)

@@ -107,6 +107,15 @@ _LONG_LATE = [("begin", 0), *[("write", 0)] * 5, ("begin", 0), ("write", 1), ("c
 _NEWER_XID_ABOVE_XMAX = [("begin", 0), ("begin", 0), ("write", 1), ("write", 0), ("commit", 0), ("read", 0)]
 
 
+def apply(db: Database, op: str, arg: int) -> None:
+    if op == "begin":
+        db.begin()
+    elif op == "write":
+        db.write(arg)
+    elif op in ("commit", "abort"):
+        db.end(arg, "committed" if op == "commit" else "aborted")
+
+
 @settings(max_examples=5000, deadline=None)
 @example(_NEWER_XID_ABOVE_XMAX, 4)
 @example(_LATE_BELOW_FRESH, 4)
@@ -128,14 +137,10 @@ def test_cursor_never_loses_a_committed_row_nor_checkpoints_past_one(ops: list[t
         return window.more_waiting
 
     for op, arg in ops:
-        if op == "begin":
-            db.begin()
-        elif op == "write":
-            db.write(arg)
-        elif op in ("commit", "abort"):
-            db.end(arg, "committed" if op == "commit" else "aborted")
-        else:
+        if op == "read":
             step()
+        else:
+            apply(db, op, arg)
     for txn in db.running():
         txn.state = "committed"
     while step():
@@ -177,15 +182,6 @@ def test_a_horizon_is_covered_once_read_past_with_no_finished_transaction_owing_
     assert OutboxCursor(50, 60, MappingProxyType({7: 50})).covers(horizon)
     # 13 began after the snapshot: nothing of it is visible there.
     assert OutboxCursor(10, 60, MappingProxyType({13: 10})).covers(horizon)
-
-
-def apply(db: Database, op: str, arg: int) -> None:
-    if op == "begin":
-        db.begin()
-    elif op == "write":
-        db.write(arg)
-    elif op in ("commit", "abort"):
-        db.end(arg, "committed" if op == "commit" else "aborted")
 
 
 def commit_one_more(db: Database) -> None:

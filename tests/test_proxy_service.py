@@ -25,7 +25,7 @@ from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.openapi import openapi_document
 from tests.conftest import SearchCatalog, proxy_settings
-from tests.proxy_support import proxy_env, wait_healthy
+from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -269,16 +269,8 @@ async def test_readyz_names_a_hanging_engine_with_a_503_every_time(
 async def test_two_workers_share_the_port_and_stop_on_sigterm(
     search_catalog: SearchCatalog, stack_urls: StackUrls
 ) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "2"],
-        cwd=ROOT,
-        env=proxy_env(search_catalog, stack_urls),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, url = spawn_proxy(proxy_env(search_catalog, stack_urls), workers=2)
     try:
-        url = f"http://127.0.0.1:{port}"
         await wait_healthy(url, proc)
         workers = [
             int(p)
@@ -404,18 +396,9 @@ async def test_sigterm_lets_in_flight_searches_finish(search_catalog: SearchCata
         await asyncio.sleep(1.5)
         return {"took": 1, **_EMPTY_ANSWER}
 
-    port = free_port()
     async with _scripted_engine(slow_search) as engine_url:
-        env = {**proxy_env(search_catalog, stack_urls), "ELASTICSEARCH_NODE": engine_url}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
-            cwd=ROOT,
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc, url = spawn_proxy(proxy_env(search_catalog, stack_urls, ELASTICSEARCH_NODE=engine_url), workers=1)
         try:
-            url = f"http://127.0.0.1:{port}"
             await wait_healthy(url, proc)
             async with ClientSession() as session:
                 in_flight = asyncio.ensure_future(session.get(url + "/api/search", params={"q": "wand"}))

@@ -12,7 +12,6 @@ import queue
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,13 +19,11 @@ from typing import Any
 
 from aiohttp import ClientSession, TCPConnector
 
-from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH
 from tests.conftest import SearchCatalog
-from tests.proxy_support import proxy_env, wait_healthy
+from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
 
-ROOT = Path(__file__).resolve().parent.parent
 # Snorlax's Japanese name: no product says it, so only a synonym can make it find Snorlax.
 NEW_WORD = "kabigon"
 
@@ -92,16 +89,7 @@ async def test_an_edited_synonym_file_takes_effect_on_sighup_without_reindex(
 ) -> None:
     synonyms = tmp_path / "synonyms.txt"
     shutil.copyfile(DEFAULT_SYNONYMS_PATH, synonyms)
-    port = free_port()
-    env = proxy_env(search_catalog, stack_urls, SYNONYMS_PATH=str(synonyms))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "2"],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = spawn_proxy(proxy_env(search_catalog, stack_urls, SYNONYMS_PATH=str(synonyms)), workers=2)
     try:
         await wait_healthy(url, proc)
         stderr = _stderr_lines(proc)
