@@ -1,9 +1,9 @@
 """The proxy's aiohttp application, built by :func:`create_app` from settings.
 
-Every long-lived resource — engine client, Redis client, Postgres pool — is opened and closed
-in one ``cleanup_ctx`` generator below, so start-up and shut-down read top to bottom here; the
-search synonyms are loaded in another, which also re-reads them on SIGHUP.
-Nothing is created at import time.
+Each long-lived resource has its own ``cleanup_ctx`` generator below, in the order they start
+(and the reverse of the order they stop): the search synonyms (re-read on SIGHUP), the engine
+gateway, the Redis client of the request path, the Postgres pool, the response cache, and the
+catalog-generation subscriber that keeps the cache fresh. Nothing is created at import time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from collections.abc import AsyncIterator
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from proxy.cache.freshness import CatalogView, Policy
+from proxy.cache.l1 import LRU
+from proxy.cache.l2 import RedisTier
+from proxy.cache.notices import FillNotices
+from proxy.cache.response_cache import ResponseCache
+from proxy.cache.subscriber import Subscriber, cancel_and_wait
 from proxy.engine import EngineGateway
 from proxy.metrics import ProxyMetrics
 from proxy.middleware.cors import cors_middleware
@@ -25,7 +33,7 @@ from proxy.middleware.metrics import metrics_middleware
 from proxy.middleware.problems import problems_middleware
 from proxy.middleware.request_id import request_id_middleware
 from proxy.openapi import openapi_bytes
-from proxy.routes import ENGINE, METRICS, OPENAPI, POSTGRES, REDIS, SYNONYMS, SynonymsHolder, add_routes
+from proxy.routes import CACHE, ENGINE, METRICS, OPENAPI, POSTGRES, REDIS, SYNONYMS, SynonymsHolder, add_routes
 from proxy.settings import ProxySettings
 from proxy.synonyms import SynonymError, load_synonyms
 
@@ -53,8 +61,9 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[METRICS] = metrics
     app[OPENAPI] = openapi_bytes()
     add_routes(app)
-    app.cleanup_ctx.append(_synonyms)
-    app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.extend((_synonyms, _engine, _redis, _postgres, _cache))
+    if settings.cache_enabled:
+        app.cleanup_ctx.append(_generation_subscriber)
     return app
 
 
@@ -86,7 +95,7 @@ async def _synonyms(app: web.Application) -> AsyncIterator[None]:
         loop.remove_signal_handler(signal.SIGHUP)
 
 
-async def _backends(app: web.Application) -> AsyncIterator[None]:
+async def _engine(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     engine = EngineGateway(
         settings.elasticsearch_node,
@@ -97,15 +106,85 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     # The engine may be down at start: the proxy still starts, answers 503 and keeps trying.
     await engine.connect()
     app[ENGINE] = engine
-    app[REDIS] = aioredis.from_url(
-        settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
-    )
-    # min_size=0: no connection is opened until something needs one (today only /readyz).
-    app[POSTGRES] = await asyncpg.create_pool(
-        settings.database_url, min_size=0, max_size=4, timeout=2.0, command_timeout=2.0
-    )
     log.info("proxy ready: index alias %s at %s", settings.search_index, settings.elasticsearch_node)
     yield
-    await app[POSTGRES].close()
-    await app[REDIS].aclose()
     await engine.close()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    """The client of every Redis call on a request's path: short timeouts, no retries.
+
+    A request must never wait on Redis longer than ``REDIS_TIMEOUT_MS``; redis-py's default
+    retries (three, with backoff, since redis-py 6) would multiply that wait.
+    """
+    settings = app[SETTINGS]
+    timeout = settings.redis_timeout_ms / 1000
+    app[REDIS] = aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+    yield
+    await app[REDIS].aclose()
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    # min_size=0: no connection is opened until something needs one (today only /readyz).
+    app[POSTGRES] = await asyncpg.create_pool(
+        app[SETTINGS].database_url, min_size=0, max_size=4, timeout=2.0, command_timeout=2.0
+    )
+    yield
+    await app[POSTGRES].close()
+
+
+async def _cache(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    policy = Policy(
+        ttl=settings.cache_ttl_s,
+        revalidate_after=settings.cache_revalidate_ms / 1000,
+        max_stale=settings.cache_max_stale_ms / 1000,
+        stale_if_error=settings.cache_stale_if_error_s,
+    )
+    l2 = RedisTier(
+        app[REDIS],
+        settings.redis_key_prefix,
+        timeout=settings.redis_timeout_ms / 1000,
+        keep_for=policy.ttl + policy.stale_if_error,
+        # Longer than any engine answer takes: a lock outliving its holder only delays others.
+        lock_for=settings.engine_timeout + 0.5,
+        on_error=lambda operation: metrics.cache_redis_errors.labels(operation).inc(),
+    )
+    app[CACHE] = ResponseCache(
+        policy,
+        LRU(settings.cache_l1_max_entries, settings.cache_l1_max_mb * 1024 * 1024),
+        l2,
+        CatalogView(policy),
+        FillNotices(),
+        metrics,
+        lock_wait=settings.cache_lock_wait_ms / 1000,
+        namespace=settings.search_index + "|",
+        enabled=settings.cache_enabled,
+    )
+    yield
+
+
+async def _generation_subscriber(app: web.Application) -> AsyncIterator[None]:
+    """Follow the catalog generation in the background for the cache (``proxy.cache.subscriber``)."""
+    settings = app[SETTINGS]
+    cache = app[CACHE]
+    metrics = app[METRICS]
+
+    def report(following: bool, generation: int) -> None:
+        metrics.cache_following.set(1 if following else 0)
+        metrics.cache_generation.set(generation)
+
+    metrics.cache_following.set(0)
+    subscriber = Subscriber(
+        settings.redis_url, settings.redis_key_prefix, cache.view, cache.notices, app[REDIS], on_state=report
+    )
+    task = asyncio.ensure_future(subscriber.run())
+    yield
+    await cancel_and_wait(task)

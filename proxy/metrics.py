@@ -65,6 +65,65 @@ class ProxyMetrics:
             registry=self.registry,
         )
 
+        # The response cache (proxy.cache). A lookup is counted per tier it reached.
+        self.cache_lookups = Counter(
+            "search_proxy_cache_lookups_total",
+            "Cache lookups by route, tier (l1, l2) and result: hit, stale (served while one "
+            "background refresh runs), miss, or bypass (Redis skipped while it fails).",
+            ["route", "tier", "result"],
+            registry=self.registry,
+        )
+        self.cache_responses = Counter(
+            "search_proxy_cache_responses_total",
+            "Cached routes' responses by their X-Cache value (hit, stale, miss, bypass).",
+            ["route", "cache"],
+            registry=self.registry,
+        )
+        self.cache_coalesced = Counter(
+            "search_proxy_cache_coalesced_total",
+            "Requests answered by another request's fill instead of the engine: joined in this "
+            "worker (scope=worker) or filled by another process holding the Redis lock (cluster).",
+            ["route", "scope"],
+            registry=self.registry,
+        )
+        self.cache_refreshes = Counter(
+            "search_proxy_cache_refreshes_total",
+            "Background refreshes of stale entries, by route and outcome (ok, failed).",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.cache_redis_errors = Counter(
+            "search_proxy_cache_redis_errors_total",
+            "Cache calls to Redis that failed or timed out, by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.cache_generation = Gauge(
+            "search_proxy_cache_generation",
+            "The catalog generation the workers know (highest across workers).",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.cache_following = Gauge(
+            "search_proxy_cache_following",
+            "1 when every worker follows the catalog generation's announcements; 0 when one "
+            "has lost them and judges entries by age alone.",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.cache_l1_entries = Gauge(
+            "search_proxy_cache_l1_entries",
+            "Entries in the workers' in-process caches.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.cache_l1_bytes = Gauge(
+            "search_proxy_cache_l1_bytes",
+            "Bytes held by the workers' in-process caches.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+
     def exposition(self) -> bytes:
         """The text format for ``/metrics``: this process's values, or every worker's."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -50,7 +50,7 @@ import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, cast, get_args
-from urllib.parse import unquote_to_bytes, urlencode
+from urllib.parse import unquote_to_bytes
 
 from proxy.errors import InvalidParameters
 
@@ -92,8 +92,6 @@ _MAX_NUMBER_CHARS: Final = 32
 _INT_REASON: Final = "must be an integer ≥ 1"
 _BOOLEANS: Final = {"true": True, "false": False, "1": True, "0": False}
 IN_STOCK_VALUES: Final = tuple(_BOOLEANS)
-
-CACHE_KEY_VERSION: Final = 1
 
 # The parameters each endpoint reads; everything else is ignored.
 SEARCH_PARAMS: Final = frozenset(
@@ -356,22 +354,14 @@ def invalid_utf8_params(raw_query: str, names: Collection[str] = SEARCH_PARAMS) 
     return bad
 
 
-def cache_key(request: SearchRequest | SuggestRequest) -> str:
-    """A canonical, human-readable key: equal requests get equal keys, whatever their spelling.
+_ID_REASON: Final = f"must be an integer from 1 to {MAX_ID}"
 
-    The request objects are already canonical (sorted filters, parsed numbers, resolved sort),
-    so the key just spells every field out, defaults included. ``q`` keeps its case because
-    the response echoes it. The caching layer adds its generation and may hash the key.
-    """
-    if isinstance(request, SuggestRequest):
-        return f"suggest:v{CACHE_KEY_VERSION}?" + urlencode((("q", request.q), ("size", request.size)))
-    fields: list[tuple[str, str]] = [("q", request.q)]
-    fields.extend(("category", value) for value in request.categories)
-    fields.extend(("fandom", value) for value in request.fandoms)
-    fields.extend(("seller_id", value) for value in request.seller_ids)
-    # repr(float) is the shortest round-tripping form: "10", "10.0" and "10.00" all give "10.0".
-    fields.append(("min_price", "" if request.min_price is None else repr(request.min_price)))
-    fields.append(("max_price", "" if request.max_price is None else repr(request.max_price)))
-    fields.append(("in_stock", "" if request.in_stock is None else str(request.in_stock).lower()))
-    fields.extend((("sort", request.sort), ("page", str(request.page)), ("size", str(request.size))))
-    return f"search:v{CACHE_KEY_VERSION}?" + urlencode(fields)
+
+def parse_id(raw: str, name: str = "id") -> int:
+    """A product or seller id from a path segment: plain decimal digits, 1 to ``MAX_ID``."""
+    if len(raw) > _MAX_NUMBER_CHARS or not _DIGITS.fullmatch(raw):
+        raise InvalidParameters([(name, _ID_REASON)])
+    value = int(raw)
+    if not 1 <= value <= MAX_ID:
+        raise InvalidParameters([(name, _ID_REASON)])
+    return value

@@ -408,3 +408,27 @@ def build_suggest(req: SuggestRequest) -> dict[str, Any]:
         "track_total_hits": False,
         "aggs": {SUGGEST_TAXONOMY: {"global": {}, "aggs": taxonomy}},
     }
+
+
+# How many fandoms and categories a seller page lists.
+SELLER_TOP_VALUES: Final = 5
+
+
+def build_product(product_id: int) -> dict[str, Any]:
+    """The engine body for one product's detail page: its document, if it is searchable.
+
+    A search by id rather than a realtime GET: the detail page then shows exactly what search
+    results show (both see the index as of its last refresh), and one gateway call serves all.
+    """
+    return {"query": {"ids": {"values": [str(product_id)]}}, "size": 1, "_source": _SOURCE}
+
+
+def build_seller(seller_id: int) -> dict[str, Any]:
+    """The engine body for a seller page: its active product count, top fandoms and categories."""
+    return {
+        "query": {"term": {"seller.id": str(seller_id)}},
+        "size": 1,
+        "track_total_hits": True,
+        "_source": ["seller"],
+        "aggs": {kind: {"terms": {"field": kind, "size": SELLER_TOP_VALUES}} for kind in ("fandom", "category")},
+    }

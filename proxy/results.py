@@ -310,3 +310,36 @@ def _dedupe(entries: Iterable[tuple[str, str, str | None]]) -> list[tuple[str, s
             seen.add(folded)
             out.append(entry)
     return out
+
+
+def shape_product(engine_body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``/api/products/{id}``: the product as a search item shows it; None when not found."""
+    hits = (engine_body.get("hits") or _EMPTY).get("hits") or ()
+    return _item(hits[0]) if hits else None
+
+
+def shape_seller(seller_id: int, engine_body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``/api/sellers/{id}``: name, active product count, top fandoms and categories.
+
+    None when the seller has no active product: the storefront has nothing to show for it.
+    """
+    hits: Mapping[str, Any] = engine_body.get("hits") or _EMPTY
+    total, _ = _total(hits)
+    found = hits.get("hits") or ()
+    if not total or not found:
+        return None
+    seller: Mapping[str, Any] = (found[0].get("_source") or _EMPTY).get("seller") or _EMPTY
+    aggregations: Mapping[str, Any] = engine_body.get("aggregations") or _EMPTY
+
+    def top(kind: str) -> list[dict[str, Any]]:
+        buckets = (aggregations.get(kind) or _EMPTY).get("buckets") or ()
+        pairs = sorted(((str(b["key"]), int(b.get("doc_count", 0))) for b in buckets), key=lambda p: (-p[1], p[0]))
+        return [{"value": value, "count": count} for value, count in pairs]
+
+    return {
+        "id": str(seller_id),
+        "name": seller.get("name"),
+        "active_products": total,
+        "top_fandoms": top("fandom"),
+        "top_categories": top("category"),
+    }

@@ -1,9 +1,13 @@
-"""The HTTP routes: search, suggestions and the operational endpoints.
+"""The HTTP routes: search, suggestions, product and seller pages, and the operational endpoints.
 
-Handlers only wire pure functions to sockets: parse (``proxy.params``) → build the engine body
+A cached route is "parsed request → answer": it parses and validates (``proxy.params``),
+builds the canonical cache key (``proxy.cache.keys``) and asks the response cache
+(``proxy.cache.response_cache``), handing it a *producer* for a miss. A producer turns the
+parsed request into the answer's bytes and the tags of what it shows: engine body
 (``proxy.query``) → one engine round trip (``proxy.engine``; a text search that matched nothing
-retries through ``proxy.recovery``) → shape (``proxy.results``) → orjson bytes. They raise
-``proxy.errors`` exceptions; ``proxy.middleware.problems`` answers them.
+retries through ``proxy.recovery``) → shape (``proxy.results``) → orjson bytes. The handler
+sends those bytes with headers saying how they were obtained (``X-Cache``, ``Age``).
+Handlers raise ``proxy.errors`` exceptions; ``proxy.middleware.problems`` answers them.
 """
 
 from __future__ import annotations
@@ -17,14 +21,26 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
+from catalog.generation import product_tag, seller_tag
+from proxy.cache.keys import product_key, request_key, seller_key
+from proxy.cache.response_cache import Produced, ResponseCache, Served
 from proxy.engine import EngineGateway
-from proxy.errors import InvalidParameters
+from proxy.errors import InvalidParameters, NotFound
 from proxy.metrics import ProxyMetrics
-from proxy.params import SEARCH_PARAMS, SUGGEST_PARAMS, invalid_utf8_params, parse_search, parse_suggest
-from proxy.query import build_suggest
+from proxy.params import (
+    SEARCH_PARAMS,
+    SUGGEST_PARAMS,
+    SearchRequest,
+    SuggestRequest,
+    invalid_utf8_params,
+    parse_id,
+    parse_search,
+    parse_suggest,
+)
+from proxy.query import build_product, build_seller, build_suggest
 from proxy.readiness import probe, readiness
 from proxy.recovery import search_with_recovery
-from proxy.results import shape_search, shape_suggest
+from proxy.results import shape_product, shape_search, shape_seller, shape_suggest
 from proxy.synonyms import Synonyms
 
 
@@ -43,11 +59,10 @@ REDIS = web.AppKey("redis", Redis)
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 OPENAPI = web.AppKey("openapi", bytes)
 SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
+CACHE = web.AppKey("cache", ResponseCache)
 
 JSON = "application/json"
-# Static response headers, built once: until the cache and fallback exist every search is
-# answered by the engine and bypasses the cache.
-_ENGINE_HEADERS = {"X-Search-Backend": "elasticsearch", "X-Cache": "BYPASS", "Cache-Control": "no-store"}
+BACKEND = "elasticsearch"
 
 
 def _query(request: web.Request, names: frozenset[str]) -> Any:
@@ -67,40 +82,88 @@ async def _engine_search(app: web.Application, body: dict[str, Any], operation: 
     try:
         engine_body = await app[ENGINE].search(body)
     except Exception:
-        metrics.backend_errors.labels("elasticsearch", operation).inc()
+        metrics.backend_errors.labels(BACKEND, operation).inc()
         raise
-    metrics.engine_duration.labels("elasticsearch", operation).observe(time.perf_counter() - started)
+    metrics.engine_duration.labels(BACKEND, operation).observe(time.perf_counter() - started)
     return engine_body
 
 
-def _json_response(result: dict[str, Any]) -> web.Response:
-    return web.Response(body=orjson.dumps(result), content_type=JSON, headers=_ENGINE_HEADERS)
+# --- producers: parsed request -> answer bytes + tags ------------------------------------------
+
+
+async def produce_search(app: web.Application, req: SearchRequest) -> Produced:
+    async def engine_search(body: dict[str, Any], operation: str) -> dict[str, Any]:
+        return await _engine_search(app, body, operation)
+
+    answer = await search_with_recovery(req, app[SYNONYMS].current, engine_search)
+    if answer.outcome != "strict":
+        app[METRICS].zero_results.labels(answer.outcome).inc()
+    # took_ms is the engine's own time, set by shape_search: a property of the answer, so a
+    # cached body stays true without being rewritten. Wall time is in the request metrics.
+    result = shape_search(req, answer.engine_body, relaxed=answer.relaxed, did_you_mean=answer.did_you_mean)
+    return Produced(orjson.dumps(result), frozenset(product_tag(item["id"]) for item in result["items"]))
+
+
+async def produce_suggestions(app: web.Application, req: SuggestRequest) -> Produced:
+    result = shape_suggest(req, await _engine_search(app, build_suggest(req), "suggest"))
+    tags = frozenset(product_tag(s["id"]) for s in result["suggestions"] if s.get("type") == "product")
+    return Produced(orjson.dumps(result), tags)
+
+
+async def produce_product(app: web.Application, product_id: int) -> Produced:
+    product = shape_product(await _engine_search(app, build_product(product_id), "product"))
+    if product is None:
+        raise NotFound(f"There is no active product {product_id}.")
+    return Produced(orjson.dumps(product), frozenset((product_tag(product_id),)))
+
+
+async def produce_seller(app: web.Application, seller_id: int) -> Produced:
+    seller = shape_seller(seller_id, await _engine_search(app, build_seller(seller_id), "seller"))
+    if seller is None:
+        raise NotFound(f"There is no seller {seller_id} with active products.")
+    return Produced(orjson.dumps(seller), frozenset((seller_tag(seller_id),)))
+
+
+# --- cached routes -------------------------------------------------------------------------------
+
+
+def _response(app: web.Application, route: str, served: Served) -> web.Response:
+    headers = {"X-Search-Backend": BACKEND, "X-Cache": served.cache, "Cache-Control": "no-store"}
+    if served.age is not None:
+        headers["Age"] = str(served.age)
+    metrics = app[METRICS]
+    metrics.cache_responses.labels(route, served.cache.lower()).inc()
+    if route in ("search", "suggestions"):
+        metrics.responses_by_backend.labels(route, BACKEND).inc()
+    return web.Response(body=served.body, content_type=JSON, headers=headers)
 
 
 async def search(request: web.Request) -> web.Response:
     app = request.app
     req = parse_search(_query(request, SEARCH_PARAMS))
-
-    async def engine_search(body: dict[str, Any], operation: str) -> dict[str, Any]:
-        return await _engine_search(app, body, operation)
-
-    answer = await search_with_recovery(req, app[SYNONYMS].current, engine_search)
-    metrics = app[METRICS]
-    metrics.responses_by_backend.labels("search", "elasticsearch").inc()
-    if answer.outcome != "strict":
-        metrics.zero_results.labels(answer.outcome).inc()
-    # took_ms is the engine's own time, set by shape_search: a property of the answer, so a
-    # cached body stays true without being rewritten. Wall time is in the request metrics.
-    return _json_response(
-        shape_search(req, answer.engine_body, relaxed=answer.relaxed, did_you_mean=answer.did_you_mean)
-    )
+    served = await app[CACHE].answer("search", request_key(req), lambda: produce_search(app, req))
+    return _response(app, "search", served)
 
 
 async def suggestions(request: web.Request) -> web.Response:
+    app = request.app
     req = parse_suggest(_query(request, SUGGEST_PARAMS))
-    engine_body = await _engine_search(request.app, build_suggest(req), "suggest")
-    request.app[METRICS].responses_by_backend.labels("suggestions", "elasticsearch").inc()
-    return _json_response(shape_suggest(req, engine_body))
+    served = await app[CACHE].answer("suggestions", request_key(req), lambda: produce_suggestions(app, req))
+    return _response(app, "suggestions", served)
+
+
+async def product(request: web.Request) -> web.Response:
+    app = request.app
+    product_id = parse_id(request.match_info["id"])
+    served = await app[CACHE].answer("product", product_key(product_id), lambda: produce_product(app, product_id))
+    return _response(app, "product", served)
+
+
+async def seller(request: web.Request) -> web.Response:
+    app = request.app
+    seller_id = parse_id(request.match_info["id"])
+    served = await app[CACHE].answer("seller", seller_key(seller_id), lambda: produce_seller(app, seller_id))
+    return _response(app, "seller", served)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -147,6 +210,8 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/search", search)
     app.router.add_get("/api/search/suggestions", suggestions)
+    app.router.add_get("/api/products/{id}", product)
+    app.router.add_get("/api/sellers/{id}", seller)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

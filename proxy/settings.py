@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from catalog.config import (
     DEFAULT_DATABASE_URL,
@@ -45,6 +46,17 @@ class ProxySettings:
     shutdown_timeout_s: float = 10.0
     # Search synonyms (proxy.synonyms); re-read on SIGHUP.
     synonyms_path: Path = DEFAULT_SYNONYMS_PATH
+    # Every Redis call on a request's path (cache tiers) gives up after this.
+    redis_timeout_ms: int = 50
+    # The response cache (proxy.cache; the rules are in proxy.cache.freshness).
+    cache_enabled: bool = True
+    cache_ttl_s: int = 60
+    cache_revalidate_ms: int = 5_000
+    cache_max_stale_ms: int = 500
+    cache_stale_if_error_s: int = 300
+    cache_l1_max_entries: int = 10_000
+    cache_l1_max_mb: int = 64
+    cache_lock_wait_ms: int = 500
 
     @property
     def engine_timeout(self) -> float:
@@ -64,7 +76,26 @@ class ProxySettings:
             engine_timeout_ms=env_int(env, "ENGINE_TIMEOUT_MS", 2_000, minimum=10, maximum=60_000),
             access_log=env_bool(env, "ACCESS_LOG", False),
             synonyms_path=_synonyms_path(env),
+            redis_timeout_ms=env_int(env, "REDIS_TIMEOUT_MS", 50, minimum=1, maximum=1_000),
+            **_cache_settings(env),
         )
+
+
+def _cache_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    ttl_s = env_int(env, "CACHE_TTL_S", 60, minimum=1, maximum=86_400)
+    revalidate_ms = env_int(env, "CACHE_REVALIDATE_MS", 5_000, minimum=0)
+    if revalidate_ms > ttl_s * 1000:
+        raise ConfigError(f"CACHE_REVALIDATE_MS: must not exceed CACHE_TTL_S ({ttl_s} s), got {revalidate_ms}")
+    return {
+        "cache_enabled": env_bool(env, "CACHE_ENABLED", True),
+        "cache_ttl_s": ttl_s,
+        "cache_revalidate_ms": revalidate_ms,
+        "cache_max_stale_ms": env_int(env, "CACHE_MAX_STALE_MS", 500, minimum=0, maximum=60_000),
+        "cache_stale_if_error_s": env_int(env, "CACHE_STALE_IF_ERROR_S", 300, minimum=0, maximum=86_400),
+        "cache_l1_max_entries": env_int(env, "CACHE_L1_MAX_ENTRIES", 10_000, minimum=1),
+        "cache_l1_max_mb": env_int(env, "CACHE_L1_MAX_MB", 64, minimum=1),
+        "cache_lock_wait_ms": env_int(env, "CACHE_LOCK_WAIT_MS", 500, minimum=0, maximum=10_000),
+    }
 
 
 def _synonyms_path(env: Mapping[str, str]) -> Path:

@@ -197,6 +197,8 @@ def proxy_settings(catalog: SearchCatalog, urls: StackUrls, **overrides: object)
         "redis_url": urls.redis_url,
         "engine_timeout_ms": 10_000,
         "cors_origins": ("https://shop.example",),
+        # Each proxy its own cache: answers cached by one test never reach another.
+        "redis_key_prefix": f"t{uuid.uuid4().hex[:10]}:",
     }
     base.update(overrides)
     return ProxySettings(**base)  # type: ignore[arg-type]

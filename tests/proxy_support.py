@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from aiohttp import ClientSession
@@ -25,6 +26,8 @@ def proxy_env(catalog: SearchCatalog, urls: StackUrls, **extra: str) -> dict[str
         "DATABASE_URL": catalog.database_url,
         "REDIS_URL": urls.redis_url,
         "LOG_LEVEL": "warning",
+        # Each proxy its own cache: answers cached by one test never reach another.
+        "REDIS_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}:",
         **extra,
     }
 

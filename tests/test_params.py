@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import MultiDict, MultiDictProxy
 
+from proxy.cache.keys import request_key
 from proxy.errors import (
     PROBLEM_CONTENT_TYPE,
     BackendUnavailable,
@@ -27,7 +28,6 @@ from proxy.params import (
     TEXT_PATTERN,
     SearchRequest,
     SuggestRequest,
-    cache_key,
     invalid_utf8_params,
     parse_search,
     parse_suggest,
@@ -403,7 +403,7 @@ def test_suggest_control_characters_are_rejected() -> None:
     ],
 )
 def test_cache_key_is_the_same_for_the_same_request(first: str, second: str) -> None:
-    assert cache_key(search(first)) == cache_key(search(second))
+    assert request_key(search(first)) == request_key(search(second))
 
 
 @pytest.mark.parametrize(
@@ -420,12 +420,12 @@ def test_cache_key_is_the_same_for_the_same_request(first: str, second: str) -> 
     ],
 )
 def test_cache_key_differs_for_different_requests(first: str, second: str) -> None:
-    assert cache_key(search(first)) != cache_key(search(second))
+    assert request_key(search(first)) != request_key(search(second))
 
 
 def test_suggest_and_search_keys_never_collide() -> None:
-    assert cache_key(parse_suggest(query("q=har&size=20"))) != cache_key(search("q=har&size=20"))
-    assert cache_key(parse_suggest(query("q=har"))) == cache_key(parse_suggest(query("size=8&q=har")))
+    assert request_key(parse_suggest(query("q=har&size=20"))) != request_key(search("q=har&size=20"))
+    assert request_key(parse_suggest(query("q=har"))) == request_key(parse_suggest(query("size=8&q=har")))
 
 
 # --- properties ----------------------------------------------------------------------------------
@@ -456,7 +456,7 @@ def test_any_parameters_parse_or_are_invalid_parameters(pairs: list[tuple[str, s
         orjson.loads(problem_body(error))  # every reason is serialisable
         return
     assert req.page * req.size <= 10_000
-    assert cache_key(req) == cache_key(parse_search(MultiDict(reversed(pairs))))
+    assert request_key(req) == request_key(parse_search(MultiDict(reversed(pairs))))
 
 
 # --- problem bodies ------------------------------------------------------------------------------

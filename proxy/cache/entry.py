@@ -1,0 +1,57 @@
+"""A cached answer: the response bytes plus what freshness needs to judge them.
+
+Pure code. The same bytes live in both tiers: L1 keeps :class:`Entry` objects, Redis keeps
+:meth:`Entry.encode` — a small fixed header, the tags, then the response body untouched, so a
+hit costs no JSON work in either tier.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+_FORMAT_VERSION: Final = 1
+# version, generation, fetched_at, length of the tags block
+_HEADER: Final = struct.Struct("!Bqdi")
+# Python object overhead of an L1 entry, roughly: counted so tiny answers cannot overfill L1.
+ENTRY_OVERHEAD_BYTES: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """``body`` as answered at ``fetched_at`` (Unix time) when the catalog was at ``generation``.
+
+    ``tags`` name what the answer shows (``catalog.generation``): a change announced for one of
+    them makes this entry stale. ``generation`` is -1 when it was unknown at fetch time.
+    """
+
+    body: bytes
+    generation: int
+    fetched_at: float
+    tags: frozenset[str]
+
+    @property
+    def size(self) -> int:
+        """Bytes charged against the L1 budget."""
+        return len(self.body) + ENTRY_OVERHEAD_BYTES + sum(len(tag) for tag in self.tags)
+
+    def encode(self) -> bytes:
+        tags = "\n".join(sorted(self.tags)).encode()
+        return _HEADER.pack(_FORMAT_VERSION, self.generation, self.fetched_at, len(tags)) + tags + self.body
+
+    @classmethod
+    def decode(cls, data: bytes) -> Entry | None:
+        """The entry in ``data``; None for anything else (another version, a truncated value)."""
+        if len(data) < _HEADER.size:
+            return None
+        version, generation, fetched_at, tags_length = _HEADER.unpack_from(data)
+        start = _HEADER.size
+        if version != _FORMAT_VERSION or tags_length < 0 or start + tags_length > len(data):
+            return None
+        tags_block = data[start : start + tags_length]
+        try:
+            tags = frozenset(tags_block.decode().split("\n")) if tags_block else frozenset()
+        except UnicodeDecodeError:
+            return None
+        return cls(data[start + tags_length :], generation, fetched_at, tags)

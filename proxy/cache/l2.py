@@ -1,0 +1,117 @@
+"""L2: cache entries in Redis, shared by every worker and host; never slower than its timeout.
+
+Values are :meth:`Entry.encode` bytes under ``{prefix}cache:<digest>``, kept for the policy's
+``ttl + stale_if_error`` (beyond the ttl they serve only when the engine fails). A fill of a
+missing entry is guarded by a short lock (``SET NX PX``) so that one process in the cluster asks
+the engine while the others wait for its notice (``proxy.cache.notices``).
+
+Every call is bounded by ``timeout`` (≤ 50 ms by default) and never raises: a Redis error or
+timeout is counted, answered as "nothing there", and opens a breaker for ``cooldown`` seconds
+during which Redis is not asked at all (the cache is then L1 plus bypass). After the cooldown
+one call probes; success closes the breaker, so the tier recovers by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from proxy.cache.entry import Entry
+from proxy.cache.keys import fills_channel, lock_key, storage_key
+
+log = logging.getLogger("hos_search.proxy.cache")
+
+T = TypeVar("T")
+
+
+class RedisTier:
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        *,
+        timeout: float,
+        keep_for: float,
+        lock_for: float,
+        cooldown: float = 1.0,
+        on_error: Callable[[str], None] = lambda operation: None,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._timeout = timeout
+        self._keep_ms = max(1, int(keep_for * 1000))
+        self._lock_ms = max(1, int(lock_for * 1000))
+        self._cooldown = cooldown
+        self._on_error = on_error
+        self._fills = fills_channel(prefix)
+        self._closed_until = 0.0  # monotonic time until which the breaker stays open
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open: callers skip Redis (a BYPASS) without waiting."""
+        return time.monotonic() >= self._closed_until
+
+    async def get(self, key_digest: str) -> Entry | None:
+        data = await self._call("get", lambda: self._client.get(storage_key(self._prefix, key_digest)))
+        return Entry.decode(data) if isinstance(data, bytes) else None
+
+    async def lock(self, key_digest: str) -> bool | None:
+        """Take the fill lock: True if ours, False if another process holds it, None if unknown."""
+        taken = await self._call(
+            "lock", lambda: self._client.set(lock_key(self._prefix, key_digest), b"1", nx=True, px=self._lock_ms)
+        )
+        return None if taken is _FAILED else bool(taken)
+
+    async def fill(self, key_digest: str, entry: Entry, *, locked: bool) -> None:
+        """Store ``entry``; if we hold the lock, release it and tell the waiters — one round trip."""
+
+        async def store() -> object:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(storage_key(self._prefix, key_digest), entry.encode(), px=self._keep_ms)
+                if locked:
+                    # Unconditional DEL: had our lock expired and another process taken it, its
+                    # fill costs one more engine request — nothing worse.
+                    pipe.delete(lock_key(self._prefix, key_digest))
+                    pipe.publish(self._fills, key_digest)
+                return await pipe.execute()
+
+        await self._call("set", store)
+
+    async def release(self, key_digest: str) -> None:
+        """Give the lock up without an entry (the engine failed): waiters stop waiting."""
+
+        async def release() -> object:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.delete(lock_key(self._prefix, key_digest))
+                pipe.publish(self._fills, key_digest)
+                return await pipe.execute()
+
+        await self._call("release", release)
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | object:
+        if not self.available:
+            return _FAILED
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await call()
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self.available:
+                log.warning(
+                    "cache: Redis %s failed (%s); bypassing Redis for %.1fs",
+                    operation,
+                    type(exc).__name__,
+                    self._cooldown,
+                )
+            self._closed_until = time.monotonic() + self._cooldown
+            self._on_error(operation)
+            return _FAILED
+
+
+# What a failed call returns: distinct from every Redis answer (None included).
+_FAILED = object()

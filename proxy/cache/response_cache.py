@@ -1,0 +1,214 @@
+"""The response cache the routes answer through: L1, then L2, then one fill per key.
+
+``answer(route, key, produce)`` returns the answer's bytes and how they were obtained
+(:class:`Served`): from L1 or Redis (HIT), from either while one background refresh runs
+(STALE, ``proxy.cache.freshness``), or from ``produce`` — the engine — (MISS; BYPASS when
+Redis was skipped, and for every answer when the cache is disabled). Identical concurrent fills
+in a worker share one task (single-flight); across workers and hosts the Redis fill lock lets
+one process ask the engine while the others wait for its notice, at most ``lock_wait``, before
+asking the engine themselves. When the engine fails, an entry within ``ttl + stale_if_error``
+is served STALE instead of the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from proxy.cache.entry import Entry
+from proxy.cache.freshness import CatalogView, Policy, Verdict
+from proxy.cache.keys import digest
+from proxy.cache.l1 import LRU
+from proxy.cache.l2 import RedisTier
+from proxy.cache.notices import FillNotices
+from proxy.errors import BackendUnavailable, ProblemError
+from proxy.metrics import ProxyMetrics
+
+# After the engine failed, background refreshes pause this long: a down engine is not asked
+# again for every stale answer served meanwhile.
+_REFRESH_PAUSE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """A fresh answer: the response bytes and the tags of what it shows."""
+
+    body: bytes
+    tags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The bytes to send; ``cache`` is the X-Cache value; ``age`` (seconds) on HIT and STALE."""
+
+    body: bytes
+    cache: str
+    age: int | None = None
+
+
+Producer = Callable[[], Awaitable[Produced]]
+
+
+def _served(entry: Entry, verdict: Verdict, now: float) -> Served:
+    return Served(entry.body, verdict.value, max(0, int(now - entry.fetched_at)))
+
+
+class ResponseCache:
+    def __init__(
+        self,
+        policy: Policy,
+        l1: LRU,
+        l2: RedisTier | None,
+        view: CatalogView,
+        notices: FillNotices,
+        metrics: ProxyMetrics,
+        *,
+        lock_wait: float,
+        namespace: str = "",
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        # Part of every Redis key: proxies of different indexes sharing a Redis never meet.
+        self._namespace = namespace
+        self.policy = policy
+        self.l1 = l1
+        self.l2 = l2
+        self.view = view
+        self.notices = notices
+        self._metrics = metrics
+        self._lock_wait = lock_wait
+        self._flights: dict[str, asyncio.Task[Entry]] = {}
+        self._refresh_paused_until = 0.0
+        self._lookups: dict[tuple[str, str, str], Counter] = {}
+
+    def _count(self, route: str, tier: str, result: str) -> None:
+        child = self._lookups.get((route, tier, result))
+        if child is None:
+            child = self._lookups[(route, tier, result)] = self._metrics.cache_lookups.labels(route, tier, result)
+        child.inc()
+
+    def cached(self, route: str, key: str, now: float) -> Served | None:
+        """An L1 HIT for ``key``, or None: no awaiting, for the hot path."""
+        entry = self.l1.get(key)
+        if entry is None or self.view.judge(entry, now) is not Verdict.HIT:
+            return None
+        self._count(route, "l1", "hit")
+        return _served(entry, Verdict.HIT, now)
+
+    async def answer(self, route: str, key: str, produce: Producer) -> Served:
+        if not self.enabled:
+            return Served((await produce()).body, "BYPASS")
+        now = time.time()
+        judge = self.view.judge
+        entry = self.l1.get(key)
+        verdict = judge(entry, now) if entry is not None else Verdict.MISS
+        self._count(route, "l1", verdict.value.lower())
+        if entry is not None and verdict is Verdict.HIT:
+            return _served(entry, verdict, now)
+        key_digest = digest(self._namespace + key)
+        l2 = self.l2
+        bypassed = l2 is None or not l2.available
+        if l2 is not None and not bypassed:
+            shared = await l2.get(key_digest)
+            shared_verdict = judge(shared, now) if shared is not None else Verdict.MISS
+            self._count(route, "l2", shared_verdict.value.lower())
+            if shared is not None and (entry is None or shared.fetched_at > entry.fetched_at):
+                entry, verdict = shared, shared_verdict
+                self._keep(key, shared)
+            if entry is not None and verdict is Verdict.HIT:
+                return _served(entry, verdict, now)
+        elif l2 is not None:
+            self._count(route, "l2", "bypass")
+        if entry is not None and verdict is Verdict.STALE:
+            self._refresh(route, key, key_digest, produce)
+            return _served(entry, verdict, now)
+        try:
+            fresh = await asyncio.shield(self._flight(route, key, key_digest, produce))
+        except BackendUnavailable:
+            if entry is not None and self.policy.usable_on_error(entry, now):
+                return _served(entry, Verdict.STALE, now)
+            raise
+        return Served(fresh.body, "BYPASS" if bypassed else "MISS")
+
+    def _keep(self, key: str, entry: Entry) -> None:
+        self.l1.put(key, entry)
+        self._metrics.cache_l1_entries.set(len(self.l1))
+        self._metrics.cache_l1_bytes.set(self.l1.bytes)
+
+    def _flight(self, route: str, key: str, key_digest: str, produce: Producer) -> asyncio.Task[Entry]:
+        """The one fill of ``key`` in this worker: joined if running, else started."""
+        task = self._flights.get(key)
+        if task is not None:
+            self._metrics.cache_coalesced.labels(route, "worker").inc()
+            return task
+        task = asyncio.ensure_future(self._fill(route, key, key_digest, produce))
+        self._flights[key] = task
+        task.add_done_callback(lambda done: self._flights.pop(key, None) if self._flights.get(key) is done else None)
+        return task
+
+    def _refresh(self, route: str, key: str, key_digest: str, produce: Producer) -> None:
+        """Start a background refresh of ``key`` unless one runs or the engine just failed."""
+        if key in self._flights or time.monotonic() < self._refresh_paused_until:
+            return
+        refreshes = self._metrics.cache_refreshes
+
+        def done(task: asyncio.Task[Entry]) -> None:
+            failed = task.cancelled() or task.exception() is not None  # retrieves the exception
+            refreshes.labels(route, "failed" if failed else "ok").inc()
+
+        self._flight(route, key, key_digest, produce).add_done_callback(done)
+
+    async def _fill(self, route: str, key: str, key_digest: str, produce: Producer) -> Entry:
+        # The generation is read before the engine is asked: a change announced while the
+        # engine answers leaves this entry older than that change, hence stale.
+        generation = self.view.generation
+        l2 = self.l2
+        locked = False
+        if l2 is not None and l2.available:
+            taken = await l2.lock(key_digest)
+            if taken is False:
+                entry = await self._fill_by_another(key_digest)
+                if entry is not None:
+                    self._metrics.cache_coalesced.labels(route, "cluster").inc()
+                    self._keep(key, entry)
+                    return entry
+            locked = taken is True
+        started = time.time()
+        try:
+            produced = await produce()
+        except BaseException as exc:
+            if isinstance(exc, BackendUnavailable):
+                self._refresh_paused_until = time.monotonic() + _REFRESH_PAUSE_S
+            elif isinstance(exc, ProblemError):
+                self.l1.discard(key)  # e.g. a product gone (404): its old page is not kept here
+            if locked and l2 is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(l2.release(key_digest))
+            raise
+        entry = Entry(produced.body, generation, started, produced.tags)
+        self._keep(key, entry)
+        if l2 is not None:
+            await l2.fill(key_digest, entry, locked=locked)
+        return entry
+
+    async def _fill_by_another(self, key_digest: str) -> Entry | None:
+        """Wait (at most ``lock_wait``) for the lock holder's entry; None if it does not come."""
+        assert self.l2 is not None
+        with self.notices.expect(key_digest) as notified:
+            deadline = time.monotonic() + self._lock_wait
+            while True:
+                entry = await self.l2.get(key_digest)
+                if entry is not None and self.view.judge(entry, time.time()) is Verdict.HIT:
+                    return entry
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or notified.done() or not self.l2.available:
+                    return None
+                try:
+                    await asyncio.wait_for(asyncio.shield(notified), remaining)
+                except TimeoutError:
+                    return None
