@@ -1,15 +1,24 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``.
 
-Built from the same constants the parser uses (``proxy.params``) and the price buckets of
-``catalog.mapping``, so limits cannot drift apart. The test suite checks real responses
-against the schemas here, and generates requests from each parameter's schema to check that
-the server accepts exactly the values the document calls valid (``tests/test_openapi_contract.py``).
+Built from the constants that the parser (``proxy.params``) and the query builder
+(``proxy.query``) use, and from the price buckets of ``catalog.mapping``, so limits cannot
+drift apart. The test suite checks real responses (bodies and headers) against the responses here,
+and generates requests from each parameter's schema to check that the server accepts exactly
+the values the document calls valid (``tests/test_openapi_contract.py``).
 
 Conventions of the parameters, stated here once: numbers are sent in plain decimal notation;
 an empty value of an optional parameter is the same as leaving it out (``allowEmptyValue``),
 because HTML forms send unset fields empty; array parameters are sent repeated
 (``category=a&category=b``) and may also be comma-separated (``category=a,b``), which is why
-their values cannot contain a comma; those values are trimmed, and blank ones ignored.
+their values cannot contain a comma; those values are trimmed, and blank ones ignored. The
+``id`` of a detail path (``/api/products/{id}``, ``/api/sellers/{id}``) is a string of decimal
+digits, because ids reach 2^63 − 1, beyond what a JavaScript number holds exactly; the range of
+the integer it spells, which a string schema cannot bound, is stated in its description ("an
+integer from 1 to …"), and a valid id that names nothing is a 404.
+
+The answers of the cached routes (search, suggestions and both detail routes) carry the
+headers of ``components.headers``, defined once there; ``Age`` is present exactly when
+``X-Cache`` is ``HIT`` or ``STALE``.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from proxy.params import (
     MAX_FILTER_VALUE_CHARS,
     MAX_FILTER_VALUES,
     MAX_ID,
+    MAX_NUMBER_CHARS,
     MAX_PAGE_SIZE,
     MAX_PRICE,
     MAX_QUERY_CHARS,
@@ -37,7 +47,7 @@ from proxy.params import (
     SORTS,
     TEXT_PATTERN,
 )
-from proxy.query import SOURCE_FIELDS
+from proxy.query import SELLER_TOP_VALUES, SOURCE_FIELDS
 
 _EMPTY_IS_ABSENT = " Empty: as if not given."
 _VALUES_RULES = (
@@ -71,17 +81,58 @@ def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     return param
 
 
-_RATE_HEADERS = {
-    "X-Request-ID": {"description": "The client's request id, echoed, or one generated.", "schema": {"type": "string"}},
-    "X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "STALE", "BYPASS"]}},
-    "X-Search-Backend": {"schema": {"type": "string", "enum": ["elasticsearch", "postgres"]}},
+_HEADERS: dict[str, Any] = {
+    "X-Request-ID": {
+        "description": "The client's request id, echoed, or one generated.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    "X-Cache": {
+        "description": "How the answer was obtained. HIT: from the proxy's cache. STALE: from the cache while "
+        "one background refresh runs, or because the search backend failed and the cached answer is still "
+        "within its stale-if-error grace. MISS: the search backend was asked, and the answer cached. "
+        "BYPASS: the cache, or its shared (Redis) tier, was skipped.",
+        "required": True,
+        "schema": {"type": "string", "enum": ["HIT", "MISS", "STALE", "BYPASS"]},
+    },
+    "Age": {
+        "description": "Whole seconds since the answer was produced. Present exactly when X-Cache is HIT or STALE.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "X-Search-Backend": {
+        "description": "The backend that answers.",
+        "required": True,
+        "schema": {"type": "string", "enum": ["elasticsearch", "postgres"]},
+    },
+    "Cache-Control": {
+        "description": "Answers are cached by the proxy, which knows when the catalog changes; browsers and "
+        "shared caches must not keep them.",
+        "required": True,
+        "schema": {"type": "string", "const": "no-store"},
+    },
 }
 
-_PROBLEM_RESPONSE = {
-    "description": "A problem (RFC 9457).",
-    "headers": {"X-Request-ID": _RATE_HEADERS["X-Request-ID"]},
-    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-}
+
+def _headers(*names: str) -> dict[str, Any]:
+    """References to the headers of ``components.headers``."""
+    assert set(names) <= set(_HEADERS), names
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+# Every answer of a cached route: search, suggestions, product and seller.
+_CACHED_HEADERS = _headers("X-Request-ID", "X-Cache", "Age", "X-Search-Backend", "Cache-Control")
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _headers("X-Request-ID"),
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+_PROBLEM_RESPONSE = _problem("A problem (RFC 9457).")
 
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -209,6 +260,37 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "Product": {
+        "description": "A product exactly as an element of a search response's `items` shows it, but never "
+        "with a `highlight`.",
+        "allOf": [{"$ref": "#/components/schemas/Item"}],
+        "not": {"required": ["highlight"]},
+    },
+    "Seller": {
+        "type": "object",
+        "required": ["id", "name", "active_products", "top_fandoms", "top_categories"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[1-9][0-9]*$", "description": "Decimal, without leading zeros."},
+            "name": {"type": "string"},
+            "active_products": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "How many of the seller's products are active (shown in search).",
+            },
+            "top_fandoms": {
+                "$ref": "#/components/schemas/TermFacet",
+                "maxItems": SELLER_TOP_VALUES,
+                "description": f"The (at most {SELLER_TOP_VALUES}) fandoms with the most of the seller's active "
+                "products, by count descending, then by value.",
+            },
+            "top_categories": {
+                "$ref": "#/components/schemas/TermFacet",
+                "maxItems": SELLER_TOP_VALUES,
+                "description": f"The (at most {SELLER_TOP_VALUES}) categories with the most of the seller's active "
+                "products, by count descending, then by value.",
+            },
+        },
+    },
     "SuggestResponse": {
         "type": "object",
         "required": ["query", "suggestions"],
@@ -255,6 +337,23 @@ def _json(schema_name: str, description: str, headers: dict[str, Any] | None = N
     if headers:
         response["headers"] = headers
     return response
+
+
+# parse_id's cap on an id's length, leading zeros included (private there, but a real limit).
+_MAX_ID_DIGITS = MAX_NUMBER_CHARS
+
+
+def _id_param(of: str) -> dict[str, Any]:
+    """The ``id`` of a detail path: decimal digits (a string: ids reach beyond JavaScript's exact numbers)."""
+    return {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$", "maxLength": _MAX_ID_DIGITS},
+        "description": f"The {of}'s id: an integer from 1 to {MAX_ID}, written in decimal digits only (no sign, "
+        f"point, exponent or spaces). Leading zeros are allowed (`007` is 7), up to {_MAX_ID_DIGITS} digits in all.",
+        "example": "42",
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -342,7 +441,7 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "search",
                     "summary": "Full-text product search with facets",
                     "parameters": search_params,
-                    "responses": {"200": _json("SearchResponse", "A page of results.", _RATE_HEADERS), **errors},
+                    "responses": {"200": _json("SearchResponse", "A page of results.", _CACHED_HEADERS), **errors},
                 }
             },
             "/api/search/suggestions": {
@@ -350,7 +449,36 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "suggestions",
                     "summary": "Autocomplete suggestions for a prefix",
                     "parameters": suggest_params,
-                    "responses": {"200": _json("SuggestResponse", "Suggestions, best first.", _RATE_HEADERS), **errors},
+                    "responses": {
+                        "200": _json("SuggestResponse", "Suggestions, best first.", _CACHED_HEADERS),
+                        **errors,
+                    },
+                }
+            },
+            "/api/products/{id}": {
+                "get": {
+                    "operationId": "product",
+                    "summary": "One product, as search results show it",
+                    "parameters": [_id_param("product")],
+                    "responses": {
+                        "200": _json("Product", "The product.", _CACHED_HEADERS),
+                        "400": _problem("The id is malformed or out of range (`invalid_params` names `id`)."),
+                        "404": _problem("There is no active product with this id."),
+                        "503": _PROBLEM_RESPONSE,
+                    },
+                }
+            },
+            "/api/sellers/{id}": {
+                "get": {
+                    "operationId": "seller",
+                    "summary": "A seller's page: name, active product count, top fandoms and categories",
+                    "parameters": [_id_param("seller")],
+                    "responses": {
+                        "200": _json("Seller", "The seller.", _CACHED_HEADERS),
+                        "400": _problem("The id is malformed or out of range (`invalid_params` names `id`)."),
+                        "404": _problem("There is no seller with this id that has an active product."),
+                        "503": _PROBLEM_RESPONSE,
+                    },
                 }
             },
             "/healthz": {
@@ -378,7 +506,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": _SCHEMAS},
+        "components": {"schemas": _SCHEMAS, "headers": _HEADERS},
     }
 
 

@@ -88,7 +88,7 @@ _DIGITS = re.compile(r"[0-9]+")
 # minus sign parses, so that "-5" is told "must not be negative" (and "-0" is 0).
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 # A number this long is out of range anyway; the cap keeps int()/float() on junk cheap.
-_MAX_NUMBER_CHARS: Final = 32
+MAX_NUMBER_CHARS: Final = 32
 _INT_REASON: Final = "must be an integer ≥ 1"
 _BOOLEANS: Final = {"true": True, "false": False, "1": True, "0": False}
 IN_STOCK_VALUES: Final = tuple(_BOOLEANS)
@@ -195,7 +195,7 @@ def _int(raw: str | None, name: str, high: int | None, default: int, problems: _
     """A positive integer up to ``high`` (None: any size; a later check bounds it)."""
     if raw is None:
         return default
-    if len(raw) > _MAX_NUMBER_CHARS or not _DIGITS.fullmatch(raw) or int(raw) < 1:
+    if len(raw) > MAX_NUMBER_CHARS or not _DIGITS.fullmatch(raw) or int(raw) < 1:
         problems.add(name, _INT_REASON if high is None else f"must be an integer from 1 to {high}")
         return default
     value = int(raw)
@@ -208,7 +208,7 @@ def _int(raw: str | None, name: str, high: int | None, default: int, problems: _
 def _price(raw: str | None, name: str, problems: _Problems) -> float | None:
     if raw is None:
         return None
-    if len(raw) > _MAX_NUMBER_CHARS or not _DECIMAL.fullmatch(raw):
+    if len(raw) > MAX_NUMBER_CHARS or not _DECIMAL.fullmatch(raw):
         problems.add(name, "must be a decimal number such as 19.99")
         return None
     value = float(raw)
@@ -253,7 +253,7 @@ def _values(params: QueryParams, name: str, problems: _Problems) -> tuple[str, .
 def _seller_ids(params: QueryParams, problems: _Problems) -> tuple[str, ...]:
     ids: set[int] = set()
     for value in _values(params, "seller_id", problems):
-        if len(value) > _MAX_NUMBER_CHARS or not _DIGITS.fullmatch(value) or not 0 < int(value) <= MAX_ID:
+        if len(value) > MAX_NUMBER_CHARS or not _DIGITS.fullmatch(value) or not 0 < int(value) <= MAX_ID:
             problems.add("seller_id", f"must be positive integers (got {value[:20]!r})")
             return ()
         ids.add(int(value))
@@ -359,7 +359,7 @@ _ID_REASON: Final = f"must be an integer from 1 to {MAX_ID}"
 
 def parse_id(raw: str, name: str = "id") -> int:
     """A product or seller id from a path segment: plain decimal digits, 1 to ``MAX_ID``."""
-    if len(raw) > _MAX_NUMBER_CHARS or not _DIGITS.fullmatch(raw):
+    if len(raw) > MAX_NUMBER_CHARS or not _DIGITS.fullmatch(raw):
         raise InvalidParameters([(name, _ID_REASON)])
     value = int(raw)
     if not 1 <= value <= MAX_ID:

@@ -210,8 +210,10 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/search", search)
     app.router.add_get("/api/search/suggestions", suggestions)
-    app.router.add_get("/api/products/{id}", product)
-    app.router.add_get("/api/sellers/{id}", seller)
+    # [^/]+, not aiohttp's default [^{}/]+: an id with a brace is a malformed id (400), not
+    # another address (404).
+    app.router.add_get("/api/products/{id:[^/]+}", product)
+    app.router.add_get("/api/sellers/{id:[^/]+}", seller)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

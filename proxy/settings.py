@@ -56,7 +56,7 @@ class ProxySettings:
     cache_stale_if_error_s: int = 300
     cache_l1_max_entries: int = 10_000
     cache_l1_max_mb: int = 64
-    cache_lock_wait_ms: int = 500
+    cache_lock_wait_ms: int = 1_000
 
     @property
     def engine_timeout(self) -> float:
@@ -94,7 +94,7 @@ def _cache_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "cache_stale_if_error_s": env_int(env, "CACHE_STALE_IF_ERROR_S", 300, minimum=0, maximum=86_400),
         "cache_l1_max_entries": env_int(env, "CACHE_L1_MAX_ENTRIES", 10_000, minimum=1),
         "cache_l1_max_mb": env_int(env, "CACHE_L1_MAX_MB", 64, minimum=1),
-        "cache_lock_wait_ms": env_int(env, "CACHE_LOCK_WAIT_MS", 500, minimum=0, maximum=10_000),
+        "cache_lock_wait_ms": env_int(env, "CACHE_LOCK_WAIT_MS", 1_000, minimum=0, maximum=10_000),
     }
 
 

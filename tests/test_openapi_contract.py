@@ -1,39 +1,55 @@
-"""The OpenAPI document and the server agree on every query parameter, in both directions.
+"""The OpenAPI document and the server agree on every parameter and every answer, in both directions.
 
-For every parameter of every operation in ``/openapi.json``, as the running app serves it,
-values are derived from the parameter's schema alone (type, minimum/maximum,
-minLength/maxLength, maxItems, enum, pattern, required, allowEmptyValue), aimed both inside
-and outside it. Whether a value is valid is then decided by the document, not by the
-generator: the value is read as OpenAPI reads a query parameter and checked with
-``jsonschema``. The server must answer every valid one 200, and every invalid one 400
+For every parameter of every operation in ``/openapi.json``, as the running app serves it (the
+query parameters, and the ``id`` of the detail paths), values are derived from the parameter's
+schema alone (type, minimum/maximum, minLength/maxLength, maxItems, enum, pattern, required,
+allowEmptyValue), aimed both inside and outside it. Whether a value is valid is then decided by
+the document, not by the generator: the value is read as OpenAPI reads a query parameter and
+checked with ``jsonschema`` (its patterns read as ECMA-262 reads them). The server must answer
+every valid one 200 (or, for an id, 404 when it names nothing), and every invalid one 400
 problem+json naming that parameter, and only it, in ``invalid_params``. A limit changed on one
 side only, or a new parameter documented loosely, fails here.
 
+Every answer along the way, and those of the tests of the detail routes below, must also be one
+the document describes: a documented status and media type, a body valid against that
+response's schema, and its documented headers present when required and valid when present.
+Every route the app serves is documented (``/openapi.json`` aside), and the other way round.
+
 Beyond the schemas the test knows only the conventions the document states itself (in
-``proxy.openapi``'s docstring and the parameter descriptions): numbers travel in plain decimal
-notation; in an array parameter a comma separates values, spaces around a value are trimmed
-and a blank value is ignored, so the values generated for arrays hold no comma and neither
-start nor end with a space; and ``page × size`` is bounded across two parameters, which no
-schema can say (see ``_ALONGSIDE``).
+``proxy.openapi``'s docstring and the parameter and header descriptions): numbers travel in
+plain decimal notation; in an array parameter a comma separates values, spaces around a value
+are trimmed and a blank value is ignored, so the values generated for arrays hold no comma and
+neither start nor end with a space; ``page × size`` is bounded across two parameters, which no
+schema can say (see ``_ALONGSIDE``); a path id's schema (decimal digits) cannot bound the
+integer it spells, so its description states the range ("an integer from A to B", see
+``_id_range``), and a valid id that names nothing is answered 404; and ``Age`` is present
+exactly when ``X-Cache`` is HIT or STALE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 import orjson
 import pytest
+import pytest_asyncio
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from proxy.errors import PROBLEM_CONTENT_TYPE
 from proxy.openapi import openapi_document
+from proxy.routes import CACHE
 
 Parameter = dict[str, Any]
 
@@ -46,6 +62,13 @@ _NOT_NUMBERS = ["abc", "1e3", "+1", "0x10", "nan", "inf", "1,5", "1.2.3", " 7", 
 # Sent with the value under test: page × size ≤ 10000 is a rule across two parameters (page's
 # description states it); at size 1, page's own minimum and maximum are the whole rule.
 _ALONGSIDE: dict[tuple[str, str], list[tuple[str, str]]] = {("/api/search", "page"): [("size", "1")]}
+
+# The range of a path id, as its description states it (a string schema cannot bound a number).
+_ID_RANGE = re.compile(r"an integer from ([0-9]+) to ([0-9]+)")
+# The X-Cache values that come with an Age header (the Age header's description says so).
+_AGED = {"HIT", "STALE"}
+# Served, but not a route of the API it describes.
+_UNDOCUMENTED = {"/openapi.json"}
 
 # Bounded: every valid value is a real search against the engine.
 _EXAMPLES = settings(
@@ -78,6 +101,18 @@ def _parameter(document: dict[str, Any], path: str, name: str) -> tuple[Paramete
 _PARAMETERS = [
     (path, param["name"]) for path, operation in _operations(openapi_document()) for param in operation["parameters"]
 ]
+_LABELS = [path if f"{{{name}}}" in path else f"{path}?{name}" for path, name in _PARAMETERS]
+
+
+def _in_path(param: Parameter) -> bool:
+    return bool(param["in"] == "path")
+
+
+def _id_range(param: Parameter) -> tuple[int, int]:
+    """The integers a path id may spell, from its description."""
+    match = _ID_RANGE.search(param["description"])
+    assert match, f"{param['name']}: the description states no range"
+    return int(match[1]), int(match[2])
 
 
 # --- what the document says of a value --------------------------------------------------------
@@ -93,9 +128,27 @@ def _read(schema: dict[str, Any], text: str) -> Any:
     return text
 
 
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
+    """``pattern`` as ECMA-262 reads it: a final ``$`` is the end of the text (Python's ``$`` also
+    matches before a final newline, which would call ``7\\n`` a string of digits)."""
+    if not isinstance(instance, str):
+        return
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    if not re.search(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+
+
 def _is_valid(param: Parameter, texts: list[str]) -> bool:
     """Whether the document allows sending ``param`` with these values (none: left out)."""
     schema = param["schema"]
+    if _in_path(param):
+        [text] = texts  # a path segment is always sent, once
+        low, high = _id_range(param)
+        return bool(_Validator(schema).is_valid(text)) and low <= int(text) <= high
     if not texts:
         return not param["required"]
     if texts == [""] and param.get("allowEmptyValue"):
@@ -106,7 +159,7 @@ def _is_valid(param: Parameter, texts: list[str]) -> bool:
         return False  # a single-valued parameter sent twice
     else:
         value = _read(schema, texts[0])
-    return bool(jsonschema.Draft202012Validator(schema).is_valid(value))
+    return bool(_Validator(schema).is_valid(value))
 
 
 # --- values aimed inside and outside a schema -------------------------------------------------
@@ -190,6 +243,16 @@ def _plain_value(text: str) -> bool:
 def _sent(param: Parameter) -> st.SearchStrategy[list[str]]:
     """What a client may send for ``param``: its values, in order (none: left out)."""
     schema = param["schema"]
+    if _in_path(param):
+        # Text shaped by the schema or not, and integers around the described range, some padded
+        # with zeros. Never empty: without its segment the address is another one.
+        low, high = _id_range(param)
+        numbers = _number_texts({"type": "integer", "minimum": low, "maximum": high})
+        padded = st.tuples(st.integers(low, high), st.integers(0, schema.get("maxLength", 20) + 2)).map(
+            lambda pair: "0" * pair[1] + str(pair[0])
+        )
+        sendable = st.one_of(_texts(schema), numbers, padded).filter(bool)
+        return sendable.map(lambda text: [text])
     if schema["type"] == "array":
         # A comma separates values, and values are trimmed (the description says so).
         item = _texts(schema["items"]).filter(_plain_value)
@@ -201,9 +264,20 @@ def _sent(param: Parameter) -> st.SearchStrategy[list[str]]:
     return st.one_of(values, st.just([]), st.just([""]))
 
 
+def _path_boundaries(param: Parameter) -> list[list[str]]:
+    """The edges of a path id: its range, its length, and text that only looks like a number."""
+    low, high = _id_range(param)
+    longest = param["schema"]["maxLength"]
+    texts = [str(low), str(low - 1), str(high), str(high + 1), "-1", "1.5", "abc", " ", "7\n", "1" + "0" * 24]
+    texts += [str(low).zfill(longest), str(low).zfill(longest + 1), str(high).zfill(longest)]
+    return [[text] for text in texts + _NOT_NUMBERS]
+
+
 def _boundaries(param: Parameter) -> list[list[str]]:
     """The edges of ``param``'s schema, each side: checked on every run, not left to chance."""
     schema = param["schema"]
+    if _in_path(param):
+        return _path_boundaries(param)
     array = schema["type"] == "array"
     item = schema["items"] if array else schema
     texts: list[str] = []
@@ -238,17 +312,70 @@ def _boundaries(param: Parameter) -> list[list[str]]:
     return [*sent, [], [""]]
 
 
+# --- what the document says of an answer -------------------------------------------------------
+
+
+def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node``, or what its ``$ref`` (within the document) points at."""
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    found: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        found = found[part]
+    return dict(found)
+
+
+def _conforms(document: dict[str, Any], path: str, response: ClientResponse, body: bytes) -> None:
+    """The answer is one the document describes for GET ``path``: status, media type, body and headers."""
+    where = (path, response.status, body[:300])
+    documented = document["paths"][path]["get"]["responses"].get(str(response.status))
+    assert documented is not None, where
+    assert response.content_type in documented["content"], where
+    schema = documented["content"][response.content_type]["schema"]
+    # Built with the document around it, so that its $refs resolve.
+    _Validator({**schema, "components": document["components"]}).validate(orjson.loads(body))
+    headers = {name: _resolve(document, header) for name, header in documented.get("headers", {}).items()}
+    for name, header in headers.items():
+        value = response.headers.get(name)
+        if value is None:
+            assert not header.get("required"), (name, *where)
+        else:
+            assert _Validator(header["schema"]).is_valid(_read(header["schema"], value)), (name, value, *where)
+    if "X-Cache" in headers:
+        assert ("Age" in response.headers) == (response.headers["X-Cache"] in _AGED), (dict(response.headers), where)
+
+
 # --- what the server says -----------------------------------------------------------------------
 
 
+def _segment(text: str) -> str:
+    """``text`` as one path segment: every reserved character escaped, dots too (no ``..`` step)."""
+    return quote(text, safe="").replace(".", "%2E")
+
+
 async def _check(
-    client: TestClient, path: str, param: Parameter, others: list[tuple[str, str]], texts: list[str]
+    client: TestClient,
+    document: dict[str, Any],
+    path: str,
+    param: Parameter,
+    others: list[tuple[str, str]],
+    texts: list[str],
 ) -> None:
     name = param["name"]
-    response = await client.get(path, params=[*((name, text) for text in texts), *others])
+    if _in_path(param):
+        [text] = texts
+        address = URL(path.replace(f"{{{name}}}", _segment(text)), encoded=True)
+        response = await client.get(address)
+        answered = {200, 404}  # a valid id may name nothing
+    else:
+        response = await client.get(path, params=[*((name, text) for text in texts), *others])
+        answered = {200}
     body = await response.read()
+    _conforms(document, path, response, body)
     if _is_valid(param, texts):
-        assert response.status == 200, (name, texts, body[:500])
+        assert response.status in answered, (name, texts, response.status, body[:500])
+        assert b"invalid_params" not in body, (name, texts, body[:500])
         return
     assert response.status == 400, (name, texts, response.status, body[:500])
     assert response.content_type == PROBLEM_CONTENT_TYPE
@@ -256,9 +383,15 @@ async def _check(
     assert named == {name}, (name, texts, body[:500])
 
 
-@pytest.fixture
-def client(proxy_client: TestClient) -> TestClient:
-    return proxy_client
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(proxy_client: TestClient) -> AsyncIterator[TestClient]:
+    """The proxy, once its cache follows the catalog: until then an answer is fresh only briefly."""
+    view = proxy_client.server.app[CACHE].view
+    deadline = time.monotonic() + 10
+    while not view.following:
+        assert time.monotonic() < deadline, "the cache did not start following the catalog generation"
+        await asyncio.sleep(0.02)
+    yield proxy_client
 
 
 async def _served(client: TestClient) -> dict[str, Any]:
@@ -271,22 +404,141 @@ async def test_every_served_parameter_is_checked(client: TestClient) -> None:
     served = await _served(client)
     assert [(path, p["name"]) for path, op in _operations(served) for p in op["parameters"]] == _PARAMETERS
     assert _PARAMETERS, "no parameters found in the document"
+    assert {path for path, _ in _PARAMETERS} >= {"/api/products/{id}", "/api/sellers/{id}"}
 
 
-@pytest.mark.parametrize(("path", "name"), _PARAMETERS, ids=[f"{path}?{name}" for path, name in _PARAMETERS])
+async def test_every_served_route_is_documented(client: TestClient) -> None:
+    served = await _served(client)
+    app = client.server.app
+    routes = {route.resource.canonical for route in app.router.routes() if route.resource and route.method == "GET"}
+    assert routes - _UNDOCUMENTED == set(served["paths"])
+    for path, item in served["paths"].items():
+        assert set(item) == {"get"}, path
+        in_path = {p["name"] for p in item["get"].get("parameters", ()) if p["in"] == "path"}
+        assert in_path == set(re.findall(r"\{([^}]+)\}", path)), path
+        assert all(p["required"] for p in item["get"].get("parameters", ()) if p["in"] == "path"), path
+
+
+@pytest.mark.parametrize(("path", "name"), _PARAMETERS, ids=_LABELS)
 async def test_the_edges_of_each_parameter_are_where_the_document_puts_them(
     client: TestClient, path: str, name: str
 ) -> None:
-    param, others = _parameter(await _served(client), path, name)
+    document = await _served(client)
+    param, others = _parameter(document, path, name)
     for texts in _boundaries(param):
-        await _check(client, path, param, others, texts)
+        await _check(client, document, path, param, others, texts)
 
 
-@pytest.mark.parametrize(("path", "name"), _PARAMETERS, ids=[f"{path}?{name}" for path, name in _PARAMETERS])
+@pytest.mark.parametrize(("path", "name"), _PARAMETERS, ids=_LABELS)
 @_EXAMPLES
 @given(data=st.data())
 async def test_the_server_accepts_exactly_what_the_document_calls_valid(
     client: TestClient, path: str, name: str, data: st.DataObject
 ) -> None:
-    param, others = _parameter(await _served(client), path, name)
-    await _check(client, path, param, others, data.draw(_sent(param), label=name))
+    document = await _served(client)
+    param, others = _parameter(document, path, name)
+    await _check(client, document, path, param, others, data.draw(_sent(param), label=name))
+
+
+# --- the detail routes: real products and sellers of the shared catalog --------------------------
+
+_PRODUCT = "/api/products/{id}"
+_SELLER = "/api/sellers/{id}"
+_TOPS = {"fandom": "top_fandoms", "category": "top_categories"}
+
+
+async def _get(client: TestClient, document: dict[str, Any], path: str, **ids: str) -> tuple[ClientResponse, Any]:
+    """GET ``path`` (a documented template, filled with ``ids``), checked against the document."""
+    response = await client.get(URL(path.format(**ids), encoded=True))
+    body = await response.read()
+    _conforms(document, path, response, body)
+    return response, orjson.loads(body)
+
+
+async def _search(client: TestClient, document: dict[str, Any], **params: str) -> dict[str, Any]:
+    response = await client.get("/api/search", params=params)
+    body = await response.read()
+    _conforms(document, "/api/search", response, body)
+    assert response.status == 200, body[:500]
+    return dict(orjson.loads(body))
+
+
+async def test_a_product_is_answered_as_search_shows_it(client: TestClient) -> None:
+    document = await _served(client)
+    browsed = (await _search(client, document, size="10"))["items"]
+    searched = (await _search(client, document, q="harry potter", size="10"))["items"]
+    assert browsed and any("highlight" in item for item in searched), "the catalog should have such products"
+    for item in browsed + searched:
+        response, product = await _get(client, document, _PRODUCT, id=item["id"])
+        assert response.status == 200, product
+        assert product == {key: value for key, value in item.items() if key != "highlight"}
+    # Leading zeros name the same product.
+    _, padded = await _get(client, document, _PRODUCT, id="000" + browsed[0]["id"])
+    assert padded == browsed[0]
+
+
+async def test_a_seller_page_counts_what_search_finds_of_that_seller(client: TestClient) -> None:
+    document = await _served(client)
+    items = (await _search(client, document, size="50"))["items"]
+    sellers = {item["seller"]["id"]: item["seller"]["name"] for item in items}
+    assert len(sellers) >= 3, "the catalog should have several sellers"
+    for seller_id, name in list(sellers.items())[:5]:
+        response, seller = await _get(client, document, _SELLER, id=seller_id)
+        assert response.status == 200, seller
+        found = await _search(client, document, seller_id=seller_id, size="1")
+        assert found["total_relation"] == "eq"
+        assert (seller["id"], seller["name"], seller["active_products"]) == (seller_id, name, found["total"])
+        for facet, top in _TOPS.items():
+            # With only the seller filter, the facet counts every value among the seller's products.
+            most = document["components"]["schemas"]["Seller"]["properties"][top]["maxItems"]
+            ranked = sorted(found["facets"][facet], key=lambda entry: (-entry["count"], entry["value"]))
+            assert seller[top] == ranked[:most], (seller_id, facet)
+        _, padded = await _get(client, document, _SELLER, id="00" + seller_id)
+        assert padded == seller
+
+
+@pytest.mark.parametrize("path", [_PRODUCT, _SELLER])
+async def test_an_id_that_names_nothing_is_404(client: TestClient, path: str) -> None:
+    document = await _served(client)
+    response, problem = await _get(client, document, path, id="999999999")
+    assert response.status == 404, problem
+    assert response.content_type == PROBLEM_CONTENT_TYPE
+    assert "invalid_params" not in problem
+
+
+@pytest.mark.parametrize("path", [_PRODUCT, _SELLER])
+@pytest.mark.parametrize("raw", ["abc", "0", "-1", "1.5", "1" + "0" * 24, "%20", "00", "1e3", "%EF%BC%91"])
+async def test_a_malformed_id_is_400_naming_id(client: TestClient, path: str, raw: str) -> None:
+    document = await _served(client)
+    response, problem = await _get(client, document, path, id=raw)
+    assert response.status == 400, problem
+    assert response.content_type == PROBLEM_CONTENT_TYPE
+    assert [entry["name"] for entry in problem["invalid_params"]] == ["id"]
+
+
+@pytest.mark.parametrize("path", [_PRODUCT, _SELLER])
+async def test_an_id_with_a_brace_is_400_naming_id(client: TestClient, path: str) -> None:
+    await test_a_malformed_id_is_400_naming_id(client, path, "%7B1%7D")
+
+
+async def test_cached_routes_say_how_each_answer_was_obtained(client: TestClient) -> None:
+    document = await _served(client)
+    item = (await _search(client, document, size="1"))["items"][0]
+    addresses = [
+        ("/api/search", "/api/search?q=plush&sort=price_asc"),
+        ("/api/search/suggestions", "/api/search/suggestions?q=poke"),
+        (_PRODUCT, _PRODUCT.format(id=item["id"])),
+        (_SELLER, _SELLER.format(id=item["seller"]["id"])),
+    ]
+    for path, address in addresses:
+        # The same answer twice: produced (and cached), then from the cache, with its age.
+        for expected in ("MISS", "HIT"):
+            response = await client.get(address)
+            body = await response.read()
+            _conforms(document, path, response, body)
+            assert response.status == 200, body[:500]
+            assert response.headers["X-Cache"] == expected, (address, dict(response.headers))
+            assert response.headers["X-Search-Backend"] == "elasticsearch"
+            assert response.headers["Cache-Control"] == "no-store"
+            assert response.headers["X-Request-ID"]
+        assert int(response.headers["Age"]) >= 0

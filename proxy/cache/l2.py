@@ -61,12 +61,25 @@ class RedisTier:
         data = await self._call("get", lambda: self._client.get(storage_key(self._prefix, key_digest)))
         return Entry.decode(data) if isinstance(data, bytes) else None
 
-    async def lock(self, key_digest: str) -> bool | None:
-        """Take the fill lock: True if ours, False if another process holds it, None if unknown."""
-        taken = await self._call(
-            "lock", lambda: self._client.set(lock_key(self._prefix, key_digest), b"1", nx=True, px=self._lock_ms)
-        )
-        return None if taken is _FAILED else bool(taken)
+    async def lock(self, key_digest: str) -> tuple[bool | None, Entry | None]:
+        """Take the fill lock and read the entry, in one round trip.
+
+        The lock: True if ours, False if another process holds it, None if Redis failed. The
+        entry is read *after* the lock attempt, so a fill that released the lock just before
+        is seen here rather than repeated.
+        """
+
+        async def lock_and_get() -> list[object]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(lock_key(self._prefix, key_digest), b"1", nx=True, px=self._lock_ms)
+                pipe.get(storage_key(self._prefix, key_digest))
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        answer = await self._call("lock", lock_and_get)
+        if not isinstance(answer, list):
+            return None, None
+        taken, data = answer
+        return bool(taken), Entry.decode(data) if isinstance(data, bytes) else None
 
     async def fill(self, key_digest: str, entry: Entry, *, locked: bool) -> None:
         """Store ``entry``; if we hold the lock, release it and tell the waiters — one round trip."""

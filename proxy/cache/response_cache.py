@@ -133,7 +133,8 @@ class ResponseCache:
             if entry is not None and self.policy.usable_on_error(entry, now):
                 return _served(entry, Verdict.STALE, now)
             raise
-        return Served(fresh.body, "BYPASS" if bypassed else "MISS")
+        # BYPASS also when Redis failed during this request (the breaker opened meanwhile).
+        return Served(fresh.body, "BYPASS" if bypassed or l2 is None or not l2.available else "MISS")
 
     def _keep(self, key: str, entry: Entry) -> None:
         self.l1.put(key, entry)
@@ -167,10 +168,19 @@ class ResponseCache:
         # The generation is read before the engine is asked: a change announced while the
         # engine answers leaves this entry older than that change, hence stale.
         generation = self.view.generation
+        # A fill that ended while this request awaited Redis has left its entry here already.
+        kept = self.l1.get(key)
+        if kept is not None and self.view.judge(kept, time.time()) is Verdict.HIT:
+            return kept
         l2 = self.l2
         locked = False
         if l2 is not None and l2.available:
-            taken = await l2.lock(key_digest)
+            taken, shared = await l2.lock(key_digest)
+            if shared is not None and self.view.judge(shared, time.time()) is Verdict.HIT:
+                if taken:
+                    await l2.release(key_digest)
+                self._keep(key, shared)
+                return shared
             if taken is False:
                 entry = await self._fill_by_another(key_digest)
                 if entry is not None:
@@ -200,15 +210,12 @@ class ResponseCache:
         """Wait (at most ``lock_wait``) for the lock holder's entry; None if it does not come."""
         assert self.l2 is not None
         with self.notices.expect(key_digest) as notified:
-            deadline = time.monotonic() + self._lock_wait
-            while True:
+            entry = await self.l2.get(key_digest)  # filled since the lock attempt?
+            if entry is None or self.view.judge(entry, time.time()) is not Verdict.HIT:
+                # A lost notice (subscription down) costs the wait, not a second engine request.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(notified), self._lock_wait)
                 entry = await self.l2.get(key_digest)
-                if entry is not None and self.view.judge(entry, time.time()) is Verdict.HIT:
-                    return entry
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or notified.done() or not self.l2.available:
-                    return None
-                try:
-                    await asyncio.wait_for(asyncio.shield(notified), remaining)
-                except TimeoutError:
-                    return None
+        if entry is None or self.view.judge(entry, time.time()) is not Verdict.HIT:
+            return None
+        return entry

@@ -16,6 +16,7 @@ _EXPOSED = ", ".join(
     [
         "X-Request-ID",
         "X-Cache",
+        "Age",
         "X-Search-Backend",
         "RateLimit",
         "RateLimit-Policy",

@@ -1,0 +1,318 @@
+"""The response cache against real servers: headers, keys, freshness, stampedes, Redis trouble.
+
+Announcements are caused the way production causes them — a running indexer streaming a
+Postgres change — or, where a test needs one at a precise moment, published on the real
+channel exactly as the indexer publishes them (``catalog.generation`` is that contract).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest_asyncio
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+from elasticsearch import AsyncElasticsearch
+
+from catalog.generation import Announcement, generation_key, product_tag
+from devstack.servers import start_redis
+from devstack.stack import StackUrls
+from proxy.app import SETTINGS, create_app
+from proxy.routes import CACHE
+from tests.conftest import SearchCatalog, proxy_settings
+from tests.indexer_support import add_product, add_seller, eventually, indexer_settings, running_indexer
+from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
+
+# The freshness promise: a committed change is visible through the proxy within this.
+VISIBLE_WITHIN_S = 2.0
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(search_catalog: SearchCatalog, stack_urls: StackUrls) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(create_app(proxy_settings(search_catalog, stack_urls)))) as client:
+        await _following(client)
+        yield client
+
+
+async def _following(client: TestClient) -> None:
+    view = client.server.app[CACHE].view
+
+    async def follows() -> bool:
+        return view.following
+
+    await eventually(follows, timeout=10, what="the cache following the catalog generation")
+
+
+def _prefix(client: TestClient) -> str:
+    return client.server.app[SETTINGS].redis_key_prefix
+
+
+async def _get(client: TestClient, path: str, status: int = 200) -> tuple[aiohttp.ClientResponse, Any]:
+    response = await client.get(path)
+    assert response.status == status, await response.text()
+    return response, await response.json()
+
+
+async def _announce(client: TestClient, redis_url: str, tags: set[str]) -> None:
+    """What the indexer does after a batch (INCR, PUBLISH what changed); waits for the proxy."""
+    redis = aioredis.from_url(redis_url)
+    key = generation_key(_prefix(client))
+    try:
+        generation = int(await redis.incr(key))
+        await redis.publish(key, Announcement.of(generation, tags).encode())
+    finally:
+        await redis.aclose()
+    view = client.server.app[CACHE].view
+
+    async def heard() -> bool:
+        return view.generation >= generation
+
+    await eventually(heard, timeout=5, what="the announcement reaching the proxy")
+
+
+# --- headers and keys ----------------------------------------------------------------------------
+
+
+async def test_miss_then_hit_then_stale_when_a_product_shown_changes(client: TestClient, stack_urls: StackUrls) -> None:
+    path = "/api/search?q=wand&size=5"
+    first, body = await _get(client, path)
+    assert first.headers["X-Cache"] == "MISS" and "Age" not in first.headers
+    second, again = await _get(client, path)
+    assert second.headers["X-Cache"] == "HIT" and int(second.headers["Age"]) >= 0
+    assert again == body
+    await _announce(client, stack_urls.redis_url, {product_tag(body["items"][0]["id"])})
+    third, _ = await _get(client, path)
+    assert third.headers["X-Cache"] == "STALE" and "Age" in third.headers
+
+    async def refreshed() -> bool:
+        response = await client.get(path)
+        await response.read()
+        return response.headers["X-Cache"] == "HIT"
+
+    await eventually(refreshed, timeout=5, what="the background refresh")
+
+
+async def test_a_change_to_a_product_not_shown_leaves_the_entry_a_hit(
+    client: TestClient, stack_urls: StackUrls
+) -> None:
+    path = "/api/search?q=wand&size=3"
+    await _get(client, path)
+    await _announce(client, stack_urls.redis_url, {product_tag(999_999_999)})
+    response, _ = await _get(client, path)
+    assert response.headers["X-Cache"] == "HIT"
+
+
+async def test_junk_parameters_create_no_new_entries(client: TestClient, stack_urls: StackUrls) -> None:
+    cache = client.server.app[CACHE]
+    redis = aioredis.from_url(stack_urls.redis_url)
+    pattern = f"{_prefix(client)}cache:*"
+    try:
+        await _get(client, "/api/search?q=dragon&fandom=Harry%20Potter,Star%20Wars")
+        entries = len(cache.l1)
+        stored = sorted([key async for key in redis.scan_iter(match=pattern)])
+        assert len(stored) == 1
+        for spelling in (
+            "q=dragon&fandom=Star%20Wars&fandom=Harry%20Potter",
+            "q=%20dragon%20&fandom=Harry%20Potter,Star%20Wars&utm_source=mail",
+            "fandom=Star%20Wars,Harry%20Potter,Star%20Wars&q=dragon&page=1&size=20&_=1234&in_stock=",
+            f"q=dragon&fandom=Harry%20Potter,Star%20Wars&sort=relevance&cachebuster={time.time()}",
+        ):
+            response, _ = await _get(client, f"/api/search?{spelling}")
+            assert response.headers["X-Cache"] == "HIT", spelling
+        assert len(cache.l1) == entries
+        assert sorted([key async for key in redis.scan_iter(match=pattern)]) == stored
+    finally:
+        await redis.aclose()
+
+
+async def test_detail_pages_are_cached_and_a_change_evicts_only_its_own(
+    client: TestClient, stack_urls: StackUrls
+) -> None:
+    _, page = await _get(client, "/api/search?q=wand&size=2")
+    first, second = (item["id"] for item in page["items"])
+    seller = page["items"][0]["seller"]["id"]
+    for path in (f"/api/products/{first}", f"/api/products/{second}", f"/api/sellers/{seller}"):
+        miss, body = await _get(client, path)
+        hit, again = await _get(client, path)
+        assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT"), path
+        assert again == body
+    await _announce(client, stack_urls.redis_url, {product_tag(first)})
+    changed, _ = await _get(client, f"/api/products/{first}")
+    untouched, _ = await _get(client, f"/api/products/{second}")
+    seller_page, _ = await _get(client, f"/api/sellers/{seller}")
+    assert changed.headers["X-Cache"] == "STALE"
+    assert untouched.headers["X-Cache"] == "HIT"
+    assert seller_page.headers["X-Cache"] == "HIT"  # a price change does not concern the seller's page
+
+
+async def test_stale_if_error_serves_the_last_answer_when_the_engine_fails(
+    stack_urls: StackUrls, search_catalog: SearchCatalog, engine: AsyncElasticsearch, index_alias: str
+) -> None:
+    """The index is deleted under a cached answer: the engine answers 404, the proxy STALE."""
+    from catalog.mapping import index_mappings, index_settings, versioned_index_name
+
+    index = versioned_index_name(index_alias)
+    await engine.indices.create(index=index, settings=index_settings(replicas=0), mappings=index_mappings())
+    await engine.index(index=index, id="1", refresh=True, document={"id": "1", "name": "Elder Wand", "price": 10})
+    await engine.indices.put_alias(index=index, name=index_alias)
+    settings = proxy_settings(search_catalog, stack_urls, search_index=index_alias, cache_max_stale_ms=0)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        await _following(client)
+        _, body = await _get(client, "/api/products/1")
+        await engine.indices.delete(index=index)
+        await _announce(client, stack_urls.redis_url, {product_tag(1)})  # dirty: must ask the engine
+        response, again = await _get(client, "/api/products/1")
+        assert response.headers["X-Cache"] == "STALE"
+        assert again == body
+        await _get(client, "/api/products/2", status=503)  # nothing cached to stand in
+
+
+# --- freshness end to end: Postgres -> indexer -> announcement -> proxy ---------------------------
+
+
+async def _visible(client: TestClient, path: str, check: Any, started: float) -> float:
+    """Seconds from ``started`` until ``check(status, body)`` holds for ``path``."""
+    deadline = started + 10
+    while True:
+        response = await client.get(path)
+        body = await response.json()
+        if check(response.status, body):
+            return time.monotonic() - started
+        assert time.monotonic() < deadline, f"{path} still shows {body}"
+        await asyncio.sleep(0.02)
+
+
+async def test_an_update_and_a_delete_are_visible_through_the_cache_within_two_seconds(
+    stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str, db: asyncpg.Connection
+) -> None:
+    seller = await add_seller(db, "Ollivanders")
+    wand = await add_product(db, seller, "Elder Wand", price=30.0)
+    cloak = await add_product(db, seller, "Invisibility Cloak Wand Holder", price=12.0)
+    settings = indexer_settings(stack_urls, database_url, index_alias, redis_prefix)
+    async with running_indexer(settings, reindex_on_start=True):
+        app = create_app(
+            proxy_settings(
+                SearchCatalog(database_url, index_alias, index_alias), stack_urls, redis_key_prefix=redis_prefix
+            )
+        )
+        async with TestClient(TestServer(app)) as client:
+            await _following(client)
+            search, product = "/api/search?q=wand", f"/api/products/{wand}"
+            for path in (search, product):  # cached, and served from the cache
+                await _get(client, path)
+                response, _ = await _get(client, path)
+                assert response.headers["X-Cache"] == "HIT"
+
+            started = time.monotonic()
+            await db.execute("UPDATE products SET price = 35.5 WHERE id = $1", wand)
+
+            def new_price_listed(status: int, body: Any) -> bool:
+                return any(item["id"] == str(wand) and item["price"] == 35.5 for item in body["items"])
+
+            listed = await _visible(client, search, new_price_listed, started)
+            detail = await _visible(client, product, lambda status, body: body.get("price") == 35.5, started)
+            assert max(listed, detail) <= VISIBLE_WITHIN_S, (listed, detail)
+
+            started = time.monotonic()
+            await db.execute("DELETE FROM products WHERE id = $1", cloak)
+
+            def gone(status: int, body: Any) -> bool:
+                return all(item["id"] != str(cloak) for item in body["items"])
+
+            removed = await _visible(client, search, gone, started)
+            assert removed <= VISIBLE_WITHIN_S, removed
+            await _get(client, f"/api/products/{cloak}", status=404)
+
+
+# --- stampedes -----------------------------------------------------------------------------------
+
+
+async def _engine_searches(engine: AsyncElasticsearch, index: str) -> int:
+    stats = await engine.indices.stats(index=index, metric="search")
+    return int(stats["indices"][index]["primaries"]["search"]["query_total"])
+
+
+async def test_a_hundred_identical_cold_requests_over_two_workers_make_one_engine_search(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, engine: AsyncElasticsearch
+) -> None:
+    # Generous Redis timeout and lock wait: on a loaded machine Redis may take over 50 ms and
+    # the engine over a second, and the cache would rightly skip Redis or stop waiting and ask
+    # the engine itself. This test is about coalescing, not about those bounds.
+    env = proxy_env(search_catalog, stack_urls, CACHE_LOCK_WAIT_MS="8000", REDIS_TIMEOUT_MS="1000")
+    proc, url = spawn_proxy(env, workers=2)
+    try:
+        await wait_healthy(url, proc)
+        await asyncio.sleep(1.5)  # both workers subscribed (fill notices travel by pub/sub)
+        path = f"/api/search?q=wand&min_price={time.time() % 97:.2f}"  # never asked before
+        before = await _engine_searches(engine, search_catalog.index)
+        # One connection per request: SO_REUSEPORT spreads connections, so both workers get some.
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(url, connector=connector) as session:
+
+            async def one() -> bytes:
+                async with session.get(path) as response:
+                    assert response.status == 200
+                    return await response.read()
+
+            bodies = await asyncio.gather(*(one() for _ in range(100)))
+        assert len(set(bodies)) == 1
+        assert await _engine_searches(engine, search_catalog.index) - before == 1
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)
+
+
+# --- Redis trouble -------------------------------------------------------------------------------
+
+
+async def test_redis_paused_or_killed_mid_test_never_makes_a_request_wait(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, tmp_path: Path
+) -> None:
+    redis_server = start_redis(tmp_path / "redis")
+    try:
+        settings = proxy_settings(search_catalog, stack_urls, redis_url=redis_server.url)
+        async with TestClient(TestServer(create_app(settings))) as client:
+            await _following(client)
+            cache = client.server.app[CACHE]
+            timeout_s = settings.redis_timeout_ms / 1000
+            await _get(client, "/api/search?q=wand")
+            assert cache.l2 is not None and cache.l2.available
+
+            async def timed(path: str) -> tuple[float, str]:
+                started = time.monotonic()
+                response, _ = await _get(client, path)
+                return time.monotonic() - started, response.headers["X-Cache"]
+
+            # A request's Redis calls are each bounded by the timeout; the engine answers in
+            # milliseconds: a second means something waited on Redis (unbounded, it would hang).
+            bound = 1.0
+            redis_server.pause()
+            served = [await timed(f"/api/search?q=wand&page={page}") for page in range(1, 8)]
+            served.append(await timed("/api/search?q=wand"))
+            assert all(elapsed < bound for elapsed, _ in served), served
+            assert not cache.l2.available  # the breaker is open: Redis is skipped, not waited on
+            assert {state for _, state in served[1:-1]} == {"BYPASS"}
+
+            redis_server.resume()
+
+            async def recovered() -> bool:
+                # A new key each time (a junk parameter would not make one).
+                response = await client.get(f"/api/search?q=cloak&min_price={time.monotonic() % 1000:.2f}")
+                await response.read()
+                return response.headers["X-Cache"] == "MISS" and cache.view.following
+
+            await eventually(recovered, timeout=10, what="the cache using Redis again")
+
+            redis_server.process.kill()
+            redis_server.process.wait(10)
+            served = [await timed(f"/api/search?q=dragon&page={page}") for page in range(1, 5)]
+            assert all(elapsed < bound for elapsed, _ in served), served
+            assert timeout_s <= 0.05
+    finally:
+        redis_server.stop()
