@@ -11,6 +11,7 @@ import pytest
 
 from catalog.config import ConfigError, database_url, elasticsearch_node, env_bool, env_int, search_index
 from indexer.settings import IndexerSettings
+from proxy.settings import ProxySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,6 +41,17 @@ ROOT = Path(__file__).resolve().parent.parent
         (IndexerSettings.from_env, {"SEARCH_INDEX_REFRESH_INTERVAL": "1 second"}, "SEARCH_INDEX_REFRESH_INTERVAL"),
         (IndexerSettings.from_env, {"SEARCH_INDEX_REFRESH_INTERVAL": "0s"}, "SEARCH_INDEX_REFRESH_INTERVAL"),
         (IndexerSettings.from_env, {"SEARCH_INDEX_REFRESH_INTERVAL": "1.5s"}, "SEARCH_INDEX_REFRESH_INTERVAL"),
+        (ProxySettings.from_env, {"REDIS_TIMEOUT_MS": "0"}, "REDIS_TIMEOUT_MS"),
+        (ProxySettings.from_env, {"REDIS_TIMEOUT_MS": "5000"}, "REDIS_TIMEOUT_MS"),
+        (ProxySettings.from_env, {"CACHE_ENABLED": "sometimes"}, "CACHE_ENABLED"),
+        (ProxySettings.from_env, {"CACHE_TTL_S": "0"}, "CACHE_TTL_S"),
+        (ProxySettings.from_env, {"CACHE_TTL_S": "1m"}, "CACHE_TTL_S"),
+        (ProxySettings.from_env, {"CACHE_TTL_S": "10", "CACHE_REVALIDATE_MS": "20000"}, "CACHE_REVALIDATE_MS"),
+        (ProxySettings.from_env, {"CACHE_MAX_STALE_MS": "-1"}, "CACHE_MAX_STALE_MS"),
+        (ProxySettings.from_env, {"CACHE_L1_MAX_ENTRIES": "0"}, "CACHE_L1_MAX_ENTRIES"),
+        (ProxySettings.from_env, {"CACHE_L1_MAX_MB": "lots"}, "CACHE_L1_MAX_MB"),
+        (ProxySettings.from_env, {"CACHE_LOCK_WAIT_MS": "60000"}, "CACHE_LOCK_WAIT_MS"),
+        (ProxySettings.from_env, {"CACHE_STALE_IF_ERROR_S": "x"}, "CACHE_STALE_IF_ERROR_S"),
     ],
 )
 def test_bad_values_name_their_variable(reader, env: dict[str, str], named: str) -> None:  # type: ignore[no-untyped-def]
@@ -51,6 +63,17 @@ def test_the_refresh_interval_is_taken_as_the_engine_writes_it() -> None:
     assert IndexerSettings.from_env({}).refresh_interval == "1s"
     for value in ("500ms", "2s", "1m", "-1"):
         assert IndexerSettings.from_env({"SEARCH_INDEX_REFRESH_INTERVAL": value}).refresh_interval == value
+
+
+def test_the_cache_settings_default_to_the_documented_values() -> None:
+    settings = ProxySettings.from_env({})
+    assert (settings.redis_timeout_ms, settings.cache_enabled, settings.cache_ttl_s) == (50, True, 60)
+    assert (settings.cache_revalidate_ms, settings.cache_max_stale_ms, settings.cache_stale_if_error_s) == (
+        5000,
+        500,
+        300,
+    )
+    assert (settings.cache_l1_max_entries, settings.cache_l1_max_mb, settings.cache_lock_wait_ms) == (10_000, 64, 1000)
 
 
 def test_defaults_apply_when_unset() -> None:
