@@ -115,6 +115,53 @@ PROXY = _dashboard(
             "reqps",
         ),
         _panel("Requests in flight", [("sum(search_proxy_requests_in_flight)", "in flight")], "short"),
+        _panel(
+            "Cache: answers from the cache by route",
+            [
+                (
+                    'sum by (route) (rate(search_proxy_cache_responses_total{cache=~"hit|stale"}[5m]))'
+                    " / sum by (route) (rate(search_proxy_cache_responses_total[5m]))",
+                    "{{route}}",
+                )
+            ],
+            "percentunit",
+            description="HIT and STALE answers over all answers of the cached routes.",
+        ),
+        _panel(
+            "Cache: responses by X-Cache",
+            [("sum by (cache) (rate(search_proxy_cache_responses_total[5m]))", "{{cache}}")],
+            "reqps",
+            description="STALE: served while one background refresh runs, or in place of an engine error.",
+        ),
+        _panel(
+            "Cache: lookups by tier and result",
+            [("sum by (tier, result) (rate(search_proxy_cache_lookups_total[5m]))", "{{tier}} {{result}}")],
+            "ops",
+            description="l2 bypass: Redis skipped while it fails (breaker open).",
+        ),
+        _panel(
+            "Cache: coalesced requests and background refreshes",
+            [
+                ("sum by (scope) (rate(search_proxy_cache_coalesced_total[5m]))", "coalesced {{scope}}"),
+                ("sum by (outcome) (rate(search_proxy_cache_refreshes_total[5m]))", "refresh {{outcome}}"),
+            ],
+            "ops",
+        ),
+        _panel(
+            "Cache: L1 size",
+            [("sum(search_proxy_cache_l1_bytes)", "bytes")],
+            "bytes",
+            description="Summed over the live workers; each is capped by CACHE_L1_MAX_MB.",
+        ),
+        _panel(
+            "Cache: following the catalog generation",
+            [
+                ("min(search_proxy_cache_following)", "following (1 = every worker)"),
+                ("sum(rate(search_proxy_cache_redis_errors_total[5m]))", "Redis errors/s"),
+            ],
+            "short",
+            description="0: a worker lost the announcements and serves nothing older than CACHE_MAX_STALE_MS.",
+        ),
     ],
 )
 
