@@ -8,6 +8,7 @@ by the supervisor and ``/metrics`` aggregates every worker's values.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -123,6 +124,21 @@ class ProxyMetrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+
+        # Labelled children of the per-response counters, looked up once (bounded: 4 routes × 4).
+        self._responses: dict[tuple[str, str], tuple[Any, Any | None]] = {}
+
+    def count_response(self, route: str, cache: str) -> None:
+        """One answer of a cached route: by its X-Cache value, and by backend for searches."""
+        children = self._responses.get((route, cache))
+        if children is None:
+            by_backend = (
+                self.responses_by_backend.labels(route, "elasticsearch") if route in ("search", "suggestions") else None
+            )
+            children = self._responses[(route, cache)] = (self.cache_responses.labels(route, cache.lower()), by_backend)
+        children[0].inc()
+        if children[1] is not None:
+            children[1].inc()
 
     def exposition(self) -> bytes:
         """The text format for ``/metrics``: this process's values, or every worker's."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import orjson
@@ -60,6 +61,8 @@ POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 OPENAPI = web.AppKey("openapi", bytes)
 SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
 CACHE = web.AppKey("cache", ResponseCache)
+
+R = TypeVar("R", SearchRequest, SuggestRequest)
 
 JSON = "application/json"
 BACKEND = "elasticsearch"
@@ -127,28 +130,58 @@ async def produce_seller(app: web.Application, seller_id: int) -> Produced:
 # --- cached routes -------------------------------------------------------------------------------
 
 
+_RESPONSE_HEADERS = {"X-Search-Backend": BACKEND, "Cache-Control": "no-store"}
+
+
 def _response(app: web.Application, route: str, served: Served) -> web.Response:
-    headers = {"X-Search-Backend": BACKEND, "X-Cache": served.cache, "Cache-Control": "no-store"}
+    headers = {**_RESPONSE_HEADERS, "X-Cache": served.cache}
     if served.age is not None:
         headers["Age"] = str(served.age)
-    metrics = app[METRICS]
-    metrics.cache_responses.labels(route, served.cache.lower()).inc()
-    if route in ("search", "suggestions"):
-        metrics.responses_by_backend.labels(route, BACKEND).inc()
+    app[METRICS].count_response(route, served.cache)
     return web.Response(body=served.body, content_type=JSON, headers=headers)
+
+
+class Parsed(Generic[R]):
+    """Raw query string → (cache key, parsed request) for one route, remembered.
+
+    Parsing is pure, so equal query strings parse alike: a popular URL is validated once, not
+    on every cache hit. Only valid requests are remembered; the memo is emptied when full, so
+    junk query strings can cost at most a re-parse of the popular ones.
+    """
+
+    def __init__(self, parse: Callable[[Any], R], names: frozenset[str], limit: int = 4096) -> None:
+        self._parse: Callable[[Any], R] = parse
+        self._names = names
+        self._limit = limit
+        self._memo: dict[str, tuple[str, R]] = {}
+
+    def __call__(self, request: web.Request) -> tuple[str, R]:
+        raw = request.rel_url.raw_query_string
+        known = self._memo.get(raw)
+        if known is not None:
+            return known
+        req = self._parse(_query(request, self._names))
+        if len(self._memo) >= self._limit:
+            self._memo.clear()
+        known = self._memo[raw] = (request_key(req), req)
+        return known
+
+
+_SEARCH: Parsed[SearchRequest] = Parsed(parse_search, SEARCH_PARAMS)
+_SUGGEST: Parsed[SuggestRequest] = Parsed(parse_suggest, SUGGEST_PARAMS)
 
 
 async def search(request: web.Request) -> web.Response:
     app = request.app
-    req = parse_search(_query(request, SEARCH_PARAMS))
-    served = await app[CACHE].answer("search", request_key(req), lambda: produce_search(app, req))
+    key, req = _SEARCH(request)
+    served = await app[CACHE].answer("search", key, lambda: produce_search(app, req))
     return _response(app, "search", served)
 
 
 async def suggestions(request: web.Request) -> web.Response:
     app = request.app
-    req = parse_suggest(_query(request, SUGGEST_PARAMS))
-    served = await app[CACHE].answer("suggestions", request_key(req), lambda: produce_suggestions(app, req))
+    key, req = _SUGGEST(request)
+    served = await app[CACHE].answer("suggestions", key, lambda: produce_suggestions(app, req))
     return _response(app, "suggestions", served)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -20,6 +21,10 @@ def _route(request: web.Request) -> str:
 
 def metrics_middleware(metrics: ProxyMetrics) -> Middleware:
     requests, duration, in_flight = metrics.requests, metrics.request_duration, metrics.in_flight
+    # The labelled children, looked up once: ``labels()`` takes a lock and builds a key on every
+    # call, a measurable share of a cache hit. Bounded: routes × methods × status classes.
+    counted: dict[tuple[str, str, str], Any] = {}
+    timed: dict[str, Any] = {}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -36,7 +41,16 @@ def metrics_middleware(metrics: ProxyMetrics) -> Middleware:
         finally:
             in_flight.dec()
             route = _route(request)
-            duration.labels(route).observe(time.perf_counter() - start)
-            requests.labels(route, request.method, _STATUS_CLASS.get(status // 100, "5xx")).inc()
+            timer = timed.get(route)
+            if timer is None:
+                timer = timed[route] = duration.labels(route)
+            timer.observe(time.perf_counter() - start)
+            labels = (route, request.method, _STATUS_CLASS.get(status // 100, "5xx"))
+            counter = counted.get(labels)
+            if counter is None:
+                counter = requests.labels(*labels)
+                if len(counted) < 1000:  # a client inventing methods cannot grow this
+                    counted[labels] = counter
+            counter.inc()
 
     return middleware
