@@ -3,7 +3,8 @@
 Repeated changes of one product coalesce into one action. The current rows (with the seller's
 name) are fetched in one query, together with each product's *version*: the highest outbox seq
 for that product visible in the same snapshot. Active products are indexed, every other case
-(deleted, draft, archived) is a delete — deletes carry the version too.
+(deleted, draft, archived) is a delete — deletes carry the version too. Each action also names
+the product's seller while its row exists, for the tags the generation announces.
 
 Why the version is "highest visible seq for the product" rather than "highest seq in this
 batch": a change can commit after a higher-seq change of the same product (a seller rename,
@@ -51,9 +52,13 @@ SELECT v.product_id AS version_of, v.version, r.*
 
 
 def action_for(product_id: int, version: int, row: asyncpg.Record | None) -> Action:
-    if row is None or row["id"] is None or not is_searchable(row):
-        return Action(product_id, version, None)
-    return Action(product_id, version, product_document(row))
+    """Index the row if it is searchable, else delete; the seller is known while the row exists."""
+    if row is None or row["id"] is None:
+        return Action(product_id, version, None)  # deleted: its seller went with the row
+    seller_id = int(row["seller_id"])
+    if not is_searchable(row):
+        return Action(product_id, version, None, seller_id)
+    return Action(product_id, version, product_document(row), seller_id)
 
 
 async def fetch_actions(conn: asyncpg.Connection, changes: Iterable[Change], *, above: int) -> list[Action]:

@@ -1,32 +1,142 @@
-"""The catalog generation counter in Redis: proxies drop cached results when it changes.
+"""Announcing what changed in the index: the catalog generation in Redis (``catalog.generation``).
 
-After a batch that changed the index, the indexer marks the catalog dirty; a background task
-turns marks into ``INCR {prefix}catalog:generation`` + ``PUBLISH {prefix}catalog:generation
-<new value>``, at most once per ``min_interval`` (bursts coalesce), plus one trailing bump
-``settle`` seconds after the last one — Elasticsearch makes writes searchable only at its next
-refresh (1 s), so a proxy that re-cached in between is told once more.
+After a batch that changed the index, the indexer marks the tags of what changed (``None``:
+everything, after a full rebuild). A background task turns marks into bumps: ``INCR`` of
+:func:`~catalog.generation.generation_key`, then ``PUBLISH`` on the channel of the same name of
+an :class:`~catalog.generation.Announcement` — the new value and the tags marked since the last
+bump. At most one bump per ``min_interval``: the marks of a burst coalesce into one.
 
-Redis being down never blocks indexing: a failed bump is logged, counted and retried every
-``retry`` seconds until Redis answers, so the last change before an outage is still announced.
+Every tag is announced twice: once as soon as possible, and once more ``settle`` seconds after
+that first announcement. The engine makes a write searchable only at its next refresh, so a
+proxy that re-read an answer right after the first announcement may have cached old data; the
+second one tells it again. ``settle`` is the live index's refresh interval plus a margin
+(:func:`settle_after`). A re-announcement is an ordinary bump (a new value), merged with any
+tags marked meanwhile, and counts against ``min_interval`` like any other.
+
+Redis being down never blocks indexing: a failed bump is logged and counted, its tags stay
+pending (first announcements and re-announcements alike), and it is retried every ``retry``
+seconds until Redis answers — no tag is lost. A pending set holds at most
+:data:`~catalog.generation.MAX_TAGS` tags, beyond which it becomes "everything", so an outage
+under load costs bounded memory.
+
+:class:`Schedule` is the timing, pure (it is told the time); :meth:`Generation.run` follows it
+against Redis; :meth:`Generation.bump` announces once, on its own (a one-shot reindex calls it).
 This module never reads Postgres or the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TypeAlias
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from catalog.generation import MAX_TAGS, Announcement, generation_key
 from indexer.metrics import IndexerMetrics
 
 log = logging.getLogger("hos_search.indexer.generation")
 
+# What is to be announced: some tags, or None for everything. An empty set is nothing.
+Tags: TypeAlias = frozenset[str] | None
+NOTHING: Tags = frozenset()
 
-def generation_key(prefix: str) -> str:
-    """The Redis key (and pub/sub channel) of the catalog generation."""
-    return f"{prefix}catalog:generation"
+# A write is searchable after the next refresh; the margin covers the refresh itself.
+_SETTLE_MARGIN_S = 0.1
+# The engine's default refresh interval (1 s), for "-1" (no periodic refresh) or the unreadable.
+_DEFAULT_SETTLE_S = 1.0 + _SETTLE_MARGIN_S
+_INTERVAL = re.compile(r"^([0-9]+)(ms|s|m)$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def settle_after(refresh_interval: str) -> float:
+    """Seconds after which a write is searchable, for an index refreshed every ``refresh_interval``."""
+    match = _INTERVAL.match(refresh_interval.strip())
+    if match is None:
+        return _DEFAULT_SETTLE_S
+    return int(match[1]) * _UNIT_S[match[2]] + _SETTLE_MARGIN_S
+
+
+def merge(a: Tags, b: Tags) -> Tags:
+    """Both; everything when either is, or when there are more tags than an announcement lists."""
+    if a is None or b is None:
+        return None
+    both = a | b
+    return None if len(both) > MAX_TAGS else both
+
+
+def _some(tags: Tags) -> bool:
+    return tags is None or bool(tags)
+
+
+@dataclass(frozen=True, slots=True)
+class Bump:
+    """One bump's content: ``first`` is announced for the first time, ``again`` once more."""
+
+    first: Tags
+    again: Tags
+    again_due: float  # when the earliest of ``again`` fell due (for putting it back on failure)
+
+    @property
+    def tags(self) -> Tags:
+        return merge(self.first, self.again)
+
+
+class Schedule:
+    """When to bump and with which tags; times are ``time.monotonic()`` seconds, passed in."""
+
+    def __init__(self, *, min_interval: float, settle: float, retry: float) -> None:
+        self._min_interval = min_interval
+        self._settle = settle
+        self._retry = retry
+        self._fresh: Tags = NOTHING  # marked, not yet announced
+        self._repeats: deque[tuple[float, Tags]] = deque()  # (due, tags announced once), by due
+        self._not_before = -math.inf
+
+    def mark(self, tags: Tags) -> None:
+        self._fresh = merge(self._fresh, tags)
+
+    def due_at(self) -> float | None:
+        """When the next bump is due (possibly in the past); None when nothing waits."""
+        if _some(self._fresh):
+            earliest = -math.inf
+        elif self._repeats:
+            earliest = self._repeats[0][0]
+        else:
+            return None
+        return max(earliest, self._not_before)
+
+    def take(self, now: float) -> Bump:
+        """What a bump at ``now`` announces; it is no longer pending until :meth:`failed`."""
+        first, self._fresh = self._fresh, NOTHING
+        again, again_due = NOTHING, math.inf
+        while self._repeats and self._repeats[0][0] <= now:
+            due, tags = self._repeats.popleft()
+            again, again_due = merge(again, tags), min(again_due, due)
+        return Bump(first, again, again_due)
+
+    def sent(self, bump: Bump, now: float) -> None:
+        """``bump`` was announced at ``now``: its first announcements are repeated ``settle`` later."""
+        if _some(bump.first):
+            # Appending keeps the queue in due order: ``now`` only grows and ``settle`` is fixed.
+            self._repeats.append((now + self._settle, bump.first))
+        self._not_before = now + self._min_interval
+
+    def failed(self, bump: Bump, now: float) -> None:
+        """``bump`` was not announced: all of it is pending again, tried again ``retry`` later."""
+        self._fresh = merge(bump.first, self._fresh)
+        if _some(bump.again):
+            # Due no later than anything left in the queue (take() took everything due by then).
+            self._repeats.appendleft((bump.again_due, bump.again))
+        self._not_before = now + self._retry
 
 
 class Generation:
@@ -37,47 +147,48 @@ class Generation:
         metrics: IndexerMetrics,
         *,
         min_interval: float = 0.25,
-        settle: float = 1.1,
+        settle: float = _DEFAULT_SETTLE_S,
         retry: float = 1.0,
     ) -> None:
         self._client = client
         self.key = generation_key(prefix)
         self._metrics = metrics
-        self._min_interval = min_interval
-        self._settle = settle
-        self._retry = retry
-        self._dirty = asyncio.Event()
+        self._schedule = Schedule(min_interval=min_interval, settle=settle, retry=retry)
+        self._marked = asyncio.Event()
 
-    def mark(self) -> None:
-        """The index changed; a bump will follow within ``min_interval``."""
-        self._dirty.set()
+    def mark(self, tags: Iterable[str] | None) -> None:
+        """The index changed what ``tags`` name (None: anything); announced within ``min_interval``."""
+        self._schedule.mark(None if tags is None else frozenset(tags))
+        self._marked.set()
 
     async def run(self) -> None:
-        """Bump on marks until cancelled."""
+        """Bump as the schedule says until cancelled."""
         while True:
-            await self._dirty.wait()
-            while self._dirty.is_set():
-                self._dirty.clear()
-                if await self.bump() is None:
-                    await asyncio.sleep(self._retry)
-                    self._dirty.set()  # Redis is down: keep trying until it answers
-                    continue
-                await asyncio.sleep(self._min_interval)
-            try:
-                await asyncio.wait_for(self._dirty.wait(), self._settle)
-            except TimeoutError:
-                if await self.bump() is None:  # the trailing bump, after the engine's refresh
-                    self._dirty.set()
+            self._marked.clear()  # before reading the schedule: a later mark wakes the wait below
+            due = self._schedule.due_at()
+            now = time.monotonic()
+            if due is None or due > now:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._marked.wait(), None if due is None else due - now)
+                continue
+            bump = self._schedule.take(now)
+            announced = await self.bump(bump.tags)
+            if announced is None:
+                self._schedule.failed(bump, time.monotonic())
+            else:
+                self._schedule.sent(bump, time.monotonic())
 
-    async def bump(self) -> int | None:
+    async def bump(self, tags: Iterable[str] | None) -> int | None:
+        """INCR the generation and announce ``tags`` (None: everything); the new value, or None
+        (logged and counted) when Redis did not answer."""
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.incr(self.key)
                 (value,) = await pipe.execute()
-            await self._client.publish(self.key, value)
+            await self._client.publish(self.key, Announcement.of(int(value), tags).encode())
         except (RedisError, OSError) as exc:
             self._metrics.errors.labels(kind="redis").inc()
-            log.warning("generation bump failed (%s); retrying in %.1fs until Redis answers", exc, self._retry)
+            log.warning("generation bump failed: %s", exc)
             return None
         self._metrics.generation_bumps.inc()
         return int(value)

@@ -5,7 +5,8 @@ On start and after every reconnect: LISTEN first, then read the outbox from the 
 checkpoint — so nothing committed while the indexer was away (or while it reconnected) is
 missed. Then: wait for the doorbell (or the keepalive tick), linger a few tens of milliseconds
 so a burst arrives as one batch, run a batch (:func:`indexer.batch.run_batch`), store the
-advanced checkpoint, mark the catalog generation, prune now and then — and then also adopt the
+advanced checkpoint, mark the catalog generation with the tags of what the batch changed (all
+of it after a start-up reindex; :mod:`indexer.generation` announces them), prune now and then — and then also adopt the
 hold row of a reindex that died after its swap, re-reading from it.
 
 A reindex that completes moves the stored checkpoint forward to where it ended (never back),
@@ -42,7 +43,7 @@ from catalog.config import ConfigError
 from catalog.connections import ServerUnreachable, connect_postgres, redact
 from catalog.engine import create_engine_client
 from indexer.batch import run_batch
-from indexer.generation import Generation
+from indexer.generation import Generation, settle_after
 from indexer.listener import Listener, ListenerLost, close_quietly
 from indexer.metrics import IndexerMetrics, serve_metrics
 from indexer.outbox import OutboxCursor, adopt_abandoned_hold, advance_checkpoint, prune, read_checkpoint
@@ -121,7 +122,9 @@ async def run_indexer(
         stack.push_async_callback(engine.close)
         redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         stack.push_async_callback(redis.aclose)
-        generation = Generation(redis, settings.redis_key_prefix, metrics)
+        # Re-announce changes once the live index has refreshed (see indexer.generation).
+        settle = settle_after(settings.refresh_interval)
+        generation = Generation(redis, settings.redis_key_prefix, metrics, settle=settle)
         await stack.enter_async_context(_background(generation.run()))
         sink = Sink(engine, metrics, timeout=settings.bulk_timeout_s)
         streamer = Streamer(settings, engine, sink, generation, metrics)
@@ -131,7 +134,8 @@ async def run_indexer(
 async def run_reindex(
     settings: IndexerSettings, stop: asyncio.Event, metrics: IndexerMetrics | None = None
 ) -> ReindexResult:
-    """A one-shot full reindex (``hos-search reindex``), then a generation bump."""
+    """A one-shot full reindex (``hos-search reindex``), then generation bumps announcing everything:
+    one at once, and one once the live index has refreshed (unless ``stop`` is set meanwhile)."""
     metrics = metrics or IndexerMetrics()
     async with AsyncExitStack() as stack:
         engine = await open_engine(settings)
@@ -140,7 +144,12 @@ async def run_reindex(
         stack.push_async_callback(redis.aclose)
         sink = Sink(engine, metrics, timeout=settings.bulk_timeout_s)
         result = await reindex(settings, engine, sink, metrics, stop)
-        await Generation(redis, settings.redis_key_prefix, metrics).bump()
+        generation = Generation(redis, settings.redis_key_prefix, metrics)
+        await generation.bump(None)
+        # What the reindex replayed after its swap becomes searchable only at the next refresh;
+        # a proxy that re-read in between is told again, as indexer.generation does for a stream.
+        if not await wait_or_stop(stop, settle_after(settings.refresh_interval)):
+            await generation.bump(None)
         return result
 
 
@@ -265,8 +274,8 @@ class Streamer:
                     return
                 raise
         # The reindex advanced this stream's checkpoint to where it ended (its step 7): the
-        # stream does not re-read what the reindex loaded.
-        self._generation.mark()
+        # stream does not re-read what the reindex loaded. Any product may have changed.
+        self._generation.mark(None)
 
     async def _stream(self, listener: Listener, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         settings = self._settings
@@ -297,7 +306,7 @@ class Streamer:
                 return
             self._failures = 0
             if outcome.result.changed_index:
-                self._generation.mark()
+                self._generation.mark(outcome.result.tags)
             if outcome.cursor.checkpoint != cursor.checkpoint:
                 await advance_checkpoint(conn, name, outcome.cursor.checkpoint)
                 self._metrics.checkpoint.set(outcome.cursor.checkpoint)

@@ -11,8 +11,9 @@ One bulk request per batch. Each item's outcome is one of:
   counted, and dropped so that one bad row cannot block the stream.
 
 The sink never advances a checkpoint and never reads Postgres; :meth:`Sink.write` returns only
-when every action is done or permanently failed (a :class:`SinkResult` counting each outcome),
-or when ``stop`` was set first (``None``).
+when every action is done or permanently failed (a :class:`SinkResult` counting each outcome
+and naming, in :attr:`SinkResult.tags`, what the index now shows differently), or when ``stop``
+was set first (``None``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
 
+from catalog.generation import ANY_SELLER, product_tag, seller_tag
 from indexer.metrics import IndexerMetrics
 
 log = logging.getLogger("hos_search.indexer.sink")
@@ -41,15 +43,28 @@ _RETRY_MAX_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """Index ``document`` as product ``product_id`` at ``version``, or delete it (no document)."""
+    """Index ``document`` as product ``product_id`` at ``version``, or delete it (no document).
+
+    ``seller_id`` is the product's seller when known (None: the row is gone).
+    """
 
     product_id: int
     version: int
     document: dict[str, Any] | None
+    seller_id: int | None = None
 
     @property
     def is_delete(self) -> bool:
         return self.document is None
+
+    @property
+    def tags(self) -> tuple[str, str]:
+        """What a cached answer showing this product carries (:mod:`catalog.generation`).
+
+        A product whose seller is unknown may have been on any seller's page.
+        """
+        seller = ANY_SELLER if self.seller_id is None else seller_tag(self.seller_id)
+        return product_tag(self.product_id), seller
 
 
 @dataclass
@@ -58,10 +73,18 @@ class SinkResult:
     deleted: int = 0
     conflicts: int = 0  # newer data was already there
     rejected: int = 0  # permanent per-document failures
+    # The actions counted in ``indexed`` or ``deleted``: kept as they are (not as tags) so that
+    # writes whose tags nobody reads (a reindex's load) cost one append each.
+    changed: list[Action] = field(default_factory=list)
 
     @property
     def changed_index(self) -> bool:
         return bool(self.indexed or self.deleted)
+
+    @property
+    def tags(self) -> frozenset[str]:
+        """The tags of every product this write indexed or deleted; empty when nothing changed."""
+        return frozenset(tag for action in self.changed for tag in action.tags)
 
 
 def bulk_body(actions: Sequence[Action]) -> bytes:
@@ -193,8 +216,10 @@ class Sink:
                 result.conflicts += 1
             elif action.is_delete:
                 result.deleted += 1
+                result.changed.append(action)
             else:
                 result.indexed += 1
+                result.changed.append(action)
         elif outcome == "retry":
             self._metrics.errors.labels(kind="bulk_item_retryable").inc()
             retry.append(action)

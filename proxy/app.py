@@ -75,7 +75,7 @@ def reload_synonyms(app: web.Application) -> bool:
     except (OSError, SynonymError) as exc:
         log.error("synonyms NOT reloaded from %s (keeping the %d in use): %s", path, len(app[SYNONYMS].current), exc)
         return False
-    app[SYNONYMS].current = synonyms
+    app[SYNONYMS].replace(synonyms)
     log.info("synonyms reloaded: %d terms from %s", len(synonyms), path)
     return True
 

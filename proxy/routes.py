@@ -46,12 +46,21 @@ from proxy.synonyms import Synonyms
 
 
 class SynonymsHolder:
-    """The synonyms in use; replaced whole on reload (``proxy.app``), read once per search."""
+    """The synonyms in use; replaced whole on reload (``proxy.app``), read once per search.
 
-    __slots__ = ("current",)
+    ``fingerprint`` is part of every search's cache key: answers found with other synonyms are
+    not served after a reload (``kill -HUP``), and workers still on the old file (mid-reload,
+    or on another host) do not share entries with those on the new one.
+    """
+
+    __slots__ = ("current", "fingerprint")
 
     def __init__(self, current: Synonyms) -> None:
         self.current = current
+        self.fingerprint = current.fingerprint()
+
+    def replace(self, synonyms: Synonyms) -> None:
+        self.current, self.fingerprint = synonyms, synonyms.fingerprint()
 
 
 ENGINE = web.AppKey("engine", EngineGateway)
@@ -174,7 +183,10 @@ _SUGGEST: Parsed[SuggestRequest] = Parsed(parse_suggest, SUGGEST_PARAMS)
 async def search(request: web.Request) -> web.Response:
     app = request.app
     key, req = _SEARCH(request)
-    served = await app[CACHE].answer("search", key, lambda: produce_search(app, req))
+    synonyms = app[SYNONYMS]
+    served = await app[CACHE].answer(
+        "search", f"{key}&synonyms={synonyms.fingerprint}", lambda: produce_search(app, req)
+    )
     return _response(app, "search", served)
 
 

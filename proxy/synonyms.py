@@ -32,6 +32,7 @@ engine, never raises while expanding.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -107,6 +108,11 @@ class Synonyms:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+    def fingerprint(self) -> str:
+        """A short digest of the rules: equal rules, equal fingerprints (whatever the file's layout)."""
+        canonical = repr(sorted(self.rules.items()))
+        return hashlib.blake2b(canonical.encode(), digest_size=6).hexdigest()
 
     def _match(self, tokens: Words, start: int) -> tuple[int, tuple[Words, ...]] | None:
         """The longest rule matching at ``start``: (words consumed, alternatives)."""
