@@ -4,8 +4,9 @@
 
 One run, one machine, same moment: for a fixed mix of searches and suggestions it times
 (a) the engine answering the exact body the proxy would send (direct ``POST /<alias>/_search``)
-and (b) the same request through the proxy (``GET /api/search?...``, one worker, no cache),
-alternating a/b per request so machine noise hits both alike. Two engines:
+and (b) the same request through the proxy (``GET /api/search?...``, one worker, its response cache
+off: ``CACHE_ENABLED=false``, so every request reaches the engine), alternating a/b per request
+so machine noise hits both alike. Two engines:
 
 - ``real``: the dev engine (or ``ELASTICSEARCH_NODE``) — realistic, but its latency and noise
   dwarf a millisecond;
@@ -288,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "SEARCH_INDEX": alias,
             "LOG_LEVEL": "warning",
             "RATE_LIMIT_ENABLED": "false",
+            # What the proxy adds over the engine: every request must reach the engine.
+            "CACHE_ENABLED": "false",
         }
         if args.mode in ("both", "real"):
             port = free_port()
