@@ -39,6 +39,8 @@ from proxy.synonyms import SynonymError, load_synonyms
 
 log = logging.getLogger("hos_search.proxy")
 SETTINGS = web.AppKey("settings", ProxySettings)
+# Redis connections per worker on a request's path.
+_REDIS_CONNECTIONS = 64
 
 
 def create_app(settings: ProxySettings) -> web.Application:
@@ -119,13 +121,18 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[SETTINGS]
     timeout = settings.redis_timeout_ms / 1000
-    app[REDIS] = aioredis.from_url(
+    # A blocking pool: a burst waits (within the timeout) for one of its connections instead of
+    # failing with MaxConnectionsError when redis-py's default pool of 100 runs out.
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=_REDIS_CONNECTIONS,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
     )
+    app[REDIS] = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
     yield
     await app[REDIS].aclose()
 

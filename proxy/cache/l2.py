@@ -6,9 +6,11 @@ missing entry is guarded by a short lock (``SET NX PX``) so that one process in 
 the engine while the others wait for its notice (``proxy.cache.notices``).
 
 Every call is bounded by ``timeout`` (≤ 50 ms by default) and never raises: a Redis error or
-timeout is counted, answered as "nothing there", and opens a breaker for ``cooldown`` seconds
-during which Redis is not asked at all (the cache is then L1 plus bypass). After the cooldown
-one call probes; success closes the breaker, so the tier recovers by itself.
+timeout is counted and answered as "nothing there". ``failures`` of them in a row open a
+breaker for ``cooldown`` seconds during which Redis is not asked at all (the cache is then L1
+plus bypass); one failure alone does not, because a burst that keeps the event loop busy can
+push a single answer past the timeout while Redis is fine. After the cooldown one call probes:
+success closes the breaker, failure opens it again, so the tier recovers by itself.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class RedisTier:
         keep_for: float,
         lock_for: float,
         cooldown: float = 1.0,
+        failures: int = 3,
         on_error: Callable[[str], None] = lambda operation: None,
     ) -> None:
         self._client = client
@@ -50,6 +53,8 @@ class RedisTier:
         self._cooldown = cooldown
         self._on_error = on_error
         self._fills = fills_channel(prefix)
+        self._max_failures = failures
+        self._failures = 0  # in a row
         self._closed_until = 0.0  # monotonic time until which the breaker stays open
 
     @property
@@ -112,18 +117,25 @@ class RedisTier:
             return _FAILED
         try:
             async with asyncio.timeout(self._timeout):
-                return await call()
+                answer = await call()
         except (RedisError, OSError, TimeoutError) as exc:
-            if self.available:
-                log.warning(
-                    "cache: Redis %s failed (%s); bypassing Redis for %.1fs",
-                    operation,
-                    type(exc).__name__,
-                    self._cooldown,
-                )
-            self._closed_until = time.monotonic() + self._cooldown
             self._on_error(operation)
+            self._failures += 1
+            if self._failures >= self._max_failures:
+                if self.available:
+                    log.warning(
+                        "cache: Redis %s failed (%s), %d in a row; bypassing Redis for %.1fs",
+                        operation,
+                        type(exc).__name__,
+                        self._failures,
+                        self._cooldown,
+                    )
+                # Half-open after the cooldown: one more failure reopens at once.
+                self._failures = self._max_failures - 1
+                self._closed_until = time.monotonic() + self._cooldown
             return _FAILED
+        self._failures = 0
+        return answer
 
 
 # What a failed call returns: distinct from every Redis answer (None included).

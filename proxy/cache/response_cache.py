@@ -83,6 +83,7 @@ class ResponseCache:
         self._metrics = metrics
         self._lock_wait = lock_wait
         self._flights: dict[str, asyncio.Task[Entry]] = {}
+        self._reads: dict[str, asyncio.Task[Entry | None]] = {}
         self._refresh_paused_until = 0.0
         self._lookups: dict[tuple[str, str, str], Counter] = {}
 
@@ -113,8 +114,10 @@ class ResponseCache:
         key_digest = digest(self._namespace + key)
         l2 = self.l2
         bypassed = l2 is None or not l2.available
-        if l2 is not None and not bypassed:
-            shared = await l2.get(key_digest)
+        if key in self._flights and entry is None:
+            pass  # a fill is under way in this worker: join it below, no Redis read of our own
+        elif l2 is not None and not bypassed:
+            shared = await self._read_shared(key, key_digest)
             shared_verdict = judge(shared, now) if shared is not None else Verdict.MISS
             self._count(route, "l2", shared_verdict.value.lower())
             if shared is not None and (entry is None or shared.fetched_at > entry.fetched_at):
@@ -135,6 +138,19 @@ class ResponseCache:
             raise
         # BYPASS also when Redis failed during this request (the breaker opened meanwhile).
         return Served(fresh.body, "BYPASS" if bypassed or l2 is None or not l2.available else "MISS")
+
+    async def _read_shared(self, key: str, key_digest: str) -> Entry | None:
+        """The L2 entry of ``key``: one Redis read per key at a time in this worker.
+
+        A burst of identical requests would otherwise open one Redis connection each — a
+        thousand at once exhausted redis-py's pool, which counted as Redis failing.
+        """
+        read = self._reads.get(key)
+        if read is None:
+            assert self.l2 is not None
+            read = self._reads[key] = asyncio.ensure_future(self.l2.get(key_digest))
+            read.add_done_callback(lambda done: self._reads.pop(key, None) if self._reads.get(key) is done else None)
+        return await asyncio.shield(read)
 
     def _keep(self, key: str, entry: Entry) -> None:
         self.l1.put(key, entry)
