@@ -63,7 +63,7 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[METRICS] = metrics
     app[OPENAPI] = openapi_bytes()
     add_routes(app)
-    app.cleanup_ctx.extend((_synonyms, _engine, _redis, _postgres, _cache))
+    app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _cache))
     if settings.cache_enabled:
         app.cleanup_ctx.append(_generation_subscriber)
     return app
@@ -95,6 +95,21 @@ async def _synonyms(app: web.Application) -> AsyncIterator[None]:
     yield
     if handled:
         loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def _metrics_flush(app: web.Application) -> AsyncIterator[None]:
+    """Every second, add the fast path's batched hit counts to the metrics (``ProxyMetrics.flush``)."""
+    metrics = app[METRICS]
+
+    async def flush_every_second() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            metrics.flush()
+
+    task = asyncio.ensure_future(flush_every_second())
+    yield
+    await cancel_and_wait(task)
+    metrics.flush()
 
 
 async def _engine(app: web.Application) -> AsyncIterator[None]:

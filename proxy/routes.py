@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -139,15 +140,17 @@ async def produce_seller(app: web.Application, seller_id: int) -> Produced:
 # --- cached routes -------------------------------------------------------------------------------
 
 
-_RESPONSE_HEADERS = {"X-Search-Backend": BACKEND, "Cache-Control": "no-store"}
+# The fixed headers of every cached route's answer (X-Cache and Age vary).
+RESPONSE_HEADERS = {"Content-Type": JSON, "X-Search-Backend": BACKEND, "Cache-Control": "no-store"}
 
 
-def _response(app: web.Application, route: str, served: Served) -> web.Response:
-    headers = {**_RESPONSE_HEADERS, "X-Cache": served.cache}
+def cached_response(app: web.Application, route: str, served: Served) -> web.Response:
+    """The response of a cached route: the answer's bytes and how they were obtained."""
+    headers = {**RESPONSE_HEADERS, "X-Cache": served.cache}
     if served.age is not None:
         headers["Age"] = str(served.age)
     app[METRICS].count_response(route, served.cache)
-    return web.Response(body=served.body, content_type=JSON, headers=headers)
+    return web.Response(body=served.body, headers=headers)
 
 
 class Parsed(Generic[R]):
@@ -163,6 +166,10 @@ class Parsed(Generic[R]):
         self._names = names
         self._limit = limit
         self._memo: dict[str, tuple[str, R]] = {}
+
+    def known(self, raw_query: str) -> tuple[str, R] | None:
+        """The key and request of a query string parsed before; None if it was not (or is invalid)."""
+        return self._memo.get(raw_query)
 
     def __call__(self, request: web.Request) -> tuple[str, R]:
         raw = request.rel_url.raw_query_string
@@ -180,35 +187,57 @@ _SEARCH: Parsed[SearchRequest] = Parsed(parse_search, SEARCH_PARAMS)
 _SUGGEST: Parsed[SuggestRequest] = Parsed(parse_suggest, SUGGEST_PARAMS)
 
 
+def search_cache_key(app: web.Application, request_key: str) -> str:
+    """Search answers depend on the synonyms too: their fingerprint is part of the key."""
+    return f"{request_key}&synonyms={app[SYNONYMS].fingerprint}"
+
+
+def suggest_cache_key(app: web.Application, request_key: str) -> str:
+    return request_key
+
+
+@dataclass(frozen=True, slots=True)
+class HotRoute:
+    """A route whose L1 hits ``proxy.fastpath`` may answer before the router and middlewares."""
+
+    name: str  # the cache's and the responses' route label
+    template: str  # the request metrics' route label
+    parsed: Parsed[Any]
+    cache_key: Callable[[web.Application, str], str]
+
+
+HOT_ROUTES: dict[str, HotRoute] = {
+    "/api/search": HotRoute("search", "/api/search", _SEARCH, search_cache_key),
+    "/api/search/suggestions": HotRoute("suggestions", "/api/search/suggestions", _SUGGEST, suggest_cache_key),
+}
+
+
 async def search(request: web.Request) -> web.Response:
     app = request.app
     key, req = _SEARCH(request)
-    synonyms = app[SYNONYMS]
-    served = await app[CACHE].answer(
-        "search", f"{key}&synonyms={synonyms.fingerprint}", lambda: produce_search(app, req)
-    )
-    return _response(app, "search", served)
+    served = await app[CACHE].answer("search", search_cache_key(app, key), lambda: produce_search(app, req))
+    return cached_response(app, "search", served)
 
 
 async def suggestions(request: web.Request) -> web.Response:
     app = request.app
     key, req = _SUGGEST(request)
-    served = await app[CACHE].answer("suggestions", key, lambda: produce_suggestions(app, req))
-    return _response(app, "suggestions", served)
+    served = await app[CACHE].answer("suggestions", suggest_cache_key(app, key), lambda: produce_suggestions(app, req))
+    return cached_response(app, "suggestions", served)
 
 
 async def product(request: web.Request) -> web.Response:
     app = request.app
     product_id = parse_id(request.match_info["id"])
     served = await app[CACHE].answer("product", product_key(product_id), lambda: produce_product(app, product_id))
-    return _response(app, "product", served)
+    return cached_response(app, "product", served)
 
 
 async def seller(request: web.Request) -> web.Response:
     app = request.app
     seller_id = parse_id(request.match_info["id"])
     served = await app[CACHE].answer("seller", seller_key(seller_id), lambda: produce_seller(app, seller_id))
-    return _response(app, "seller", served)
+    return cached_response(app, "seller", served)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ finish (bounded by ``shutdown_timeout_s``), then closes its pools.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -24,6 +25,7 @@ import uvloop
 from aiohttp import web
 
 from proxy.app import create_app
+from proxy.fastpath import install as install_fast_path
 from proxy.settings import ProxySettings
 
 log = logging.getLogger("hos_search.proxy")
@@ -48,20 +50,32 @@ def check_port_free(host: str, port: int) -> None:
 
 def serve_worker(settings: ProxySettings, host: str, port: int, *, reuse_port: bool) -> None:
     """Serve until SIGTERM/SIGINT; returns after a graceful shutdown."""
-    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
     # Until the app installs its SIGHUP handler (a synonym reload), a SIGHUP must not kill us.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    web.run_app(
+    uvloop.run(_serve(settings, host, port, reuse_port=reuse_port))
+
+
+async def _serve(settings: ProxySettings, host: str, port: int, *, reuse_port: bool) -> None:
+    """What ``web.run_app`` does, plus the fast path for cache hits in front of the app."""
+    access_log = logging.getLogger("aiohttp.access") if settings.access_log else None
+    runner = web.AppRunner(
         create_app(settings),
-        host=host,
-        port=port,
-        reuse_port=reuse_port,
         access_log=access_log,
+        handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout_s,
-        print=None,
-        loop=uvloop.new_event_loop(),
-        handle_signals=True,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await runner.setup()
+    try:
+        install_fast_path(runner)
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+        await stop.wait()
+    finally:
+        # Stops accepting, lets in-flight requests finish (shutdown_timeout), closes the pools.
+        await runner.cleanup()
 
 
 def supervise(host: str, port: int, workers: int, extra_env: dict[str, str] | None = None) -> int:

@@ -94,11 +94,15 @@ class ResponseCache:
         child.inc()
 
     def cached(self, route: str, key: str, now: float) -> Served | None:
-        """An L1 HIT for ``key``, or None: no awaiting, for the hot path."""
+        """An L1 HIT for ``key``, or None: no awaiting, for the hot path (``proxy.fastpath``).
+
+        Not counted here: the hot path counts its hits in batches (``ProxyMetrics.count_fast_hit``).
+        """
+        if not self.enabled:
+            return None
         entry = self.l1.get(key)
         if entry is None or self.view.judge(entry, now) is not Verdict.HIT:
             return None
-        self._count(route, "l1", "hit")
         return _served(entry, Verdict.HIT, now)
 
     async def answer(self, route: str, key: str, produce: Producer) -> Served:

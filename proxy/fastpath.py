@@ -1,0 +1,72 @@
+"""The hot path: an L1 cache hit answered before the application's router and middlewares.
+
+Profiled under ``wrk`` (py-spy, ``load/bench_cache.py``), a cache hit through the application
+spent more time in aiohttp's routing, the four middlewares and their bookkeeping than in
+anything the cache does. This handler sits in front of the application (it becomes the
+server's request handler, ``install``) and answers only requests it can answer completely:
+
+- a GET of a hot route (``proxy.routes.HOT_ROUTES``: search and suggestions),
+- without an ``Origin`` header (CORS answers need the middleware),
+- whose raw query string was parsed before (the route's memo, so it is valid and its key known),
+- whose answer is an L1 HIT (``ResponseCache.cached``).
+
+Such a request gets the same bytes, the same headers and the same metrics as through the
+application — except that it is not counted in ``search_proxy_requests_in_flight``, which it
+leaves within microseconds, and that its counters are added in batches, at most a second late
+(``ProxyMetrics.count_fast_hit``).
+Everything else — the first request of a URL, a miss, a stale answer, an error, any other
+route — goes to the application unchanged. ``tests/test_fastpath.py`` checks both paths agree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from proxy.cache.response_cache import Served
+from proxy.middleware.request_id import REQUEST_ID_HEADER, request_id_of
+from proxy.routes import CACHE, HOT_ROUTES, METRICS, RESPONSE_HEADERS
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def hit_headers(served: Served, request: web.BaseRequest) -> dict[str, str]:
+    """The headers ``proxy.routes.cached_response`` and the middlewares give a HIT."""
+    return {
+        **RESPONSE_HEADERS,
+        "X-Cache": served.cache,
+        "Age": str(served.age),
+        REQUEST_ID_HEADER: request_id_of(request),
+    }
+
+
+def fast_path(app: web.Application, application: Handler) -> Handler:
+    cache = app[CACHE]
+    metrics = app[METRICS]
+    routes = HOT_ROUTES
+    perf_counter, now = time.perf_counter, time.time
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        started = perf_counter()
+        if request.method == "GET" and "Origin" not in request.headers:
+            hot = routes.get(request.path)
+            if hot is not None:
+                known = hot.parsed.known(request.rel_url.raw_query_string)
+                if known is not None:
+                    served = cache.cached(hot.name, hot.cache_key(app, known[0]), now())
+                    if served is not None:
+                        response = web.Response(body=served.body, headers=hit_headers(served, request))
+                        metrics.count_fast_hit(hot.name, hot.template, perf_counter() - started)
+                        return response
+        return await application(request)
+
+    return handle
+
+
+def install(runner: web.AppRunner) -> None:
+    """Put the fast path in front of the application ``runner`` serves (after ``setup()``)."""
+    server = runner.server
+    assert server is not None, "install() needs a runner that has been set up"
+    server.request_handler = fast_path(runner.app, server.request_handler)

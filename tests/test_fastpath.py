@@ -1,0 +1,78 @@
+"""The fast path answers an L1 hit exactly as the application would: bytes, headers, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from devstack.stack import StackUrls
+from proxy.app import create_app
+from proxy.fastpath import install
+from proxy.routes import CACHE, METRICS
+from tests.conftest import SearchCatalog, proxy_settings
+from tests.indexer_support import eventually
+
+# Headers whose values differ between any two responses.
+_PER_RESPONSE = {"Date", "X-Request-ID"}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(search_catalog: SearchCatalog, stack_urls: StackUrls) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(create_app(proxy_settings(search_catalog, stack_urls)))) as client:
+        assert client.server.runner is not None
+        install(client.server.runner)
+        view = client.server.app[CACHE].view
+
+        async def following() -> bool:
+            return view.following
+
+        await eventually(following, timeout=10, what="the cache following the catalog generation")
+        yield client
+
+
+def _sample(client: TestClient, name: str, **labels: str) -> float:
+    metrics = client.server.app[METRICS]
+    metrics.flush()
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_a_hit_on_the_fast_path_is_the_hit_the_application_gives(client: TestClient) -> None:
+    fast_spelling = "/api/search?q=wand&fandom=Harry%20Potter"
+    # The same request spelled differently: not yet in the memo, so the application answers it.
+    app_spelling = "/api/search?fandom=Harry%20Potter&q=wand&utm_source=x"
+    first = await client.get(fast_spelling)
+    assert first.headers["X-Cache"] == "MISS"
+    requests_before = _sample(client, "search_proxy_requests_total", route="/api/search", method="GET", status="2xx")
+    hits_before = _sample(client, "search_proxy_cache_responses_total", route="search", cache="hit")
+    lookups_before = _sample(client, "search_proxy_cache_lookups_total", route="search", tier="l1", result="hit")
+
+    through_app = await client.get(app_spelling)
+    fast = await client.get(fast_spelling, headers={"X-Request-ID": "trace-me-123"})
+    assert through_app.headers["X-Cache"] == fast.headers["X-Cache"] == "HIT"
+    assert await fast.read() == await through_app.read()
+    assert {k: v for k, v in fast.headers.items() if k not in _PER_RESPONSE} == {
+        k: v for k, v in through_app.headers.items() if k not in _PER_RESPONSE
+    }
+    assert fast.headers["X-Request-ID"] == "trace-me-123"
+    assert through_app.headers["X-Request-ID"] != fast.headers["X-Request-ID"]
+    after = _sample(client, "search_proxy_requests_total", route="/api/search", method="GET", status="2xx")
+    assert after - requests_before == 2
+    assert _sample(client, "search_proxy_cache_responses_total", route="search", cache="hit") - hits_before == 2
+    lookups = _sample(client, "search_proxy_cache_lookups_total", route="search", tier="l1", result="hit")
+    assert lookups - lookups_before == 2
+
+
+async def test_what_the_fast_path_cannot_answer_reaches_the_application(client: TestClient) -> None:
+    await client.get("/api/search/suggestions?q=harr")
+    cors = await client.get("/api/search/suggestions?q=harr", headers={"Origin": "https://shop.example"})
+    assert cors.headers["X-Cache"] == "HIT"
+    assert cors.headers["Access-Control-Allow-Origin"] == "https://shop.example"  # the middleware ran
+    bad = await client.get("/api/search?size=0")
+    assert bad.status == 400 and bad.content_type == "application/problem+json"
+    again = await client.get("/api/search?size=0")  # an invalid query string is never remembered
+    assert again.status == 400
+    head = await client.head("/api/search/suggestions?q=harr")
+    assert head.status == 200
