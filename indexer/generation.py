@@ -10,7 +10,9 @@ Every tag is announced twice: once as soon as possible, and once more ``settle``
 that first announcement. The engine makes a write searchable only at its next refresh, so a
 proxy that re-read an answer right after the first announcement may have cached old data; the
 second one tells it again. ``settle`` is the live index's refresh interval plus a margin
-(:func:`settle_after`). A re-announcement is an ordinary bump (a new value), merged with any
+(:func:`settle_after`), and the indexer refreshes the index right before a re-announcement
+(``before_repeat``), so an engine lagging behind its interval cannot make the repeat premature.
+A re-announcement is an ordinary bump (a new value), merged with any
 tags marked meanwhile, and counts against ``min_interval`` like any other.
 
 Redis being down never blocks indexing: a failed bump is logged and counted, its tags stay
@@ -33,7 +35,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -149,8 +151,10 @@ class Generation:
         min_interval: float = 0.25,
         settle: float = _DEFAULT_SETTLE_S,
         retry: float = 1.0,
+        before_repeat: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._client = client
+        self._before_repeat = before_repeat
         self.key = generation_key(prefix)
         self._metrics = metrics
         self._schedule = Schedule(min_interval=min_interval, settle=settle, retry=retry)
@@ -172,11 +176,27 @@ class Generation:
                     await asyncio.wait_for(self._marked.wait(), None if due is None else due - now)
                 continue
             bump = self._schedule.take(now)
+            if _some(bump.again) and self._before_repeat is not None:
+                await self._make_searchable()
             announced = await self.bump(bump.tags)
             if announced is None:
                 self._schedule.failed(bump, time.monotonic())
             else:
                 self._schedule.sent(bump, time.monotonic())
+
+    async def _make_searchable(self) -> None:
+        """Before a re-announcement: make sure what it repeats is searchable (``before_repeat``).
+
+        The timed repeat assumes the engine refreshed within ``settle``; an engine under load
+        can lag behind its interval, and a proxy re-reading then would cache the old answer as
+        current (seen in ``load/bench_cache.py``: prices visible only after 15 s). A failure
+        here is logged and the repeat goes out anyway.
+        """
+        assert self._before_repeat is not None
+        try:
+            await self._before_repeat()
+        except Exception as exc:  # an engine error must not stop the announcements
+            log.warning("could not refresh the index before a re-announcement: %s", type(exc).__name__)
 
     async def bump(self, tags: Iterable[str] | None) -> int | None:
         """INCR the generation and announce ``tags`` (None: everything); the new value, or None

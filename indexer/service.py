@@ -124,7 +124,13 @@ async def run_indexer(
         stack.push_async_callback(redis.aclose)
         # Re-announce changes once the live index has refreshed (see indexer.generation).
         settle = settle_after(settings.refresh_interval)
-        generation = Generation(redis, settings.redis_key_prefix, metrics, settle=settle)
+
+        async def refresh_live_index() -> object:
+            return await asyncio.wait_for(engine.indices.refresh(index=settings.search_index), settings.bulk_timeout_s)
+
+        generation = Generation(
+            redis, settings.redis_key_prefix, metrics, settle=settle, before_repeat=refresh_live_index
+        )
         await stack.enter_async_context(_background(generation.run()))
         sink = Sink(engine, metrics, timeout=settings.bulk_timeout_s)
         streamer = Streamer(settings, engine, sink, generation, metrics)

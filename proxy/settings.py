@@ -51,7 +51,7 @@ class ProxySettings:
     # The response cache (proxy.cache; the rules are in proxy.cache.freshness).
     cache_enabled: bool = True
     cache_ttl_s: int = 60
-    cache_revalidate_ms: int = 5_000
+    cache_revalidate_ms: int = 15_000
     cache_max_stale_ms: int = 500
     cache_stale_if_error_s: int = 300
     cache_l1_max_entries: int = 10_000
@@ -83,7 +83,7 @@ class ProxySettings:
 
 def _cache_settings(env: Mapping[str, str]) -> dict[str, Any]:
     ttl_s = env_int(env, "CACHE_TTL_S", 60, minimum=1, maximum=86_400)
-    revalidate_ms = env_int(env, "CACHE_REVALIDATE_MS", 5_000, minimum=0)
+    revalidate_ms = env_int(env, "CACHE_REVALIDATE_MS", 15_000, minimum=0)
     if revalidate_ms > ttl_s * 1000:
         raise ConfigError(f"CACHE_REVALIDATE_MS: must not exceed CACHE_TTL_S ({ttl_s} s), got {revalidate_ms}")
     return {

@@ -69,7 +69,7 @@ def test_the_cache_settings_default_to_the_documented_values() -> None:
     settings = ProxySettings.from_env({})
     assert (settings.redis_timeout_ms, settings.cache_enabled, settings.cache_ttl_s) == (50, True, 60)
     assert (settings.cache_revalidate_ms, settings.cache_max_stale_ms, settings.cache_stale_if_error_s) == (
-        5000,
+        15_000,
         500,
         300,
     )

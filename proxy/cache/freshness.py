@@ -48,7 +48,7 @@ class Verdict(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Policy:
     ttl: float = 60.0
-    revalidate_after: float = 5.0
+    revalidate_after: float = 15.0
     max_stale: float = 0.5
     stale_if_error: float = 300.0
 
