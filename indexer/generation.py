@@ -6,14 +6,13 @@ everything, after a full rebuild). A background task turns marks into bumps: ``I
 an :class:`~catalog.generation.Announcement` — the new value and the tags marked since the last
 bump. At most one bump per ``min_interval``: the marks of a burst coalesce into one.
 
-Every tag is announced twice: once as soon as possible, and once more ``settle`` seconds after
-that first announcement. The engine makes a write searchable only at its next refresh, so a
-proxy that re-read an answer right after the first announcement may have cached old data; the
-second one tells it again. ``settle`` is the live index's refresh interval plus a margin
-(:func:`settle_after`), and the indexer refreshes the index right before a re-announcement
-(``before_repeat``), so an engine lagging behind its interval cannot make the repeat premature.
-A re-announcement is an ordinary bump (a new value), merged with any
-tags marked meanwhile, and counts against ``min_interval`` like any other.
+The engine makes a write searchable only at its next refresh, so the streaming indexer refreshes
+the index right before each announcement (``before_announcement``, at most once per
+``min_interval``): a proxy that re-reads on hearing of a change reads the change. As a safety net
+every tag is announced once more ``settle`` seconds after its first announcement (the live
+index's refresh interval plus a margin, :func:`settle_after`). A re-announcement is an ordinary
+bump (a new value), merged with any tags marked meanwhile, and counts against ``min_interval``
+like any other.
 
 Redis being down never blocks indexing: a failed bump is logged and counted, its tags stay
 pending (first announcements and re-announcements alike), and it is retried every ``retry``
@@ -151,10 +150,10 @@ class Generation:
         min_interval: float = 0.25,
         settle: float = _DEFAULT_SETTLE_S,
         retry: float = 1.0,
-        before_repeat: Callable[[], Awaitable[object]] | None = None,
+        before_announcement: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._client = client
-        self._before_repeat = before_repeat
+        self._before_announcement = before_announcement
         self.key = generation_key(prefix)
         self._metrics = metrics
         self._schedule = Schedule(min_interval=min_interval, settle=settle, retry=retry)
@@ -176,7 +175,7 @@ class Generation:
                     await asyncio.wait_for(self._marked.wait(), None if due is None else due - now)
                 continue
             bump = self._schedule.take(now)
-            if _some(bump.again) and self._before_repeat is not None:
+            if self._before_announcement is not None:
                 await self._make_searchable()
             announced = await self.bump(bump.tags)
             if announced is None:
@@ -185,18 +184,19 @@ class Generation:
                 self._schedule.sent(bump, time.monotonic())
 
     async def _make_searchable(self) -> None:
-        """Before a re-announcement: make sure what it repeats is searchable (``before_repeat``).
+        """Before an announcement: make what it announces searchable (``before_announcement``).
 
-        The timed repeat assumes the engine refreshed within ``settle``; an engine under load
-        can lag behind its interval, and a proxy re-reading then would cache the old answer as
-        current (seen in ``load/bench_cache.py``: prices visible only after 15 s). A failure
-        here is logged and the repeat goes out anyway.
+        A proxy re-reads an answer as soon as it hears of a change; before the engine's next
+        refresh it would read — and cache as current — the old answer. Waiting for the periodic
+        refresh is not enough either: an engine under load lags behind its interval (seen in
+        ``load/bench_cache.py``: prices visible only after 15 s). At most one refresh per
+        ``min_interval``. A failure here is logged and the announcement goes out anyway.
         """
-        assert self._before_repeat is not None
+        assert self._before_announcement is not None
         try:
-            await self._before_repeat()
+            await self._before_announcement()
         except Exception as exc:  # an engine error must not stop the announcements
-            log.warning("could not refresh the index before a re-announcement: %s", type(exc).__name__)
+            log.warning("could not refresh the index before an announcement: %s", type(exc).__name__)
 
     async def bump(self, tags: Iterable[str] | None) -> int | None:
         """INCR the generation and announce ``tags`` (None: everything); the new value, or None

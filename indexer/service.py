@@ -129,7 +129,7 @@ async def run_indexer(
             return await asyncio.wait_for(engine.indices.refresh(index=settings.search_index), settings.bulk_timeout_s)
 
         generation = Generation(
-            redis, settings.redis_key_prefix, metrics, settle=settle, before_repeat=refresh_live_index
+            redis, settings.redis_key_prefix, metrics, settle=settle, before_announcement=refresh_live_index
         )
         await stack.enter_async_context(_background(generation.run()))
         sink = Sink(engine, metrics, timeout=settings.bulk_timeout_s)
