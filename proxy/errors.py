@@ -1,7 +1,9 @@
 """The errors the proxy answers with, and their RFC 9457 ``application/problem+json`` bodies.
 
 Callers raise these by meaning (``InvalidParameters``, ``BackendUnavailable``, …); exactly one
-middleware catches :class:`ProblemError` and writes :func:`problem_body` with the error's status.
+middleware catches :class:`ProblemError` and writes :func:`problem_body` with the error's status
+and the headers the error carries (:attr:`ProblemError.headers`: ``Allow`` on a 405,
+``Retry-After`` on a 429), so a new error never needs a new branch there.
 Anything else that escapes a handler is answered as a bare ``ProblemError()`` (500).
 
 This module is pure: it never touches a request, a socket or a logger, and a problem body never
@@ -10,6 +12,7 @@ carries a stack trace, an exception's repr or an engine's error text — only wh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -36,6 +39,11 @@ class ProblemError(Exception):
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.default_detail
         super().__init__(self.detail)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers this error's answer must carry; none by default."""
+        return {}
 
 
 class InvalidParameters(ProblemError):
@@ -70,6 +78,10 @@ class MethodNotAllowed(ProblemError):
         self.allowed: tuple[str, ...] = tuple(allowed)
         super().__init__(detail)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)} if self.allowed else {}
+
 
 class RateLimited(ProblemError):
     """429: the client's token bucket is empty; ``retry_after`` (whole seconds) feeds ``Retry-After``."""
@@ -79,10 +91,15 @@ class RateLimited(ProblemError):
     type = _TYPE_PREFIX + "rate-limited"
     default_detail = "Too many requests; slow down."
 
-    def __init__(self, retry_after: int, detail: str | None = None) -> None:
-        # Retry-After is whole seconds and a client told "0" would retry at once: at least 1.
-        self.retry_after = max(1, int(retry_after))
+    def __init__(self, retry_after: float, detail: str | None = None) -> None:
+        # Retry-After is whole seconds, rounded up (a client retrying sooner would be refused
+        # again), and a client told "0" would retry at once: at least 1.
+        self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(detail or f"Too many requests; retry in {self.retry_after} s.")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class BackendUnavailable(ProblemError):

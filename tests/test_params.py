@@ -17,6 +17,7 @@ from proxy.errors import (
     PROBLEM_CONTENT_TYPE,
     BackendUnavailable,
     InvalidParameters,
+    MethodNotAllowed,
     ProblemError,
     RateLimited,
     problem_body,
@@ -484,6 +485,13 @@ def test_other_problems_have_no_invalid_params() -> None:
 def test_rate_limited_carries_a_positive_retry_after() -> None:
     assert RateLimited(retry_after=0).retry_after == 1
     assert orjson.loads(problem_body(RateLimited(retry_after=7)))["status"] == 429
+
+
+def test_errors_carry_the_headers_their_answer_needs() -> None:
+    assert RateLimited(retry_after=2.2).headers == {"Retry-After": "3"}  # rounded up
+    assert MethodNotAllowed(["GET", "HEAD"]).headers == {"Allow": "GET, HEAD"}
+    assert MethodNotAllowed().headers == {}
+    assert InvalidParameters([("q", "bad")]).headers == {}
 
 
 def test_bare_problem_is_an_internal_error_without_details() -> None:

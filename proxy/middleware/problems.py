@@ -8,6 +8,7 @@ answered as a bare 500 problem. A stack trace or an engine's error text never re
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -18,7 +19,6 @@ from proxy.errors import (
     MethodNotAllowed,
     NotFound,
     ProblemError,
-    RateLimited,
     problem_body,
 )
 from proxy.middleware.request_id import REQUEST_ID_KEY
@@ -28,26 +28,31 @@ log = logging.getLogger("hos_search.proxy")
 
 def problem_response(request: web.Request, error: ProblemError) -> web.Response:
     request_id = request.get(REQUEST_ID_KEY)
-    response = web.Response(
+    return web.Response(
         status=error.status,
         body=problem_body(error, instance=f"urn:request:{request_id}" if request_id else None),
         content_type=PROBLEM_CONTENT_TYPE,
+        headers=error.headers,
     )
-    if isinstance(error, MethodNotAllowed) and error.allowed:
-        response.headers["Allow"] = ", ".join(error.allowed)
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+
+
+def _method_not_allowed(exc: web.HTTPException) -> ProblemError:
+    assert isinstance(exc, web.HTTPMethodNotAllowed)
+    return MethodNotAllowed(sorted(exc.allowed_methods), f"{exc.method} is not allowed here.")
+
+
+# aiohttp's own answers (routing, body size) and the problem each becomes; any other
+# HTTPException passes through untouched.
+_HTTP_PROBLEMS: dict[type[web.HTTPException], Callable[[web.HTTPException], ProblemError]] = {
+    web.HTTPNotFound: lambda exc: NotFound(),
+    web.HTTPMethodNotAllowed: _method_not_allowed,
+    web.HTTPRequestEntityTooLarge: lambda exc: InvalidParameters((), "The request is too large."),
+}
 
 
 def _from_http_exception(exc: web.HTTPException) -> ProblemError | None:
-    if isinstance(exc, web.HTTPNotFound):
-        return NotFound()
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        return MethodNotAllowed(sorted(exc.allowed_methods), f"{exc.method} is not allowed here.")
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return InvalidParameters((), "The request is too large.")
-    return None
+    convert = _HTTP_PROBLEMS.get(type(exc))
+    return None if convert is None else convert(exc)
 
 
 @web.middleware
