@@ -53,7 +53,8 @@ the cluster (at most ``max_connections`` plus prepared transactions); never one 
 Transactions of other databases on the same server also appear in ``running``: they only hold the
 checkpoint back while they run, and processing never waits for them.
 
-This module never writes to the engine and never decides what a change means for the index.
+This module never writes to the engine and never decides what a change means for the index;
+where each reader has got to (its checkpoint row) is :mod:`indexer.checkpoint`.
 """
 
 from __future__ import annotations
@@ -265,48 +266,6 @@ def make_window(
     )
 
 
-async def read_checkpoint(conn: asyncpg.Connection, name: str) -> int:
-    """The stored checkpoint for ``name``, created at 0 when it does not exist yet."""
-    await conn.execute(
-        "INSERT INTO search_indexer_checkpoint (name, last_seq) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
-        name,
-    )
-    return int(await conn.fetchval("SELECT last_seq FROM search_indexer_checkpoint WHERE name = $1", name))
-
-
-async def advance_checkpoint(conn: asyncpg.Connection, name: str, seq: int) -> None:
-    """Move ``name`` forward to ``seq``; never backwards (a second writer cannot rewind it)."""
-    await conn.execute(
-        """INSERT INTO search_indexer_checkpoint (name, last_seq, updated_at) VALUES ($1, $2, now())
-           ON CONFLICT (name) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now()
-            WHERE search_indexer_checkpoint.last_seq < EXCLUDED.last_seq""",
-        name,
-        seq,
-    )
-
-
-async def hold_checkpoint(conn: asyncpg.Connection, name: str) -> int:
-    """Register ``name`` at the lowest existing checkpoint, so pruning keeps what it will need.
-
-    Pruning deletes only rows at or below every checkpoint, and a valid checkpoint is below
-    any seq a running or future transaction can hold — so from here on nothing that ``name``
-    may still read is pruned. Returns the registered position.
-    """
-    return int(
-        await conn.fetchval(
-            """INSERT INTO search_indexer_checkpoint (name, last_seq, updated_at)
-               SELECT $1, coalesce(min(last_seq), 0), now() FROM search_indexer_checkpoint
-               ON CONFLICT (name) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now()
-               RETURNING last_seq""",
-            name,
-        )
-    )
-
-
-async def release_checkpoint(conn: asyncpg.Connection, name: str) -> None:
-    await conn.execute("DELETE FROM search_indexer_checkpoint WHERE name = $1", name)
-
-
 async def prune(conn: asyncpg.Connection, *, batch: int = 10_000) -> int:
     """Delete up to ``batch`` outbox rows that every registered reader has passed."""
     status = await conn.execute(
@@ -317,31 +276,3 @@ async def prune(conn: asyncpg.Connection, *, batch: int = 10_000) -> int:
         batch,
     )
     return int(status.split()[-1])
-
-
-async def adopt_abandoned_hold(conn: asyncpg.Connection, name: str, hold: str, lock: str) -> int | None:
-    """Take over the checkpoint row ``hold`` of a reindex that died, if there is one.
-
-    A reindex that dies after its alias swap may leave changes the streamer wrote to the old
-    index missing from the new one; its hold row says from where it still had to replay. When
-    no reindex holds the advisory lock ``lock``, the row is abandoned: move checkpoint ``name``
-    back to it (re-reading is idempotent: every write carries its version) and delete it.
-    Returns the seq rewound to, or ``None`` when there was nothing to adopt.
-    """
-    seq = await conn.fetchval("SELECT last_seq FROM search_indexer_checkpoint WHERE name = $1", hold)
-    if seq is None or not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", lock):
-        return None  # nothing abandoned, or a reindex is running right now
-    try:
-        async with conn.transaction():
-            seq = await conn.fetchval("DELETE FROM search_indexer_checkpoint WHERE name = $1 RETURNING last_seq", hold)
-            if seq is None:
-                return None
-            await conn.execute(
-                "UPDATE search_indexer_checkpoint SET last_seq = least(last_seq, $2), updated_at = now() "
-                "WHERE name = $1",
-                name,
-                seq,
-            )
-        return int(seq)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock)

@@ -4,7 +4,7 @@ Steps (``hos-search reindex``, ``SYNC_PRODUCTS_ON_STARTUP``, ``--reindex-on-star
 
 1. Take the advisory lock for this alias (one reindex at a time) and register a checkpoint
    ``reindex:<alias>`` at the lowest existing one, so pruning keeps every outbox row this
-   reindex may replay (see :func:`indexer.outbox.hold_checkpoint`). A row already there was
+   reindex may replay (see :func:`indexer.checkpoint.hold_checkpoint`). A row already there was
    left by a reindex that died after its swap, for the streamer to re-read from: until this
    reindex completes, the row never moves above where it was, and a failure leaves it.
 2. Create ``<alias>_v<timestamp>`` with the catalog mapping, refresh off and no replicas.
@@ -44,7 +44,7 @@ Replays read ``INDEXER_BATCH_SIZE`` changes per batch, like the streamer. A fail
 before step 5 deletes the new index and leaves the live alias untouched; a process killed
 outright leaves an orphan index that the next reindex deletes (safe: the lock says no other
 reindex is loading it). One that fails after the swap leaves its ``reindex:<alias>`` row, from
-which the streamer re-reads (:func:`indexer.outbox.adopt_abandoned_hold`). Never writes to the
+which the streamer re-reads (:func:`indexer.checkpoint.adopt_abandoned_hold`). Never writes to the
 alias before the swap, and never deletes an index that the alias points to before the swap has
 succeeded.
 """
@@ -63,9 +63,10 @@ from catalog.connections import connect_postgres
 from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
 from catalog.mapping import index_mappings, index_settings, is_version_of, live_settings, versioned_index_name
 from indexer.batch import run_batch
+from indexer.checkpoint import advance_checkpoint, hold_checkpoint, release_checkpoint
 from indexer.listener import close_quietly
 from indexer.metrics import IndexerMetrics
-from indexer.outbox import OutboxCursor, advance_checkpoint, hold_checkpoint, read_horizon, release_checkpoint
+from indexer.outbox import OutboxCursor, read_horizon
 from indexer.settings import IndexerSettings
 from indexer.sink import Action, Sink
 

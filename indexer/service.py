@@ -43,10 +43,11 @@ from catalog.config import ConfigError
 from catalog.connections import ServerUnreachable, connect_postgres, redact
 from catalog.engine import create_engine_client
 from indexer.batch import run_batch
+from indexer.checkpoint import adopt_abandoned_hold, advance_checkpoint, read_checkpoint
 from indexer.generation import Generation, settle_after
 from indexer.listener import Listener, ListenerLost, close_quietly
 from indexer.metrics import IndexerMetrics, serve_metrics
-from indexer.outbox import OutboxCursor, adopt_abandoned_hold, advance_checkpoint, prune, read_checkpoint
+from indexer.outbox import OutboxCursor, prune
 from indexer.reindex import (
     ReindexBusy,
     ReindexError,

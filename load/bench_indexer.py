@@ -51,8 +51,8 @@ from catalog.mapping import index_mappings, index_settings  # noqa: E402
 from catalog.seed import seed_catalog  # noqa: E402
 from devstack.databases import ScratchDatabases  # noqa: E402
 from devstack.stack import DevStack, StackUrls  # noqa: E402
+from indexer.checkpoint import advance_checkpoint  # noqa: E402
 from indexer.metrics import IndexerMetrics  # noqa: E402
-from indexer.outbox import advance_checkpoint  # noqa: E402
 from indexer.reindex import LOAD_CHUNK, reindex  # noqa: E402
 from indexer.settings import IndexerSettings  # noqa: E402
 from indexer.sink import Sink  # noqa: E402

@@ -604,7 +604,7 @@ async def test_a_reindex_that_died_after_its_swap_is_replayed_by_the_streamer(
 async def test_a_running_reindexs_hold_is_left_alone(
     settings: IndexerSettings, db: asyncpg.Connection, database_url: str
 ) -> None:
-    from indexer.outbox import adopt_abandoned_hold
+    from indexer.checkpoint import adopt_abandoned_hold
     from indexer.reindex import hold_name, reindex_lock_name
 
     alias = settings.search_index
