@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from catalog.retry import AT_START
 
 log = logging.getLogger("hos_search.connections")
 
@@ -33,8 +34,7 @@ def redact(url: str) -> str:
 async def connect_postgres(
     url: str, *, attempts: int = 5, timeout: float = 5.0, setting: str = "DATABASE_URL"
 ) -> asyncpg.Connection:
-    """One connection, retried with jittered exponential backoff (0.2 s, 0.4 s, …, ≤ 5 s)."""
-    delay = 0.2
+    """One connection, retried as :data:`catalog.retry.AT_START` says (0.2 s, 0.4 s, …, ≤ 5 s)."""
     for attempt in range(1, attempts + 1):
         try:
             return await asyncpg.connect(url, timeout=timeout)
@@ -43,6 +43,7 @@ async def connect_postgres(
                 raise ServerUnreachable(
                     f"{setting}: cannot connect to {redact(url)} after {attempts} tries: {exc}"
                 ) from None
+            delay = AT_START.delay(attempt)
             log.warning(
                 "postgres %s unreachable (%s); retrying in %.1fs, %d tries left",
                 redact(url),
@@ -50,8 +51,7 @@ async def connect_postgres(
                 delay,
                 attempts - attempt,
             )
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delay)
         except (
             asyncpg.InvalidAuthorizationSpecificationError,
             asyncpg.InvalidCatalogNameError,

@@ -42,6 +42,7 @@ from elasticsearch import AsyncElasticsearch
 from catalog.config import ConfigError
 from catalog.connections import ServerUnreachable, connect_postgres, redact
 from catalog.engine import create_engine_client
+from catalog.retry import AT_START, RECONNECT
 from indexer.batch import run_batch
 from indexer.checkpoint import adopt_abandoned_hold, advance_checkpoint, read_checkpoint
 from indexer.generation import Generation, settle_after
@@ -58,7 +59,7 @@ from indexer.reindex import (
     reindex_lock_name,
 )
 from indexer.settings import IndexerSettings
-from indexer.sink import Sink, backoff, wait_or_stop
+from indexer.sink import Sink, wait_or_stop
 
 log = logging.getLogger("hos_search.indexer")
 
@@ -93,7 +94,7 @@ async def open_engine(settings: IndexerSettings, *, attempts: int = 5) -> AsyncE
                 raise ServerUnreachable(
                     f"ELASTICSEARCH_NODE: cannot reach {redact(settings.elasticsearch_node)} after {attempts} tries"
                 ) from exc
-            delay = backoff(attempt, 0.2, 5.0)
+            delay = AT_START.delay(attempt)
             log.warning("engine unreachable (%s); retrying in %.1fs, %d tries left", exc, delay, attempts - attempt)
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
@@ -199,7 +200,7 @@ class Streamer:
                 initial = False
                 self._failures += 1
                 attempt = self._failures
-                delay = backoff(attempt, 0.1, 5.0)
+                delay = RECONNECT.delay(attempt)
                 self._metrics.errors.labels(kind="postgres").inc()
                 self._metrics.reconnects.labels(server="postgres").inc()
                 log.warning(

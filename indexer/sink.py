@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,13 +31,12 @@ from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
 
 from catalog.generation import ANY_SELLER, product_tag, seller_tag
+from catalog.retry import WRITE
 from indexer.metrics import IndexerMetrics
 
 log = logging.getLogger("hos_search.indexer.sink")
 
 VERSION_TYPE = "external_gte"
-_RETRY_FIRST_S = 0.1
-_RETRY_MAX_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +114,6 @@ def _index_missing(error: dict[str, Any] | None) -> bool:
     return bool(error) and isinstance(error, dict) and error.get("type") == "index_not_found_exception"
 
 
-def backoff(attempt: int, first: float = _RETRY_FIRST_S, cap: float = _RETRY_MAX_S) -> float:
-    """Capped exponential backoff with full jitter for retry number ``attempt`` (1-based)."""
-    return random.uniform(0.5, 1.0) * min(cap, first * 2 ** (attempt - 1))
-
-
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep ``seconds`` unless ``stop`` is set first; return whether it was set."""
     try:
@@ -171,7 +164,7 @@ class Sink:
             if not retry:
                 break
             attempt += 1
-            delay = backoff(attempt)
+            delay = WRITE.delay(attempt)
             log.warning(
                 "bulk: %d of %d actions into %s not written; retry %d in %.2fs (retries until the engine accepts)",
                 len(retry),

@@ -2,8 +2,8 @@
 
 The **listener** keeps a subscription (a connection of its own, no read timeout) to the
 generation channel and the fill-notice channel: announcements go to the worker's
-:class:`CatalogView`, fill notices to :class:`FillNotices`. It reconnects with a growing pause
-(0.1 s to 2 s) when the connection fails.
+:class:`CatalogView`, fill notices to :class:`FillNotices`. It reconnects when the connection
+fails, pausing as :data:`catalog.retry.SUBSCRIBE` says (0.1 s doubling to 2 s).
 
 The **watchdog** reads the generation key through the request-path client (bounded by its
 short timeout) every ``poll_interval`` while the subscription is down and every
@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from catalog.generation import Announcement, generation_key
+from catalog.retry import SUBSCRIBE
 from proxy.cache.freshness import CatalogView
 from proxy.cache.keys import fills_channel
 from proxy.cache.notices import FillNotices
@@ -82,13 +83,13 @@ class Subscriber:
             await cancel_and_wait(watchdog)
 
     async def _listen(self) -> None:
-        pause = 0.1
+        failures = 0  # in a row
         while True:
             client = aioredis.from_url(self._url, socket_connect_timeout=0.5)
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._key, self._fills)
-                    self.subscribed, pause = True, 0.1
+                    self.subscribed, failures = True, 0
                     self._resync.set()  # the watchdog re-reads the counter now
                     log.info("cache: following the catalog generation on %s", self._key)
                     while True:
@@ -104,8 +105,8 @@ class Subscriber:
             finally:
                 self.subscribed = False
                 await client.aclose()
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 2.0)
+            failures += 1
+            await asyncio.sleep(SUBSCRIBE.delay(failures))
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         if channel == self._fills.encode():
