@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import TypedDict
 from urllib.parse import urlsplit
 
+from catalog.errors import CatalogError
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@localhost:5432/hos_search"
 DEFAULT_REDIS_URL = "redis://localhost:6379"
 DEFAULT_ELASTICSEARCH_NODE = "http://localhost:9200"
@@ -21,7 +23,7 @@ DEFAULT_SEARCH_INDEX = "products"
 DEFAULT_REDIS_KEY_PREFIX = "hos:"
 
 
-class ConfigError(Exception):
+class ConfigError(CatalogError):
     """A setting is missing or malformed; the message names the variable."""
 
 

@@ -13,12 +13,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from catalog.errors import CatalogError
 from catalog.retry import AT_START
 
 log = logging.getLogger("hos_search.connections")
 
 
-class ServerUnreachable(Exception):
+class ServerUnreachable(CatalogError):
     """A server did not answer within the retry budget; the message names the setting."""
 
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import asyncpg
 
+from catalog.errors import CatalogError
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # An arbitrary constant naming "the catalog migration lock" for pg_advisory_lock.
 _LOCK_KEY = 0x686F735F6D6967  # "hos_mig"
 
 
-class MigrationError(Exception):
+class MigrationError(CatalogError):
     """A migration failed or the recorded history disagrees with the files."""
 
 

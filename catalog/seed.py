@@ -19,12 +19,13 @@ from typing import TypeVar
 
 import asyncpg
 
+from catalog.errors import CatalogError
 from catalog.generator import PRODUCT_COLUMNS, SELLER_COLUMNS, generate_catalog
 
 T = TypeVar("T")
 
 
-class SeedError(Exception):
+class SeedError(CatalogError):
     """The catalog cannot be seeded as asked (e.g. the tables already hold data)."""
 
 

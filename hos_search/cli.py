@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from catalog.config import ConfigError, database_url
-from catalog.connections import ServerUnreachable
+from catalog.errors import CatalogError
 from catalog.logs import LEVELS, configure_logging
-from catalog.migrate import MigrationError
 
 
 def _positive(text: str) -> int:
@@ -168,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hos-search: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (ServerUnreachable, MigrationError) as exc:
+    except CatalogError as exc:  # an unreachable server, a failed migration, …
         print(f"hos-search: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

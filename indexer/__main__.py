@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import uvloop
 
 from catalog.config import ConfigError
-from catalog.connections import ServerUnreachable
+from catalog.errors import CatalogError
 from catalog.logs import configure_logging
-from indexer.reindex import ReindexError
+from indexer.errors import IndexerError
 from indexer.service import run_indexer, run_reindex
 from indexer.settings import IndexerSettings
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{prog}: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (ServerUnreachable, ReindexError) as exc:
+    except (CatalogError, IndexerError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

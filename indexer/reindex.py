@@ -64,6 +64,7 @@ from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
 from catalog.mapping import index_mappings, index_settings, is_version_of, live_settings, versioned_index_name
 from indexer.batch import run_batch
 from indexer.checkpoint import advance_checkpoint, hold_checkpoint, release_checkpoint
+from indexer.errors import IndexerError
 from indexer.listener import close_quietly
 from indexer.metrics import IndexerMetrics
 from indexer.outbox import OutboxCursor, read_horizon
@@ -86,7 +87,7 @@ def hold_name(alias: str) -> str:
     return f"reindex:{alias}"
 
 
-class ReindexError(Exception):
+class ReindexError(IndexerError):
     """The reindex cannot run or was abandoned; the live alias is untouched."""
 
 

@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from catalog.config import ConfigError
+from catalog.errors import CatalogError
 from catalog.logs import configure_logging
-from proxy.server import PortInUse, check_port_free, serve_worker, supervise
+from proxy.errors import ProxyError
+from proxy.server import check_port_free, serve_worker, supervise
 from proxy.settings import ProxySettings
 
 
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"hos-search proxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    except PortInUse as exc:
+    except (CatalogError, ProxyError) as exc:
         print(f"hos-search proxy: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -28,6 +28,11 @@ ABOUT_BLANK = "about:blank"
 _TYPE_PREFIX = "tag:hos-search,2026:problem:"
 
 
+class ProxyError(Exception):
+    """Base of the proxy's expected process-level failures (a taken port, a synonym file that
+    does not parse): its entry point catches this family. HTTP answers are :class:`ProblemError`."""
+
+
 class ProblemError(Exception):
     """Base of every error that becomes a problem+json response; on its own, a 500."""
 

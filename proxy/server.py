@@ -25,13 +25,14 @@ import uvloop
 from aiohttp import web
 
 from proxy.app import create_app
+from proxy.errors import ProxyError
 from proxy.fastpath import install as install_fast_path
 from proxy.settings import ProxySettings
 
 log = logging.getLogger("hos_search.proxy")
 
 
-class PortInUse(Exception):
+class PortInUse(ProxyError):
     """The port is taken by another program; the message names it."""
 
 

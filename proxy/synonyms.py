@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from proxy.errors import ProxyError
+
 Words = tuple[str, ...]
 
 DEFAULT_SYNONYMS_PATH: Final = Path(__file__).resolve().parent.parent / "catalog" / "synonyms.txt"
@@ -52,7 +54,7 @@ _POSSESSIVE = re.compile(r"['’]s\b")
 MAX_TERM_WORDS: Final = 4
 
 
-class SynonymError(ValueError):
+class SynonymError(ProxyError, ValueError):
     """The synonym file does not parse; the message names the line."""
 
 

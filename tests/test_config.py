@@ -125,3 +125,20 @@ def test_a_bad_log_level_is_named() -> None:
     result = _run_cli("migrate", LOG_LEVEL="loud")
     assert result.returncode == 2
     assert "LOG_LEVEL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_each_package_has_one_family_of_expected_failures() -> None:
+    """The entry points catch CatalogError, IndexerError and ProxyError, and nothing narrower."""
+    from catalog.connections import ServerUnreachable
+    from catalog.errors import CatalogError
+    from catalog.migrate import MigrationError
+    from catalog.seed import SeedError
+    from indexer.errors import IndexerError
+    from indexer.reindex import ReindexBusy, ReindexError
+    from proxy.errors import ProxyError
+    from proxy.server import PortInUse
+    from proxy.synonyms import SynonymError
+
+    assert all(issubclass(e, CatalogError) for e in (ConfigError, ServerUnreachable, MigrationError, SeedError))
+    assert all(issubclass(e, IndexerError) for e in (ReindexError, ReindexBusy))
+    assert all(issubclass(e, ProxyError) for e in (PortInUse, SynonymError))
