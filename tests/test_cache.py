@@ -316,3 +316,35 @@ async def test_redis_paused_or_killed_mid_test_never_makes_a_request_wait(
             assert timeout_s <= 0.05
     finally:
         redis_server.stop()
+
+
+async def test_an_announcement_lost_while_the_subscription_is_down_is_not_missed(
+    client: TestClient, stack_urls: StackUrls
+) -> None:
+    """The subscriber's connection is killed; a change announced meanwhile reaches nobody, yet
+    the page showing it is not served as current: the counter moved while nobody listened."""
+    path = "/api/search?q=cloak&size=4"
+    await _get(client, path)
+    hit, _ = await _get(client, path)
+    assert hit.headers["X-Cache"] == "HIT"
+    view = client.server.app[CACHE].view
+    redis = aioredis.from_url(stack_urls.redis_url)
+    key = generation_key(_prefix(client))
+    try:
+        # Kill this proxy's subscription (other tests' proxies may be subscribed too; any
+        # pub/sub client losing its connection is harmless to them), then announce at once,
+        # before the subscriber can reconnect (it pauses at least 50 ms first).
+        await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        generation = int(await redis.incr(key))
+        await redis.publish(key, Announcement.of(generation, {product_tag(999_999_998)}).encode())
+    finally:
+        await redis.aclose()
+
+    async def caught_up() -> bool:
+        return view.following and view.generation >= generation
+
+    await eventually(caught_up, timeout=5, what="the subscriber back and caught up")
+    # What changed is unknown, so the page is not a HIT any more: STALE (refreshing), or MISS
+    # once past the hard bound.
+    after, _ = await _get(client, path)
+    assert after.headers["X-Cache"] in {"STALE", "MISS"}
