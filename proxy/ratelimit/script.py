@@ -1,0 +1,124 @@
+"""The token bucket in Redis: :func:`proxy.ratelimit.bucket.take` as a Lua script, one round trip.
+
+A client's bucket is a hash at :func:`bucket_key` with fields ``tokens`` and ``ts`` (its
+``updated_ms``). The script reads it, refills, takes, writes it back and sets the key to expire
+once the bucket would be full again (:func:`~proxy.ratelimit.bucket.key_ttl_ms`), so an idle
+client leaves nothing behind. Redis runs a script atomically, so concurrent requests of one
+client, from any worker or host, each see the bucket the previous one left.
+
+The time is the Redis server's (``TIME``), one clock for every proxy, unless the caller passes
+``now_ms`` (the tests do, to replay exact sequences). The arithmetic is that of ``take``, in the
+same order; ``tokens`` are written with ``%.17g`` so the double survives as a string exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from proxy.ratelimit.bucket import KEY_MARGIN_MS, Bucket, Decision, validate
+
+# KEYS[1]: the bucket's key. ARGV: cost, capacity, period_ms, now_ms ('' = the server's TIME).
+# Replies {allowed (1/0), remaining, retry_after_ms, reset_ms, tokens, ts}: Redis turns a Lua
+# number into an integer reply by truncating it, so the tokens travel as their %.17g string.
+LUA = """
+local key = KEYS[1]
+local cost = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local period = tonumber(ARGV[3])
+local now
+if ARGV[4] ~= nil and ARGV[4] ~= '' then
+  now = tonumber(ARGV[4])
+else
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+local state = redis.call('HMGET', key, 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = capacity
+  ts = now
+end
+local elapsed = math.max(0, now - ts)
+tokens = math.min(capacity, tokens + elapsed * capacity / period)
+ts = math.max(ts, now)
+
+local allowed = 0
+local retry_after = 0
+if cost <= tokens then
+  allowed = 1
+  tokens = tokens - cost
+elseif cost > capacity then
+  retry_after = period
+else
+  retry_after = math.ceil((cost - tokens) * period / capacity)
+end
+local reset = 0
+if tokens < capacity then
+  reset = math.ceil((capacity - tokens) * period / capacity)
+end
+
+local stored = string.format('%.17g', tokens)
+redis.call('HSET', key, 'tokens', stored, 'ts', string.format('%d', ts))
+redis.call('PEXPIRE', key, math.min(reset, period) + KEY_MARGIN_MS)
+return {allowed, math.floor(tokens), retry_after, reset, stored, ts}
+""".replace("KEY_MARGIN_MS", str(KEY_MARGIN_MS))
+
+# What EVALSHA names the script by: Redis's own digest of its text, so no SCRIPT LOAD is needed
+# to learn it.
+SHA = hashlib.sha1(LUA.encode()).hexdigest()
+
+
+def bucket_key(prefix: str, client_id: str) -> str:
+    """The Redis key of ``client_id``'s bucket.
+
+    The id in braces is the key's Redis Cluster hash tag: only it decides the slot, so every key
+    of one client (this one and any added later) lands on one node, where a script may use them
+    together.
+    """
+    return f"{prefix}ratelimit:{{{client_id}}}"
+
+
+class RedisBuckets:
+    """Clients' token buckets in Redis under ``prefix``."""
+
+    def __init__(self, client: Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    async def take(
+        self, client_id: str, cost: float, capacity: float, period_ms: int, now_ms: int | None = None
+    ) -> Decision:
+        """Take ``cost`` tokens from ``client_id``'s bucket, atomically, in one round trip.
+
+        Arguments as for :func:`proxy.ratelimit.bucket.take` (ValueError before Redis is asked).
+        Redis errors and timeouts propagate: the caller decides what an unreachable Redis means.
+        """
+        validate(cost, capacity, period_ms)
+        args = (
+            bucket_key(self._prefix, client_id),
+            # repr of a float is the shortest text that reads back as the same double.
+            repr(float(cost)),
+            repr(float(capacity)),
+            str(period_ms),
+            "" if now_ms is None else str(int(now_ms)),
+        )
+        try:
+            reply = await self._client.evalsha(SHA, 1, *args)
+        except NoScriptError:
+            # The script cache is empty after a Redis restart or SCRIPT FLUSH. A NOSCRIPT reply
+            # means nothing ran, so running it now still makes this one decision.
+            await self._client.script_load(LUA)
+            reply = await self._client.evalsha(SHA, 1, *args)
+        allowed, remaining, retry_after_ms, reset_ms, tokens, updated_ms = reply
+        return Decision(
+            allowed=bool(allowed),
+            remaining=int(remaining),
+            retry_after_ms=int(retry_after_ms),
+            reset_ms=int(reset_ms),
+            bucket=Bucket(float(tokens), int(updated_ms)),
+        )

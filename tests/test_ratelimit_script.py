@@ -1,0 +1,137 @@
+"""The token bucket's Lua script (``proxy.ratelimit.script``) against a real Redis.
+
+The script must be ``proxy.ratelimit.bucket.take`` run inside Redis: the same decisions and the
+same tokens to the last bit, whatever the sequence of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.crc import key_slot
+
+from devstack.stack import StackUrls
+from proxy.ratelimit.bucket import Bucket, key_ttl_ms, take
+from proxy.ratelimit.script import SHA, RedisBuckets, bucket_key
+
+T0 = 1_700_000_000_000  # ms
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def redis(stack_urls: StackUrls) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(stack_urls.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def buckets(redis: aioredis.Redis, redis_prefix: str) -> RedisBuckets:
+    return RedisBuckets(redis, redis_prefix)
+
+
+async def stored(redis: aioredis.Redis, key: str) -> Bucket:
+    """The bucket as the script left it in Redis."""
+    tokens, ts = await redis.hmget(key, ["tokens", "ts"])
+    return Bucket(float(tokens), int(ts))
+
+
+# Steps may go back in time (a clock edge case both sides must handle alike); costs include 0,
+# fractions and more than any capacity drawn.
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    capacity=st.one_of(st.integers(min_value=1, max_value=100), st.floats(min_value=0.1, max_value=1000)),
+    period_ms=st.integers(min_value=1, max_value=3_600_000),
+    steps=st.lists(
+        st.tuples(
+            st.integers(min_value=-2000, max_value=20_000),
+            st.one_of(st.sampled_from([0, 1, 2, 5]), st.floats(min_value=0, max_value=1500)),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+)
+async def test_the_script_and_take_agree_step_by_step(
+    redis: aioredis.Redis,
+    buckets: RedisBuckets,
+    redis_prefix: str,
+    capacity: float,
+    period_ms: int,
+    steps: list[tuple[int, float]],
+) -> None:
+    client = uuid.uuid4().hex  # a fresh bucket for each example
+    key = bucket_key(redis_prefix, client)
+    now, expected = T0, None
+    for step, cost in steps:
+        now += step
+        mine = take(expected, now, cost, capacity, period_ms)
+        theirs = await buckets.take(client, cost, capacity, period_ms, now_ms=now)
+        assert theirs == mine  # allowed, remaining, retry_after, reset, and the exact tokens
+        assert await stored(redis, key) == mine.bucket
+        expected = mine.bucket
+
+
+async def test_the_key_expires_when_the_bucket_would_be_full_again(
+    redis: aioredis.Redis, buckets: RedisBuckets, redis_prefix: str
+) -> None:
+    spent = await buckets.take("spent", 1, 2, 200)
+    assert spent.reset_ms == 100
+    ttl = await redis.pttl(bucket_key(redis_prefix, "spent"))
+    assert key_ttl_ms(spent, 200) - 50 <= ttl <= key_ttl_ms(spent, 200)
+
+    full = await buckets.take("full", 0, 2, 200)
+    key = bucket_key(redis_prefix, "full")
+    assert await redis.exists(key)
+    await asyncio.sleep((key_ttl_ms(full, 200) + 100) / 1000)
+    assert not await redis.exists(key)
+
+
+async def test_without_now_the_script_uses_the_server_clock(buckets: RedisBuckets) -> None:
+    # 1000 tokens per 1000 ms: one token per millisecond.
+    emptied = await buckets.take("clock", 1000, 1000, 1000)
+    assert emptied.allowed and emptied.bucket.tokens == 0
+    assert abs(emptied.bucket.updated_ms - time.time() * 1000) < 5000  # wall-clock milliseconds
+    await asyncio.sleep(0.1)
+    later = await buckets.take("clock", 0, 1000, 1000)
+    elapsed = later.bucket.updated_ms - emptied.bucket.updated_ms
+    assert 100 <= elapsed < 1000
+    assert later.bucket.tokens == elapsed
+
+
+async def test_a_flushed_script_cache_is_refilled_and_the_request_decided_once(
+    redis: aioredis.Redis, buckets: RedisBuckets, redis_prefix: str
+) -> None:
+    first = await buckets.take("flushed", 1, 5, 1000, now_ms=T0)
+    await redis.script_flush()
+    assert await redis.script_exists(SHA) == [False]
+    second = await buckets.take("flushed", 1, 5, 1000, now_ms=T0)
+    assert second == take(first.bucket, T0, 1, 5, 1000)
+    assert await stored(redis, bucket_key(redis_prefix, "flushed")) == Bucket(3.0, T0)
+    assert await redis.script_exists(SHA) == [True]
+
+
+async def test_a_clients_key_is_hash_tagged_by_its_id(
+    redis: aioredis.Redis, buckets: RedisBuckets, redis_prefix: str
+) -> None:
+    key = bucket_key(redis_prefix, "client-7")
+    assert key == f"{redis_prefix}ratelimit:{{client-7}}"
+    assert key_slot(key.encode()) == key_slot(b"client-7")
+    await buckets.take("client-7", 1, 5, 1000)
+    assert await redis.exists(key)
+
+
+async def test_arguments_are_checked_before_redis_is_asked(
+    redis: aioredis.Redis, buckets: RedisBuckets, redis_prefix: str
+) -> None:
+    with pytest.raises(ValueError):
+        await buckets.take("bad", -1, 5, 1000)
+    assert not await redis.exists(bucket_key(redis_prefix, "bad"))
