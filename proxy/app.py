@@ -1,9 +1,10 @@
 """The proxy's aiohttp application, built by :func:`create_app` from settings.
 
 Each long-lived resource has its own ``cleanup_ctx`` generator below, in the order they start
-(and the reverse of the order they stop): the search synonyms (re-read on SIGHUP), the engine
-gateway, the Redis client of the request path, the Postgres pool, the response cache, and the
-catalog-generation subscriber that keeps the cache fresh. Nothing is created at import time.
+(and the reverse of the order they stop): the search synonyms (re-read on SIGHUP), the task
+that flushes the fast path's batched counters, the engine gateway, the Redis client of the
+request path, the Postgres pool, the response cache, and the catalog-generation subscriber that
+keeps the cache fresh. Nothing is created at import time.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Running the proxy: one worker process, or a supervisor of N workers sharing the port.
 
 Each worker is a full aiohttp server on uvloop bound with ``SO_REUSEPORT``, so the kernel
-spreads connections across them. The supervisor starts the workers, restarts one that crashes,
+spreads connections across them, with the cache's fast path (``proxy.fastpath``) in front of
+its application. The supervisor starts the workers, restarts one that crashes,
 passes SIGHUP on to each (a worker then reloads its search synonyms), and on SIGTERM/SIGINT
 asks each to stop: a worker stops accepting, lets in-flight requests
 finish (bounded by ``shutdown_timeout_s``), then closes its pools.
