@@ -7,23 +7,22 @@ the engine while the others wait for its notice (``proxy.cache.notices``).
 
 Every call is bounded by ``timeout`` (≤ 50 ms by default) and never raises: a Redis error or
 timeout is counted and answered as "nothing there". ``failures`` of them in a row open a
-breaker for ``cooldown`` seconds during which Redis is not asked at all (the cache is then L1
-plus bypass); one failure alone does not, because a burst that keeps the event loop busy can
-push a single answer past the timeout while Redis is fine. After the cooldown one call probes:
-success closes the breaker, failure opens it again, so the tier recovers by itself.
+breaker (``proxy.breaker``) for ``cooldown`` seconds during which Redis is not asked at all
+(the cache is then L1 plus bypass); after the cooldown one call probes, so the tier recovers
+by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from proxy.breaker import Breaker
 from proxy.cache.entry import Entry
 from proxy.cache.keys import fills_channel, lock_key, storage_key
 
@@ -53,14 +52,12 @@ class RedisTier:
         self._cooldown = cooldown
         self._on_error = on_error
         self._fills = fills_channel(prefix)
-        self._max_failures = failures
-        self._failures = 0  # in a row
-        self._closed_until = 0.0  # monotonic time until which the breaker stays open
+        self._breaker = Breaker(failures=failures, cooldown=cooldown)
 
     @property
     def available(self) -> bool:
         """False while the breaker is open: callers skip Redis (a BYPASS) without waiting."""
-        return time.monotonic() >= self._closed_until
+        return self._breaker.closed
 
     async def get(self, key_digest: str) -> Entry | None:
         data = await self._call("get", lambda: self._client.get(storage_key(self._prefix, key_digest)))
@@ -120,21 +117,15 @@ class RedisTier:
                 answer = await call()
         except (RedisError, OSError, TimeoutError) as exc:
             self._on_error(operation)
-            self._failures += 1
-            if self._failures >= self._max_failures:
-                if self.available:
-                    log.warning(
-                        "cache: Redis %s failed (%s), %d in a row; bypassing Redis for %.1fs",
-                        operation,
-                        type(exc).__name__,
-                        self._failures,
-                        self._cooldown,
-                    )
-                # Half-open after the cooldown: one more failure reopens at once.
-                self._failures = self._max_failures - 1
-                self._closed_until = time.monotonic() + self._cooldown
+            if self._breaker.failed():
+                log.warning(
+                    "cache: Redis %s failed (%s), several times in a row; bypassing Redis for %.1fs",
+                    operation,
+                    type(exc).__name__,
+                    self._cooldown,
+                )
             return _FAILED
-        self._failures = 0
+        self._breaker.succeeded()
         return answer
 
 
