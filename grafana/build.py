@@ -116,6 +116,23 @@ PROXY = _dashboard(
         ),
         _panel("Requests in flight", [("sum(search_proxy_requests_in_flight)", "in flight")], "short"),
         _panel(
+            "Rate limiting: refused share and decision latency",
+            [
+                (
+                    'sum(rate(search_proxy_ratelimit_decisions_total{decision="limited"}[5m]))'
+                    " / sum(rate(search_proxy_ratelimit_decisions_total[5m]))",
+                    "refused share",
+                ),
+                ("max(search_proxy_ratelimit_fallback_active)", "fallback active"),
+                (
+                    "histogram_quantile(0.99, sum by (le) (rate(search_proxy_ratelimit_duration_seconds_bucket[5m])))",
+                    "decision p99 (s)",
+                ),
+            ],
+            "short",
+            description="Fallback active: a worker's limiter answers from RATE_LIMIT_FALLBACK because Redis fails.",
+        ),
+        _panel(
             "Cache: answers from the cache by route",
             [
                 (

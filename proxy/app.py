@@ -32,9 +32,13 @@ from proxy.metrics import ProxyMetrics
 from proxy.middleware.cors import cors_middleware
 from proxy.middleware.metrics import metrics_middleware
 from proxy.middleware.problems import problems_middleware
+from proxy.middleware.ratelimit import ratelimit_middleware
 from proxy.middleware.request_id import request_id_middleware
 from proxy.openapi import openapi_bytes
-from proxy.routes import CACHE, ENGINE, METRICS, OPENAPI, POSTGRES, REDIS, SYNONYMS, SynonymsHolder, add_routes
+from proxy.ratelimit.identity import KeyLimit
+from proxy.ratelimit.limiter import Limiter
+from proxy.ratelimit.script import RedisBuckets
+from proxy.routes import CACHE, ENGINE, LIMITER, METRICS, OPENAPI, POSTGRES, REDIS, SYNONYMS, SynonymsHolder, add_routes
 from proxy.settings import ProxySettings
 from proxy.synonyms import SynonymError, load_synonyms
 
@@ -46,11 +50,13 @@ _REDIS_CONNECTIONS = 64
 
 def create_app(settings: ProxySettings) -> web.Application:
     metrics = ProxyMetrics()
+    limiting = [ratelimit_middleware()] if settings.rate_limit_enabled else []
     app = web.Application(
         middlewares=[
             request_id_middleware,
             metrics_middleware(metrics),
             cors_middleware(settings.cors_origins),
+            *limiting,
             problems_middleware,
         ],
         # Search requests are GETs; a body larger than this is not a search.
@@ -64,7 +70,7 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[METRICS] = metrics
     app[OPENAPI] = openapi_bytes()
     add_routes(app)
-    app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _cache))
+    app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _cache, _rate_limiter))
     if settings.cache_enabled:
         app.cleanup_ctx.append(_generation_subscriber)
     return app
@@ -190,6 +196,20 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
         lock_wait=settings.cache_lock_wait_ms / 1000,
         namespace=settings.search_index + "|",
         enabled=settings.cache_enabled,
+    )
+    yield
+
+
+async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
+    """The token-bucket limiter on the request path's Redis client (``proxy.ratelimit``)."""
+    settings = app[SETTINGS]
+    app[LIMITER] = Limiter(
+        RedisBuckets(app[REDIS], settings.redis_key_prefix),
+        default=KeyLimit(settings.rate_limit_max, settings.rate_limit_ttl_ms),
+        keys=settings.rate_limit_keys,
+        trusted=settings.trusted_proxies,
+        timeout=settings.redis_timeout_ms / 1000,
+        fallback=settings.rate_limit_fallback,  # type: ignore[arg-type]  # validated by settings
     )
     yield
 

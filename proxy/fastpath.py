@@ -25,9 +25,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.app import SETTINGS
 from proxy.cache.response_cache import Served
+from proxy.middleware.ratelimit import admission_headers, admit, refusal
 from proxy.middleware.request_id import REQUEST_ID_HEADER, request_id_of
-from proxy.routes import CACHE, HOT_ROUTES, METRICS, RESPONSE_HEADERS
+from proxy.routes import CACHE, HOT_ROUTES, LIMITER, METRICS, RESPONSE_HEADERS
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -45,6 +47,7 @@ def hit_headers(served: Served, request: web.BaseRequest) -> dict[str, str]:
 def fast_path(app: web.Application, application: Handler) -> Handler:
     cache = app[CACHE]
     metrics = app[METRICS]
+    limiter = app[LIMITER] if app[SETTINGS].rate_limit_enabled else None
     routes = HOT_ROUTES
     perf_counter, now = time.perf_counter, time.time
 
@@ -57,7 +60,17 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                 if known is not None:
                     served = cache.cached(hot.name, hot.cache_key(app, known[0]), now())
                     if served is not None:
-                        response = web.Response(body=served.body, headers=hit_headers(served, request))
+                        headers = hit_headers(served, request)
+                        if limiter is not None:
+                            # Limited like any request: the rate-limit middleware's own steps.
+                            admission = await admit(limiter, metrics, request, hot.name)
+                            if not admission.decision.allowed:
+                                refused = refusal(request, admission)
+                                refused.headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER]
+                                metrics.count_request(hot.template, "GET", "4xx", perf_counter() - started)
+                                return refused
+                            headers.update(admission_headers(admission))
+                        response = web.Response(body=served.body, headers=headers)
                         metrics.count_fast_hit(hot.name, hot.template, perf_counter() - started)
                         return response
         return await application(request)

@@ -125,6 +125,25 @@ class ProxyMetrics:
             multiprocess_mode="livesum",
         )
 
+        # The rate limiter (proxy.ratelimit).
+        self.ratelimit_decisions = Counter(
+            "search_proxy_ratelimit_decisions_total",
+            "Rate-limit decisions by route and decision (allowed, limited).",
+            ["route", "decision"],
+            registry=self.registry,
+        )
+        self.ratelimit_duration = Histogram(
+            "search_proxy_ratelimit_duration_seconds",
+            "Time the limiter took to decide (a Redis round trip, or the fallback).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ratelimit_fallback = Gauge(
+            "search_proxy_ratelimit_fallback_active",
+            "1 while a worker's limiter answers from its fallback because Redis fails.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
         # Labelled children, looked up once: ``labels()`` takes a lock and builds a key on every
         # call, a measurable share of a cache hit. Bounded: routes × methods × status classes
         # (at most 1,000 kept, so a client inventing methods cannot grow them), routes × X-Cache.
@@ -153,6 +172,12 @@ class ProxyMetrics:
             self.count_response(route, "HIT", hits)
             self.cache_lookups.labels(route, "l1", "hit").inc(hits)
             self.requests.labels(template, "GET", "2xx").inc(hits)
+
+    def count_admission(self, route: str, admission: Any, seconds: float) -> None:
+        """One rate-limit decision (``proxy.ratelimit.limiter.Admission``)."""
+        self.ratelimit_duration.observe(seconds)
+        self.ratelimit_decisions.labels(route, "allowed" if admission.decision.allowed else "limited").inc()
+        self.ratelimit_fallback.set(0 if admission.source == "redis" else 1)
 
     def count_request(self, route: str, method: str, status_class: str, seconds: float) -> None:
         """One answered request, by route template (``/api/search``), method and status class."""

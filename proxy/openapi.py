@@ -111,6 +111,40 @@ _HEADERS: dict[str, Any] = {
         "required": True,
         "schema": {"type": "string", "const": "no-store"},
     },
+    # Rate limiting (proxy.ratelimit): on every answer of a limited route while it is on.
+    "RateLimit-Policy": {
+        "description": 'The client\'s token bucket (IETF httpapi draft): `"default";q=100;w=60` — q tokens, '
+        "refilled over w seconds; the policy is `key` for a client with an API key of its own. Present "
+        "while rate limiting is on.",
+        "required": False,
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'Where the client stands: `"default";r=57;t=12` — r whole tokens left, t seconds until '
+        "the bucket is full again. Present while rate limiting is on.",
+        "required": False,
+        "schema": {"type": "string"},
+    },
+    "X-RateLimit-Limit": {
+        "description": "The bucket's size. Present while rate limiting is on.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Whole tokens left. Present while rate limiting is on.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "X-RateLimit-Reset": {
+        "description": "Seconds until the bucket is full again (not an epoch time). Present while rate limiting is on.",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "Retry-After": {
+        "description": "Whole seconds (rounded up) until the request would be admitted.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    },
 }
 
 
@@ -120,8 +154,9 @@ def _headers(*names: str) -> dict[str, Any]:
     return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
+_RATE_HEADERS = ("RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 # Every answer of a cached route: search, suggestions, product and seller.
-_CACHED_HEADERS = _headers("X-Request-ID", "X-Cache", "Age", "X-Search-Backend", "Cache-Control")
+_CACHED_HEADERS = _headers("X-Request-ID", "X-Cache", "Age", "X-Search-Backend", "Cache-Control", *_RATE_HEADERS)
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -133,6 +168,11 @@ def _problem(description: str) -> dict[str, Any]:
 
 
 _PROBLEM_RESPONSE = _problem("A problem (RFC 9457).")
+_RATE_LIMITED = {
+    "description": "The client's token bucket is empty (rate limiting is on): retry after `Retry-After` seconds.",
+    "headers": _headers("X-Request-ID", "Retry-After", *_RATE_HEADERS),
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -427,7 +467,7 @@ def openapi_document() -> dict[str, Any]:
             "How many suggestions at most.",
         ),
     ]
-    errors = {"400": _PROBLEM_RESPONSE, "429": _PROBLEM_RESPONSE, "503": _PROBLEM_RESPONSE}
+    errors = {"400": _PROBLEM_RESPONSE, "429": _RATE_LIMITED, "503": _PROBLEM_RESPONSE}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -464,6 +504,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("Product", "The product.", _CACHED_HEADERS),
                         "400": _problem("The id is malformed or out of range (`invalid_params` names `id`)."),
                         "404": _problem("There is no active product with this id."),
+                        "429": _RATE_LIMITED,
                         "503": _PROBLEM_RESPONSE,
                     },
                 }
@@ -477,6 +518,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("Seller", "The seller.", _CACHED_HEADERS),
                         "400": _problem("The id is malformed or out of range (`invalid_params` names `id`)."),
                         "404": _problem("There is no seller with this id that has an active product."),
+                        "429": _RATE_LIMITED,
                         "503": _PROBLEM_RESPONSE,
                     },
                 }

@@ -40,6 +40,7 @@ from proxy.params import (
     parse_suggest,
 )
 from proxy.query import build_product, build_seller, build_suggest
+from proxy.ratelimit.limiter import Limiter
 from proxy.readiness import probe, readiness
 from proxy.recovery import search_with_recovery
 from proxy.results import shape_product, shape_search, shape_seller, shape_suggest
@@ -71,6 +72,7 @@ POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 OPENAPI = web.AppKey("openapi", bytes)
 SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
 CACHE = web.AppKey("cache", ResponseCache)
+LIMITER = web.AppKey("limiter", Limiter)
 
 R = TypeVar("R", SearchRequest, SuggestRequest)
 

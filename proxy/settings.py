@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from catalog.config import (
     env_networks,
     shared_settings,
 )
+from proxy.ratelimit.identity import KeyLimit, api_keys_from_env
+from proxy.ratelimit.limiter import FALLBACKS
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms
 
 
@@ -38,6 +40,10 @@ class ProxySettings:
     rate_limit_enabled: bool = True
     rate_limit_max: int = 100
     rate_limit_ttl_ms: int = 60_000
+    # While Redis fails: an in-process bucket per client ("local"), admit all, or refuse all.
+    rate_limit_fallback: str = "local"
+    # X-API-Key -> its own limit (RATE_LIMIT_KEYS / RATE_LIMIT_KEYS_FILE; proxy.ratelimit.identity).
+    rate_limit_keys: Mapping[str, KeyLimit] = field(default_factory=dict)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     cors_origins: tuple[str, ...] = ()
     engine_pool_size: int = 32
@@ -70,6 +76,8 @@ class ProxySettings:
             rate_limit_enabled=env_bool(env, "RATE_LIMIT_ENABLED", True),
             rate_limit_max=env_int(env, "RATE_LIMIT_MAX", 100, minimum=1),
             rate_limit_ttl_ms=env_int(env, "RATE_LIMIT_TTL", 60_000, minimum=1),
+            rate_limit_fallback=_fallback(env),
+            rate_limit_keys=api_keys_from_env(env),
             trusted_proxies=env_networks(env, "TRUSTED_PROXIES"),
             cors_origins=origins,
             engine_pool_size=env_int(env, "ENGINE_POOL_SIZE", 32, minimum=1, maximum=1024),
@@ -79,6 +87,13 @@ class ProxySettings:
             redis_timeout_ms=env_int(env, "REDIS_TIMEOUT_MS", 50, minimum=1, maximum=1_000),
             **_cache_settings(env),
         )
+
+
+def _fallback(env: Mapping[str, str]) -> str:
+    raw = env.get("RATE_LIMIT_FALLBACK", "").strip() or "local"
+    if raw not in FALLBACKS:
+        raise ConfigError(f"RATE_LIMIT_FALLBACK: must be one of {', '.join(FALLBACKS)}, got {raw!r}")
+    return raw
 
 
 def _cache_settings(env: Mapping[str, str]) -> dict[str, Any]:

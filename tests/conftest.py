@@ -199,6 +199,8 @@ def proxy_settings(catalog: SearchCatalog, urls: StackUrls, **overrides: object)
         "cors_origins": ("https://shop.example",),
         # Each proxy its own cache: answers cached by one test never reach another.
         "redis_key_prefix": f"t{uuid.uuid4().hex[:10]}:",
+        # Tests send many requests from one address; the limiter's tests turn it on.
+        "rate_limit_enabled": False,
     }
     base.update(overrides)
     return ProxySettings(**base)  # type: ignore[arg-type]

@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
         (IndexerSettings.from_env, {"SEARCH_INDEX_REFRESH_INTERVAL": "0s"}, "SEARCH_INDEX_REFRESH_INTERVAL"),
         (IndexerSettings.from_env, {"SEARCH_INDEX_REFRESH_INTERVAL": "1.5s"}, "SEARCH_INDEX_REFRESH_INTERVAL"),
         (ProxySettings.from_env, {"REDIS_TIMEOUT_MS": "0"}, "REDIS_TIMEOUT_MS"),
+        (ProxySettings.from_env, {"RATE_LIMIT_FALLBACK": "maybe"}, "RATE_LIMIT_FALLBACK"),
+        (ProxySettings.from_env, {"RATE_LIMIT_KEYS": "short 1 1"}, "RATE_LIMIT_KEYS"),
         (ProxySettings.from_env, {"REDIS_TIMEOUT_MS": "5000"}, "REDIS_TIMEOUT_MS"),
         (ProxySettings.from_env, {"CACHE_ENABLED": "sometimes"}, "CACHE_ENABLED"),
         (ProxySettings.from_env, {"CACHE_TTL_S": "0"}, "CACHE_TTL_S"),

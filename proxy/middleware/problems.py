@@ -26,7 +26,7 @@ from proxy.middleware.request_id import REQUEST_ID_KEY
 log = logging.getLogger("hos_search.proxy")
 
 
-def problem_response(request: web.Request, error: ProblemError) -> web.Response:
+def problem_response(request: web.BaseRequest, error: ProblemError) -> web.Response:
     request_id = request.get(REQUEST_ID_KEY)
     return web.Response(
         status=error.status,

@@ -1,4 +1,4 @@
-"""Token-bucket rate limiting (issue 10), being built: the parts here are not wired into the
-proxy yet. ``bucket`` (pure arithmetic), ``script`` (the same arithmetic as a Redis Lua script),
-``identity`` (who a client is), ``headers`` (the RateLimit response headers); the circuit
-breaker around Redis will be ``proxy.breaker``."""
+"""Token-bucket rate limiting: ``bucket`` (the arithmetic, pure), ``script`` (the same as a Redis
+Lua script), ``identity`` (who a client is), ``headers`` (the RateLimit response headers) and
+``limiter`` (a decision per request, with its Redis timeout, breaker and fallback). Wired in by
+``proxy.middleware.ratelimit`` and, for cache hits, ``proxy.fastpath``."""

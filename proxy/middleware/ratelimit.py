@@ -1,0 +1,61 @@
+"""Rate limiting on the limited routes: admit or answer 429, and say where the client stands.
+
+Sits outside the problems middleware, so it sees every response of a limited route — an
+answer, a 400 or a 503 alike — and puts the rate-limit headers on each
+(``proxy.ratelimit.headers``). A refused request gets a 429 problem with ``Retry-After`` at
+once: it reaches neither the cache nor the engine, and the metrics middleware around this one
+counts it like any other response. Health, readiness, metrics and the OpenAPI document are not
+limited (``proxy.ratelimit.limiter.limited_route``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from proxy.errors import RateLimited
+from proxy.metrics import ProxyMetrics
+from proxy.middleware.problems import problem_response
+from proxy.ratelimit.headers import rate_limit_headers
+from proxy.ratelimit.limiter import Admission, Limiter, limited_route
+from proxy.routes import LIMITER, METRICS
+
+
+def admission_headers(admission: Admission) -> dict[str, str]:
+    return rate_limit_headers(admission.policy, admission.limit.max, admission.limit.ttl_ms, admission.decision)
+
+
+def refusal(request: web.BaseRequest, admission: Admission) -> web.Response:
+    """The 429 for a refused request, with its rate-limit headers."""
+    retry_after = math.ceil(admission.decision.retry_after_ms / 1000)
+    response = problem_response(request, RateLimited(retry_after))
+    response.headers.update(admission_headers(admission))
+    return response
+
+
+async def admit(limiter: Limiter, metrics: ProxyMetrics, request: web.BaseRequest, route: str) -> Admission:
+    started = time.perf_counter()
+    admission = await limiter.admit(request, route)
+    metrics.count_admission(route, admission, time.perf_counter() - started)
+    return admission
+
+
+def ratelimit_middleware() -> Middleware:
+    """The middleware; the limiter is the app's (``LIMITER``, opened with the app's Redis)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = limited_route(request.path)
+        if route is None:
+            return await handler(request)
+        admission = await admit(request.app[LIMITER], request.app[METRICS], request, route)
+        if not admission.decision.allowed:
+            return refusal(request, admission)
+        response = await handler(request)
+        response.headers.update(admission_headers(admission))
+        return response
+
+    return middleware

@@ -1,0 +1,196 @@
+"""The rate limiter against real servers: exact budgets, headers, identity, Redis trouble."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from devstack.servers import start_redis
+from devstack.stack import StackUrls
+from proxy.app import create_app
+from proxy.ratelimit.identity import KeyLimit
+from proxy.routes import LIMITER
+from tests.conftest import SearchCatalog, proxy_settings
+from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
+
+API_KEY = "partner-acme-7Hq2xLp9Vw"
+SLOW_REFILL_MS = 3_600_000  # an hour: nothing refills within a test
+
+
+def _settings(catalog: SearchCatalog, urls: StackUrls, **overrides: Any) -> Any:
+    base: dict[str, Any] = {
+        "rate_limit_enabled": True,
+        "rate_limit_max": 5,
+        "rate_limit_ttl_ms": SLOW_REFILL_MS,
+        "rate_limit_keys": {API_KEY: KeyLimit(100, 60_000)},
+    }
+    return proxy_settings(catalog, urls, **{**base, **overrides})
+
+
+async def _statuses(client: TestClient, path: str, count: int, **headers: str) -> list[int]:
+    statuses = []
+    for _ in range(count):
+        response = await client.get(path, headers=headers)
+        await response.read()
+        statuses.append(response.status)
+    return statuses
+
+
+@pytest.fixture
+async def limited(search_catalog: SearchCatalog, stack_urls: StackUrls) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls)))) as client:
+        yield client
+
+
+async def test_the_budget_is_exact_and_a_refusal_says_when_to_come_back(limited: TestClient) -> None:
+    seen = []
+    for _ in range(5):
+        response = await limited.get("/api/search?q=wand")
+        assert response.status == 200
+        seen.append(response.headers["RateLimit"])
+        assert response.headers["RateLimit-Policy"] == '"default";q=5;w=3600'
+    assert [header.split(";")[1] for header in seen] == ["r=4", "r=3", "r=2", "r=1", "r=0"]
+    refused = await limited.get("/api/search?q=wand")
+    assert refused.status == 429
+    assert refused.content_type == "application/problem+json"
+    # One token back takes an hour / 5 = 720 s.
+    assert refused.headers["Retry-After"] == "720"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert (await refused.json())["status"] == 429
+
+
+async def test_routes_cost_differently_and_operational_endpoints_are_never_limited(limited: TestClient) -> None:
+    # A suggestion costs half a search: ten of them fit in five tokens.
+    assert await _statuses(limited, "/api/search/suggestions?q=harr", 10) == [200] * 10
+    assert (await limited.get("/api/search/suggestions?q=harr")).status == 429
+    for path in ("/healthz", "/metrics", "/openapi.json"):
+        response = await limited.get(path)
+        assert response.status == 200 and "RateLimit" not in response.headers
+
+
+async def test_an_api_key_is_its_own_client_with_its_own_limit(limited: TestClient) -> None:
+    assert await _statuses(limited, "/api/search?q=cloak", 6) == [200] * 5 + [429]
+    keyed = await limited.get("/api/search?q=cloak", headers={"X-API-Key": API_KEY})
+    assert keyed.status == 200
+    assert keyed.headers["RateLimit-Policy"] == '"key";q=100;w=60'
+    unknown = await limited.get("/api/search?q=cloak", headers={"X-API-Key": "not-a-known-key-at-all"})
+    assert unknown.status == 429  # an unknown key is the address, whose bucket is empty
+
+
+async def test_errors_of_limited_routes_carry_the_headers_too(limited: TestClient) -> None:
+    bad = await limited.get("/api/search?size=0")
+    assert bad.status == 400 and bad.headers["RateLimit"].startswith('"default";r=4')
+
+
+async def test_forged_forwarded_for_from_an_untrusted_peer_changes_nothing(limited: TestClient) -> None:
+    statuses = [
+        (await limited.get("/api/search?q=dragon", headers={"X-Forwarded-For": f"203.0.113.{i}"})).status
+        for i in range(6)
+    ]
+    assert statuses == [200] * 5 + [429]
+
+
+async def test_a_trusted_proxy_s_clients_each_get_their_own_bucket(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    import ipaddress
+
+    settings = _settings(search_catalog, stack_urls, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    async with TestClient(TestServer(create_app(settings))) as client:
+        first = await _statuses(client, "/api/search?q=dragon", 6, **{"X-Forwarded-For": "198.51.100.7"})
+        second = await _statuses(client, "/api/search?q=dragon", 6, **{"X-Forwarded-For": "1.1.1.1, 198.51.100.8"})
+        assert first == second == [200] * 5 + [429]
+
+
+async def test_tokens_refill_at_the_configured_rate(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
+    settings = _settings(search_catalog, stack_urls, rate_limit_max=2, rate_limit_ttl_ms=1_000)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        assert await _statuses(client, "/api/search?q=wand", 3) == [200, 200, 429]
+        await asyncio.sleep(0.55)  # 2 tokens a second: one is back after half a second
+        assert await _statuses(client, "/api/search?q=wand", 2) == [200, 429]
+
+
+async def test_two_hundred_concurrent_requests_over_two_workers_admit_exactly_the_budget(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    env = proxy_env(
+        search_catalog,
+        stack_urls,
+        RATE_LIMIT_ENABLED="true",
+        RATE_LIMIT_MAX="20",
+        RATE_LIMIT_TTL="60000",
+        RATE_LIMIT_KEYS=f"{API_KEY} 100 60000",
+        REDIS_TIMEOUT_MS="1000",  # exactness is the point here, not the timeout: no fallback
+    )
+    proc, url = spawn_proxy(env, workers=2)
+    try:
+        await wait_healthy(url, proc)
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)  # spread over both workers
+        async with aiohttp.ClientSession(url, connector=connector) as session:
+
+            async def one() -> int:
+                async with session.get("/api/search?q=wand") as response:
+                    await response.read()
+                    return response.status
+
+            started = time.monotonic()
+            statuses = await asyncio.gather(*(one() for _ in range(200)))
+            elapsed_ms = (time.monotonic() - started) * 1000
+            # 20 per 60 s refill: what the test's own duration allows on top of the 20.
+            allowance = int(elapsed_ms * 20 / 60_000)
+            assert 20 <= statuses.count(200) <= 20 + allowance, (statuses.count(200), allowance)
+            assert set(statuses) == {200, 429}
+            async with session.get("/api/search?q=wand", headers={"X-API-Key": API_KEY}) as keyed:
+                assert keyed.status == 200  # another client is unaffected
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 30)
+
+
+@pytest.mark.parametrize(
+    ("fallback", "expected"),
+    [("local", [200] * 3 + [429] * 2), ("open", [200] * 5), ("closed", [429] * 5)],
+)
+async def test_with_redis_paused_search_keeps_answering_under_each_fallback(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, tmp_path: Path, fallback: str, expected: list[int]
+) -> None:
+    redis_server = start_redis(tmp_path / "redis")
+    try:
+        settings = _settings(
+            search_catalog, stack_urls, redis_url=redis_server.url, rate_limit_max=3, rate_limit_fallback=fallback
+        )
+        async with TestClient(TestServer(create_app(settings))) as client:
+            limiter = client.server.app[LIMITER]
+            assert (await client.get("/api/search?q=wand")).status == 200  # through Redis
+            redis_server.pause()
+            # Three decisions time out on the stopped Redis and open the breaker; they are made
+            # for another client (an API key) so that the address's own bucket stays untouched.
+            timings = []
+            for _ in range(3):
+                started = time.monotonic()
+                await (await client.get("/api/search?q=wand", headers={"X-API-Key": API_KEY})).read()
+                timings.append(time.monotonic() - started)
+            assert not limiter.breaker.closed
+            statuses = []
+            for _ in range(5):
+                started = time.monotonic()
+                response = await client.get("/api/search?q=wand")
+                await response.read()
+                timings.append(time.monotonic() - started)
+                statuses.append(response.status)
+            assert statuses == expected
+            assert max(timings) < 1.0, timings  # nobody waits on the stopped Redis
+            redis_server.resume()
+            await asyncio.sleep(1.1)  # the breaker's cooldown: the next decision probes Redis
+            response = await client.get("/api/search?q=wand")
+            await response.read()
+            assert limiter.breaker.closed  # back on Redis
+    finally:
+        redis_server.stop()
