@@ -151,6 +151,8 @@ class ProxyMetrics:
         self._counted: dict[tuple[str, str, str], Any] = {}
         self._timed: dict[str, Any] = {}
         self._fast_hits: dict[tuple[str, str], int] = {}
+        self._decisions: dict[tuple[str, str], Any] = {}
+        self._fallback_active = False
 
     def count_fast_hit(self, route: str, template: str, seconds: float) -> None:
         """One L1 hit answered by ``proxy.fastpath``: timed now, counted in the next :meth:`flush`.
@@ -176,8 +178,15 @@ class ProxyMetrics:
     def count_admission(self, route: str, admission: Any, seconds: float) -> None:
         """One rate-limit decision (``proxy.ratelimit.limiter.Admission``)."""
         self.ratelimit_duration.observe(seconds)
-        self.ratelimit_decisions.labels(route, "allowed" if admission.decision.allowed else "limited").inc()
-        self.ratelimit_fallback.set(0 if admission.source == "redis" else 1)
+        labels = (route, "allowed" if admission.decision.allowed else "limited")
+        counter = self._decisions.get(labels)
+        if counter is None:
+            counter = self._decisions[labels] = self.ratelimit_decisions.labels(*labels)
+        counter.inc()
+        fallback = admission.source not in ("redis", "lease")
+        if fallback != self._fallback_active:  # set on a change only: a gauge write per request costs
+            self._fallback_active = fallback
+            self.ratelimit_fallback.set(1 if fallback else 0)
 
     def count_request(self, route: str, method: str, status_class: str, seconds: float) -> None:
         """One answered request, by route template (``/api/search``), method and status class."""

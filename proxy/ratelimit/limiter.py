@@ -13,6 +13,15 @@ and goes back to Redis by itself when a probe after the breaker's cooldown succe
 
 What a request costs depends on its route (:data:`COSTS`): a suggestion (sent on every
 keystroke) is cheaper than a search, a deep page dearer.
+
+**Leases.** One Redis round trip per request would cost more than everything else on a cache
+hit (measured: 0.24 × the throughput without the limiter). So a worker serving a client that
+is far from its limit — a bucket of at least :data:`LEASE_MIN_CAPACITY` tokens, at least half
+full at its last decision — takes :data:`LEASE_SHARE` of the capacity along with the request's
+own cost, and spends that lease locally for at most :data:`LEASE_SECONDS`. The tokens are
+taken from the shared bucket first, so no worker ever admits more than the bucket allows; a
+lease left unspent is lost (at most ``LEASE_SHARE`` of the budget per lease period). Near the
+limit every request is decided in Redis, exactly.
 """
 
 from __future__ import annotations
@@ -40,6 +49,19 @@ DEEP_PAGE: Final = 5
 DEEP_PAGE_COST: Final = 2.0
 # In-process buckets kept for the local fallback, at most (then the oldest half is dropped).
 _LOCAL_BUCKETS: Final = 100_000
+# Leases (see the module docstring).
+LEASE_MIN_CAPACITY: Final = 100
+LEASE_SHARE: Final = 0.05
+LEASE_SECONDS: Final = 1.0
+_LEASES: Final = 100_000
+
+
+@dataclass(slots=True)
+class _Lease:
+    tokens: float
+    expires: float  # time.monotonic()
+    remaining: int  # the bucket's whole tokens after the lease was taken, for the headers
+    reset_ms: int
 
 
 def limited_route(path: str) -> str | None:
@@ -56,7 +78,7 @@ def limited_route(path: str) -> str | None:
 
 
 def cost_of(route: str, request: web.BaseRequest) -> float:
-    if route == "search":
+    if route == "search" and "page=" in request.rel_url.raw_query_string:
         page = request.query.get("page", "")
         if page.isdigit() and len(page) < 7 and int(page) > DEEP_PAGE:
             return DEEP_PAGE_COST
@@ -93,31 +115,92 @@ class Limiter:
         self._fallback = fallback
         self.breaker = breaker or Breaker()
         self._local: dict[str, Bucket] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._leasing: dict[str, asyncio.Future[None]] = {}  # a lease request in flight, per client
+        self._clients: dict[tuple[str | None, tuple[str, ...], str | None], Client] = {}
+        self.redis_calls = 0  # decisions that went to Redis (the tests count leases with it)
 
     def client(self, request: web.BaseRequest) -> Client:
-        return identify(
-            request.remote,
-            request.headers.getall("X-Forwarded-For", []),
-            request.headers.get("X-API-Key"),
-            self._trusted,
-            self._keys,
-        )
+        """Who sent ``request``: :func:`~proxy.ratelimit.identity.identify`, remembered per
+        (peer, X-Forwarded-For, X-API-Key) — it is pure, and the same clients come back."""
+        headers = request.headers
+        seen = (request.remote, tuple(headers.getall("X-Forwarded-For", ())), headers.get("X-API-Key"))
+        client = self._clients.get(seen)
+        if client is None:
+            client = identify(seen[0], list(seen[1]), seen[2], self._trusted, self._keys)
+            if len(self._clients) >= _LEASES:
+                self._clients.clear()
+            self._clients[seen] = client
+        return client
 
     async def admit(self, request: web.BaseRequest, route: str) -> Admission:
         client = self.client(request)
         limit = client.limit or self._default
         policy = "key" if client.limit is not None else "default"
         cost = cost_of(route, request)
+        leased = self._from_lease(client.id, cost)
+        if leased is None and client.id in self._leasing:
+            # A lease for this client is on its way: wait for it rather than take another
+            # (fifty concurrent requests each leasing 5 % would drain a bucket of its own).
+            await asyncio.shield(self._leasing[client.id])
+            leased = self._from_lease(client.id, cost)
+        if leased is not None:
+            return Admission(leased, limit, policy, "lease")
         if self.breaker.closed:
+            lease = self._lease_size(client.id, limit)
+            leasing = asyncio.get_running_loop().create_future() if lease else None
+            if leasing is not None:
+                self._leasing[client.id] = leasing
             try:
                 async with asyncio.timeout(self._timeout):
-                    decision = await self._buckets.take(client.id, cost, limit.max, limit.ttl_ms)
+                    self.redis_calls += 1
+                    decision = await self._buckets.take(client.id, cost + lease, limit.max, limit.ttl_ms)
+                    if lease and not decision.allowed:  # not enough for a lease: decide exactly
+                        self.redis_calls += 1
+                        decision = await self._buckets.take(client.id, cost, limit.max, limit.ttl_ms)
+                        lease = 0.0
             except (RedisError, OSError, TimeoutError):
                 self.breaker.failed()
             else:
                 self.breaker.succeeded()
+                self._keep_lease(client.id, lease if decision.allowed else 0.0, decision)
                 return Admission(decision, limit, policy, "redis")
+            finally:
+                if leasing is not None:
+                    del self._leasing[client.id]
+                    leasing.set_result(None)
         return Admission(self._fall_back(client.id, cost, limit), limit, policy, self._fallback)
+
+    def _lease_size(self, client_id: str, limit: KeyLimit) -> float:
+        """Tokens to lease along with this request: none unless far from the limit last time."""
+        if limit.max < LEASE_MIN_CAPACITY:
+            return 0.0
+        last = self._leases.get(client_id)
+        if last is None or last.remaining < limit.max / 2:
+            return 0.0
+        return limit.max * LEASE_SHARE
+
+    def _keep_lease(self, client_id: str, tokens: float, decision: Decision) -> None:
+        """Remember the decision (its remaining decides the next lease) and any leased tokens."""
+        if len(self._leases) >= _LEASES and client_id not in self._leases:
+            for old in list(self._leases)[: _LEASES // 2]:
+                del self._leases[old]
+        self._leases[client_id] = _Lease(
+            tokens, time.monotonic() + LEASE_SECONDS, decision.remaining, decision.reset_ms
+        )
+
+    def _from_lease(self, client_id: str, cost: float) -> Decision | None:
+        lease = self._leases.get(client_id)
+        if lease is None or lease.tokens < cost or time.monotonic() > lease.expires:
+            return None
+        lease.tokens -= cost
+        return Decision(
+            allowed=True,
+            remaining=lease.remaining + int(lease.tokens),
+            retry_after_ms=0,
+            reset_ms=lease.reset_ms,
+            bucket=Bucket(lease.tokens, 0),
+        )
 
     def _fall_back(self, client_id: str, cost: float, limit: KeyLimit) -> Decision:
         now_ms = int(time.monotonic() * 1000)
