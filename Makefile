@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PRODUCTS ?= 20000
 PACKAGES := catalog proxy indexer devstack hos_search
 
-.PHONY: dev test test-soak lint format bench bench-seed bench-cache relevance clean
+.PHONY: dev test test-soak lint format bench bench-seed bench-cache bench-ratelimit relevance clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,10 +49,15 @@ bench: $(STAMP)
 	$(BIN)/python load/bench_proxy.py --products 150000 --rounds 40
 	$(BIN)/python load/bench_indexer.py --products 150000 --seconds 30 --refresh 1s,500ms
 	$(BIN)/python load/bench_cache.py --products 20000
+	$(BIN)/python load/bench_ratelimit.py
 
 # The response cache alone: cache-hit req/s against bare aiohttp servers (wrk), hit ratio and
 # commit -> visible latency under a Zipf mix with 20 price changes/s, stampede control (about 4 min).
 # BENCH_CACHE_ARGS passes flags on, e.g. BENCH_CACHE_ARGS="--only zipf --duration 120".
+# The rate limiter's cost on cache hits, one hot client and 10,000 clients (about 2 min; wrk).
+bench-ratelimit: $(STAMP)
+	$(BIN)/python load/bench_ratelimit.py
+
 bench-cache: $(STAMP)
 	$(BIN)/python load/bench_cache.py --products 20000 $(BENCH_CACHE_ARGS)
 

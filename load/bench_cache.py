@@ -253,8 +253,10 @@ class WrkRun:
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(url: str, seconds: int, cpu: int | None) -> WrkRun:
-    command = _pinned(["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency", url], cpu)
+def run_wrk(url: str, seconds: int, cpu: int | None, script: Path | None = None) -> WrkRun:
+    """One wrk run (``script``: a wrk Lua script shaping each request)."""
+    lua = ["-s", str(script)] if script is not None else []
+    command = _pinned(["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency", *lua, url], cpu)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
     out = done.stdout
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)

@@ -1,0 +1,136 @@
+"""Benchmark: what the rate limiter costs on the proxy's hottest path, a cache hit.
+
+    python load/bench_ratelimit.py [--products 2000] [--rounds 3] [--seconds 8]
+
+One run, one machine: a 1-worker proxy with rate limiting off, and the same with it on (a
+bucket too large to run dry, so every answer is a 200), serving one cached search to ``wrk``
+(50 connections, pinned to the other core). Twice with the limiter on: every request from one
+client (one hot bucket), and every request from a different client among 10,000 (a wrk script
+sends a random ``X-Forwarded-For`` from a trusted peer) — many cold buckets, each decided in
+Redis. Rounds alternate the three so machine noise hits all alike. Prints req/s, p50/p99, the
+ratio on/off for each, and the latency the limiter adds. Goal (issue 10): on ≥ 0.85 × off.
+Needs ``wrk`` (``apt-get install -y wrk``). Everything listens on 127.0.0.1 and is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root is not on sys.path
+
+from devstack.databases import ScratchDatabases  # noqa: E402
+from devstack.servers import free_port  # noqa: E402
+from devstack.stack import DevStack, StackUrls  # noqa: E402
+from load.bench_cache import HOT_URL, WrkRun, _await_proxy, _cpus, _spawn, _stop, run_wrk  # noqa: E402
+from load.bench_proxy import cleanup, prepare_catalog  # noqa: E402
+
+GOAL = 0.85
+CLIENTS = 10_000
+# A random client per request, as a trusted proxy in front would report it.
+MANY_CLIENTS_LUA = f"""
+math.randomseed(42)
+request = function()
+  local n = math.random(0, {CLIENTS - 1})
+  local address = string.format("10.%d.%d.%d", math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  return wrk.format(nil, nil, {{["X-Forwarded-For"] = address}})
+end
+"""
+
+
+def _proxy(env: dict[str, str], cpu: int | None, children: list[subprocess.Popen[bytes]]) -> str:
+    port = free_port()
+    proc = _spawn(
+        [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, cpu
+    )
+    children.append(proc)
+    base = _await_proxy(proc, f"http://127.0.0.1:{port}", 1)
+    for _ in range(3):  # cached, then a hit served by the fast path
+        with urllib.request.urlopen(base + HOT_URL, timeout=10) as response:
+            response.read()
+    return base
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("bench_ratelimit: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    stack = DevStack(os.environ)
+    children: list[subprocess.Popen[bytes]] = []
+    dbs: ScratchDatabases | None = None
+    alias: str | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="hos-bench-ratelimit-"))
+    try:
+        urls: StackUrls = stack.start()
+        dbs = ScratchDatabases(urls.database_url)
+        print(f"engine {urls.elasticsearch_node}; seeding and indexing {args.products:,} products…", flush=True)
+        database_url, alias = asyncio.run(prepare_catalog(dbs, urls, args.products))
+        server_cpu, wrk_cpu = _cpus()
+        common = {
+            **os.environ,
+            **urls.as_env(),
+            "DATABASE_URL": database_url,
+            "SEARCH_INDEX": alias,
+            "REDIS_KEY_PREFIX": f"{alias}:",
+            "LOG_LEVEL": "warning",
+            "TRUSTED_PROXIES": "127.0.0.1/32",
+        }
+        big_bucket = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
+        off = _proxy({**common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
+        on = _proxy({**common, **big_bucket}, server_cpu, children)
+        script = workdir / "many_clients.lua"
+        script.write_text(MANY_CLIENTS_LUA)
+        targets = {
+            "limiter off": (off, None),
+            "limiter on, one client": (on, None),
+            f"limiter on, {CLIENTS:,} clients": (on, script),
+        }
+        runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, (base, lua) in targets.items():
+                runs[name].append(run_wrk(base + HOT_URL, args.seconds, wrk_cpu, lua))
+        print(f"\n{'GET ' + HOT_URL + ' (cache hit), 1 worker, wrk -c50':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        median = {name: statistics.median(r.rps for r in rs) for name, rs in runs.items()}
+        for name, rs in runs.items():
+            p50 = statistics.median(r.p50_ms for r in rs)
+            p99 = statistics.median(r.p99_ms for r in rs)
+            problems = "; ".join(r.problems for r in rs if r.problems)
+            print(f"{name:<44} {median[name]:>9,.0f} {p50:>8.2f} {p99:>8.2f} {problems}")
+        base_p50 = statistics.median(r.p50_ms for r in runs["limiter off"])
+        base_p99 = statistics.median(r.p99_ms for r in runs["limiter off"])
+        print()
+        for name in list(targets)[1:]:
+            ratio = median[name] / median["limiter off"]
+            added50 = statistics.median(r.p50_ms for r in runs[name]) - base_p50
+            added99 = statistics.median(r.p99_ms for r in runs[name]) - base_p99
+            met = "met" if ratio >= GOAL else "NOT met"
+            print(
+                f"{name}: {ratio:.2f} x off (goal >= {GOAL}: {met}); adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms"
+            )
+    finally:
+        while children:
+            _stop(children.pop())
+        if dbs is not None and stack.urls is not None:
+            asyncio.run(cleanup(dbs, stack.urls.elasticsearch_node, alias))
+        shutil.rmtree(workdir, ignore_errors=True)
+        stack.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
