@@ -43,7 +43,7 @@ bench-seed: $(STAMP)
 	$(BIN)/python load/bench_seed.py --products 150000
 
 # The measured table in the README: 150,000 products on the dev stack's engine, then the response
-# cache at 20,000 (about 10 min; the cache part needs wrk: apt-get install -y wrk).
+# cache at 20,000 and the rate limiter (about 12 min; those two need wrk: apt-get install -y wrk).
 bench: $(STAMP)
 	$(BIN)/python load/bench_seed.py --products 150000 --no-breakdown
 	$(BIN)/python load/bench_proxy.py --products 150000 --rounds 40
