@@ -145,14 +145,21 @@ class ProxyMetrics:
             multiprocess_mode="livemax",
         )
         # Labelled children, looked up once: ``labels()`` takes a lock and builds a key on every
-        # call, a measurable share of a cache hit. Bounded: routes × methods × status classes
-        # (at most 1,000 kept, so a client inventing methods cannot grow them), routes × X-Cache.
-        self._responses: dict[tuple[str, str], tuple[Any, Any | None]] = {}
-        self._counted: dict[tuple[str, str, str], Any] = {}
-        self._timed: dict[str, Any] = {}
+        # call, a measurable share of a cache hit. At most 1,000 are kept (labels are bounded,
+        # but a client inventing HTTP methods must not grow this).
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._fast_hits: dict[tuple[str, str], int] = {}
-        self._decisions: dict[tuple[str, str], Any] = {}
         self._fallback_active = False
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = metric.labels(*labels)
+            if len(self._children) < 1000:
+                self._children[key] = found
+        return found
 
     def count_fast_hit(self, route: str, template: str, seconds: float) -> None:
         """One L1 hit answered by ``proxy.fastpath``: timed now, counted in the next :meth:`flush`.
@@ -161,10 +168,7 @@ class ProxyMetrics:
         responses by backend) are kept as one plain integer until then: four locked
         increments per hit cost a tenth of the hot path's throughput (``load/bench_cache.py``).
         """
-        timer = self._timed.get(template)
-        if timer is None:
-            timer = self._timed[template] = self.request_duration.labels(template)
-        timer.observe(seconds)
+        self.child(self.request_duration, template).observe(seconds)
         self._fast_hits[(route, template)] = self._fast_hits.get((route, template), 0) + 1
 
     def flush(self) -> None:
@@ -172,17 +176,13 @@ class ProxyMetrics:
         pending, self._fast_hits = self._fast_hits, {}
         for (route, template), hits in pending.items():
             self.count_response(route, "HIT", hits)
-            self.cache_lookups.labels(route, "l1", "hit").inc(hits)
-            self.requests.labels(template, "GET", "2xx").inc(hits)
+            self.child(self.cache_lookups, route, "l1", "hit").inc(hits)
+            self.child(self.requests, template, "GET", "2xx").inc(hits)
 
     def count_admission(self, route: str, admission: Any, seconds: float) -> None:
         """One rate-limit decision (``proxy.ratelimit.limiter.Admission``)."""
         self.ratelimit_duration.observe(seconds)
-        labels = (route, "allowed" if admission.decision.allowed else "limited")
-        counter = self._decisions.get(labels)
-        if counter is None:
-            counter = self._decisions[labels] = self.ratelimit_decisions.labels(*labels)
-        counter.inc()
+        self.child(self.ratelimit_decisions, route, "allowed" if admission.decision.allowed else "limited").inc()
         fallback = admission.source not in ("redis", "lease")
         if fallback != self._fallback_active:  # set on a change only: a gauge write per request costs
             self._fallback_active = fallback
@@ -190,29 +190,14 @@ class ProxyMetrics:
 
     def count_request(self, route: str, method: str, status_class: str, seconds: float) -> None:
         """One answered request, by route template (``/api/search``), method and status class."""
-        timer = self._timed.get(route)
-        if timer is None:
-            timer = self._timed[route] = self.request_duration.labels(route)
-        timer.observe(seconds)
-        labels = (route, method, status_class)
-        counter = self._counted.get(labels)
-        if counter is None:
-            counter = self.requests.labels(*labels)
-            if len(self._counted) < 1000:
-                self._counted[labels] = counter
-        counter.inc()
+        self.child(self.request_duration, route).observe(seconds)
+        self.child(self.requests, route, method, status_class).inc()
 
     def count_response(self, route: str, cache: str, count: int = 1) -> None:
         """One answer of a cached route: by its X-Cache value, and by backend for searches."""
-        children = self._responses.get((route, cache))
-        if children is None:
-            by_backend = (
-                self.responses_by_backend.labels(route, "elasticsearch") if route in ("search", "suggestions") else None
-            )
-            children = self._responses[(route, cache)] = (self.cache_responses.labels(route, cache.lower()), by_backend)
-        children[0].inc(count)
-        if children[1] is not None:
-            children[1].inc(count)
+        self.child(self.cache_responses, route, cache.lower()).inc(count)
+        if route in ("search", "suggestions"):
+            self.child(self.responses_by_backend, route, "elasticsearch").inc(count)
 
     def exposition(self) -> bytes:
         """The text format for ``/metrics``: this process's values, or every worker's."""

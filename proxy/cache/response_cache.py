@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-
-from prometheus_client import Counter
+from typing import Any, TypeVar
 
 from proxy.cache.entry import Entry
 from proxy.cache.freshness import CatalogView, Policy, Verdict
@@ -52,6 +51,20 @@ class Served:
 
 
 Producer = Callable[[], Awaitable[Produced]]
+T = TypeVar("T")
+
+
+def _one_per_key(
+    tasks: dict[str, asyncio.Task[T]], key: str, start: Callable[[], Coroutine[Any, Any, T]]
+) -> tuple[asyncio.Task[T], bool]:
+    """The task running for ``key`` (and True: joined), or a new one from ``start`` (False)
+    that leaves ``tasks`` when it ends: single-flight within a worker."""
+    task = tasks.get(key)
+    if task is not None:
+        return task, True
+    task = tasks[key] = asyncio.ensure_future(start())
+    task.add_done_callback(lambda done: tasks.pop(key, None) if tasks.get(key) is done else None)
+    return task, False
 
 
 def _served(entry: Entry, verdict: Verdict, now: float) -> Served:
@@ -85,13 +98,9 @@ class ResponseCache:
         self._flights: dict[str, asyncio.Task[Entry]] = {}
         self._reads: dict[str, asyncio.Task[Entry | None]] = {}
         self._refresh_paused_until = 0.0
-        self._lookups: dict[tuple[str, str, str], Counter] = {}
 
     def _count(self, route: str, tier: str, result: str) -> None:
-        child = self._lookups.get((route, tier, result))
-        if child is None:
-            child = self._lookups[(route, tier, result)] = self._metrics.cache_lookups.labels(route, tier, result)
-        child.inc()
+        self._metrics.child(self._metrics.cache_lookups, route, tier, result).inc()
 
     def cached(self, route: str, key: str, now: float) -> Served | None:
         """An L1 HIT for ``key``, or None: no awaiting, for the hot path (``proxy.fastpath``).
@@ -149,11 +158,9 @@ class ResponseCache:
         A burst of identical requests would otherwise open one Redis connection each — a
         thousand at once exhausted redis-py's pool, which counted as Redis failing.
         """
-        read = self._reads.get(key)
-        if read is None:
-            assert self.l2 is not None
-            read = self._reads[key] = asyncio.ensure_future(self.l2.get(key_digest))
-            read.add_done_callback(lambda done: self._reads.pop(key, None) if self._reads.get(key) is done else None)
+        l2 = self.l2
+        assert l2 is not None
+        read, _ = _one_per_key(self._reads, key, lambda: l2.get(key_digest))
         return await asyncio.shield(read)
 
     def _keep(self, key: str, entry: Entry) -> None:
@@ -163,13 +170,9 @@ class ResponseCache:
 
     def _flight(self, route: str, key: str, key_digest: str, produce: Producer) -> asyncio.Task[Entry]:
         """The one fill of ``key`` in this worker: joined if running, else started."""
-        task = self._flights.get(key)
-        if task is not None:
+        task, joined = _one_per_key(self._flights, key, lambda: self._fill(route, key, key_digest, produce))
+        if joined:
             self._metrics.cache_coalesced.labels(route, "worker").inc()
-            return task
-        task = asyncio.ensure_future(self._fill(route, key, key_digest, produce))
-        self._flights[key] = task
-        task.add_done_callback(lambda done: self._flights.pop(key, None) if self._flights.get(key) is done else None)
         return task
 
     def _refresh(self, route: str, key: str, key_digest: str, produce: Producer) -> None:
