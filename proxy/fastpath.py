@@ -26,22 +26,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proxy.app import SETTINGS
-from proxy.cache.response_cache import Served
 from proxy.middleware.ratelimit import admission_headers, admit, refusal
 from proxy.middleware.request_id import REQUEST_ID_HEADER, request_id_of
-from proxy.routes import CACHE, HOT_ROUTES, LIMITER, METRICS, RESPONSE_HEADERS
+from proxy.routes import CACHE, HOT_ROUTES, LIMITER, METRICS, answer_headers
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-
-
-def hit_headers(served: Served, request: web.BaseRequest) -> dict[str, str]:
-    """The headers ``proxy.routes.cached_response`` and the middlewares give a HIT."""
-    return {
-        **RESPONSE_HEADERS,
-        "X-Cache": served.cache,
-        "Age": str(served.age),
-        REQUEST_ID_HEADER: request_id_of(request),
-    }
 
 
 def fast_path(app: web.Application, application: Handler) -> Handler:
@@ -60,7 +49,9 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                 if known is not None:
                     served = cache.cached(hot.name, hot.cache_key(app, known[0]), now())
                     if served is not None:
-                        headers = hit_headers(served, request)
+                        # What the route and the request-id middleware would give this answer.
+                        headers = answer_headers(served)
+                        headers[REQUEST_ID_HEADER] = request_id_of(request)
                         if limiter is not None:
                             # Limited like any request: the rate-limit middleware's own steps.
                             admission = await admit(limiter, metrics, request, hot.name)

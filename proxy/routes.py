@@ -146,13 +146,18 @@ async def produce_seller(app: web.Application, seller_id: int) -> Produced:
 RESPONSE_HEADERS = {"Content-Type": JSON, "X-Search-Backend": BACKEND, "Cache-Control": "no-store"}
 
 
-def cached_response(app: web.Application, route: str, served: Served) -> web.Response:
-    """The response of a cached route: the answer's bytes and how they were obtained."""
+def answer_headers(served: Served) -> dict[str, str]:
+    """The headers of a cached route's answer: fixed ones, and how it was obtained."""
     headers = {**RESPONSE_HEADERS, "X-Cache": served.cache}
     if served.age is not None:
         headers["Age"] = str(served.age)
+    return headers
+
+
+def cached_response(app: web.Application, route: str, served: Served) -> web.Response:
+    """The response of a cached route: the answer's bytes and how they were obtained."""
     app[METRICS].count_response(route, served.cache)
-    return web.Response(body=served.body, headers=headers)
+    return web.Response(body=served.body, headers=answer_headers(served))
 
 
 class Parsed(Generic[R]):
