@@ -26,7 +26,7 @@ from proxy.cache.l1 import LRU
 from proxy.cache.l2 import RedisTier
 from proxy.cache.notices import FillNotices
 from proxy.cache.response_cache import ResponseCache
-from proxy.cache.subscriber import Subscriber, cancel_and_wait
+from proxy.cache.subscriber import Subscriber
 from proxy.engine import EngineGateway
 from proxy.metrics import ProxyMetrics
 from proxy.middleware.cors import cors_middleware
@@ -41,6 +41,7 @@ from proxy.ratelimit.script import RedisBuckets
 from proxy.routes import CACHE, ENGINE, LIMITER, METRICS, OPENAPI, POSTGRES, REDIS, SYNONYMS, SynonymsHolder, add_routes
 from proxy.settings import ProxySettings
 from proxy.synonyms import SynonymError, load_synonyms
+from proxy.tasks import cancel_and_wait
 
 log = logging.getLogger("hos_search.proxy")
 SETTINGS = web.AppKey("settings", ProxySettings)
@@ -142,7 +143,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     retries (three, with backoff, since redis-py 6) would multiply that wait.
     """
     settings = app[SETTINGS]
-    timeout = settings.redis_timeout_ms / 1000
+    timeout = settings.redis_timeout
     # A blocking pool: a burst waits (within the timeout) for one of its connections instead of
     # failing with MaxConnectionsError when redis-py's default pool of 100 runs out.
     pool = aioredis.BlockingConnectionPool.from_url(
@@ -180,7 +181,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     l2 = RedisTier(
         app[REDIS],
         settings.redis_key_prefix,
-        timeout=settings.redis_timeout_ms / 1000,
+        timeout=settings.redis_timeout,
         keep_for=policy.ttl + policy.stale_if_error,
         # Longer than any engine answer takes: a lock outliving its holder only delays others.
         lock_for=settings.engine_timeout + 0.5,
@@ -208,8 +209,8 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
         default=KeyLimit(settings.rate_limit_max, settings.rate_limit_ttl_ms),
         keys=settings.rate_limit_keys,
         trusted=settings.trusted_proxies,
-        timeout=settings.redis_timeout_ms / 1000,
-        fallback=settings.rate_limit_fallback,  # type: ignore[arg-type]  # validated by settings
+        timeout=settings.redis_timeout,
+        fallback=settings.rate_limit_fallback,
     )
     yield
 

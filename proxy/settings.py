@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from catalog.config import (
     DEFAULT_DATABASE_URL,
@@ -26,7 +26,7 @@ from catalog.config import (
     shared_settings,
 )
 from proxy.ratelimit.identity import KeyLimit, api_keys_from_env
-from proxy.ratelimit.limiter import FALLBACKS
+from proxy.ratelimit.limiter import FALLBACKS, Fallback
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms
 
 
@@ -41,7 +41,7 @@ class ProxySettings:
     rate_limit_max: int = 100
     rate_limit_ttl_ms: int = 60_000
     # While Redis fails: an in-process bucket per client ("local"), admit all, or refuse all.
-    rate_limit_fallback: str = "local"
+    rate_limit_fallback: Fallback = "local"
     # X-API-Key -> its own limit (RATE_LIMIT_KEYS / RATE_LIMIT_KEYS_FILE; proxy.ratelimit.identity).
     rate_limit_keys: Mapping[str, KeyLimit] = field(default_factory=dict)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -68,6 +68,10 @@ class ProxySettings:
     def engine_timeout(self) -> float:
         return self.engine_timeout_ms / 1000
 
+    @property
+    def redis_timeout(self) -> float:
+        return self.redis_timeout_ms / 1000
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProxySettings:
         origins = tuple(o.strip().rstrip("/") for o in env.get("CORS_ORIGINS", "").split(",") if o.strip())
@@ -89,11 +93,11 @@ class ProxySettings:
         )
 
 
-def _fallback(env: Mapping[str, str]) -> str:
+def _fallback(env: Mapping[str, str]) -> Fallback:
     raw = env.get("RATE_LIMIT_FALLBACK", "").strip() or "local"
     if raw not in FALLBACKS:
         raise ConfigError(f"RATE_LIMIT_FALLBACK: must be one of {', '.join(FALLBACKS)}, got {raw!r}")
-    return raw
+    return cast(Fallback, raw)
 
 
 def _cache_settings(env: Mapping[str, str]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar, get_args
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -41,19 +41,29 @@ from proxy.ratelimit.identity import Client, KeyLimit, Network, identify
 from proxy.ratelimit.script import RedisBuckets
 
 Fallback = Literal["local", "open", "closed"]
-FALLBACKS: Final = ("local", "open", "closed")
+FALLBACKS: Final = get_args(Fallback)
 
 # Tokens per request by route; a search page beyond DEEP_PAGE costs DEEP_PAGE_COST.
 COSTS: Final[Mapping[str, float]] = {"search": 1.0, "suggestions": 0.5, "product": 1.0, "seller": 1.0}
 DEEP_PAGE: Final = 5
 DEEP_PAGE_COST: Final = 2.0
-# In-process buckets kept for the local fallback, at most (then the oldest half is dropped).
-_LOCAL_BUCKETS: Final = 100_000
+# Clients remembered per worker (identities, leases, fallback buckets), at most each.
+_CLIENTS_KEPT: Final = 100_000
 # Leases (see the module docstring).
 LEASE_MIN_CAPACITY: Final = 100
 LEASE_SHARE: Final = 0.05
 LEASE_SECONDS: Final = 1.0
-_LEASES: Final = 100_000
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _remember(store: dict[K, V], key: K, value: V) -> None:
+    """``store[key] = value``, keeping at most ``_CLIENTS_KEPT``: when full, the oldest half goes."""
+    if key not in store and len(store) >= _CLIENTS_KEPT:
+        for old in list(store)[: _CLIENTS_KEPT // 2]:
+            del store[old]
+    store[key] = value
 
 
 @dataclass(slots=True)
@@ -128,9 +138,7 @@ class Limiter:
         client = self._clients.get(seen)
         if client is None:
             client = identify(seen[0], list(seen[1]), seen[2], self._trusted, self._keys)
-            if len(self._clients) >= _LEASES:
-                self._clients.clear()
-            self._clients[seen] = client
+            _remember(self._clients, seen, client)
         return client
 
     async def admit(self, request: web.BaseRequest, route: str) -> Admission:
@@ -182,11 +190,10 @@ class Limiter:
 
     def _keep_lease(self, client_id: str, tokens: float, decision: Decision) -> None:
         """Remember the decision (its remaining decides the next lease) and any leased tokens."""
-        if len(self._leases) >= _LEASES and client_id not in self._leases:
-            for old in list(self._leases)[: _LEASES // 2]:
-                del self._leases[old]
-        self._leases[client_id] = _Lease(
-            tokens, time.monotonic() + LEASE_SECONDS, decision.remaining, decision.reset_ms
+        _remember(
+            self._leases,
+            client_id,
+            _Lease(tokens, time.monotonic() + LEASE_SECONDS, decision.remaining, decision.reset_ms),
         )
 
     def _from_lease(self, client_id: str, cost: float) -> Decision | None:
@@ -206,10 +213,7 @@ class Limiter:
         now_ms = int(time.monotonic() * 1000)
         if self._fallback == "local":
             decision = take(self._local.get(client_id), now_ms, cost, limit.max, limit.ttl_ms)
-            if len(self._local) >= _LOCAL_BUCKETS:
-                for stale in list(self._local)[: _LOCAL_BUCKETS // 2]:
-                    del self._local[stale]
-            self._local[client_id] = decision.bucket
+            _remember(self._local, client_id, decision.bucket)
             return decision
         allowed = self._fallback == "open"
         return Decision(
