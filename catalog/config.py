@@ -62,13 +62,22 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     return value
 
 
-_INTERVAL = re.compile(r"^(?:[1-9][0-9]*(?:ms|s|m)|-1)$")
+_INTERVAL = re.compile(r"^([1-9][0-9]*)(ms|s|m)$")
+_INTERVAL_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
+NEVER = "-1"
+
+
+def interval_seconds(value: str) -> float | None:
+    """The seconds of an engine time value such as ``1s``, ``500ms`` or ``2m``; None for ``-1``
+    (never) or anything that is not such a value."""
+    match = _INTERVAL.match(value.strip())
+    return None if match is None else int(match[1]) * _INTERVAL_UNIT_S[match[2]]
 
 
 def env_interval(env: Mapping[str, str], name: str, default: str) -> str:
     """An engine time value such as ``1s`` or ``500ms`` (``-1``: never), as the engine takes it."""
     raw = env_str(env, name, default)
-    if not _INTERVAL.match(raw):
+    if raw != NEVER and interval_seconds(raw) is None:
         raise ConfigError(f"{name}={raw!r} is not an interval like 1s, 500ms or 2m (or -1 for never)")
     return raw
 

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -41,6 +40,7 @@ from typing import TypeAlias
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from catalog.config import interval_seconds
 from catalog.generation import MAX_TAGS, Announcement, generation_key
 from indexer.metrics import IndexerMetrics
 
@@ -54,16 +54,12 @@ NOTHING: Tags = frozenset()
 _SETTLE_MARGIN_S = 0.1
 # The engine's default refresh interval (1 s), for "-1" (no periodic refresh) or the unreadable.
 _DEFAULT_SETTLE_S = 1.0 + _SETTLE_MARGIN_S
-_INTERVAL = re.compile(r"^([0-9]+)(ms|s|m)$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 
 def settle_after(refresh_interval: str) -> float:
     """Seconds after which a write is searchable, for an index refreshed every ``refresh_interval``."""
-    match = _INTERVAL.match(refresh_interval.strip())
-    if match is None:
-        return _DEFAULT_SETTLE_S
-    return int(match[1]) * _UNIT_S[match[2]] + _SETTLE_MARGIN_S
+    seconds = interval_seconds(refresh_interval)
+    return _DEFAULT_SETTLE_S if seconds is None else seconds + _SETTLE_MARGIN_S
 
 
 def merge(a: Tags, b: Tags) -> Tags:
