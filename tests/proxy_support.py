@@ -1,4 +1,5 @@
-"""What tests that run the proxy as a real process share: its environment and its start-up wait."""
+"""What tests of the proxy share: a real process's environment and start-up wait, and the wait
+for an in-process proxy's cache to follow the catalog generation."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import uuid
 from pathlib import Path
 
 from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient
 
 from devstack.servers import free_port
 from devstack.stack import StackUrls
+from proxy.routes import CACHE
 from tests.conftest import SearchCatalog
+from tests.indexer_support import eventually
 
 
 def proxy_env(catalog: SearchCatalog, urls: StackUrls, **extra: str) -> dict[str, str]:
@@ -64,3 +68,14 @@ async def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 3
                 pass
             await asyncio.sleep(0.1)
     raise AssertionError("proxy did not become healthy")
+
+
+async def following(client: TestClient) -> None:
+    """Wait until the in-process proxy behind ``client`` follows the catalog generation
+    (before that its cache is blind, and a second request may not be a HIT)."""
+    view = client.server.app[CACHE].view
+
+    async def follows() -> bool:
+        return view.following
+
+    await eventually(follows, timeout=10, what="the cache following the catalog generation")

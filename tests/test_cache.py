@@ -27,7 +27,7 @@ from proxy.app import SETTINGS, create_app
 from proxy.routes import CACHE
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import add_product, add_seller, eventually, indexer_settings, running_indexer
-from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
+from tests.proxy_support import following, proxy_env, spawn_proxy, wait_healthy
 
 # The freshness promise: a committed change is visible through the proxy within this.
 VISIBLE_WITHIN_S = 2.0
@@ -36,17 +36,8 @@ VISIBLE_WITHIN_S = 2.0
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(search_catalog: SearchCatalog, stack_urls: StackUrls) -> AsyncIterator[TestClient]:
     async with TestClient(TestServer(create_app(proxy_settings(search_catalog, stack_urls)))) as client:
-        await _following(client)
+        await following(client)
         yield client
-
-
-async def _following(client: TestClient) -> None:
-    view = client.server.app[CACHE].view
-
-    async def follows() -> bool:
-        return view.following
-
-    await eventually(follows, timeout=10, what="the cache following the catalog generation")
 
 
 def _prefix(client: TestClient) -> str:
@@ -163,7 +154,7 @@ async def test_stale_if_error_serves_the_last_answer_when_the_engine_fails(
     await engine.indices.put_alias(index=index, name=index_alias)
     settings = proxy_settings(search_catalog, stack_urls, search_index=index_alias, cache_max_stale_ms=0)
     async with TestClient(TestServer(create_app(settings))) as client:
-        await _following(client)
+        await following(client)
         _, body = await _get(client, "/api/products/1")
         await engine.indices.delete(index=index)
         await _announce(client, stack_urls.redis_url, {product_tag(1)})  # dirty: must ask the engine
@@ -202,7 +193,7 @@ async def test_an_update_and_a_delete_are_visible_through_the_cache_within_two_s
             )
         )
         async with TestClient(TestServer(app)) as client:
-            await _following(client)
+            await following(client)
             search, product = "/api/search?q=wand", f"/api/products/{wand}"
             for path in (search, product):  # cached, and served from the cache
                 await _get(client, path)
@@ -291,7 +282,7 @@ async def test_redis_paused_or_killed_mid_test_never_makes_a_request_wait(
     try:
         settings = proxy_settings(search_catalog, stack_urls, redis_url=redis_server.url)
         async with TestClient(TestServer(create_app(settings))) as client:
-            await _following(client)
+            await following(client)
             cache = client.server.app[CACHE]
             timeout_s = settings.redis_timeout_ms / 1000
             await _get(client, "/api/search?q=wand")

@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.fastpath import install
-from proxy.routes import CACHE, METRICS
+from proxy.routes import METRICS
 from tests.conftest import SearchCatalog, proxy_settings
-from tests.indexer_support import eventually
+from tests.proxy_support import following
 
 # Headers whose values differ between any two responses.
 _PER_RESPONSE = {"Date", "X-Request-ID"}
@@ -23,12 +23,7 @@ async def client(search_catalog: SearchCatalog, stack_urls: StackUrls) -> AsyncI
     async with TestClient(TestServer(create_app(proxy_settings(search_catalog, stack_urls)))) as client:
         assert client.server.runner is not None
         install(client.server.runner)
-        view = client.server.app[CACHE].view
-
-        async def following() -> bool:
-            return view.following
-
-        await eventually(following, timeout=10, what="the cache following the catalog generation")
+        await following(client)
         yield client
 
 
