@@ -116,7 +116,7 @@ PROXY = _dashboard(
         ),
         _panel("Requests in flight", [("sum(search_proxy_requests_in_flight)", "in flight")], "short"),
         _panel(
-            "Rate limiting: refused share and decision latency",
+            "Rate limiting: refused share, Redis round trips",
             [
                 (
                     'sum(rate(search_proxy_ratelimit_decisions_total{decision="limited"}[5m]))'
@@ -126,11 +126,15 @@ PROXY = _dashboard(
                 ("max(search_proxy_ratelimit_fallback_active)", "fallback active"),
                 (
                     "histogram_quantile(0.99, sum by (le) (rate(search_proxy_ratelimit_duration_seconds_bucket[5m])))",
-                    "decision p99 (s)",
+                    "round trip p99 (s)",
                 ),
+                ("sum(rate(search_proxy_ratelimit_redis_errors_total[5m]))", "failed round trips/s"),
             ],
             "short",
-            description="Fallback active: a worker's limiter answers from RATE_LIMIT_FALLBACK because Redis fails.",
+            description=(
+                "Fallback active: a worker's limiter answers from RATE_LIMIT_FALLBACK because Redis fails. "
+                "A round trip carries every decision asked for while the previous one was out."
+            ),
         ),
         _panel(
             "Cache: answers from the cache by route",

@@ -211,8 +211,11 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
         trusted=settings.trusted_proxies,
         timeout=settings.redis_timeout,
         fallback=settings.rate_limit_fallback,
+        costs=settings.rate_limit_costs,
+        on_round_trip=app[METRICS].count_ratelimit_round_trip,
     )
     yield
+    await app[LIMITER].close()
 
 
 async def _generation_subscriber(app: web.Application) -> AsyncIterator[None]:

@@ -134,8 +134,13 @@ class ProxyMetrics:
         )
         self.ratelimit_duration = Histogram(
             "search_proxy_ratelimit_duration_seconds",
-            "Time the limiter took to decide (a Redis round trip, or the fallback).",
+            "The limiter's round trips to Redis (one per event-loop tick, for all its decisions).",
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ratelimit_redis_errors = Counter(
+            "search_proxy_ratelimit_redis_errors_total",
+            "The limiter's round trips to Redis that failed or timed out.",
             registry=self.registry,
         )
         self.ratelimit_fallback = Gauge(
@@ -149,6 +154,7 @@ class ProxyMetrics:
         # but a client inventing HTTP methods must not grow this).
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._fast_hits: dict[tuple[str, str], int] = {}
+        self._admissions: dict[tuple[str, bool], int] = {}
         self._fallback_active = False
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -172,21 +178,32 @@ class ProxyMetrics:
         self._fast_hits[(route, template)] = self._fast_hits.get((route, template), 0) + 1
 
     def flush(self) -> None:
-        """Add the pending fast-path hits to their counters (every second, and before a scrape)."""
+        """Add the pending fast-path hits and rate-limit decisions to their counters (every
+        second, and before a scrape)."""
         pending, self._fast_hits = self._fast_hits, {}
         for (route, template), hits in pending.items():
             self.count_response(route, "HIT", hits)
             self.child(self.cache_lookups, route, "l1", "hit").inc(hits)
             self.child(self.requests, template, "GET", "2xx").inc(hits)
+        admissions, self._admissions = self._admissions, {}
+        for (route, allowed), count in admissions.items():
+            self.child(self.ratelimit_decisions, route, "allowed" if allowed else "limited").inc(count)
 
-    def count_admission(self, route: str, admission: Any, seconds: float) -> None:
-        """One rate-limit decision (``proxy.ratelimit.limiter.Admission``)."""
-        self.ratelimit_duration.observe(seconds)
-        self.child(self.ratelimit_decisions, route, "allowed" if admission.decision.allowed else "limited").inc()
+    def count_admission(self, route: str, admission: Any) -> None:
+        """One rate-limit decision (``proxy.ratelimit.limiter.Admission``), counted in the next
+        :meth:`flush` (like a fast-path hit: it happens on every request of a limited route)."""
+        key = (route, admission.decision.allowed)
+        self._admissions[key] = self._admissions.get(key, 0) + 1
         fallback = admission.source not in ("redis", "lease")
         if fallback != self._fallback_active:  # set on a change only: a gauge write per request costs
             self._fallback_active = fallback
             self.ratelimit_fallback.set(1 if fallback else 0)
+
+    def count_ratelimit_round_trip(self, seconds: float, failed: bool) -> None:
+        """One round trip of the limiter to Redis (``proxy.ratelimit.batch``)."""
+        self.ratelimit_duration.observe(seconds)
+        if failed:
+            self.ratelimit_redis_errors.inc()
 
     def count_request(self, route: str, method: str, status_class: str, seconds: float) -> None:
         """One answered request, by route template (``/api/search``), method and status class."""

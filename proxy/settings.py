@@ -25,6 +25,7 @@ from catalog.config import (
     env_networks,
     shared_settings,
 )
+from proxy.ratelimit.costs import DEFAULT_COSTS, costs_from_env
 from proxy.ratelimit.identity import KeyLimit, api_keys_from_env
 from proxy.ratelimit.limiter import FALLBACKS, Fallback
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms
@@ -44,6 +45,8 @@ class ProxySettings:
     rate_limit_fallback: Fallback = "local"
     # X-API-Key -> its own limit (RATE_LIMIT_KEYS / RATE_LIMIT_KEYS_FILE; proxy.ratelimit.identity).
     rate_limit_keys: Mapping[str, KeyLimit] = field(default_factory=dict)
+    # Tokens per request by route (RATE_LIMIT_COSTS; proxy.ratelimit.costs).
+    rate_limit_costs: Mapping[str, float] = field(default_factory=lambda: DEFAULT_COSTS)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     cors_origins: tuple[str, ...] = ()
     engine_pool_size: int = 32
@@ -74,14 +77,16 @@ class ProxySettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProxySettings:
+        rate_limit_max = env_int(env, "RATE_LIMIT_MAX", 100, minimum=1)
         origins = tuple(o.strip().rstrip("/") for o in env.get("CORS_ORIGINS", "").split(",") if o.strip())
         return cls(
             **shared_settings(env),
             rate_limit_enabled=env_bool(env, "RATE_LIMIT_ENABLED", True),
-            rate_limit_max=env_int(env, "RATE_LIMIT_MAX", 100, minimum=1),
+            rate_limit_max=rate_limit_max,
             rate_limit_ttl_ms=env_int(env, "RATE_LIMIT_TTL", 60_000, minimum=1),
             rate_limit_fallback=_fallback(env),
             rate_limit_keys=api_keys_from_env(env),
+            rate_limit_costs=costs_from_env(env, rate_limit_max),
             trusted_proxies=env_networks(env, "TRUSTED_PROXIES"),
             cors_origins=origins,
             engine_pool_size=env_int(env, "ENGINE_POOL_SIZE", 32, minimum=1, maximum=1024),

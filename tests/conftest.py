@@ -116,6 +116,16 @@ async def index_alias(engine: AsyncElasticsearch) -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
+async def redis(stack_urls: StackUrls) -> AsyncIterator[aioredis.Redis]:
+    """A client of the stack's Redis."""
+    client = aioredis.from_url(stack_urls.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def redis_prefix(stack_urls: StackUrls) -> AsyncIterator[str]:
     """A unique key prefix for this test; its keys are deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}:"

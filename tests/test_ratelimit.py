@@ -75,6 +75,18 @@ async def test_routes_cost_differently_and_operational_endpoints_are_never_limit
         assert response.status == 200 and "RateLimit" not in response.headers
 
 
+async def test_configured_costs_are_what_requests_take(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:
+    costs = {"search": 1.0, "deep_search": 5.0, "suggestions": 2.5, "product": 1.0, "seller": 1.0}
+    settings = _settings(search_catalog, stack_urls, rate_limit_costs=costs)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        # Five tokens: two suggestions at 2.5, then nothing left for a third.
+        assert await _statuses(client, "/api/search/suggestions?q=harr", 3) == [200, 200, 429]
+    settings = _settings(search_catalog, stack_urls, rate_limit_costs=costs)  # a new key prefix: a full bucket
+    async with TestClient(TestServer(create_app(settings))) as client:
+        # A page beyond the fifth costs all five tokens; the first pages one each.
+        assert await _statuses(client, "/api/search?q=wand&page=6", 2) == [200, 429]
+
+
 async def test_an_api_key_is_its_own_client_with_its_own_limit(limited: TestClient) -> None:
     assert await _statuses(limited, "/api/search?q=cloak", 6) == [200] * 5 + [429]
     keyed = await limited.get("/api/search?q=cloak", headers={"X-API-Key": API_KEY})

@@ -9,29 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from devstack.stack import StackUrls
 from proxy.ratelimit.bucket import Bucket, key_ttl_ms, take
-from proxy.ratelimit.script import SHA, RedisBuckets, bucket_key
+from proxy.ratelimit.script import SHA, RedisBuckets, Take, bucket_key
 
 T0 = 1_700_000_000_000  # ms
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def redis(stack_urls: StackUrls) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(stack_urls.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
@@ -135,3 +123,24 @@ async def test_arguments_are_checked_before_redis_is_asked(
     with pytest.raises(ValueError):
         await buckets.take("bad", -1, 5, 1000)
     assert not await redis.exists(bucket_key(redis_prefix, "bad"))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    takes=st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([0, 0.5, 1, 2, 7])), min_size=1, max_size=40),
+    capacity=st.sampled_from([1, 3, 10]),
+)
+async def test_a_batch_decides_as_its_takes_would_one_after_another(
+    buckets: RedisBuckets, takes: list[tuple[str, float]], capacity: int
+) -> None:
+    """One script call for many decisions (several of one client among them) is the same as
+    ``take`` applied to each in order, at the batch's one time."""
+    run = uuid.uuid4().hex  # fresh buckets for each example
+    decided = await buckets.take_many([Take(f"{run}-{who}", cost, capacity, 1000) for who, cost in takes], now_ms=T0)
+    bucket: dict[str, Bucket | None] = {}
+    expected = []
+    for who, cost in takes:
+        mine = take(bucket.get(who), T0, cost, capacity, 1000)
+        bucket[who] = mine.bucket
+        expected.append(mine)
+    assert decided == expected

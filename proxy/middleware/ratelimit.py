@@ -5,13 +5,12 @@ answer, a 400 or a 503 alike — and puts the rate-limit headers on each
 (``proxy.ratelimit.headers``). A refused request gets a 429 problem with ``Retry-After`` at
 once: it reaches neither the cache nor the engine, and the metrics middleware around this one
 counts it like any other response. Health, readiness, metrics and the OpenAPI document are not
-limited (``proxy.ratelimit.limiter.limited_route``).
+limited (``proxy.ratelimit.costs.limited_route``).
 """
 
 from __future__ import annotations
 
 import math
-import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -19,8 +18,9 @@ from aiohttp.typedefs import Handler, Middleware
 from proxy.errors import RateLimited
 from proxy.metrics import ProxyMetrics
 from proxy.middleware.problems import problem_response
+from proxy.ratelimit.costs import limited_route
 from proxy.ratelimit.headers import rate_limit_headers
-from proxy.ratelimit.limiter import Admission, Limiter, limited_route
+from proxy.ratelimit.limiter import Admission, Limiter
 from proxy.routes import LIMITER, METRICS
 
 
@@ -37,9 +37,8 @@ def refusal(request: web.BaseRequest, admission: Admission) -> web.Response:
 
 
 async def admit(limiter: Limiter, metrics: ProxyMetrics, request: web.BaseRequest, route: str) -> Admission:
-    started = time.perf_counter()
     admission = await limiter.admit(request, route)
-    metrics.count_admission(route, admission, time.perf_counter() - started)
+    metrics.count_admission(route, admission)
     return admission
 
 

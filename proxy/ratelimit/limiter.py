@@ -1,34 +1,35 @@
 """Admitting a request: identify the client, take tokens from its bucket, or fall back.
 
-The bucket lives in Redis (``proxy.ratelimit.script``: one EVALSHA, exact across every worker
-and host). Each call is bounded by ``timeout`` (≤ 50 ms) and guarded by a circuit breaker
-(``proxy.breaker``): while Redis fails, the limiter answers from its ``fallback`` —
+The bucket lives in Redis (``proxy.ratelimit.script``, exact across every worker and host); the
+decisions of one event-loop tick travel together, one script call per tick
+(``proxy.ratelimit.batch``). A request waits at most ``timeout`` (≤ 50 ms) for its decision,
+and a circuit breaker (``proxy.breaker``) counts failed round trips: while Redis fails, the
+limiter answers from its ``fallback`` —
 
 - ``local`` (the default): an in-process bucket per client with the same parameters (per
   worker, so a client may get up to workers × its limit while Redis is down);
 - ``open``: every request is admitted;
 - ``closed``: every request is refused (429, ``Retry-After: 1``);
 
-and goes back to Redis by itself when a probe after the breaker's cooldown succeeds.
+and goes back to Redis by itself when a round trip after the breaker's cooldown succeeds.
 
-What a request costs depends on its route (:data:`COSTS`): a suggestion (sent on every
-keystroke) is cheaper than a search, a deep page dearer.
+What a request costs depends on its route (``proxy.ratelimit.costs``, ``RATE_LIMIT_COSTS``).
 
-**Leases.** One Redis round trip per request would cost more than everything else on a cache
-hit (measured: 0.24 × the throughput without the limiter). So a worker serving a client that
-is far from its limit — a bucket of at least :data:`LEASE_MIN_CAPACITY` tokens, at least half
-full at its last decision — takes :data:`LEASE_SHARE` of the capacity along with the request's
-own cost, and spends that lease locally for at most :data:`LEASE_SECONDS`. The tokens are
-taken from the shared bucket first, so no worker ever admits more than the bucket allows; a
-lease left unspent is lost (at most ``LEASE_SHARE`` of the budget per lease period). Near the
-limit every request is decided in Redis, exactly.
+**Leases.** Even batched, a decision in Redis per request is work for Redis and for the worker.
+So a worker serving a client that is far from its limit — a bucket of at least
+:data:`LEASE_MIN_CAPACITY` tokens, at least half full at its last decision — takes
+:data:`LEASE_SHARE` of the capacity along with the request's own cost, and spends that lease
+locally for at most :data:`LEASE_SECONDS`. The tokens are taken from the shared bucket first,
+so no worker ever admits more than the bucket allows; a lease left unspent is lost (at most
+``LEASE_SHARE`` of the budget per lease period). Near the limit every request is decided in
+Redis, exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TypeVar, get_args
 
@@ -36,17 +37,15 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from proxy.breaker import Breaker
+from proxy.ratelimit.batch import Batcher
 from proxy.ratelimit.bucket import Bucket, Decision, take
+from proxy.ratelimit.costs import DEFAULT_COSTS, cost_of
 from proxy.ratelimit.identity import Client, KeyLimit, Network, identify
 from proxy.ratelimit.script import RedisBuckets
 
 Fallback = Literal["local", "open", "closed"]
 FALLBACKS: Final = get_args(Fallback)
 
-# Tokens per request by route; a search page beyond DEEP_PAGE costs DEEP_PAGE_COST.
-COSTS: Final[Mapping[str, float]] = {"search": 1.0, "suggestions": 0.5, "product": 1.0, "seller": 1.0}
-DEEP_PAGE: Final = 5
-DEEP_PAGE_COST: Final = 2.0
 # Clients remembered per worker (identities, leases, fallback buckets), at most each.
 _CLIENTS_KEPT: Final = 100_000
 # Leases (see the module docstring).
@@ -74,27 +73,6 @@ class _Lease:
     reset_ms: int
 
 
-def limited_route(path: str) -> str | None:
-    """The route name of a limited path; None for everything else (health, metrics, documents)."""
-    if path == "/api/search":
-        return "search"
-    if path == "/api/search/suggestions":
-        return "suggestions"
-    if path.startswith("/api/products/"):
-        return "product"
-    if path.startswith("/api/sellers/"):
-        return "seller"
-    return None
-
-
-def cost_of(route: str, request: web.BaseRequest) -> float:
-    if route == "search" and "page=" in request.rel_url.raw_query_string:
-        page = request.query.get("page", "")
-        if page.isdigit() and len(page) < 7 and int(page) > DEEP_PAGE:
-            return DEEP_PAGE_COST
-    return COSTS[route]
-
-
 @dataclass(frozen=True, slots=True)
 class Admission:
     """The limiter's answer: the decision, the client's limit, and the policy name it falls under."""
@@ -115,20 +93,35 @@ class Limiter:
         trusted: tuple[Network, ...],
         timeout: float,
         fallback: Fallback,
+        costs: Mapping[str, float] = DEFAULT_COSTS,
         breaker: Breaker | None = None,
+        on_round_trip: Callable[[float, bool], None] = lambda seconds, failed: None,
     ) -> None:
-        self._buckets = buckets
         self._default = default
         self._keys = keys
         self._trusted = trusted
         self._timeout = timeout
         self._fallback = fallback
+        self._costs = costs
         self.breaker = breaker or Breaker()
+        self._on_round_trip = on_round_trip
+        self._batcher = Batcher(buckets, timeout, self._round_trip_done)
         self._local: dict[str, Bucket] = {}
         self._leases: dict[str, _Lease] = {}
         self._leasing: dict[str, asyncio.Future[None]] = {}  # a lease request in flight, per client
         self._clients: dict[tuple[str | None, tuple[str, ...], str | None], Client] = {}
         self.redis_calls = 0  # decisions that went to Redis (the tests count leases with it)
+
+    def _round_trip_done(self, seconds: float, failed: bool) -> None:
+        # The breaker counts round trips, not the requests in them: one slow batch is one failure.
+        if failed:
+            self.breaker.failed()
+        else:
+            self.breaker.succeeded()
+        self._on_round_trip(seconds, failed)
+
+    async def close(self) -> None:
+        await self._batcher.close()
 
     def client(self, request: web.BaseRequest) -> Client:
         """Who sent ``request``: :func:`~proxy.ratelimit.identity.identify`, remembered per
@@ -145,7 +138,8 @@ class Limiter:
         client = self.client(request)
         limit = client.limit or self._default
         policy = "key" if client.limit is not None else "default"
-        cost = cost_of(route, request)
+        page = request.query.get("page") if route == "search" and "page=" in request.rel_url.raw_query_string else None
+        cost = cost_of(self._costs, route, page)
         leased = self._from_lease(client.id, cost)
         if leased is None and client.id in self._leasing:
             # A lease for this client is on its way: wait for it rather than take another
@@ -160,17 +154,19 @@ class Limiter:
             if leasing is not None:
                 self._leasing[client.id] = leasing
             try:
-                async with asyncio.timeout(self._timeout):
+                # Each decision is bounded by the timeout from when it is asked for; the second
+                # (rare) shares the first one's bound: the limiter never holds a request longer.
+                deadline = asyncio.get_running_loop().time() + self._timeout
+                self.redis_calls += 1
+                decision = await self._batcher.take(client.id, cost + lease, limit.max, limit.ttl_ms)
+                if lease and not decision.allowed:  # not enough for a lease: decide exactly
                     self.redis_calls += 1
-                    decision = await self._buckets.take(client.id, cost + lease, limit.max, limit.ttl_ms)
-                    if lease and not decision.allowed:  # not enough for a lease: decide exactly
-                        self.redis_calls += 1
-                        decision = await self._buckets.take(client.id, cost, limit.max, limit.ttl_ms)
-                        lease = 0.0
+                    async with asyncio.timeout_at(deadline):
+                        decision = await self._batcher.take(client.id, cost, limit.max, limit.ttl_ms)
+                    lease = 0.0
             except (RedisError, OSError, TimeoutError):
-                self.breaker.failed()
+                pass  # the batch told the breaker
             else:
-                self.breaker.succeeded()
                 self._keep_lease(client.id, lease if decision.allowed else 0.0, decision)
                 return Admission(decision, limit, policy, "redis")
             finally:

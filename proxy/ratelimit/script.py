@@ -6,66 +6,85 @@ once the bucket would be full again (:func:`~proxy.ratelimit.bucket.key_ttl_ms`)
 client leaves nothing behind. Redis runs a script atomically, so concurrent requests of one
 client, from any worker or host, each see the bucket the previous one left.
 
-The time is the Redis server's (``TIME``), one clock for every proxy, unless the caller passes
-``now_ms`` (the tests do, to replay exact sequences). The arithmetic is that of ``take``, in the
-same order; ``tokens`` are written with ``%.17g`` so the double survives as a string exactly.
+One script call decides a whole batch (:meth:`RedisBuckets.take_many`): the decisions of one
+event-loop tick (``proxy.ratelimit.batch``), in order, so two requests of one client in a batch
+see each other exactly as two calls would. The batch's keys belong to different clients, so on
+a Redis Cluster a batch would have to be split by hash slot (each key's ``{client}`` hash tag
+makes that possible); the proxy talks to one Redis server (``REDIS_URL``).
+
+The time is the Redis server's (``TIME``, read once per batch), one clock for every proxy,
+unless the caller passes ``now_ms`` (the tests do, to replay exact sequences). The arithmetic
+is that of ``take``, in the same order; ``tokens`` are written with ``%.17g`` so the double
+survives as a string exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from proxy.ratelimit.bucket import KEY_MARGIN_MS, Bucket, Decision, validate
 
-# KEYS[1]: the bucket's key. ARGV: cost, capacity, period_ms, now_ms ('' = the server's TIME).
-# Replies {allowed (1/0), remaining, retry_after_ms, reset_ms, tokens, ts}: Redis turns a Lua
-# number into an integer reply by truncating it, so the tokens travel as their %.17g string.
+# KEYS: one bucket key per decision. ARGV[1]: now_ms ('' = the server's TIME); then cost,
+# capacity, period_ms for each key in turn. Replies, flat, six values per decision: allowed
+# (1/0), remaining, retry_after_ms, reset_ms, tokens, ts. Redis turns a Lua number into an
+# integer reply by truncating it, so the tokens travel as their %.17g string.
 LUA = """
-local key = KEYS[1]
-local cost = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local period = tonumber(ARGV[3])
 local now
-if ARGV[4] ~= nil and ARGV[4] ~= '' then
-  now = tonumber(ARGV[4])
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
 else
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
+local replies = {}
+for i, key in ipairs(KEYS) do
+  local cost = tonumber(ARGV[3 * i - 1])
+  local capacity = tonumber(ARGV[3 * i])
+  local period = tonumber(ARGV[3 * i + 1])
 
-local state = redis.call('HMGET', key, 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = capacity
-  ts = now
-end
-local elapsed = math.max(0, now - ts)
-tokens = math.min(capacity, tokens + elapsed * capacity / period)
-ts = math.max(ts, now)
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(state[1])
+  local ts = tonumber(state[2])
+  if tokens == nil or ts == nil then
+    tokens = capacity
+    ts = now
+  end
+  local elapsed = math.max(0, now - ts)
+  tokens = math.min(capacity, tokens + elapsed * capacity / period)
+  ts = math.max(ts, now)
 
-local allowed = 0
-local retry_after = 0
-if cost <= tokens then
-  allowed = 1
-  tokens = tokens - cost
-elseif cost > capacity then
-  retry_after = period
-else
-  retry_after = math.ceil((cost - tokens) * period / capacity)
-end
-local reset = 0
-if tokens < capacity then
-  reset = math.ceil((capacity - tokens) * period / capacity)
-end
+  local allowed = 0
+  local retry_after = 0
+  if cost <= tokens then
+    allowed = 1
+    tokens = tokens - cost
+  elseif cost > capacity then
+    retry_after = period
+  else
+    retry_after = math.ceil((cost - tokens) * period / capacity)
+  end
+  local reset = 0
+  if tokens < capacity then
+    reset = math.ceil((capacity - tokens) * period / capacity)
+  end
 
-local stored = string.format('%.17g', tokens)
-redis.call('HSET', key, 'tokens', stored, 'ts', string.format('%d', ts))
-redis.call('PEXPIRE', key, math.min(reset, period) + KEY_MARGIN_MS)
-return {allowed, math.floor(tokens), retry_after, reset, stored, ts}
+  local stored = string.format('%.17g', tokens)
+  redis.call('HSET', key, 'tokens', stored, 'ts', string.format('%d', ts))
+  redis.call('PEXPIRE', key, math.min(reset, period) + KEY_MARGIN_MS)
+  local n = 6 * (i - 1)
+  replies[n + 1] = allowed
+  replies[n + 2] = math.floor(tokens)
+  replies[n + 3] = retry_after
+  replies[n + 4] = reset
+  replies[n + 5] = stored
+  replies[n + 6] = ts
+end
+return replies
 """.replace("KEY_MARGIN_MS", str(KEY_MARGIN_MS))
 
 # What EVALSHA names the script by: Redis's own digest of its text, so no SCRIPT LOAD is needed
@@ -83,6 +102,17 @@ def bucket_key(prefix: str, client_id: str) -> str:
     return f"{prefix}ratelimit:{{{client_id}}}"
 
 
+@dataclass(frozen=True, slots=True)
+class Take:
+    """One decision to make: take ``cost`` tokens from ``client_id``'s bucket of ``capacity``
+    tokens refilled every ``period_ms``."""
+
+    client_id: str
+    cost: float
+    capacity: float
+    period_ms: int
+
+
 class RedisBuckets:
     """Clients' token buckets in Redis under ``prefix``."""
 
@@ -98,27 +128,33 @@ class RedisBuckets:
         Arguments as for :func:`proxy.ratelimit.bucket.take` (ValueError before Redis is asked).
         Redis errors and timeouts propagate: the caller decides what an unreachable Redis means.
         """
-        validate(cost, capacity, period_ms)
-        args = (
-            bucket_key(self._prefix, client_id),
+        (decision,) = await self.take_many([Take(client_id, cost, capacity, period_ms)], now_ms)
+        return decision
+
+    async def take_many(self, takes: Sequence[Take], now_ms: int | None = None) -> list[Decision]:
+        """:meth:`take` for each of ``takes``, in order, in one script call: one round trip and
+        one atomic step for all of them."""
+        keys: list[str] = []
+        args: list[str] = ["" if now_ms is None else str(int(now_ms))]
+        for one in takes:
+            validate(one.cost, one.capacity, one.period_ms)
+            keys.append(bucket_key(self._prefix, one.client_id))
             # repr of a float is the shortest text that reads back as the same double.
-            repr(float(cost)),
-            repr(float(capacity)),
-            str(period_ms),
-            "" if now_ms is None else str(int(now_ms)),
-        )
+            args += (repr(float(one.cost)), repr(float(one.capacity)), str(one.period_ms))
         try:
-            reply = await self._client.evalsha(SHA, 1, *args)
+            reply = await self._client.evalsha(SHA, len(keys), *keys, *args)
         except NoScriptError:
             # The script cache is empty after a Redis restart or SCRIPT FLUSH. A NOSCRIPT reply
-            # means nothing ran, so running it now still makes this one decision.
+            # means nothing ran, so running it now still makes these decisions once.
             await self._client.script_load(LUA)
-            reply = await self._client.evalsha(SHA, 1, *args)
-        allowed, remaining, retry_after_ms, reset_ms, tokens, updated_ms = reply
-        return Decision(
-            allowed=bool(allowed),
-            remaining=int(remaining),
-            retry_after_ms=int(retry_after_ms),
-            reset_ms=int(reset_ms),
-            bucket=Bucket(float(tokens), int(updated_ms)),
-        )
+            reply = await self._client.evalsha(SHA, len(keys), *keys, *args)
+        return [
+            Decision(
+                allowed=bool(reply[i]),
+                remaining=int(reply[i + 1]),
+                retry_after_ms=int(reply[i + 2]),
+                reset_ms=int(reply[i + 3]),
+                bucket=Bucket(float(reply[i + 4]), int(reply[i + 5])),
+            )
+            for i in range(0, len(reply), 6)
+        ]
