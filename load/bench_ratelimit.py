@@ -7,8 +7,9 @@ bucket too large to run dry, so every answer is a 200), serving one cached searc
 (50 connections, pinned to the other core). Twice with the limiter on: every request from one
 client (one hot bucket), and every request from a different client among 10,000 (a wrk script
 sends a random ``X-Forwarded-For`` from a trusted peer) — many cold buckets, each decided in
-Redis. Rounds alternate the three so machine noise hits all alike. Prints req/s, p50/p99, the
-ratio on/off for each, and the latency the limiter adds. Goal (issue 10): on ≥ 0.85 × off.
+Redis, in batches (``proxy/ratelimit/batch.py``). Rounds alternate the three so machine noise
+hits all alike. Prints req/s, p50/p99, the ratio on/off for each, and the latency the limiter
+adds. Goal (issue 10): on ≥ 0.85 × off.
 Needs ``wrk`` (``apt-get install -y wrk``). Everything listens on 127.0.0.1 and is stopped on exit.
 """
 

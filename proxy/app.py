@@ -202,10 +202,23 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
-    """The token-bucket limiter on the request path's Redis client (``proxy.ratelimit``)."""
+    """The token-bucket limiter (``proxy.ratelimit``), on a Redis connection of its own.
+
+    The limiter keeps one round trip in flight at a time and bounds each itself, so its client
+    has no socket timeout: redis-py's (``asyncio.wait_for`` around every write, a timeout
+    context around every read) cost more than the rest of a batched round trip.
+    """
     settings = app[SETTINGS]
+    client = aioredis.Redis.from_pool(
+        aioredis.ConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=4,
+            socket_connect_timeout=settings.redis_timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+    )
     app[LIMITER] = Limiter(
-        RedisBuckets(app[REDIS], settings.redis_key_prefix),
+        RedisBuckets(client, settings.redis_key_prefix),
         default=KeyLimit(settings.rate_limit_max, settings.rate_limit_ttl_ms),
         keys=settings.rate_limit_keys,
         trusted=settings.trusted_proxies,
@@ -216,6 +229,7 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[LIMITER].close()
+    await client.aclose()
 
 
 async def _generation_subscriber(app: web.Application) -> AsyncIterator[None]:
