@@ -116,6 +116,21 @@ PROXY = _dashboard(
         ),
         _panel("Requests in flight", [("sum(search_proxy_requests_in_flight)", "in flight")], "short"),
         _panel(
+            "Engine breaker, shedding and the Postgres fallback",
+            [
+                ("max(search_proxy_engine_breaker_state)", "breaker (0 closed, 1 half-open, 2 open)"),
+                ("sum by (reason) (rate(search_proxy_engine_skipped_total[5m]))", "engine skipped: {{reason}}"),
+                ('sum(rate(search_proxy_search_responses_total{backend="postgres"}[5m]))', "fallback answers/s"),
+                ("sum(rate(search_proxy_fallback_rejected_total[5m]))", "fallback refused/s (503)"),
+            ],
+            "short",
+            description=(
+                "The engine guard skips the engine while its breaker is open (breaker_open) or when no "
+                "engine slot frees within ENGINE_QUEUE_MS (engine_busy: shed); those requests are served "
+                "stale from the cache, by the Postgres fallback, or refused with a quick 503."
+            ),
+        ),
+        _panel(
             "Rate limiting: refused share, Redis round trips",
             [
                 (

@@ -2,9 +2,10 @@
 
 Each long-lived resource has its own ``cleanup_ctx`` generator below, in the order they start
 (and the reverse of the order they stop): the search synonyms (re-read on SIGHUP), the task
-that flushes the fast path's batched counters, the engine gateway, the Redis client of the
-request path, the Postgres pool, the response cache, and the catalog-generation subscriber that
-keeps the cache fresh. Nothing is created at import time.
+that flushes the fast path's batched counters, the engine gateway (with its guard: breaker and
+slots), the Redis client of the request path, the Postgres pool (readiness), the Postgres
+fallback (a pool of its own), the response cache, the rate limiter, and the catalog-generation
+subscriber that keeps the cache fresh. Nothing is created at import time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from proxy.breaker import Breaker
 from proxy.cache.freshness import CatalogView, Policy
 from proxy.cache.l1 import LRU
 from proxy.cache.l2 import RedisTier
@@ -28,6 +30,7 @@ from proxy.cache.notices import FillNotices
 from proxy.cache.response_cache import ResponseCache
 from proxy.cache.subscriber import Subscriber
 from proxy.engine import EngineGateway
+from proxy.fallback.postgres import PostgresFallback
 from proxy.metrics import ProxyMetrics
 from proxy.middleware.cors import cors_middleware
 from proxy.middleware.metrics import metrics_middleware
@@ -38,8 +41,22 @@ from proxy.openapi import openapi_bytes
 from proxy.ratelimit.identity import KeyLimit
 from proxy.ratelimit.limiter import Limiter
 from proxy.ratelimit.script import RedisBuckets
-from proxy.routes import CACHE, ENGINE, LIMITER, METRICS, OPENAPI, POSTGRES, REDIS, SYNONYMS, SynonymsHolder, add_routes
+from proxy.routes import (
+    CACHE,
+    ENGINE,
+    ENGINE_GUARD,
+    FALLBACK,
+    LIMITER,
+    METRICS,
+    OPENAPI,
+    POSTGRES,
+    REDIS,
+    SYNONYMS,
+    SynonymsHolder,
+    add_routes,
+)
 from proxy.settings import ProxySettings
+from proxy.shedding import EngineGuard
 from proxy.synonyms import SynonymError, load_synonyms
 from proxy.tasks import cancel_and_wait
 
@@ -71,7 +88,7 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[METRICS] = metrics
     app[OPENAPI] = openapi_bytes()
     add_routes(app)
-    app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _cache, _rate_limiter))
+    app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _fallback, _cache, _rate_limiter))
     if settings.cache_enabled:
         app.cleanup_ctx.append(_generation_subscriber)
     return app
@@ -128,9 +145,22 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         pool_size=settings.engine_pool_size,
         timeout=settings.engine_timeout,
     )
-    # The engine may be down at start: the proxy still starts, answers 503 and keeps trying.
+    # The engine may be down at start: the proxy still starts, answers from the fallback (or
+    # 503) and keeps trying.
     await engine.connect()
     app[ENGINE] = engine
+    metrics = app[METRICS]
+    app[ENGINE_GUARD] = EngineGuard(
+        Breaker(
+            failures=settings.engine_breaker_failures,
+            cooldown=settings.engine_breaker_cooldown_ms / 1000,
+            probes=settings.engine_breaker_probes,
+        ),
+        slots=settings.engine_slots,
+        queue_wait=settings.engine_queue_ms / 1000,
+        on_skip=lambda reason: metrics.child(metrics.engine_skipped, reason).inc(),
+        on_state=metrics.count_breaker_state,
+    )
     log.info("proxy ready: index alias %s at %s", settings.search_index, settings.elasticsearch_node)
     yield
     await engine.close()
@@ -158,6 +188,25 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
     yield
     await app[REDIS].aclose()
+
+
+async def _fallback(app: web.Application) -> AsyncIterator[None]:
+    """The Postgres fallback search (``proxy.fallback``), or None when FALLBACK_ENABLED=false."""
+    settings = app[SETTINGS]
+    if not settings.fallback_enabled:
+        app[FALLBACK] = None
+        yield
+        return
+    fallback = await PostgresFallback.open(
+        settings.database_url,
+        pool_size=settings.fallback_pool_size,
+        statement_timeout_ms=settings.fallback_statement_timeout_ms,
+        max_concurrency=settings.fallback_max_concurrency,
+        queue_wait=settings.fallback_queue_ms / 1000,
+    )
+    app[FALLBACK] = fallback
+    yield
+    await fallback.close()
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:

@@ -18,15 +18,46 @@ from collections.abc import Callable
 
 class Breaker:
     def __init__(
-        self, *, failures: int = 3, cooldown: float = 1.0, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        failures: int = 3,
+        cooldown: float = 1.0,
+        probes: int = 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if failures < 1 or cooldown < 0:
-            raise ValueError("a breaker needs failures >= 1 and cooldown >= 0")
+        if failures < 1 or cooldown < 0 or probes < 1:
+            raise ValueError("a breaker needs failures >= 1, cooldown >= 0 and probes >= 1")
         self._max_failures = failures
         self._cooldown = cooldown
+        self._probes = probes
         self._clock = clock
         self._failures = 0  # in a row
         self._open_until = 0.0
+        self._tripped = False  # opened, and not closed by a success since
+        self._probing = 0  # permits given while half-open, not reported yet
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half_open`` (cooled down, waiting for a probe's outcome)."""
+        if not self.closed:
+            return "open"
+        return "half_open" if self._tripped else "closed"
+
+    def permit(self) -> bool:
+        """Whether to ask the dependency now; half-open, only ``probes`` callers at a time."""
+        if not self.closed:
+            return False
+        if not self._tripped:
+            return True
+        if self._probing >= self._probes:
+            return False
+        self._probing += 1
+        return True
+
+    def abandoned(self) -> None:
+        """A permitted call ended without an outcome: its probe slot is free again."""
+        if self._probing:
+            self._probing -= 1
 
     @property
     def closed(self) -> bool:
@@ -35,6 +66,8 @@ class Breaker:
 
     def succeeded(self) -> None:
         self._failures = 0
+        self._tripped = False
+        self._probing = 0
 
     def failed(self) -> bool:
         """Count a failure; True when it opened the breaker (the caller may log that once).
@@ -49,4 +82,6 @@ class Breaker:
         # Half-open after the cooldown: one more failure reopens at once.
         self._failures = self._max_failures - 1
         self._open_until = self._clock() + self._cooldown
+        self._tripped = True
+        self._probing = 0
         return True

@@ -108,12 +108,37 @@ class RateLimited(ProblemError):
 
 
 class BackendUnavailable(ProblemError):
-    """503: neither the engine nor the fallback could answer."""
+    """503: a backend (the engine, or the Postgres fallback) could not answer.
+
+    Raised by the engine's gateway for any engine failure, and by the engine guard
+    (``proxy.shedding``) when the engine is skipped: its breaker is open, or no slot freed in
+    time. The cache then serves a stale answer, or the route asks the fallback; only when
+    neither can answer does the client see it. ``Retry-After: 1``.
+    """
 
     status = 503
     title = "Service Unavailable"
     type = _TYPE_PREFIX + "backend-unavailable"
     default_detail = "Search is temporarily unavailable; please retry shortly."
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class EngineSkipped(BackendUnavailable):
+    """The engine was not asked: its breaker is open, or every slot stayed busy (``reason``)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason  # "breaker_open" or "engine_busy"
+        super().__init__(f"The search engine was not asked ({reason.replace('_', ' ')}).")
+
+
+class Overloaded(BackendUnavailable):
+    """503 at once: the fallback's concurrency cap is reached (it protects Postgres)."""
+
+    type = _TYPE_PREFIX + "overloaded"
+    default_detail = "Search is overloaded; please retry shortly."
 
 
 def problem_body(error: ProblemError, instance: str | None = None) -> bytes:

@@ -16,6 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+_BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
 class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -55,6 +58,24 @@ class ProxyMetrics:
             "search_proxy_search_responses_total",
             "Search and suggestion responses, by the backend that produced them.",
             ["route", "backend"],
+            registry=self.registry,
+        )
+        # The engine guard (proxy.shedding) and the Postgres fallback (proxy.fallback).
+        self.engine_breaker_state = Gauge(
+            "search_proxy_engine_breaker_state",
+            "The engine circuit breaker: 0 closed, 1 half-open (probing), 2 open (worst worker).",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.engine_skipped = Counter(
+            "search_proxy_engine_skipped_total",
+            "Engine requests not sent, by reason: breaker_open, or engine_busy (no slot freed in time: shed).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.fallback_rejected = Counter(
+            "search_proxy_fallback_rejected_total",
+            "Requests the Postgres fallback refused at once because its concurrency cap was reached.",
             registry=self.registry,
         )
 
@@ -210,11 +231,14 @@ class ProxyMetrics:
         self.child(self.request_duration, route).observe(seconds)
         self.child(self.requests, route, method, status_class).inc()
 
-    def count_response(self, route: str, cache: str, count: int = 1) -> None:
+    def count_response(self, route: str, cache: str, count: int = 1, backend: str = "elasticsearch") -> None:
         """One answer of a cached route: by its X-Cache value, and by backend for searches."""
         self.child(self.cache_responses, route, cache.lower()).inc(count)
         if route in ("search", "suggestions"):
-            self.child(self.responses_by_backend, route, "elasticsearch").inc(count)
+            self.child(self.responses_by_backend, route, backend).inc(count)
+
+    def count_breaker_state(self, state: str) -> None:
+        self.engine_breaker_state.set(_BREAKER_STATES[state])
 
     def exposition(self) -> bytes:
         """The text format for ``/metrics``: this process's values, or every worker's."""

@@ -168,6 +168,13 @@ def _problem(description: str) -> dict[str, Any]:
 
 
 _PROBLEM_RESPONSE = _problem("A problem (RFC 9457).")
+_UNAVAILABLE = {
+    "description": "Neither the engine nor the Postgres fallback could answer (down, or over the "
+    "fallback's concurrency cap); a stale cached answer would have been served instead if there "
+    "was one. Retry after `Retry-After` seconds.",
+    "headers": _headers("X-Request-ID", "Retry-After"),
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
 _RATE_LIMITED = {
     "description": "The client's token bucket is empty (rate limiting is on): retry after `Retry-After` seconds.",
     "headers": _headers("X-Request-ID", "Retry-After", *_RATE_HEADERS),
@@ -353,9 +360,15 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Readiness": {
         "type": "object",
-        "required": ["status", "checks"],
+        "required": ["status", "backend", "engine_breaker", "checks"],
         "properties": {
             "status": {"type": "string", "enum": ["ready", "degraded", "unavailable"]},
+            "backend": {
+                "type": ["string", "null"],
+                "enum": ["elasticsearch", "postgres", None],
+                "description": "What answers searches now: the engine, the Postgres fallback, or nothing.",
+            },
+            "engine_breaker": {"type": "string", "enum": ["closed", "half_open", "open"]},
             "checks": {
                 "type": "object",
                 "additionalProperties": {
@@ -467,7 +480,7 @@ def openapi_document() -> dict[str, Any]:
             "How many suggestions at most.",
         ),
     ]
-    errors = {"400": _PROBLEM_RESPONSE, "429": _RATE_LIMITED, "503": _PROBLEM_RESPONSE}
+    errors = {"400": _PROBLEM_RESPONSE, "429": _RATE_LIMITED, "503": _UNAVAILABLE}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -505,7 +518,7 @@ def openapi_document() -> dict[str, Any]:
                         "400": _problem("The id is malformed or out of range (`invalid_params` names `id`)."),
                         "404": _problem("There is no active product with this id."),
                         "429": _RATE_LIMITED,
-                        "503": _PROBLEM_RESPONSE,
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -519,7 +532,7 @@ def openapi_document() -> dict[str, Any]:
                         "400": _problem("The id is malformed or out of range (`invalid_params` names `id`)."),
                         "404": _problem("There is no seller with this id that has an active product."),
                         "429": _RATE_LIMITED,
-                        "503": _PROBLEM_RESPONSE,
+                        "503": _UNAVAILABLE,
                     },
                 }
             },

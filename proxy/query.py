@@ -87,7 +87,7 @@ _RELAXED_WORD_BOOST: Final = 1.0
 _MAX_FUZZY_WORDS: Final = 6
 _MAX_UNITS: Final = 24
 
-_FACET_SIZES: Final = {"category": 50, "fandom": 100}
+FACET_SIZES: Final = {"category": 50, "fandom": 100}
 # Highest count first, then alphabetical, so equal counts list in a stable order.
 _FACET_ORDER: Final = ({"_count": "desc"}, {"_key": "asc"})
 
@@ -136,7 +136,7 @@ _PRICE_RANGES: Final = [
 _FACET_AGGS: Final[dict[str, dict[str, Any]]] = {
     **{
         facet: {"terms": {"field": facet, "size": size, "order": list(_FACET_ORDER)}}
-        for facet, size in _FACET_SIZES.items()
+        for facet, size in FACET_SIZES.items()
     },
     "price": {"range": {"field": "price", "ranges": _PRICE_RANGES}},
 }

@@ -23,9 +23,6 @@ from typing import Any, Final, Literal
 # whatever it says. Each probe gets the whole budget; they run concurrently.
 READY_BUDGET_S: Final = 0.8
 
-# The dependency search cannot be served without (there is no fallback backend yet).
-REQUIRED: Final = frozenset({"elasticsearch"})
-
 Status = Literal["ready", "degraded", "unavailable"]
 
 
@@ -50,20 +47,30 @@ async def probe(check: Awaitable[tuple[bool, str]], budget: float = READY_BUDGET
     return Check(ok, detail)
 
 
-def readiness(checks: Mapping[str, Check]) -> tuple[Status, dict[str, Any]]:
+def readiness(checks: Mapping[str, Check], *, fallback: bool, breaker: str) -> tuple[Status, dict[str, Any]]:
     """The overall status and the ``/readyz`` body (the ``Readiness`` schema) for ``checks``.
 
-    ``unavailable`` (503) when a required dependency is down; ``degraded`` (200) when only
-    optional ones are (Redis, Postgres: the proxy serves without them); else ``ready``.
+    ``checks`` has ``elasticsearch``, ``redis`` and ``postgres``; ``fallback`` says whether the
+    Postgres fallback is enabled, ``breaker`` the engine breaker's state (``proxy.shedding``).
+    Searches are served by the engine when it answers and its breaker is not open, else by the
+    fallback when it is enabled and Postgres answers (``degraded``, 200), else by nobody
+    (``unavailable``, 503). ``ready`` only when every dependency answers and the breaker is
+    closed; anything less that still serves is ``degraded``. The body names the backend.
     """
-    if any(not check.ok for name, check in checks.items() if name in REQUIRED):
-        status: Status = "unavailable"
-    elif all(check.ok for check in checks.values()):
+    engine = checks["elasticsearch"].ok and breaker != "open"
+    postgres_serves = fallback and checks["postgres"].ok
+    backend = "elasticsearch" if engine else "postgres" if postgres_serves else None
+    status: Status
+    if backend is None:
+        status = "unavailable"
+    elif backend == "elasticsearch" and breaker == "closed" and all(check.ok for check in checks.values()):
         status = "ready"
     else:
         status = "degraded"
     body = {
         "status": status,
+        "backend": backend,
+        "engine_breaker": breaker,
         "checks": {name: {"ok": check.ok, "detail": check.detail} for name, check in checks.items()},
     }
     return status, body

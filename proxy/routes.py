@@ -4,9 +4,13 @@ A cached route is "parsed request → answer": it parses and validates (``proxy.
 builds the canonical cache key (``proxy.cache.keys``) and asks the response cache
 (``proxy.cache.response_cache``), handing it a *producer* for a miss. A producer turns the
 parsed request into the answer's bytes and the tags of what it shows: engine body
-(``proxy.query``) → one engine round trip (``proxy.engine``; a text search that matched nothing
-retries through ``proxy.recovery``) → shape (``proxy.results``) → orjson bytes. The handler
-sends those bytes with headers saying how they were obtained (``X-Cache``, ``Age``).
+(``proxy.query``) → one engine round trip (``proxy.engine``, under the engine guard's breaker
+and slots, ``proxy.shedding``; a text search that matched nothing retries through
+``proxy.recovery``) → shape (``proxy.results``) → orjson bytes. Each route also hands the cache
+a *fallback* producer: the same request answered from Postgres (``proxy.fallback``) and shaped
+by the same functions, used when the engine failed or was skipped and no stale answer is at
+hand. The handler sends the bytes with headers saying how they were obtained (``X-Cache``,
+``Age``, ``X-Search-Backend``).
 Handlers raise ``proxy.errors`` exceptions; ``proxy.middleware.problems`` answers them.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -25,9 +29,10 @@ from redis.asyncio import Redis
 
 from catalog.generation import product_tag, seller_tag
 from proxy.cache.keys import product_key, request_key, seller_key
-from proxy.cache.response_cache import Produced, ResponseCache, Served
+from proxy.cache.response_cache import FALLBACK_BACKEND, Produced, Producer, ResponseCache, Served
 from proxy.engine import EngineGateway
-from proxy.errors import InvalidParameters, NotFound
+from proxy.errors import EngineSkipped, InvalidParameters, NotFound, Overloaded
+from proxy.fallback.postgres import PostgresFallback
 from proxy.metrics import ProxyMetrics
 from proxy.params import (
     SEARCH_PARAMS,
@@ -44,6 +49,7 @@ from proxy.ratelimit.limiter import Limiter
 from proxy.readiness import probe, readiness
 from proxy.recovery import search_with_recovery
 from proxy.results import shape_product, shape_search, shape_seller, shape_suggest
+from proxy.shedding import EngineGuard
 from proxy.synonyms import Synonyms
 
 
@@ -73,6 +79,9 @@ OPENAPI = web.AppKey("openapi", bytes)
 SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
 CACHE = web.AppKey("cache", ResponseCache)
 LIMITER = web.AppKey("limiter", Limiter)
+ENGINE_GUARD = web.AppKey("engine_guard", EngineGuard)
+# None when FALLBACK_ENABLED=false.
+FALLBACK: web.AppKey[PostgresFallback | None] = web.AppKey("fallback")
 
 R = TypeVar("R", SearchRequest, SuggestRequest)
 
@@ -90,17 +99,35 @@ def _query(request: web.Request, names: frozenset[str]) -> Any:
     return request.query
 
 
-async def _engine_search(app: web.Application, body: dict[str, Any], operation: str) -> dict[str, Any]:
-    """One engine round trip, timed and counted under ``operation``."""
+T = TypeVar("T")
+
+
+async def _backend_call(app: web.Application, backend: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+    """One backend call, timed and counted under ``backend`` and ``operation``.
+
+    A call refused before the backend was asked — the engine skipped by its guard, the fallback
+    over its cap — is not the backend's error (the guard and ``fallback_rejected`` count them).
+    """
     metrics = app[METRICS]
     started = time.perf_counter()
     try:
-        engine_body = await app[ENGINE].search(body)
-    except Exception:
-        metrics.backend_errors.labels(BACKEND, operation).inc()
+        answer = await call()
+    except EngineSkipped:
         raise
-    metrics.engine_duration.labels(BACKEND, operation).observe(time.perf_counter() - started)
-    return engine_body
+    except Overloaded:
+        metrics.fallback_rejected.inc()
+        raise
+    except Exception:
+        metrics.backend_errors.labels(backend, operation).inc()
+        raise
+    metrics.engine_duration.labels(backend, operation).observe(time.perf_counter() - started)
+    return answer
+
+
+async def _engine_search(app: web.Application, body: dict[str, Any], operation: str) -> dict[str, Any]:
+    """One engine round trip, under the engine guard, timed and counted under ``operation``."""
+    engine, guard = app[ENGINE], app[ENGINE_GUARD]
+    return await _backend_call(app, BACKEND, operation, lambda: guard.call(lambda: engine.search(body)))
 
 
 # --- producers: parsed request -> answer bytes + tags ------------------------------------------
@@ -139,16 +166,55 @@ async def produce_seller(app: web.Application, seller_id: int) -> Produced:
     return Produced(orjson.dumps(seller), frozenset((seller_tag(seller_id),)))
 
 
+# --- fallback producers: the same answers from Postgres -----------------------------------------
+
+
+async def _from_postgres(app: web.Application, operation: str, query: Callable[[PostgresFallback], Awaitable[T]]) -> T:
+    """One fallback query, timed and counted like an engine call, under ``operation``."""
+    fallback = app[FALLBACK]
+    assert fallback is not None  # routes pass a fallback producer only when there is one
+    return await _backend_call(app, FALLBACK_BACKEND, operation, lambda: query(fallback))
+
+
+async def fallback_search(app: web.Application, req: SearchRequest) -> Produced:
+    body, relaxed = await _from_postgres(app, "search", lambda fallback: fallback.search(req))
+    result = shape_search(req, body, relaxed=relaxed)
+    return Produced(orjson.dumps(result), frozenset(product_tag(item["id"]) for item in result["items"]))
+
+
+async def fallback_suggestions(app: web.Application, req: SuggestRequest) -> Produced:
+    result = shape_suggest(req, await _from_postgres(app, "suggest", lambda fallback: fallback.suggest(req)))
+    return Produced(orjson.dumps(result), frozenset())
+
+
+async def fallback_product(app: web.Application, product_id: int) -> Produced:
+    product = shape_product(await _from_postgres(app, "product", lambda fallback: fallback.product(product_id)))
+    if product is None:
+        raise NotFound(f"There is no active product {product_id}.")
+    return Produced(orjson.dumps(product), frozenset())
+
+
+async def fallback_seller(app: web.Application, seller_id: int) -> Produced:
+    seller = shape_seller(seller_id, await _from_postgres(app, "seller", lambda fallback: fallback.seller(seller_id)))
+    if seller is None:
+        raise NotFound(f"There is no seller {seller_id} with active products.")
+    return Produced(orjson.dumps(seller), frozenset())
+
+
+def _fallback(app: web.Application, produce: Callable[[], Awaitable[Produced]]) -> Producer | None:
+    return produce if app[FALLBACK] is not None else None
+
+
 # --- cached routes -------------------------------------------------------------------------------
 
 
-# The fixed headers of every cached route's answer (X-Cache and Age vary).
-RESPONSE_HEADERS = {"Content-Type": JSON, "X-Search-Backend": BACKEND, "Cache-Control": "no-store"}
+# The fixed headers of every cached route's answer (X-Cache, Age and X-Search-Backend vary).
+RESPONSE_HEADERS = {"Content-Type": JSON, "Cache-Control": "no-store"}
 
 
 def answer_headers(served: Served) -> dict[str, str]:
     """The headers of a cached route's answer: fixed ones, and how it was obtained."""
-    headers = {**RESPONSE_HEADERS, "X-Cache": served.cache}
+    headers = {**RESPONSE_HEADERS, "X-Search-Backend": served.backend, "X-Cache": served.cache}
     if served.age is not None:
         headers["Age"] = str(served.age)
     return headers
@@ -156,7 +222,7 @@ def answer_headers(served: Served) -> dict[str, str]:
 
 def cached_response(app: web.Application, route: str, served: Served) -> web.Response:
     """The response of a cached route: the answer's bytes and how they were obtained."""
-    app[METRICS].count_response(route, served.cache)
+    app[METRICS].count_response(route, served.cache, backend=served.backend)
     return web.Response(body=served.body, headers=answer_headers(served))
 
 
@@ -222,28 +288,48 @@ HOT_ROUTES: dict[str, HotRoute] = {
 async def search(request: web.Request) -> web.Response:
     app = request.app
     key, req = _SEARCH(request)
-    served = await app[CACHE].answer("search", search_cache_key(app, key), lambda: produce_search(app, req))
+    served = await app[CACHE].answer(
+        "search",
+        search_cache_key(app, key),
+        lambda: produce_search(app, req),
+        _fallback(app, lambda: fallback_search(app, req)),
+    )
     return cached_response(app, "search", served)
 
 
 async def suggestions(request: web.Request) -> web.Response:
     app = request.app
     key, req = _SUGGEST(request)
-    served = await app[CACHE].answer("suggestions", suggest_cache_key(app, key), lambda: produce_suggestions(app, req))
+    served = await app[CACHE].answer(
+        "suggestions",
+        suggest_cache_key(app, key),
+        lambda: produce_suggestions(app, req),
+        _fallback(app, lambda: fallback_suggestions(app, req)),
+    )
     return cached_response(app, "suggestions", served)
 
 
 async def product(request: web.Request) -> web.Response:
     app = request.app
     product_id = parse_id(request.match_info["id"])
-    served = await app[CACHE].answer("product", product_key(product_id), lambda: produce_product(app, product_id))
+    served = await app[CACHE].answer(
+        "product",
+        product_key(product_id),
+        lambda: produce_product(app, product_id),
+        _fallback(app, lambda: fallback_product(app, product_id)),
+    )
     return cached_response(app, "product", served)
 
 
 async def seller(request: web.Request) -> web.Response:
     app = request.app
     seller_id = parse_id(request.match_info["id"])
-    served = await app[CACHE].answer("seller", seller_key(seller_id), lambda: produce_seller(app, seller_id))
+    served = await app[CACHE].answer(
+        "seller",
+        seller_key(seller_id),
+        lambda: produce_seller(app, seller_id),
+        _fallback(app, lambda: fallback_seller(app, seller_id)),
+    )
     return cached_response(app, "seller", served)
 
 
@@ -268,7 +354,11 @@ async def readyz(request: web.Request) -> web.Response:
     engine, redis, postgres = await asyncio.gather(
         probe(app[ENGINE].ready()), probe(_ping_redis(app[REDIS])), probe(_ping_postgres(app[POSTGRES]))
     )
-    status, body = readiness({"elasticsearch": engine, "redis": redis, "postgres": postgres})
+    status, body = readiness(
+        {"elasticsearch": engine, "redis": redis, "postgres": postgres},
+        fallback=app[FALLBACK] is not None,
+        breaker=app[ENGINE_GUARD].breaker.state,
+    )
     return web.Response(
         status=503 if status == "unavailable" else 200,
         body=orjson.dumps(body),

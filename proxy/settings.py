@@ -51,6 +51,20 @@ class ProxySettings:
     cors_origins: tuple[str, ...] = ()
     engine_pool_size: int = 32
     engine_timeout_ms: int = 2_000
+    # The engine guard (proxy.shedding): in-flight engine requests per worker (0: the pool
+    # size), how long a request may wait for a slot, and the engine's circuit breaker.
+    engine_max_in_flight: int = 0
+    engine_queue_ms: int = 25
+    engine_breaker_failures: int = 5
+    engine_breaker_cooldown_ms: int = 2_000
+    engine_breaker_probes: int = 2
+    # The Postgres fallback (proxy.fallback): its own pool, a statement timeout, and a cap on
+    # concurrent fallback queries per worker (a request waits at most FALLBACK_QUEUE_MS).
+    fallback_enabled: bool = True
+    fallback_pool_size: int = 4
+    fallback_max_concurrency: int = 4
+    fallback_queue_ms: int = 25
+    fallback_statement_timeout_ms: int = 1_000
     access_log: bool = False
     shutdown_timeout_s: float = 10.0
     # Search synonyms (proxy.synonyms); re-read on SIGHUP.
@@ -70,6 +84,10 @@ class ProxySettings:
     @property
     def engine_timeout(self) -> float:
         return self.engine_timeout_ms / 1000
+
+    @property
+    def engine_slots(self) -> int:
+        return self.engine_max_in_flight or self.engine_pool_size
 
     @property
     def redis_timeout(self) -> float:
@@ -95,6 +113,7 @@ class ProxySettings:
             synonyms_path=_synonyms_path(env),
             redis_timeout_ms=env_int(env, "REDIS_TIMEOUT_MS", 50, minimum=1, maximum=1_000),
             **_cache_settings(env),
+            **_degradation_settings(env),
         )
 
 
@@ -119,6 +138,24 @@ def _cache_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "cache_l1_max_entries": env_int(env, "CACHE_L1_MAX_ENTRIES", 10_000, minimum=1),
         "cache_l1_max_mb": env_int(env, "CACHE_L1_MAX_MB", 64, minimum=1),
         "cache_lock_wait_ms": env_int(env, "CACHE_LOCK_WAIT_MS", 1_000, minimum=0, maximum=10_000),
+    }
+
+
+def _degradation_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """What the proxy does when the engine fails or is overloaded (``proxy.shedding``, ``proxy.fallback``)."""
+    return {
+        "engine_max_in_flight": env_int(env, "ENGINE_MAX_IN_FLIGHT", 0, minimum=0, maximum=4096),
+        "engine_queue_ms": env_int(env, "ENGINE_QUEUE_MS", 25, minimum=0, maximum=10_000),
+        "engine_breaker_failures": env_int(env, "ENGINE_BREAKER_FAILURES", 5, minimum=1, maximum=1000),
+        "engine_breaker_cooldown_ms": env_int(env, "ENGINE_BREAKER_COOLDOWN_MS", 2_000, minimum=0, maximum=600_000),
+        "engine_breaker_probes": env_int(env, "ENGINE_BREAKER_PROBES", 2, minimum=1, maximum=100),
+        "fallback_enabled": env_bool(env, "FALLBACK_ENABLED", True),
+        "fallback_pool_size": env_int(env, "FALLBACK_POOL_SIZE", 4, minimum=1, maximum=100),
+        "fallback_max_concurrency": env_int(env, "FALLBACK_MAX_CONCURRENCY", 4, minimum=1, maximum=1000),
+        "fallback_queue_ms": env_int(env, "FALLBACK_QUEUE_MS", 25, minimum=0, maximum=10_000),
+        "fallback_statement_timeout_ms": env_int(
+            env, "FALLBACK_STATEMENT_TIMEOUT_MS", 1_000, minimum=10, maximum=60_000
+        ),
     }
 
 

@@ -206,7 +206,9 @@ class TcpProxy:
     """A loopback TCP forwarder that can be closed (connections refused and cut) and reopened.
 
     It lets a test make the engine unreachable for one indexer without pausing the engine
-    process that the whole test session shares.
+    process that the whole test session shares. :attr:`hanging` makes it a black hole instead:
+    connections stay open and accepted, but nothing sent through them arrives (an engine that
+    hangs).
     """
 
     def __init__(self, target_url: str) -> None:
@@ -215,6 +217,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
+        self.hanging = False
 
     @property
     def url(self) -> str:
@@ -242,9 +245,11 @@ class TcpProxy:
             return
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if upstream and self.hanging:
+                        continue  # swallowed: the request never arrives, no answer ever comes
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -252,5 +257,5 @@ class TcpProxy:
             finally:
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers.difference_update((writer, up_writer))

@@ -53,7 +53,29 @@ def test_failures_reported_while_open_change_nothing() -> None:
     assert breaker.closed  # half-open on time: the late failure did not push it
 
 
-@pytest.mark.parametrize(("failures", "cooldown"), [(0, 1.0), (1, -0.1)])
-def test_nonsense_parameters_are_refused(failures: int, cooldown: float) -> None:
+@pytest.mark.parametrize(("failures", "cooldown", "probes"), [(0, 1.0, 1), (1, -0.1, 1), (1, 1.0, 0)])
+def test_nonsense_parameters_are_refused(failures: int, cooldown: float, probes: int) -> None:
     with pytest.raises(ValueError):
-        Breaker(failures=failures, cooldown=cooldown)
+        Breaker(failures=failures, cooldown=cooldown, probes=probes)
+
+
+def test_half_open_it_permits_only_its_probes_until_one_reports() -> None:
+    clock = Clock()
+    breaker = Breaker(failures=2, cooldown=1.0, probes=2, clock=clock)
+    assert breaker.state == "closed"
+    assert all(breaker.permit() for _ in range(10))  # closed: everyone
+    breaker.failed()
+    breaker.failed()
+    assert breaker.state == "open" and not breaker.permit()
+    clock.now += 1.01
+    assert breaker.state == "half_open"
+    assert [breaker.permit() for _ in range(4)] == [True, True, False, False]
+    breaker.abandoned()  # one probe gave up (its request was cancelled): its slot is free
+    assert breaker.permit() and not breaker.permit()
+    breaker.failed()  # a probe failed: open again, for a whole cooldown
+    assert breaker.state == "open" and not breaker.permit()
+    clock.now += 1.01
+    assert breaker.permit()
+    breaker.succeeded()  # a probe succeeded: closed, everyone again
+    assert breaker.state == "closed"
+    assert all(breaker.permit() for _ in range(10))

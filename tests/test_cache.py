@@ -152,7 +152,9 @@ async def test_stale_if_error_serves_the_last_answer_when_the_engine_fails(
     await engine.indices.create(index=index, settings=index_settings(replicas=0), mappings=index_mappings())
     await engine.index(index=index, id="1", refresh=True, document={"id": "1", "name": "Elder Wand", "price": 10})
     await engine.indices.put_alias(index=index, name=index_alias)
-    settings = proxy_settings(search_catalog, stack_urls, search_index=index_alias, cache_max_stale_ms=0)
+    settings = proxy_settings(
+        search_catalog, stack_urls, search_index=index_alias, cache_max_stale_ms=0, fallback_enabled=False
+    )
     async with TestClient(TestServer(create_app(settings))) as client:
         await following(client)
         _, body = await _get(client, "/api/products/1")

@@ -51,20 +51,27 @@ async def test_cancelling_a_probe_is_not_swallowed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("engine", "redis", "postgres", "status"),
+    ("engine", "redis", "postgres", "fallback", "breaker", "status", "backend"),
     [
-        (True, True, True, "ready"),
-        (True, False, True, "degraded"),
-        (True, True, False, "degraded"),
-        (False, True, True, "unavailable"),
-        (False, False, False, "unavailable"),
+        (True, True, True, True, "closed", "ready", "elasticsearch"),
+        (True, False, True, True, "closed", "degraded", "elasticsearch"),
+        (True, True, False, True, "closed", "degraded", "elasticsearch"),
+        (True, True, True, True, "half_open", "degraded", "elasticsearch"),
+        (True, True, True, True, "open", "degraded", "postgres"),  # answers probes, fails searches
+        (False, True, True, True, "closed", "degraded", "postgres"),
+        (False, False, True, True, "open", "degraded", "postgres"),
+        (False, True, True, False, "closed", "unavailable", None),  # no fallback configured
+        (False, True, False, True, "open", "unavailable", None),
+        (True, True, False, True, "open", "unavailable", None),
+        (False, False, False, True, "closed", "unavailable", None),
     ],
 )
-def test_only_the_engine_being_down_makes_the_proxy_unavailable(
-    engine: bool, redis: bool, postgres: bool, status: str
+def test_the_proxy_is_unavailable_only_when_neither_backend_can_answer(
+    engine: bool, redis: bool, postgres: bool, fallback: bool, breaker: str, status: str, backend: str | None
 ) -> None:
     checks = {"elasticsearch": Check(engine, "e"), "redis": Check(redis, "r"), "postgres": Check(postgres, "p")}
-    got, body = readiness(checks)
+    got, body = readiness(checks, fallback=fallback, breaker=breaker)
     assert got == status == body["status"]
+    assert body["backend"] == backend and body["engine_breaker"] == breaker
     assert body["checks"]["elasticsearch"] == {"ok": engine, "detail": "e"}
     assert set(body["checks"]) == {"elasticsearch", "redis", "postgres"}

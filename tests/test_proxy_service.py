@@ -147,11 +147,17 @@ async def test_real_responses_match_the_openapi_document(client: TestClient) -> 
 # --- outages ----------------------------------------------------------------------------------
 
 
+def _engine_only(catalog: SearchCatalog, urls: StackUrls, **overrides: Any) -> Any:
+    """Settings without the Postgres fallback: an engine failure is the client's 503 (the
+    fallback's side is in tests/test_degradation.py)."""
+    return proxy_settings(catalog, urls, fallback_enabled=False, **overrides)
+
+
 async def test_engine_refusing_connections_gives_a_quick_503(
     search_catalog: SearchCatalog, stack_urls: StackUrls
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    settings = _settings(search_catalog, stack_urls, elasticsearch_node=dead, engine_timeout_ms=500)
+    settings = _engine_only(search_catalog, stack_urls, elasticsearch_node=dead, engine_timeout_ms=500)
     async with TestClient(TestServer(create_app(settings))) as client:
         started = time.monotonic()
         response = await client.get("/api/search", params={"q": "wand"})
@@ -187,13 +193,13 @@ async def test_a_hanging_engine_times_out_into_a_503(search_catalog: SearchCatal
     try:
         # At start-up: detection itself hangs, and is bounded by the timeout.
         hung = f"http://127.0.0.1:{port}"
-        settings = _settings(search_catalog, stack_urls, elasticsearch_node=hung, engine_timeout_ms=300)
+        settings = _engine_only(search_catalog, stack_urls, elasticsearch_node=hung, engine_timeout_ms=300)
         async with TestClient(TestServer(create_app(settings))) as client:
             started = time.monotonic()
             assert (await client.get("/api/search", params={"q": "wand"})).status == 503
             assert time.monotonic() - started < 5
         # While serving: the engine was fine, then stops answering mid-flight.
-        settings = _settings(search_catalog, stack_urls, engine_timeout_ms=300)
+        settings = _engine_only(search_catalog, stack_urls, engine_timeout_ms=300)
         async with TestClient(TestServer(create_app(settings))) as client:
             assert (await client.get("/api/search")).status == 200
             gateway = client.app[ENGINE]
@@ -242,14 +248,14 @@ async def test_readyz_names_a_hanging_engine_with_a_503_every_time(
     try:
         # Never detected: each probe is the engine detection itself, hanging.
         for engine_timeout_ms in (2_000, 3_000):
-            settings = _settings(
+            settings = _engine_only(
                 search_catalog, stack_urls, elasticsearch_node=hung, engine_timeout_ms=engine_timeout_ms
             )
             async with TestClient(TestServer(create_app(settings))) as client:
                 for _ in range(4):
                     await assert_engine_down(client)
         # Detected, then hanging: each probe is the alias check, hanging.
-        async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls)))) as client:
+        async with TestClient(TestServer(create_app(_engine_only(search_catalog, stack_urls)))) as client:
             assert (await client.get("/readyz")).status == 200
             gateway = client.app[ENGINE]
             assert gateway.client is not None

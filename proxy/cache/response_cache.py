@@ -6,8 +6,11 @@
 Redis was skipped, and for every answer when the cache is disabled). Identical concurrent fills
 in a worker share one task (single-flight); across workers and hosts the Redis fill lock lets
 one process ask the engine while the others wait for its notice, at most ``lock_wait``, before
-asking the engine themselves. When the engine fails, an entry within ``ttl + stale_if_error``
-is served STALE instead of the error.
+asking the engine themselves. When the engine fails (or the engine guard skips it), an entry
+within ``ttl + stale_if_error`` is served STALE instead of the error; with no such entry, the
+``fallback`` producer (Postgres, ``proxy.fallback``) answers, once per key at a time in a
+worker, and its answer is sent as it is (BYPASS, never cached: the engine's answer replaces it
+as soon as the engine is back).
 """
 
 from __future__ import annotations
@@ -43,11 +46,16 @@ class Produced:
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    """The bytes to send; ``cache`` is the X-Cache value; ``age`` (seconds) on HIT and STALE."""
+    """The bytes to send; ``cache`` is the X-Cache value; ``age`` (seconds) on HIT and STALE;
+    ``backend`` the X-Search-Backend (what produced the bytes)."""
 
     body: bytes
     cache: str
     age: int | None = None
+    backend: str = "elasticsearch"
+
+
+FALLBACK_BACKEND = "postgres"
 
 
 Producer = Callable[[], Awaitable[Produced]]
@@ -97,6 +105,7 @@ class ResponseCache:
         self._lock_wait = lock_wait
         self._flights: dict[str, asyncio.Task[Entry]] = {}
         self._reads: dict[str, asyncio.Task[Entry | None]] = {}
+        self._fallbacks: dict[str, asyncio.Task[Produced]] = {}
         self._refresh_paused_until = 0.0
 
     def _count(self, route: str, tier: str, result: str) -> None:
@@ -114,9 +123,14 @@ class ResponseCache:
             return None
         return _served(entry, Verdict.HIT, now)
 
-    async def answer(self, route: str, key: str, produce: Producer) -> Served:
+    async def answer(self, route: str, key: str, produce: Producer, fallback: Producer | None = None) -> Served:
         if not self.enabled:
-            return Served((await produce()).body, "BYPASS")
+            try:
+                return Served((await produce()).body, "BYPASS")
+            except BackendUnavailable:
+                if fallback is None:
+                    raise
+                return await self._fall_back(key, fallback)
         now = time.time()
         judge = self.view.judge
         entry = self.l1.get(key)
@@ -148,9 +162,20 @@ class ResponseCache:
         except BackendUnavailable:
             if entry is not None and self.policy.usable_on_error(entry, now):
                 return _served(entry, Verdict.STALE, now)
-            raise
+            if fallback is None:
+                raise
+            return await self._fall_back(key, fallback)
         # BYPASS also when Redis failed during this request (the breaker opened meanwhile).
         return Served(fresh.body, "BYPASS" if bypassed or l2 is None or not l2.available else "MISS")
+
+    async def _fall_back(self, key: str, fallback: Producer) -> Served:
+        """The fallback's answer for ``key``: identical concurrent requests share one query."""
+
+        async def run() -> Produced:
+            return await fallback()
+
+        task, _ = _one_per_key(self._fallbacks, key, run)
+        return Served((await asyncio.shield(task)).body, "BYPASS", backend=FALLBACK_BACKEND)
 
     async def _read_shared(self, key: str, key_digest: str) -> Entry | None:
         """The L2 entry of ``key``: one Redis read per key at a time in this worker.

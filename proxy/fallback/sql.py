@@ -1,0 +1,527 @@
+"""The Postgres fallback's SQL: statements built from parsed requests, rows turned into engine answers.
+
+Pure functions. From a validated :class:`SearchRequest`, :class:`SuggestRequest` or an id they
+build a :class:`Statement` (SQL text and bind arguments); from the row Postgres returns they
+build a dict shaped like the engine's ``_search`` response — exactly what ``proxy.results``
+reads — so the API's answers are shaped by the same code whichever backend answered. Product
+``_source``s come from ``catalog.document.product_document``, as the index's documents do.
+
+Search (``proxy.fallback.postgres`` runs it), one statement per strategy:
+
+- **Full text** first: every typed word as a prefix term (``wand:*``), all required, in one
+  ``to_tsquery('simple', $n)`` against the generated ``search_tsv`` column and its GIN index;
+  ranked by ``ts_rank_cd`` (name words are weight A, fandom B, description C), whole typed
+  words above longer words they start.
+- **Typos** next, only when the full text matched nothing: the typed words against the name
+  through ``pg_trgm`` (``$q <% name``, the trigram GIN index), ranked by ``word_similarity``.
+  The proxy answers ``relaxed: true`` when this strategy found the items.
+- Filters, facets and sorts as the engine's (``proxy.query``). The matches every facet can
+  count (all filters applied but the facet filters — category, fandom, price — of which at
+  most one may fail) are grouped once into small cells (category × fandom × price bucket ×
+  inside the price filter); the total and each facet add up cells, each facet with every
+  filter but its own (disjunctive). Every sort ends on the product id: pages never overlap.
+
+Suggestions: product names whose words start with every typed word (the weight-A lexemes of
+``search_tsv``), best rated first; for prefixes of ``FUZZY_MIN_CHARS`` or more, then names
+within a typo (``pg_trgm``). Fandom and category names are matched here, folded as the
+engine's analyzers fold them, and counted by a second statement only when some name matched.
+
+Never: I/O, or user text inside SQL text. Typed words and filter values only travel as bind
+arguments; the SQL text depends only on which parameters are present.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from itertools import combinations, pairwise
+from typing import Any, Final
+
+import orjson
+
+from catalog.document import PRODUCT_ROWS_SQL, product_document
+from catalog.mapping import PRICE_BUCKETS
+from proxy.params import SearchRequest, Sort, SuggestRequest
+from proxy.query import (
+    FACET_SIZES,
+    FACET_VALUES,
+    FUZZY_MIN_CHARS,
+    FUZZY_SUFFIX,
+    SELLER_TOP_VALUES,
+    SOURCE_FIELDS,
+    SUGGEST_HIT_FACTOR,
+    SUGGEST_TAXONOMY,
+    TAXONOMY_KINDS,
+)
+from proxy.results import starts_near
+from proxy.synonyms import fold, words
+
+# Session settings the statements rely on (``proxy.fallback.postgres`` sets them on connect).
+# The typo strategy's threshold: "hary poter" is 0.6 of "Harry Potter", but "pokmon" only 0.5
+# of "Pokémon", because a C-locale database splits trigrams at the "é".
+SESSION_SETTINGS: Final = {"pg_trgm.word_similarity_threshold": "0.5"}
+
+# Letters and digits: what the 'simple' parser keeps of a word, and all that a tsquery
+# operand may hold here — never an operator, quote or weight from the user.
+_WORD: Final = re.compile(r"[^\W_]+")
+
+# width_bucket() numbers buckets 0 (below the first bound) to len(bounds): PRICE_BUCKETS'
+# order, as long as the buckets tile the price line.
+if any(high != low for (_, _, high), (_, low, _) in pairwise(PRICE_BUCKETS)):
+    raise ValueError("the fallback's price facet needs PRICE_BUCKETS to be contiguous")
+_PRICE_BOUNDS: Final = "'{" + ",".join(str(low) for _, low, _ in PRICE_BUCKETS[1:]) + "}'::numeric[]"
+_PRICE_KEYS: Final = tuple(key for key, _, _ in PRICE_BUCKETS)
+
+# Every sort ends on the id as the engine's does: as text, in bytes (it sorts the ``id``
+# keyword), so that a client paging on while the engine fails over sees the same order.
+_BY_ID: Final = '{t}.id::text COLLATE "C"'
+_ORDER: Final[dict[Sort, str]] = {
+    "relevance": "{t}.score DESC, {t}.created_at DESC, " + _BY_ID,
+    "newest": "{t}.created_at DESC, " + _BY_ID,
+    "price_asc": "{t}.price, " + _BY_ID,
+    "price_desc": "{t}.price DESC, " + _BY_ID,
+    "rating": "{t}.rating DESC NULLS LAST, " + _BY_ID,
+}
+
+_EM_OPEN: Final = "<em>"
+_EM_CLOSE: Final = "</em>"
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement and its bind arguments (``$1`` is ``args[0]``)."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStrategy:
+    """One way of matching a search; ``typo``: the relaxed one. ``terms``: folded typed words."""
+
+    statement: Statement
+    typo: bool
+    terms: tuple[str, ...]
+
+
+class _Args:
+    """Bind arguments in order; :meth:`add` returns the placeholder for the value."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def query_words(q: str) -> tuple[str, ...]:
+    """The lower-cased words of ``q``, as tsquery operands."""
+    return tuple(_WORD.findall(q.lower()))
+
+
+def prefix_tsquery(terms: Sequence[str], weights: str = "") -> str:
+    """``harry:* & pot:*``: every term as a prefix, all required (``weights``: only in those)."""
+    return " & ".join(f"{term}:*{weights}" for term in terms)
+
+
+def _begins(word: str, term: str, typo: bool) -> bool:
+    """Whether folded ``word`` starts with ``term`` or, with ``typo``, nearly does."""
+    return word.startswith(term) or (typo and starts_near(word, term))
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def _price(value: float) -> Decimal:
+    # repr: the shortest text that reads back as this float — 19.99, not 19.989999…
+    return Decimal(repr(value))
+
+
+def _facet_filters(req: SearchRequest, args: _Args) -> dict[str, str]:
+    """The filters that are also facets, keyed by facet, as conditions on unqualified columns."""
+    filters: dict[str, str] = {}
+    if req.categories:
+        filters["category"] = f"category = ANY({args.add(list(req.categories))}::text[])"
+    if req.fandoms:
+        filters["fandom"] = f"fandom = ANY({args.add(list(req.fandoms))}::text[])"
+    bounds = []
+    if req.min_price is not None:
+        bounds.append(f"price >= {args.add(_price(req.min_price))}::numeric")
+    if req.max_price is not None:
+        bounds.append(f"price <= {args.add(_price(req.max_price))}::numeric")
+    if bounds:
+        filters["price"] = "(" + " AND ".join(bounds) + ")"
+    return filters
+
+
+def _other_filters(req: SearchRequest, args: _Args) -> list[str]:
+    conditions = []
+    if req.seller_ids:
+        conditions.append(f"seller_id = ANY({args.add([int(s) for s in req.seller_ids])}::bigint[])")
+    if req.in_stock is not None:
+        conditions.append("stock > 0" if req.in_stock else "stock = 0")
+    return conditions
+
+
+def _all(conditions: Iterable[str]) -> str:
+    return " AND ".join(conditions) or "true"
+
+
+def _counted_somewhere(facet_filters: Sequence[str]) -> list[str]:
+    """A row counts in some facet only if it fails at most one facet filter."""
+    if len(facet_filters) < 2:
+        return []
+    groups = (f"({_all(group)})" for group in combinations(facet_filters, len(facet_filters) - 1))
+    return ["(" + " OR ".join(groups) + ")"]
+
+
+def _top_values(column: str, counted: str, source: str, where: str, limit: int) -> str:
+    """The ``limit`` most frequent values of ``column`` as a JSON array of [value, count]: by
+    count, then by value in bytes, as the engine orders its terms buckets."""
+    return f"""(SELECT json_agg(json_build_array({column}, n) ORDER BY n DESC, {column} COLLATE "C")
+          FROM (SELECT {column}, {counted} AS n FROM {source} WHERE {where}
+                 GROUP BY {column} ORDER BY n DESC, {column} COLLATE "C" LIMIT {limit}) t) AS {column}"""
+
+
+def _search_statement(req: SearchRequest, args: _Args, match: str | None, rank: Callable[[], str]) -> Statement:
+    """The statement for one strategy: ``match`` selects the products, ``rank()`` (called only
+    for the relevance sort, as it may add arguments) scores them."""
+    facets = _facet_filters(req, args)
+    base = ["status = 'active'", *([match] if match else []), *_other_filters(req, args)]
+    # The facet filters once more, on the cells, where the price range is a flag.
+    on_cells = {facet: "price_ok" if facet == "price" else condition for facet, condition in facets.items()}
+
+    def all_but(facet: str | None) -> str:
+        return _all(condition for name, condition in on_cells.items() if name != facet)
+
+    limit, offset = args.add(req.size), args.add(req.offset)
+    order = _ORDER[req.sort]
+    # Ranking costs a function call per match: only the relevance sort pays for it.
+    score = rank() if req.sort == "relevance" else "NULL::real"
+    columns = f"id, category, fandom, price, created_at, rating, {score} AS score"
+    # Text matches are read once, for the cells and the page. Browsing reads the page through
+    # an index in sort order instead, and the cells from an index-only scan.
+    page_rows = "matched" if match else f"(SELECT {columns} FROM products WHERE {_all(base)})"
+    sql = f"""
+WITH matched AS (
+    SELECT {columns}
+      FROM products
+     WHERE {_all([*base, *_counted_somewhere(list(facets.values()))])}
+), cells AS (
+    SELECT category, fandom, width_bucket(price, {_PRICE_BOUNDS}) AS bucket,
+           {facets.get("price", "true")} AS price_ok, count(*) AS n
+      FROM matched
+     GROUP BY 1, 2, 3, 4
+), page AS (
+    SELECT m.id, m.score, m.created_at, m.price, m.rating
+      FROM {page_rows} m
+     WHERE {_all(facets.values())}
+     ORDER BY {order.format(t="m")}
+     LIMIT {limit} OFFSET {offset}
+)
+SELECT (SELECT coalesce(sum(n), 0)::bigint FROM cells WHERE {all_but(None)}) AS total,
+       (SELECT json_agg(r ORDER BY {order.format(t="page")})
+          FROM page JOIN ({PRODUCT_ROWS_SQL}) r ON r.id = page.id) AS hits,
+       {_top_values("category", "sum(n)", "cells", all_but("category"), FACET_SIZES["category"])},
+       {_top_values("fandom", "sum(n)", "cells", all_but("fandom"), FACET_SIZES["fandom"])},
+       (SELECT json_agg(json_build_array(bucket, n))
+          FROM (SELECT bucket, sum(n) AS n FROM cells WHERE {all_but("price")} GROUP BY bucket) f) AS price
+"""
+    return Statement(sql, tuple(args.values))
+
+
+def search_strategy(req: SearchRequest, *, typo: bool = False) -> SearchStrategy | None:
+    """The full-text search for ``req`` (with ``typo``, the typo-tolerant one); None when it
+    cannot match anything.
+
+    No ``q``: every active product, and no typo strategy. A ``q`` without a letter or digit
+    ("*", "\\") matches nothing, as on the engine.
+    """
+    if not req.q:
+        return None if typo else SearchStrategy(_search_statement(req, _Args(), None, lambda: "0"), False, ())
+    terms = query_words(req.q)
+    if not terms:
+        return None
+    args = _Args()
+    if typo:
+        typed = args.add(" ".join(terms))
+        statement = _search_statement(req, args, f"{typed} <% name", lambda: f"word_similarity({typed}, name)")
+    else:
+        prefixes = f"to_tsquery('simple', {args.add(prefix_tsquery(terms))})"
+
+        def rank() -> str:
+            # Whole typed words rank above longer words they start: "wand" finds wands before Wanda.
+            whole = f"to_tsquery('simple', {args.add(' | '.join(terms))})"
+            return f"ts_rank_cd(search_tsv, {prefixes}) + ts_rank_cd(search_tsv, {whole})"
+
+        statement = _search_statement(req, args, f"search_tsv @@ {prefixes}", rank)
+    return SearchStrategy(statement, typo, tuple(fold(term) for term in terms))
+
+
+def _json(value: str | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def _source(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine ``_source`` of a product row (``PRODUCT_ROWS_SQL``'s columns)."""
+    document = product_document(row)
+    return {field: document[field] for field in SOURCE_FIELDS}
+
+
+def _decoded_source(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The same for a product row that came back as JSON, with its timestamps as text."""
+    return _source({**row, **{c: datetime.fromisoformat(row[c]) for c in ("created_at", "updated_at")}})
+
+
+def highlight(name: str, terms: Sequence[str], *, typo: bool) -> str | None:
+    """``name`` as safe HTML, each word a term matched in ``<em>``; None when none did.
+
+    A term matches a word it starts ("pot": Potter) or, with ``typo``, nearly starts
+    ("poter": Potter); words compare folded, as the engine's analyzers compare them.
+    """
+    parts: list[str] = []
+    position = 0
+    for match in _WORD.finditer(name):
+        word = fold(match.group())
+        if any(_begins(word, term, typo) for term in terms):
+            parts += (html.escape(name[position : match.start()]), _EM_OPEN, html.escape(match.group()), _EM_CLOSE)
+            position = match.end()
+    if not parts:
+        return None
+    parts.append(html.escape(name[position:]))
+    return "".join(parts)
+
+
+def _hit(row: Mapping[str, Any], strategy: SearchStrategy) -> dict[str, Any]:
+    source = _decoded_source(row)
+    hit: dict[str, Any] = {"_id": source["id"], "_source": source}
+    marked = highlight(source["name"], strategy.terms, typo=strategy.typo)
+    if marked is not None:
+        hit["highlight"] = {"name": [marked]}
+    return hit
+
+
+def _buckets(pairs: Iterable[Sequence[Any]] | None) -> dict[str, Any]:
+    return {"buckets": [{"key": key, "doc_count": int(count)} for key, count in pairs or ()]}
+
+
+def _price_buckets(pairs: Iterable[Sequence[Any]] | None) -> dict[str, Any]:
+    counts = {int(bucket): int(count) for bucket, count in pairs or ()}
+    return {"buckets": [{"key": key, "doc_count": counts.get(i, 0)} for i, key in enumerate(_PRICE_KEYS)]}
+
+
+def _response(total: int, hits: list[dict[str, Any]], took_ms: int, **aggregations: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"took": took_ms, "hits": {"total": {"value": total, "relation": "eq"}, "hits": hits}}
+    if aggregations:
+        body["aggregations"] = aggregations
+    return body
+
+
+def search_response(row: Mapping[str, Any] | None, strategy: SearchStrategy | None, took_ms: int = 0) -> dict[str, Any]:
+    """The engine-shaped answer from a search statement's row; without one, no match."""
+    if row is None or strategy is None:
+        row, hits = {"total": 0}, []
+    else:
+        hits = [_hit(product, strategy) for product in _json(row["hits"]) or ()]
+    return _response(
+        int(row["total"]),
+        hits,
+        took_ms,
+        category={FACET_VALUES: _buckets(_json(row.get("category")))},
+        fandom={FACET_VALUES: _buckets(_json(row.get("fandom")))},
+        price={FACET_VALUES: _price_buckets(_json(row.get("price")))},
+    )
+
+
+# --- suggestions ------------------------------------------------------------------------------
+
+
+def _distinct(column: str) -> str:
+    """Every value of an indexed column among active products: one index probe per value (a
+    "loose index scan"), where DISTINCT or GROUP BY would read every product."""
+    return f"""(WITH RECURSIVE v(value) AS (
+         (SELECT {column} FROM products WHERE status = 'active' ORDER BY {column} LIMIT 1)
+         UNION ALL
+         SELECT (SELECT p.{column} FROM products p
+                  WHERE p.status = 'active' AND p.{column} > v.value ORDER BY p.{column} LIMIT 1)
+           FROM v WHERE v.value IS NOT NULL)
+     SELECT array_agg(value) FROM v WHERE value IS NOT NULL) AS {column}"""
+
+
+_TAXONOMY_NAMES: Final = ",\n       ".join(_distinct(kind) for kind in TAXONOMY_KINDS)
+# Equally matching names: the better-rated product first, as the engine's suggestions sort.
+_SUGGEST_ORDER: Final = "{t}.rating DESC NULLS LAST, " + _BY_ID
+# Typo candidates fetched per suggestion wanted: trigram similarity lets in names that no typed
+# word nearly starts ("lightsabr": Night Light), and those are dropped.
+_TYPO_CANDIDATES: Final = 4
+
+
+def _names(rows: str) -> str:
+    """The [id, name] pairs of ``rows`` (a table or subquery) as a JSON array, best first."""
+    return f"(SELECT json_agg(json_build_array(n.id, n.name) ORDER BY {_SUGGEST_ORDER.format(t='n')}) FROM {rows} n)"
+
+
+def suggest_statement(req: SuggestRequest) -> Statement:
+    """Product names for a typed prefix, and every fandom and category name (to match here).
+
+    ``hits``: names whose words start with every typed word, best rated first. ``typos``: for a
+    prefix of ``FUZZY_MIN_CHARS`` or more, and only when there are too few of those, other
+    names within a typo — candidates, which :func:`suggest_response` narrows down.
+    """
+    args = _Args()
+    terms = query_words(req.q)
+    exact = f"search_tsv @@ to_tsquery('simple', {args.add(prefix_tsquery(terms, 'A'))})" if terms else "false"
+    limit = args.add(req.size * SUGGEST_HIT_FACTOR)
+    typos = "NULL::json"
+    if terms and len(req.q) >= FUZZY_MIN_CHARS:
+        typed = args.add(" ".join(terms))
+        candidates = args.add(req.size * SUGGEST_HIT_FACTOR * _TYPO_CANDIDATES)
+        typos = _names(f"""(
+             SELECT id, name, rating FROM products
+              WHERE (SELECT count(*) FROM exact) < {limit}
+                AND status = 'active' AND {typed} <% name AND NOT ({exact})
+              ORDER BY {_SUGGEST_ORDER.format(t="products")} LIMIT {candidates})""")
+    sql = f"""
+WITH exact AS (
+    SELECT id, name, rating FROM products
+     WHERE status = 'active' AND {exact}
+     ORDER BY {_SUGGEST_ORDER.format(t="products")} LIMIT {limit}
+)
+SELECT {_names("exact")} AS hits,
+       {typos} AS typos,
+       {_TAXONOMY_NAMES}
+"""
+    return Statement(sql, tuple(args.values))
+
+
+@dataclass(frozen=True, slots=True)
+class TaxonomyMatches:
+    """Fandom and category names a prefix matches, by kind: exactly, or only within a typo."""
+
+    exact: Mapping[str, tuple[str, ...]]
+    near: Mapping[str, tuple[str, ...]]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted({*self.exact.get(kind, ()), *self.near.get(kind, ())})
+
+    def __bool__(self) -> bool:
+        return any(self.names(kind) for kind in TAXONOMY_KINDS)
+
+
+def _starts(name: str, typed: Sequence[str], typo: bool) -> bool:
+    """Whether every typed word starts (or, with ``typo``, nearly starts) a word of ``name``."""
+    name_words = words(name)
+    return bool(typed) and all(any(_begins(word, term, typo) for word in name_words) for term in typed)
+
+
+def match_taxonomy(req: SuggestRequest, row: Mapping[str, Any]) -> TaxonomyMatches:
+    """The fandom and category names (``row``'s lists) matching the typed prefix, ignoring case
+    and accents like the engine's edge n-grams; within a typo for long enough prefixes."""
+    typed = words(req.q)
+    fuzzy = len(req.q) >= FUZZY_MIN_CHARS
+    exact: dict[str, tuple[str, ...]] = {}
+    near: dict[str, tuple[str, ...]] = {}
+    for kind in TAXONOMY_KINDS:
+        names = row.get(kind) or ()
+        exact[kind] = tuple(name for name in names if _starts(name, typed, typo=False))
+        near[kind] = tuple(
+            name for name in names if fuzzy and name not in exact[kind] and _starts(name, typed, typo=True)
+        )
+    return TaxonomyMatches(exact, near)
+
+
+def taxonomy_count_statement(matches: TaxonomyMatches) -> Statement:
+    """Active products per matched fandom and category name."""
+    args = _Args()
+    counts = [
+        f"SELECT '{kind}' AS kind, {kind} AS name, count(*) AS n FROM products"
+        f" WHERE status = 'active' AND {kind} = ANY({args.add(matches.names(kind))}::text[]) GROUP BY {kind}"
+        for kind in TAXONOMY_KINDS
+    ]
+    return Statement("\nUNION ALL\n".join(counts), tuple(args.values))
+
+
+def suggest_response(
+    req: SuggestRequest,
+    row: Mapping[str, Any],
+    matches: TaxonomyMatches,
+    counts: Iterable[Mapping[str, Any]] = (),
+    took_ms: int = 0,
+) -> dict[str, Any]:
+    """The engine-shaped suggestions: product hits, and fandom and category buckets under
+    ``taxonomy`` — exact matches under the kind, typo matches under ``kind + FUZZY_SUFFIX``."""
+    products = {(r["kind"], r["name"]): int(r["n"]) for r in counts}
+
+    def top(kind: str, names: Iterable[str]) -> dict[str, Any]:
+        counted = [(name, products[kind, name]) for name in names if products.get((kind, name))]
+        counted.sort(key=lambda pair: (-pair[1], pair[0]))
+        return {FACET_VALUES: _buckets(counted[: req.size])}
+
+    taxonomy: dict[str, Any] = {}
+    for kind in TAXONOMY_KINDS:
+        taxonomy[kind] = top(kind, matches.exact.get(kind, ()))
+        if len(req.q) >= FUZZY_MIN_CHARS:
+            taxonomy[kind + FUZZY_SUFFIX] = top(kind, matches.near.get(kind, ()))
+    typed = words(req.q)
+    names = [*(_json(row.get("hits")) or ()), *(p for p in _json(row.get("typos")) or () if _starts(p[1], typed, True))]
+    hits = [
+        {"_id": str(i), "_source": {"id": str(i), "name": name}} for i, name in names[: req.size * SUGGEST_HIT_FACTOR]
+    ]
+    return {"took": took_ms, "hits": {"hits": hits}, "aggregations": {SUGGEST_TAXONOMY: taxonomy}}
+
+
+# --- detail pages -----------------------------------------------------------------------------
+
+_PRODUCT_SQL: Final = f"{PRODUCT_ROWS_SQL} WHERE p.id = $1 AND p.status = 'active'"
+
+
+def product_statement(product_id: int) -> Statement:
+    """The active product ``product_id``, with its seller's name."""
+    return Statement(_PRODUCT_SQL, (product_id,))
+
+
+def product_response(row: Mapping[str, Any] | None, took_ms: int = 0) -> dict[str, Any]:
+    """The engine-shaped answer ``proxy.query.build_product`` asks for: one hit, or none."""
+    if row is None:
+        return _response(0, [], took_ms)
+    source = _source(row)
+    return _response(1, [{"_id": source["id"], "_source": source}], took_ms)
+
+
+_SELLER_SQL: Final = f"""
+WITH listed AS (
+    SELECT fandom, category FROM products WHERE seller_id = $1 AND status = 'active'
+)
+SELECT s.id, s.name, (SELECT count(*) FROM listed) AS total,
+       {_top_values("fandom", "count(*)", "listed", "true", SELLER_TOP_VALUES)},
+       {_top_values("category", "count(*)", "listed", "true", SELLER_TOP_VALUES)}
+  FROM sellers s
+ WHERE s.id = $1
+"""
+
+
+def seller_statement(seller_id: int) -> Statement:
+    """A seller's name, active product count, and top fandoms and categories."""
+    return Statement(_SELLER_SQL, (seller_id,))
+
+
+def seller_response(row: Mapping[str, Any] | None, took_ms: int = 0) -> dict[str, Any]:
+    """The engine-shaped answer ``proxy.query.build_seller`` asks for: the active product count,
+    one hit carrying the ``seller``, and the top values; no hit when nothing is listed."""
+    if row is None or not row["total"]:
+        return _response(0, [], took_ms)
+    seller = {"seller": {"id": str(row["id"]), "name": row["name"]}}
+    return _response(
+        int(row["total"]),
+        [{"_source": seller}],
+        took_ms,
+        fandom=_buckets(_json(row["fandom"])),
+        category=_buckets(_json(row["category"])),
+    )

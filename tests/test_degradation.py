@@ -1,0 +1,247 @@
+"""Search when the engine is down, hanging or overloaded: the breaker, shedding and the Postgres
+fallback, through a real proxy over real Postgres and a real engine behind a faultable TCP proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from devstack.servers import free_port
+from devstack.stack import StackUrls
+from proxy.app import create_app
+from proxy.routes import ENGINE_GUARD
+from tests.conftest import SearchCatalog, proxy_settings
+from tests.indexer_support import TcpProxy
+from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
+
+FALLBACK_APP = "hos-search-fallback"
+SEARCH = "/api/search?q=harry+potter&size=5"
+
+
+def _settings(catalog: SearchCatalog, urls: StackUrls, engine_url: str, **overrides: Any) -> Any:
+    base: dict[str, Any] = {
+        "elasticsearch_node": engine_url,
+        "engine_timeout_ms": 1_000,
+        "engine_breaker_failures": 3,
+        "engine_breaker_cooldown_ms": 500,
+        # Answers must come from a backend each time, not from an earlier answer.
+        "cache_enabled": False,
+    }
+    return proxy_settings(catalog, urls, **{**base, **overrides})
+
+
+@pytest.fixture
+async def engine_cut(stack_urls: StackUrls) -> AsyncIterator[TcpProxy]:
+    cut = TcpProxy(stack_urls.elasticsearch_node)
+    await cut.open()
+    try:
+        yield cut
+    finally:
+        await cut.close()
+
+
+async def _get(client: TestClient, path: str) -> tuple[int, dict[str, str], Any, float]:
+    started = time.monotonic()
+    response = await client.get(path)
+    body = await response.json(content_type=None)
+    return response.status, dict(response.headers), body, time.monotonic() - started
+
+
+async def test_with_the_engine_refusing_search_and_suggestions_answer_from_postgres(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    refused = f"http://127.0.0.1:{free_port()}"
+    async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, refused)))) as client:
+        status, headers, body, seconds = await _get(client, SEARCH)
+        assert status == 200, body
+        assert headers["X-Search-Backend"] == "postgres" and headers["X-Cache"] == "BYPASS"
+        assert body["total"] > 0 and body["items"]
+        assert all("harry" in item["name"].lower() or "potter" in item["name"].lower() for item in body["items"])
+        assert {"query", "total", "items", "facets", "page", "pages", "relaxed"} <= set(body)
+        assert seconds < 1.0 + 1.0  # engine timeout + the fallback's own (refused: no wait at all)
+
+        status, headers, body, _ = await _get(client, "/api/search/suggestions?q=hary")
+        assert status == 200 and headers["X-Search-Backend"] == "postgres"
+        assert any("Harry Potter" in s["text"] for s in body["suggestions"]), body
+
+        status, _, body, _ = await _get(client, "/api/search?q=hary+poter&size=5")
+        assert status == 200 and body["items"], body  # typos still find Harry Potter
+        assert any("harry" in item["name"].lower() for item in body["items"])
+
+        status, _, ready, _ = await _get(client, "/readyz")
+        assert status == 200 and ready["status"] == "degraded" and ready["backend"] == "postgres"
+        assert ready["checks"]["elasticsearch"]["ok"] is False
+
+
+async def test_the_fallback_answers_as_the_engine_does(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, engine_cut: TcpProxy
+) -> None:
+    """Same parameters, same validation, same shape; the same products for a filter-only query."""
+    path = "/api/search?category=figures&sort=price_asc&size=10&page=2"
+    async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, engine_cut.url)))) as client:
+        status, headers, engine_body, _ = await _get(client, path)
+        assert status == 200 and headers["X-Search-Backend"] == "elasticsearch"
+        await engine_cut.close()
+        status, headers, fallback_body, _ = await _get(client, path)
+        assert status == 200 and headers["X-Search-Backend"] == "postgres"
+        for field in ("total", "page", "pages", "size"):
+            assert fallback_body[field] == engine_body[field], field
+        assert [i["id"] for i in fallback_body["items"]] == [i["id"] for i in engine_body["items"]]
+        assert fallback_body["facets"] == engine_body["facets"]
+        bad, headers, problem, _ = await _get(client, "/api/search?size=0")
+        assert bad == 400 and problem["invalid_params"][0]["name"] == "size"
+
+
+async def test_cut_off_mid_run_the_breaker_opens_and_traffic_returns_when_the_engine_does(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, engine_cut: TcpProxy
+) -> None:
+    async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, engine_cut.url)))) as client:
+        guard = client.server.app[ENGINE_GUARD]
+        assert (await _get(client, SEARCH))[1]["X-Search-Backend"] == "elasticsearch"
+        await engine_cut.close()
+        died = time.monotonic()
+        backends, first_fallback = [], None
+        for _ in range(6):
+            status, headers, _, seconds = await _get(client, SEARCH)
+            assert status == 200
+            assert seconds < 1.0 + 1.0
+            backends.append(headers["X-Search-Backend"])
+            if first_fallback is None and headers["X-Search-Backend"] == "postgres":
+                first_fallback = time.monotonic() - died
+        assert backends == ["postgres"] * 6
+        assert guard.breaker.state == "open"  # three failures in a row
+        status, _, ready, _ = await _get(client, "/readyz")
+        assert status == 200 and ready["engine_breaker"] == "open" and ready["backend"] == "postgres"
+
+        await engine_cut.open()  # the same port: the engine is back
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status, headers, _, _ = await _get(client, SEARCH)
+            if headers["X-Search-Backend"] == "elasticsearch":
+                break
+            await asyncio.sleep(0.1)
+        assert headers["X-Search-Backend"] == "elasticsearch"
+        assert guard.breaker.state == "closed"
+        status, _, ready, _ = await _get(client, "/readyz")
+        assert status == 200 and ready["status"] == "ready" and ready["backend"] == "elasticsearch"
+
+
+async def test_against_a_hanging_engine_400_concurrent_searches_do_not_each_wait_the_timeout(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, engine_cut: TcpProxy
+) -> None:
+    """In a proxy process of its own (one worker), so the test's client does not share its CPU."""
+    env = proxy_env(
+        search_catalog,
+        stack_urls,
+        ELASTICSEARCH_NODE=engine_cut.url,
+        ENGINE_TIMEOUT_MS="3000",
+        ENGINE_MAX_IN_FLIGHT="8",
+        ENGINE_QUEUE_MS="20",
+        FALLBACK_MAX_CONCURRENCY="4",
+        FALLBACK_QUEUE_MS="20",
+        CACHE_ENABLED="false",
+        LOG_LEVEL="error",
+    )
+    proc, url = spawn_proxy(env, workers=1)
+    try:
+        await wait_healthy(url, proc)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async with session.get(url + SEARCH) as response:
+                assert response.headers["X-Search-Backend"] == "elasticsearch"
+            engine_cut.hanging = True
+
+            async def one(i: int) -> tuple[int, str | None, float]:
+                started = time.monotonic()
+                # Distinct requests: nothing is shared by single-flight.
+                async with session.get(f"{url}/api/search?q=wand&size={1 + i % 100}&page={1 + i // 100}") as r:
+                    await r.read()
+                    return r.status, r.headers.get("Retry-After"), time.monotonic() - started
+
+            started = time.monotonic()
+            results = await asyncio.gather(*(one(i) for i in range(400)))
+            burst = time.monotonic() - started
+        statuses = [status for status, _, _ in results]
+        assert set(statuses) <= {200, 503}, set(statuses)
+        assert statuses.count(200) > 0
+        assert all(retry == "1" for status, retry, _ in results if status == 503)
+        # Only the requests holding one of the 8 engine slots waited out the 3 s engine timeout
+        # (and then fell back); every other one was answered or refused without waiting on it.
+        # Without the guard they would queue in the engine client's pool: 400 / 32 timeouts.
+        waited = sum(1 for _, _, seconds in results if seconds >= 3.0)
+        assert 1 <= waited <= 8, waited  # the hanging engine held some, for its whole timeout
+        assert burst < 3.0 + 5.0, burst
+    finally:
+        engine_cut.hanging = False
+        proc.terminate()
+        proc.wait(30)
+
+
+async def test_over_the_fallback_cap_requests_get_a_quick_503_and_postgres_is_unharmed(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    refused = f"http://127.0.0.1:{free_port()}"
+    settings = _settings(
+        search_catalog,
+        stack_urls,
+        refused,
+        fallback_pool_size=2,
+        fallback_max_concurrency=2,
+        fallback_queue_ms=10,
+    )
+    admin = await asyncpg.connect(search_catalog.database_url)
+    try:
+        async with TestClient(TestServer(create_app(settings))) as client:
+            peak = 0
+            watching = True
+
+            async def watch() -> None:
+                nonlocal peak
+                while watching:
+                    count = await admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", FALLBACK_APP
+                    )
+                    peak = max(peak, count)
+                    await asyncio.sleep(0.005)
+
+            watcher = asyncio.ensure_future(watch())
+            results = await asyncio.gather(*(_get(client, f"/api/search?q=wand&size={1 + i}") for i in range(60)))
+            watching = False
+            await watcher
+            refused_answers = [r for r in results if r[0] == 503]
+            assert refused_answers, "60 concurrent fallback searches over a cap of 2: some must be refused"
+            assert [r for r in results if r[0] == 200], "and some answered"
+            for _, headers, body, seconds in refused_answers:
+                assert seconds < 1.0  # refused at once, not after a wait on Postgres
+                assert headers["Retry-After"] == "1"
+                assert headers["Content-Type"].startswith("application/problem+json")
+                assert body["status"] == 503
+            assert peak <= 2, peak  # the fallback's own pool, never more
+            assert await admin.fetchval("SELECT 1") == 1
+    finally:
+        await admin.close()
+
+
+async def test_with_neither_backend_the_proxy_is_unavailable(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    refused = f"http://127.0.0.1:{free_port()}"
+    no_database = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    settings = _settings(search_catalog, stack_urls, refused, database_url=no_database)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        status, headers, body, seconds = await _get(client, SEARCH)
+        assert status == 503 and headers["Retry-After"] == "1" and body["status"] == 503
+        assert seconds < 5
+        status, _, ready, _ = await _get(client, "/readyz")
+        assert status == 503 and ready["status"] == "unavailable" and ready["backend"] is None
+    settings = _settings(search_catalog, stack_urls, refused, fallback_enabled=False)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        assert (await _get(client, SEARCH))[0] == 503
+        status, _, ready, _ = await _get(client, "/readyz")
+        assert status == 503 and ready["status"] == "unavailable"

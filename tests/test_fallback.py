@@ -1,0 +1,513 @@
+"""The Postgres fallback backend on the seeded search catalog: answers checked against plain SQL
+and Python counts, against the engine's answers for the same ids, and under failure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from elasticsearch import AsyncElasticsearch
+
+from catalog.mapping import PRICE_BUCKETS
+from devstack.servers import free_port
+from proxy.errors import BackendUnavailable, Overloaded
+from proxy.fallback import sql
+from proxy.fallback.postgres import APPLICATION_NAME, PostgresFallback
+from proxy.params import SearchRequest, Sort, SuggestRequest
+from proxy.query import build_product, build_search, build_seller
+from proxy.results import shape_product, shape_search, shape_seller, shape_suggest
+from tests.conftest import SearchCatalog
+
+
+@dataclass(frozen=True)
+class Product:
+    id: int
+    name: str
+    category: str
+    fandom: str
+    price: Decimal
+    stock: int
+    seller_id: int
+    rating: Decimal | None
+    created_at: datetime
+
+
+@asynccontextmanager
+async def _opened(database_url: str, **limits: Any) -> AsyncIterator[PostgresFallback]:
+    """A fallback on ``database_url``: generous limits unless the test sets its own."""
+    backend = await PostgresFallback.open(
+        database_url,
+        **{"pool_size": 4, "statement_timeout_ms": 5_000, "max_concurrency": 4, "queue_wait": 1.0, **limits},
+    )
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fallback(search_catalog: SearchCatalog) -> AsyncIterator[PostgresFallback]:
+    async with _opened(search_catalog.database_url) as backend:
+        yield backend
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def pg(search_catalog: SearchCatalog) -> AsyncIterator[asyncpg.Connection]:
+    """The search catalog's database, read plainly for the expectations."""
+    async with asyncpg.create_pool(search_catalog.database_url, min_size=1, max_size=1) as pool, pool.acquire() as conn:
+        yield conn
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def active(pg: asyncpg.Connection) -> list[Product]:
+    """Every active product, read plainly: the expectations are computed from these."""
+    rows = await pg.fetch(
+        "SELECT id, name, category, fandom, price, stock, seller_id, rating, created_at"
+        " FROM products WHERE status = 'active'"
+    )
+    return [Product(**dict(row)) for row in rows]
+
+
+async def _matching_ids(pg: asyncpg.Connection, q: str) -> set[int]:
+    """Active products whose text has a word starting with each word of ``q`` (plain SQL)."""
+    query = " & ".join(f"{word}:*" for word in q.lower().split())
+    rows = await pg.fetch(
+        "SELECT id FROM products WHERE status = 'active' AND search_tsv @@ to_tsquery('simple', $1)", query
+    )
+    return {row["id"] for row in rows}
+
+
+def _passes(product: Product, req: SearchRequest, skip: str = "") -> bool:
+    """``req``'s filters, written out by hand; ``skip`` leaves one facet's own filter out."""
+    if skip != "category" and req.categories and product.category not in req.categories:
+        return False
+    if skip != "fandom" and req.fandoms and product.fandom not in req.fandoms:
+        return False
+    if skip != "price":
+        if req.min_price is not None and product.price < Decimal(str(req.min_price)):
+            return False
+        if req.max_price is not None and product.price > Decimal(str(req.max_price)):
+            return False
+    if req.seller_ids and str(product.seller_id) not in req.seller_ids:
+        return False
+    return req.in_stock is None or (product.stock > 0) == req.in_stock
+
+
+def _top(counts: Counter[str], size: int) -> list[dict[str, Any]]:
+    ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[:size]
+    return [{"value": value, "count": count} for value, count in ranked]
+
+
+def _in_bucket(price: Decimal, low: float | None, high: float | None) -> bool:
+    return (low is None or price >= Decimal(str(low))) and (high is None or price < Decimal(str(high)))
+
+
+def _expected_counts(products: list[Product], req: SearchRequest) -> dict[str, Any]:
+    """The total and the disjunctive facets: each facet counts with every filter but its own."""
+    for_price = [p for p in products if _passes(p, req, "price")]
+    return {
+        "total": sum(_passes(p, req) for p in products),
+        "category": _top(Counter(p.category for p in products if _passes(p, req, "category")), 50),
+        "fandom": _top(Counter(p.fandom for p in products if _passes(p, req, "fandom")), 100),
+        "price": [(key, sum(_in_bucket(p.price, low, high) for p in for_price)) for key, low, high in PRICE_BUCKETS],
+    }
+
+
+def _search_response_validator() -> Any:
+    import jsonschema
+
+    from proxy.openapi import openapi_document
+
+    document = openapi_document()
+    schema = {**document["components"]["schemas"]["SearchResponse"], "components": document["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+async def _engine(engine: AsyncElasticsearch, catalog: SearchCatalog, body: dict[str, Any]) -> dict[str, Any]:
+    response = await engine.search(index=catalog.alias, body=body)
+    return dict(response.body)
+
+
+async def _shaped_search(fallback: PostgresFallback, req: SearchRequest) -> dict[str, Any]:
+    body, relaxed = await fallback.search(req)
+    return shape_search(req, body, relaxed=relaxed)
+
+
+def _most_common(products: list[Product], field: str, n: int) -> list[Any]:
+    return [value for value, _ in Counter(getattr(p, field) for p in products).most_common(n)]
+
+
+# --- search -------------------------------------------------------------------------------------
+
+
+async def test_browsing_answers_every_active_product_in_the_apis_shape(
+    fallback: PostgresFallback, active: list[Product]
+) -> None:
+    body = await _shaped_search(fallback, SearchRequest())
+    _search_response_validator().validate(body)
+    assert body["total"] == len(active) and body["total_relation"] == "eq"
+    assert body["relaxed"] is False
+    newest = sorted(active, key=lambda p: (-p.created_at.timestamp(), str(p.id)))[:20]
+    assert [item["id"] for item in body["items"]] == [str(p.id) for p in newest]
+    assert all("highlight" not in item for item in body["items"])
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "category",
+        "fandom+price",
+        "category+fandom+stock",
+        "all-facets+seller",
+        "out-of-stock",
+        "q",
+        "q+category+price",
+        "q-by-price",
+    ],
+)
+async def test_totals_and_facets_are_disjunctive_counts_of_the_matching_products(
+    fallback: PostgresFallback, pg: asyncpg.Connection, active: list[Product], shape: str
+) -> None:
+    categories = tuple(sorted(_most_common(active, "category", 2)))
+    fandoms = tuple(sorted(_most_common(active, "fandom", 3)))
+    seller = str(_most_common(active, "seller_id", 1)[0])
+    req = {
+        "category": SearchRequest(categories=categories),
+        "fandom+price": SearchRequest(fandoms=fandoms, min_price=10.0, max_price=50.0),
+        "category+fandom+stock": SearchRequest(categories=categories, fandoms=fandoms, in_stock=True),
+        "all-facets+seller": SearchRequest(
+            categories=categories, fandoms=fandoms, min_price=5.0, max_price=99.99, seller_ids=(seller,)
+        ),
+        "out-of-stock": SearchRequest(in_stock=False, sort="price_desc"),
+        "q": SearchRequest(q="harry", sort="relevance"),
+        "q+category+price": SearchRequest(q="harry potter", categories=categories, max_price=40.0, sort="relevance"),
+        "q-by-price": SearchRequest(q="potter", fandoms=fandoms, sort="price_asc"),
+    }[shape]
+    products = active
+    if req.q:
+        ids = await _matching_ids(pg, req.q)
+        products = [p for p in active if p.id in ids]
+    expected = _expected_counts(products, req)
+    assert expected["total"] > 0, "the sample catalog should match this"
+
+    body = await _shaped_search(fallback, req)
+
+    assert body["total"] == expected["total"]
+    assert body["facets"]["category"] == expected["category"]
+    assert body["facets"]["fandom"] == expected["fandom"]
+    assert [(b["key"], b["count"]) for b in body["facets"]["price"]] == expected["price"]
+    assert body["relaxed"] is False
+    assert len(body["items"]) == min(req.size, expected["total"])
+    by_id = {str(p.id): p for p in products}
+    assert all(_passes(by_id[item["id"]], req) for item in body["items"])
+
+
+async def test_price_bounds_are_inclusive(fallback: PostgresFallback, active: list[Product]) -> None:
+    price = Counter(p.price for p in active).most_common(1)[0][0]
+    body = await _shaped_search(fallback, SearchRequest(min_price=float(price), max_price=float(price), size=100))
+    assert body["total"] == sum(p.price == price for p in active) >= 2
+    assert {Decimal(str(item["price"])) for item in body["items"]} == {price}
+
+
+@pytest.mark.parametrize(
+    ("q", "word"),
+    [("hary poter", "harry"), ("lightsabr", "lightsaber"), ("hogwrts", "hogwarts")],
+)
+async def test_typos_find_the_products_and_say_relaxed(
+    fallback: PostgresFallback, active: list[Product], q: str, word: str
+) -> None:
+    assert any(word in p.name.lower() for p in active), "the sample catalog should carry such products"
+    body = await _shaped_search(fallback, SearchRequest(q=q, sort="relevance"))
+    assert body["relaxed"] is True
+    assert body["total"] > 0
+    top = body["items"][:10]
+    assert all(word in item["name"].lower() for item in top), [item["name"] for item in top]
+    assert all("<em>" in item["highlight"]["name"] for item in top)
+
+
+async def test_a_misspelled_fandom_finds_that_fandom(fallback: PostgresFallback) -> None:
+    body = await _shaped_search(fallback, SearchRequest(q="pokmon", sort="relevance"))
+    assert body["relaxed"] is True and body["total"] > 0
+    assert {item["fandom"] for item in body["items"]} == {"Pokémon"}, [i["name"] for i in body["items"]]
+
+
+async def test_a_correct_spelling_is_not_relaxed_and_whole_words_rank_first(fallback: PostgresFallback) -> None:
+    body = await _shaped_search(fallback, SearchRequest(q="wand", sort="relevance", size=10))
+    assert body["relaxed"] is False
+    assert all("<em>Wand</em>" in item["highlight"]["name"] for item in body["items"]), body["items"]
+
+
+@pytest.mark.parametrize("q", ["qqxqz vvbvw", "*", "\\"])
+async def test_nonsense_finds_nothing_and_is_not_relaxed(fallback: PostgresFallback, q: str) -> None:
+    body = await _shaped_search(fallback, SearchRequest(q=q, sort="relevance"))
+    assert (body["total"], body["items"], body["relaxed"]) == (0, [], False)
+    _search_response_validator().validate(body)
+
+
+async def test_query_syntax_is_plain_text(fallback: PostgresFallback, pg: asyncpg.Connection) -> None:
+    for q in ["name:*", "wand:* | !harry", "'); DROP TABLE products; --", "harry & (", "$1", '"potter"']:
+        body = await _shaped_search(fallback, SearchRequest(q=q, sort="relevance"))
+        assert body["query"] == q
+    assert await pg.fetchval("SELECT count(*) FROM products") > 0
+    statement = sql.search_strategy(SearchRequest(q="'); DROP TABLE products; --"))
+    assert statement is not None and "DROP" not in statement.statement.sql
+
+
+_SORT_KEYS: dict[Sort, Callable[[Product], Any]] = {
+    "newest": lambda p: (-p.created_at.timestamp(), str(p.id)),
+    "price_asc": lambda p: (p.price, str(p.id)),
+    "price_desc": lambda p: (-p.price, str(p.id)),
+    "rating": lambda p: (p.rating is None, -(p.rating or 0), str(p.id)),
+}
+
+
+async def _walk(fallback: PostgresFallback, req: SearchRequest) -> list[str]:
+    seen: list[str] = []
+    page = 1
+    while True:
+        body = await _shaped_search(fallback, SearchRequest(**{**_fields(req), "page": page}))
+        seen.extend(item["id"] for item in body["items"])
+        if page >= body["pages"]:
+            return seen
+        page += 1
+
+
+def _fields(req: SearchRequest) -> dict[str, Any]:
+    return {name: getattr(req, name) for name in SearchRequest.__slots__}
+
+
+@pytest.mark.parametrize("sort", ["newest", "price_asc", "price_desc", "rating"])
+async def test_every_sort_pages_through_each_match_once_in_sort_order(
+    fallback: PostgresFallback, active: list[Product], sort: Sort
+) -> None:
+    fandom = _most_common(active, "fandom", 1)[0]
+    matching = [p for p in active if p.fandom == fandom]
+    seen = await _walk(fallback, SearchRequest(fandoms=(fandom,), sort=sort, size=37))
+    assert seen == [str(p.id) for p in sorted(matching, key=_SORT_KEYS[sort])]
+
+
+async def test_relevance_pages_through_each_text_match_once(fallback: PostgresFallback, pg: asyncpg.Connection) -> None:
+    seen = await _walk(fallback, SearchRequest(q="potter", sort="relevance", size=41))
+    assert len(seen) == len(set(seen)), "a product appeared on two pages"
+    assert set(seen) == {str(i) for i in await _matching_ids(pg, "potter")}
+
+
+@pytest.mark.parametrize("sort", ["newest", "price_asc", "price_desc", "rating"])
+async def test_a_filtered_page_lists_the_products_the_engine_lists(
+    fallback: PostgresFallback, engine: AsyncElasticsearch, search_catalog: SearchCatalog, sort: Sort
+) -> None:
+    """Same order on both backends, ties included: paging on through a failover skips nothing."""
+    req = SearchRequest(categories=("figures",), sort=sort, size=25, page=2)
+    from_engine = shape_search(req, await _engine(engine, search_catalog, build_search(req)))
+    from_postgres = await _shaped_search(fallback, req)
+    assert [i["id"] for i in from_postgres["items"]] == [i["id"] for i in from_engine["items"]]
+    assert from_postgres["items"] == from_engine["items"]
+    assert (from_postgres["total"], from_postgres["facets"]) == (from_engine["total"], from_engine["facets"])
+
+
+# --- suggestions ----------------------------------------------------------------------------------
+
+
+async def _suggest(fallback: PostgresFallback, q: str, size: int = 8) -> list[dict[str, Any]]:
+    req = SuggestRequest(q=q, size=size)
+    return list(shape_suggest(req, await fallback.suggest(req))["suggestions"])
+
+
+async def test_suggestions_for_a_typo_lead_with_the_fandom(fallback: PostgresFallback) -> None:
+    suggestions = await _suggest(fallback, "hary")
+    assert suggestions[0] == {"text": "Harry Potter", "type": "fandom"}, suggestions
+    products = [s for s in suggestions if s["type"] == "product"]
+    assert products and all("harry" in s["text"].lower() for s in products), products
+
+
+async def test_suggestions_complete_every_typed_word(fallback: PostgresFallback) -> None:
+    suggestions = await _suggest(fallback, "star w")
+    assert suggestions[0] == {"text": "Star Wars", "type": "fandom"}, suggestions
+    products = [s for s in suggestions if s["type"] == "product"]
+    assert len(products) >= 3
+    for product in products:
+        words = product["text"].lower().split()
+        assert any(w.startswith("star") for w in words) and any(w.startswith("w") for w in words), product
+
+
+async def test_suggestions_forgive_a_typo_in_an_accented_fandom(fallback: PostgresFallback) -> None:
+    suggestions = await _suggest(fallback, "pokmon")
+    assert suggestions[0] == {"text": "Pokémon", "type": "fandom"}, suggestions
+
+
+async def test_typo_suggestions_only_name_products_a_word_nearly_starts(fallback: PostgresFallback) -> None:
+    products = [s for s in await _suggest(fallback, "lightsabr", size=10) if s["type"] == "product"]
+    assert products and all("lightsaber" in s["text"].lower() for s in products), products
+
+
+async def test_equally_matching_suggestions_come_best_rated_first(
+    fallback: PostgresFallback, active: list[Product]
+) -> None:
+    products = [s for s in await _suggest(fallback, "snorlax", size=20) if s["type"] == "product"]
+    assert len(products) >= 3
+    rating = {str(p.id): p.rating for p in active}
+    ratings = [rating[s["id"]] for s in products]
+    rated = [r for r in ratings if r is not None]
+    assert rated == sorted(rated, reverse=True), ratings
+    assert ratings[: len(rated)] == rated, "unrated products come last"
+
+
+async def test_a_prefix_matching_nothing_suggests_nothing(fallback: PostgresFallback) -> None:
+    assert await _suggest(fallback, "qqxqz") == []
+
+
+# --- detail pages ---------------------------------------------------------------------------------
+
+
+async def test_product_pages_match_the_engines(
+    fallback: PostgresFallback, engine: AsyncElasticsearch, search_catalog: SearchCatalog, pg: asyncpg.Connection
+) -> None:
+    ids = [
+        row["id"]
+        for row in await pg.fetch(
+            "(SELECT id FROM products WHERE status = 'active' ORDER BY id LIMIT 3)"
+            " UNION (SELECT id FROM products WHERE status = 'active' AND rating IS NULL LIMIT 1)"
+            " UNION (SELECT id FROM products WHERE status = 'active' AND image_url IS NULL LIMIT 1)"
+            " UNION (SELECT id FROM products WHERE status = 'active' AND stock = 0 LIMIT 1)"
+        )
+    ]
+    assert len(ids) >= 4  # some ids may meet two of the conditions
+    for product_id in ids:
+        from_postgres = shape_product(await fallback.product(product_id))
+        assert from_postgres is not None
+        assert from_postgres == shape_product(await _engine(engine, search_catalog, build_product(product_id)))
+
+
+async def test_a_product_that_is_not_active_has_no_page(fallback: PostgresFallback, pg: asyncpg.Connection) -> None:
+    draft = await pg.fetchval("SELECT id FROM products WHERE status <> 'active' LIMIT 1")
+    assert shape_product(await fallback.product(draft)) is None
+    assert shape_product(await fallback.product(10**12)) is None
+
+
+async def test_seller_pages_match_the_engines(
+    fallback: PostgresFallback, engine: AsyncElasticsearch, search_catalog: SearchCatalog, active: list[Product]
+) -> None:
+    counts = Counter(p.seller_id for p in active).most_common()
+    for seller_id in (counts[0][0], counts[len(counts) // 2][0], counts[-1][0]):
+        from_postgres = shape_seller(seller_id, await fallback.seller(seller_id))
+        assert from_postgres is not None
+        assert from_postgres["active_products"] == dict(counts)[seller_id]
+        assert from_postgres == shape_seller(seller_id, await _engine(engine, search_catalog, build_seller(seller_id)))
+    assert shape_seller(10**12, await fallback.seller(10**12)) is None
+
+
+# --- failure: the cap, the statement timeout, Postgres down --------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def products_locked(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A fresh database whose products table is locked by an open transaction: every fallback
+    query on it waits until the test releases the lock (``ROLLBACK``) or its statement times out."""
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("BEGIN")
+    await conn.execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+    try:
+        yield conn
+    finally:
+        await conn.execute("ROLLBACK")  # a no-op (and a warning) when the test released it already
+        await conn.close()
+
+
+async def _timed(call: Any) -> tuple[float, Any]:
+    started = time.monotonic()
+    try:
+        result: Any = await call
+    except Exception as exc:
+        result = exc
+    return time.monotonic() - started, result
+
+
+async def test_over_the_cap_requests_are_refused_quickly_and_the_pool_stays_small(
+    database_url: str, products_locked: asyncpg.Connection
+) -> None:
+    async with _opened(
+        database_url, pool_size=2, statement_timeout_ms=10_000, max_concurrency=8, queue_wait=0.05
+    ) as backend:
+        assert backend.capacity == 2  # a slot is a connection
+        calls = [asyncio.create_task(_timed(backend.search(SearchRequest(q="wand")))) for _ in range(20)]
+        await asyncio.sleep(0.5)
+        assert backend.in_flight == 2
+        sessions = await products_locked.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
+            APPLICATION_NAME,
+        )
+        assert sessions == 2
+        refused = [call.result() for call in calls if call.done()]
+        assert len(refused) == 18 and all(isinstance(result, Overloaded) for _, result in refused)
+        assert max(seconds for seconds, _ in refused) < 0.3
+        assert refused[0][1].headers["Retry-After"]
+
+        await products_locked.execute("ROLLBACK")
+        answered = [result for _, result in await asyncio.gather(*calls) if not isinstance(result, Exception)]
+        assert len(answered) == 2 and all(body["hits"]["total"]["value"] == 0 for body, _ in answered)
+        assert (backend.in_flight, backend.waiting) == (0, 0)
+
+
+async def test_a_slow_statement_is_cancelled_by_postgres_and_reported_unavailable(
+    database_url: str, products_locked: asyncpg.Connection
+) -> None:
+    async with _opened(database_url, pool_size=1, statement_timeout_ms=200, max_concurrency=1) as backend:
+        seconds, error = await _timed(backend.search(SearchRequest(q="wand")))
+        assert isinstance(error, BackendUnavailable) and not isinstance(error, Overloaded)
+        assert 0.15 < seconds < 1.0
+        assert "cancel" not in error.detail and "statement" not in error.detail
+        assert isinstance(error.__cause__, asyncpg.QueryCanceledError)
+        await products_locked.execute("ROLLBACK")
+        body, relaxed = await backend.search(SearchRequest(q="wand"))  # the connection still serves
+        assert body["hits"]["total"]["value"] == 0 and relaxed is False
+        assert backend.in_flight == 0
+
+
+@pytest.mark.parametrize("call", ["search", "suggest", "product", "seller"])
+async def test_with_postgres_down_every_call_is_unavailable_at_once(call: str) -> None:
+    port = free_port()
+    url = f"postgresql://hos:s3cret-password@127.0.0.1:{port}/catalog"
+    async with _opened(url, statement_timeout_ms=1_000) as backend:
+        work = {
+            "search": lambda: backend.search(SearchRequest(q="wand")),
+            "suggest": lambda: backend.suggest(SuggestRequest(q="wand")),
+            "product": lambda: backend.product(1),
+            "seller": lambda: backend.seller(1),
+        }[call]
+        seconds, error = await _timed(work())
+        assert isinstance(error, BackendUnavailable), error
+        assert seconds < 1.0
+        assert "s3cret" not in error.detail and str(port) not in error.detail and "127.0.0.1" not in error.detail
+        assert backend.in_flight == 0
+
+
+# --- highlighting ---------------------------------------------------------------------------------
+
+
+async def test_highlights_escape_the_name_around_the_marks(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO sellers (id, name) VALUES (1, 'Acme')")
+        await conn.execute(
+            "INSERT INTO products (seller_id, name, category, fandom, price, stock, status)"
+            " VALUES (1, $1, 'homeware', 'Cartoons', 9.99, 3, 'active')",
+            'Tom & Jerry <script>alert("x")</script> Mug',
+        )
+    finally:
+        await conn.close()
+    async with _opened(database_url) as backend:
+        body = await _shaped_search(backend, SearchRequest(q="jerry mug", sort="relevance"))
+    (item,) = body["items"]
+    assert item["highlight"]["name"] == (
+        "Tom &amp; <em>Jerry</em> &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; <em>Mug</em>"
+    )
