@@ -4,7 +4,13 @@
     python grafana/build.py --check  # exit 1 if the committed JSON differs (used by the tests)
 
 Dashboards are code so that a metric rename shows up as a diff here and the test suite can
-check every query against the metrics the services really export.
+check every query against the metrics the services really export — and that every metric
+family they export is shown somewhere (``tests/test_dashboards.py``).
+
+Conventions: a ``datasource`` variable (any Prometheus), ``$__rate_interval`` in every rate
+(so a panel stays right at any scrape interval and zoom), stable uids (dashboards and panel
+ids), and a unit and a description on every panel. SLO panels read the recording rules of
+``prometheus/rules/`` (``docs/operations.md`` defines the SLOs).
 """
 
 from __future__ import annotations
@@ -15,30 +21,53 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent / "dashboards"
-DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+RATE = "$__rate_interval"
 
 
 def _panel(
-    title: str, exprs: list[tuple[str, str]], unit: str, *, kind: str = "timeseries", description: str = ""
+    title: str,
+    exprs: list[tuple[str, str]],
+    unit: str,
+    *,
+    description: str,
+    kind: str = "timeseries",
 ) -> dict[str, Any]:
-    return {
+    if not description:
+        raise ValueError(f"panel {title!r} needs a description")
+    targets = [
+        {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend, "datasource": DATASOURCE}
+        for i, (expr, legend) in enumerate(exprs)
+    ]
+    panel: dict[str, Any] = {
         "type": kind,
         "title": title,
         "description": description,
         "datasource": DATASOURCE,
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "targets": [
-            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend, "datasource": DATASOURCE}
-            for i, (expr, legend) in enumerate(exprs)
-        ],
+        "targets": targets,
     }
+    if kind == "heatmap":
+        for target in targets:
+            target["format"] = "heatmap"
+        panel["options"] = {"calculate": False, "yAxis": {"unit": unit}, "cellGap": 1}
+    return panel
+
+
+def _quantiles(metric: str, by: str, selector: str = "") -> list[tuple[str, str]]:
+    """p50, p90 and p99 of a histogram, per ``by`` label (or overall when empty)."""
+    group = f"{by}, le" if by else "le"
+    legend = f"{{{{{by}}}}} " if by else ""
+    return [
+        (f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{selector}[{RATE}])))", f"{legend}p{name}")
+        for q, name in (("0.5", "50"), ("0.9", "90"), ("0.99", "99"))
+    ]
 
 
 def _dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
     laid_out = []
     for i, panel in enumerate(panels):
-        width = 6 if panel["type"] == "stat" else 12
-        laid_out.append({**panel, "id": i + 1, "gridPos": {"h": 8, "w": width, "x": (i % 2) * 12, "y": (i // 2) * 8}})
+        laid_out.append({**panel, "id": i + 1, "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i // 2) * 8}})
     return {
         "uid": uid,
         "title": title,
@@ -49,79 +78,97 @@ def _dashboard(uid: str, title: str, description: str, panels: list[dict[str, An
         "version": 1,
         "refresh": "30s",
         "time": {"from": "now-3h", "to": "now"},
-        "templating": {"list": []},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "refresh": 1,
+                }
+            ]
+        },
         "annotations": {"list": []},
         "panels": laid_out,
     }
 
 
+_REQ = "search_proxy_requests_total"
+_SEARCHES = 'route=~"/api/search|/api/search/suggestions"'
+
 PROXY = _dashboard(
     "hos-search-proxy",
     "Search proxy",
-    "What the storefront experiences: traffic, errors, latency, and the engine behind it.",
+    "What the storefront experiences: traffic, errors, latency, the cache, rate limiting, and "
+    "the engine (or its Postgres fallback) behind it.",
     [
         _panel(
             "Requests per second by route and status",
-            [("route_status:search_proxy_requests:rate5m", "{{route}} {{status}}")],
+            [(f"sum by (route, status) (rate({_REQ}[{RATE}]))", "{{route}} {{status}}")],
             "reqps",
+            description="Rate: every answered request, by route template and status class, summed over workers.",
         ),
         _panel(
-            "5xx ratio",
-            [("job:search_proxy_requests_5xx:ratio_rate5m", "5xx")],
+            "Error ratio (5xx) by route",
+            [
+                (
+                    f'sum by (route) (rate({_REQ}{{status="5xx"}}[{RATE}])) / sum by (route) (rate({_REQ}[{RATE}]))',
+                    "{{route}}",
+                )
+            ],
             "percentunit",
-            description="Alert SearchProxyErrorRateHigh fires above 5% for 5 minutes.",
+            description="Errors: the share of requests answered 5xx (503: neither the engine nor the fallback answered).",
         ),
         _panel(
-            "Search latency p50 / p99",
-            [
-                ('route:search_proxy_request_duration_seconds:p50_5m{route="/api/search"}', "p50"),
-                ('route:search_proxy_request_duration_seconds:p99_5m{route="/api/search"}', "p99"),
-            ],
+            "Latency p50 / p90 / p99 by route",
+            _quantiles("search_proxy_request_duration_seconds", "route"),
             "s",
+            description="Duration: the proxy's own time per request, from the request histogram.",
         ),
         _panel(
-            "Suggestion latency p50 / p99",
-            [
-                ('route:search_proxy_request_duration_seconds:p50_5m{route="/api/search/suggestions"}', "p50"),
-                ('route:search_proxy_request_duration_seconds:p99_5m{route="/api/search/suggestions"}', "p99"),
-            ],
-            "s",
-        ),
-        _panel(
-            "Engine latency p99 by operation",
+            "Search latency heatmap",
             [
                 (
-                    "histogram_quantile(0.99, sum by (operation, le) "
-                    '(rate(search_proxy_backend_duration_seconds_bucket{backend="elasticsearch"}[5m])))',
-                    "{{operation}}",
+                    f'sum by (le) (increase(search_proxy_request_duration_seconds_bucket{{route="/api/search"}}[{RATE}]))',
+                    "{{le}}",
                 )
             ],
             "s",
-            description="Proxy latency minus this is the proxy's own overhead.",
+            kind="heatmap",
+            description="Where /api/search requests fall among the histogram's buckets over time.",
         ),
         _panel(
-            "Backend errors per second",
-            [
-                (
-                    "sum by (backend, operation) (rate(search_proxy_backend_errors_total[5m]))",
-                    "{{backend}} {{operation}}",
-                )
-            ],
+            "Requests in flight",
+            [("sum(search_proxy_requests_in_flight)", "in flight")],
+            "short",
+            description="Requests being handled right now, summed over the live workers.",
+        ),
+        _panel(
+            "Zero-result searches by outcome",
+            [("sum by (outcome) (rate(search_proxy_zero_result_searches_total[" + RATE + "]))", "{{outcome}}")],
             "ops",
+            description="Text searches whose strict query matched nothing, by what was shown instead.",
         ),
         _panel(
-            "Responses by backend",
-            [("sum by (backend) (rate(search_proxy_search_responses_total[5m]))", "{{backend}}")],
+            "Answers by backend: engine vs Postgres fallback",
+            [
+                (
+                    "sum by (route, backend) (rate(search_proxy_search_responses_total[" + RATE + "]))",
+                    "{{route}} {{backend}}",
+                )
+            ],
             "reqps",
+            description="Search and suggestion answers by what produced them (cache hits count as the engine's).",
         ),
-        _panel("Requests in flight", [("sum(search_proxy_requests_in_flight)", "in flight")], "short"),
         _panel(
             "Engine breaker, shedding and the Postgres fallback",
             [
                 ("max(search_proxy_engine_breaker_state)", "breaker (0 closed, 1 half-open, 2 open)"),
-                ("sum by (reason) (rate(search_proxy_engine_skipped_total[5m]))", "engine skipped: {{reason}}"),
-                ('sum(rate(search_proxy_search_responses_total{backend="postgres"}[5m]))', "fallback answers/s"),
-                ("sum(rate(search_proxy_fallback_rejected_total[5m]))", "fallback refused/s (503)"),
+                (f"sum by (reason) (rate(search_proxy_engine_skipped_total[{RATE}]))", "engine skipped: {{reason}}"),
+                (f"sum(rate(search_proxy_fallback_rejected_total[{RATE}]))", "fallback refused/s (503)"),
             ],
             "short",
             description=(
@@ -131,57 +178,68 @@ PROXY = _dashboard(
             ),
         ),
         _panel(
-            "Rate limiting: refused share, Redis round trips",
+            "Upstream latency p99: engine and Postgres by operation, Redis (limiter)",
             [
                 (
-                    'sum(rate(search_proxy_ratelimit_decisions_total{decision="limited"}[5m]))'
-                    " / sum(rate(search_proxy_ratelimit_decisions_total[5m]))",
-                    "refused share",
+                    "histogram_quantile(0.99, sum by (backend, operation, le) "
+                    f"(rate(search_proxy_backend_duration_seconds_bucket[{RATE}])))",
+                    "{{backend}} {{operation}}",
                 ),
-                ("max(search_proxy_ratelimit_fallback_active)", "fallback active"),
                 (
-                    "histogram_quantile(0.99, sum by (le) (rate(search_proxy_ratelimit_duration_seconds_bucket[5m])))",
-                    "round trip p99 (s)",
+                    f"histogram_quantile(0.99, sum by (le) (rate(search_proxy_ratelimit_duration_seconds_bucket[{RATE}])))",
+                    "redis (rate-limit round trip)",
                 ),
-                ("sum(rate(search_proxy_ratelimit_redis_errors_total[5m]))", "failed round trips/s"),
             ],
-            "short",
-            description=(
-                "Fallback active: a worker's limiter answers from RATE_LIMIT_FALLBACK because Redis fails. "
-                "A round trip carries every decision asked for while the previous one was out."
-            ),
+            "s",
+            description="How long the proxy waits on each dependency, at the 99th percentile.",
         ),
         _panel(
-            "Cache: answers from the cache by route",
+            "Upstream errors per second",
             [
                 (
-                    'sum by (route) (rate(search_proxy_cache_responses_total{cache=~"hit|stale"}[5m]))'
-                    " / sum by (route) (rate(search_proxy_cache_responses_total[5m]))",
-                    "{{route}}",
-                )
+                    f"sum by (backend, operation) (rate(search_proxy_backend_errors_total[{RATE}]))",
+                    "{{backend}} {{operation}}",
+                ),
+                (
+                    f"sum by (operation) (rate(search_proxy_cache_redis_errors_total[{RATE}]))",
+                    "redis cache {{operation}}",
+                ),
+                (f"sum(rate(search_proxy_ratelimit_redis_errors_total[{RATE}]))", "redis rate limiter"),
+            ],
+            "ops",
+            description="Failed or timed-out calls to the engine, the Postgres fallback and Redis.",
+        ),
+        _panel(
+            "Cache: answers by X-Cache",
+            [(f"sum by (route, cache) (rate(search_proxy_cache_responses_total[{RATE}]))", "{{route}} {{cache}}")],
+            "reqps",
+            description="HIT and STALE come from the cache; MISS from the engine; BYPASS skipped Redis or the cache.",
+        ),
+        _panel(
+            "Cache: hit ratio by tier",
+            [
+                (
+                    f'sum by (tier) (rate(search_proxy_cache_lookups_total{{result="hit"}}[{RATE}]))'
+                    f" / sum by (tier) (rate(search_proxy_cache_lookups_total[{RATE}]))",
+                    "{{tier}}",
+                ),
+                (
+                    f'sum(rate(search_proxy_cache_responses_total{{cache="stale"}}[{RATE}]))'
+                    f" / sum(rate(search_proxy_cache_responses_total[{RATE}]))",
+                    "stale share of answers",
+                ),
             ],
             "percentunit",
-            description="HIT and STALE answers over all answers of the cached routes.",
+            description="L1 is per worker, L2 is Redis; stale answers are served while one refresh runs.",
         ),
         _panel(
-            "Cache: responses by X-Cache",
-            [("sum by (cache) (rate(search_proxy_cache_responses_total[5m]))", "{{cache}}")],
-            "reqps",
-            description="STALE: served while one background refresh runs, or in place of an engine error.",
-        ),
-        _panel(
-            "Cache: lookups by tier and result",
-            [("sum by (tier, result) (rate(search_proxy_cache_lookups_total[5m]))", "{{tier}} {{result}}")],
-            "ops",
-            description="l2 bypass: Redis skipped while it fails (breaker open).",
-        ),
-        _panel(
-            "Cache: coalesced requests and background refreshes",
+            "Cache: coalesced fills and background refreshes",
             [
-                ("sum by (scope) (rate(search_proxy_cache_coalesced_total[5m]))", "coalesced {{scope}}"),
-                ("sum by (outcome) (rate(search_proxy_cache_refreshes_total[5m]))", "refresh {{outcome}}"),
+                (f"sum by (scope) (rate(search_proxy_cache_coalesced_total[{RATE}]))", "coalesced {{scope}}"),
+                (f"sum by (outcome) (rate(search_proxy_cache_refreshes_total[{RATE}]))", "refresh {{outcome}}"),
             ],
             "ops",
+            description="Requests that joined another's fill (worker, cluster), and refreshes of stale entries.",
         ),
         _panel(
             "Cache: L1 size",
@@ -190,13 +248,46 @@ PROXY = _dashboard(
             description="Summed over the live workers; each is capped by CACHE_L1_MAX_MB.",
         ),
         _panel(
+            "Cache: L1 entries",
+            [("sum(search_proxy_cache_l1_entries)", "entries")],
+            "short",
+            description="Summed over the live workers; each is capped by CACHE_L1_MAX_ENTRIES.",
+        ),
+        _panel(
             "Cache: following the catalog generation",
             [
                 ("min(search_proxy_cache_following)", "following (1 = every worker)"),
-                ("sum(rate(search_proxy_cache_redis_errors_total[5m]))", "Redis errors/s"),
+                ("max(search_proxy_cache_generation)", "generation"),
             ],
             "short",
             description="0: a worker lost the announcements and serves nothing older than CACHE_MAX_STALE_MS.",
+        ),
+        _panel(
+            "Rate limiting: decisions by route",
+            [
+                (
+                    f"sum by (route, decision) (rate(search_proxy_ratelimit_decisions_total[{RATE}]))",
+                    "{{route}} {{decision}}",
+                )
+            ],
+            "reqps",
+            description="Allowed and limited (429) decisions per second.",
+        ),
+        _panel(
+            "Rate limiting: refused share and fallback",
+            [
+                (
+                    f'sum(rate(search_proxy_ratelimit_decisions_total{{decision="limited"}}[{RATE}]))'
+                    f" / sum(rate(search_proxy_ratelimit_decisions_total[{RATE}]))",
+                    "refused share",
+                ),
+                ("max(search_proxy_ratelimit_fallback_active)", "fallback active"),
+            ],
+            "percentunit",
+            description=(
+                "Fallback active (1): a worker's limiter answers from RATE_LIMIT_FALLBACK because Redis fails. "
+                "A Redis round trip carries every decision asked for while the previous one was out."
+            ),
         ),
     ],
 )
@@ -210,48 +301,53 @@ INDEXER = _dashboard(
             "Lag (now − oldest unindexed change)",
             [("max(search_indexer_lag_seconds)", "lag")],
             "s",
-            description="Alert SearchIndexerLagging fires above 30 s for 5 minutes.",
+            description="How far search is behind the catalog; the freshness SLO wants it under 5 s.",
         ),
         _panel(
             "Seconds since the last successful batch",
             [("time() - max(search_indexer_last_success_timestamp_seconds)", "since last batch")],
             "s",
+            description="Grows while the indexer is idle too; read it together with the lag.",
         ),
         _panel(
             "Changes read and documents written per second",
             [
-                ("job:search_indexer_changes:rate5m", "changes read"),
-                ("job:search_indexer_documents_written:rate5m", "documents written"),
-                ("sum(rate(search_indexer_version_conflicts_total[5m]))", "skipped: newer data already indexed"),
+                (f"sum(rate(search_indexer_changes_seen_total[{RATE}]))", "changes read"),
+                (f"sum(rate(search_indexer_documents_indexed_total[{RATE}]))", "documents written"),
+                (f"sum(rate(search_indexer_documents_deleted_total[{RATE}]))", "documents deleted"),
+                (f"sum(rate(search_indexer_version_conflicts_total[{RATE}]))", "skipped: newer data already indexed"),
             ],
             "ops",
+            description="Outbox rows read, and what they did to the index.",
         ),
         _panel(
-            "Bulk request p50 / p99",
-            [
-                ("histogram_quantile(0.5, sum by (le) (rate(search_indexer_bulk_duration_seconds_bucket[5m])))", "p50"),
-                (
-                    "histogram_quantile(0.99, sum by (le) (rate(search_indexer_bulk_duration_seconds_bucket[5m])))",
-                    "p99",
-                ),
-            ],
+            "Bulk request p50 / p90 / p99",
+            _quantiles("search_indexer_bulk_duration_seconds", ""),
             "s",
+            description="One bulk request per batch (and per chunk of a reindex).",
         ),
         _panel(
             "Batch size (mean)",
             [
                 (
-                    "sum(rate(search_indexer_batch_size_sum[5m])) / sum(rate(search_indexer_batch_size_count[5m]))",
+                    f"sum(rate(search_indexer_batch_size_sum[{RATE}])) / sum(rate(search_indexer_batch_size_count[{RATE}]))",
                     "changes per batch",
                 )
             ],
             "short",
+            description="Outbox changes per batch: bursts become big batches (INDEXER_LINGER_MS, INDEXER_BATCH_SIZE).",
         ),
-        _panel("Errors by kind", [("sum by (kind) (rate(search_indexer_errors_total[5m]))", "{{kind}}")], "ops"),
+        _panel(
+            "Errors by kind",
+            [(f"sum by (kind) (rate(search_indexer_errors_total[{RATE}]))", "{{kind}}")],
+            "ops",
+            description="Engine and database failures, and documents the engine rejected (bulk_item_rejected).",
+        ),
         _panel(
             "Reconnects by server",
             [("sum by (server) (increase(search_indexer_reconnects_total[15m]))", "{{server}}")],
             "short",
+            description="Reconnections to Postgres (the LISTEN connection) and the engine, per 15 minutes.",
         ),
         _panel(
             "Checkpoint and outbox pruning",
@@ -260,6 +356,17 @@ INDEXER = _dashboard(
                 ("sum(increase(search_indexer_outbox_pruned_total[1h]))", "rows pruned / h"),
             ],
             "short",
+            description="The checkpoint only moves forward; pruned rows are behind every checkpoint.",
+        ),
+        _panel(
+            "Reindexes and generation announcements",
+            [
+                (f"sum(rate(search_indexer_reindex_documents_total[{RATE}]))", "reindex documents/s"),
+                ("max(search_indexer_reindex_duration_seconds)", "last reindex duration (s)"),
+                (f"sum(rate(search_indexer_generation_bumps_total[{RATE}]))", "generation bumps/s"),
+            ],
+            "short",
+            description="Full reindexes (zero-downtime rebuilds) and the catalog generation the proxies' caches follow.",
         ),
     ],
 )
