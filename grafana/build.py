@@ -120,7 +120,7 @@ PROXY = _dashboard(
                 )
             ],
             "percentunit",
-            description="Errors: the share of requests answered 5xx (503: neither the engine nor the fallback answered).",
+            description="Errors: the share of requests answered 5xx (503: neither engine nor fallback answered).",
         ),
         _panel(
             "Latency p50 / p90 / p99 by route",
@@ -132,7 +132,8 @@ PROXY = _dashboard(
             "Search latency heatmap",
             [
                 (
-                    f'sum by (le) (increase(search_proxy_request_duration_seconds_bucket{{route="/api/search"}}[{RATE}]))',
+                    "sum by (le) (increase(search_proxy_request_duration_seconds_bucket"
+                    f'{{route="/api/search"}}[{RATE}]))',
                     "{{le}}",
                 )
             ],
@@ -186,7 +187,8 @@ PROXY = _dashboard(
                     "{{backend}} {{operation}}",
                 ),
                 (
-                    f"histogram_quantile(0.99, sum by (le) (rate(search_proxy_ratelimit_duration_seconds_bucket[{RATE}])))",
+                    "histogram_quantile(0.99, sum by (le) "
+                    f"(rate(search_proxy_ratelimit_duration_seconds_bucket[{RATE}])))",
                     "redis (rate-limit round trip)",
                 ),
             ],
@@ -330,7 +332,8 @@ INDEXER = _dashboard(
             "Batch size (mean)",
             [
                 (
-                    f"sum(rate(search_indexer_batch_size_sum[{RATE}])) / sum(rate(search_indexer_batch_size_count[{RATE}]))",
+                    f"sum(rate(search_indexer_batch_size_sum[{RATE}]))"
+                    f" / sum(rate(search_indexer_batch_size_count[{RATE}]))",
                     "changes per batch",
                 )
             ],
@@ -366,7 +369,7 @@ INDEXER = _dashboard(
                 (f"sum(rate(search_indexer_generation_bumps_total[{RATE}]))", "generation bumps/s"),
             ],
             "short",
-            description="Full reindexes (zero-downtime rebuilds) and the catalog generation the proxies' caches follow.",
+            description="Full reindexes (zero-downtime rebuilds), and the catalog generation proxies' caches follow.",
         ),
     ],
 )
