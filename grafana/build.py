@@ -97,6 +97,34 @@ def _dashboard(uid: str, title: str, description: str, panels: list[dict[str, An
 
 
 _REQ = "search_proxy_requests_total"
+# SLO objectives (prometheus/rules/slo.yml, docs/operations.md): the error budget is 1 − objective.
+_BUDGET = {"availability": 0.001, "latency": 0.01, "freshness": 0.01}
+
+
+def _slo_panels(slos: tuple[str, ...]) -> list[dict[str, Any]]:
+    burn = [
+        (f"slo:search_{slo}:error_ratio_rate{window} / {_BUDGET[slo]}", f"{slo} {window}")
+        for slo in slos
+        for window in ("5m", "1h", "6h")
+    ]
+    left = [(f"1 - avg_over_time(slo:search_{slo}:error_ratio_rate1h[30d]) / {_BUDGET[slo]}", slo) for slo in slos]
+    return [
+        _panel(
+            "SLO burn rate: " + ", ".join(slos),
+            burn,
+            "short",
+            description="How fast the error budget burns (1 = exactly on budget over 30 days). Pages at 14.4x "
+            "over 1 h and 5 m, tickets at 6x over 6 h and 30 m (docs/operations.md).",
+        ),
+        _panel(
+            "SLO error budget left (30 days): " + ", ".join(slos),
+            left,
+            "percentunit",
+            description="The share of the 30-day error budget not yet spent; below 0 the SLO is missed.",
+        ),
+    ]
+
+
 _SEARCHES = 'route=~"/api/search|/api/search/suggestions"'
 
 PROXY = _dashboard(
@@ -105,6 +133,7 @@ PROXY = _dashboard(
     "What the storefront experiences: traffic, errors, latency, the cache, rate limiting, and "
     "the engine (or its Postgres fallback) behind it.",
     [
+        *_slo_panels(("availability", "latency")),
         _panel(
             "Requests per second by route and status",
             [(f"sum by (route, status) (rate({_REQ}[{RATE}]))", "{{route}} {{status}}")],
@@ -299,6 +328,7 @@ INDEXER = _dashboard(
     "Search indexer",
     "How fresh search is: catalog changes streamed from Postgres into the index.",
     [
+        *_slo_panels(("freshness",)),
         _panel(
             "Lag (now − oldest unindexed change)",
             [("max(search_indexer_lag_seconds)", "lag")],
