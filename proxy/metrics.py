@@ -2,15 +2,22 @@
 
 Labels are bounded: route templates (never raw paths or query strings), status classes,
 backends, engine operations. With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set
-by the supervisor and ``/metrics`` aggregates every worker's values.
+by the supervisor and ``/metrics`` aggregates every worker's values. prometheus_client keeps a
+file per kind and process there; when a worker exits, the supervisor folds its files into one
+archive per kind (:func:`archive_dead_worker`), so a scrape reads a bounded number of files
+however often workers restart.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 # Latency buckets for a search API: sub-millisecond cache hits up to multi-second timeouts.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -243,8 +250,67 @@ class ProxyMetrics:
     def exposition(self) -> bytes:
         """The text format for ``/metrics``: this process's values, or every worker's."""
         self.flush()
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
+            multiprocess.MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
+            # Shared: the supervisor swaps a dead worker's files for the archive only under the
+            # exclusive lock, so a scrape never counts them twice, nor misses a file it listed.
+            with _directory_lock(directory, fcntl.LOCK_SH):
+                return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+# The kinds whose values must outlive their process: a total that went down when a worker died
+# would read as a counter reset. (Every gauge here is a live* one, dropped with its process.)
+_ARCHIVED_KINDS = ("counter", "histogram", "summary")
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: str, operation: int) -> Iterator[None]:
+    """``flock`` on the multiprocess directory's lock file (not ``*.db``: scrapes do not read it)."""
+    fd = os.open(os.path.join(directory, "collect.lock"), os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, operation)
+        yield
+    finally:
+        os.close(fd)  # releases the lock, as the death of its holder would
+
+
+def archive_dead_worker(directory: str, pid: int) -> None:
+    """Fold the metric files of worker ``pid``, which has exited, into ``directory``'s archive.
+
+    Its counters and histograms are added into ``<kind>_archive.db`` and its files removed; its
+    live gauges are dropped (``mark_process_dead``). Only the supervisor calls this, after
+    reaping the worker and before starting another, so no process writes these files meanwhile.
+    """
+    swaps = []
+    for kind in _ARCHIVED_KINDS:
+        dead = os.path.join(directory, f"{kind}_{pid}.db")
+        if not os.path.exists(dead):
+            continue
+        archive = os.path.join(directory, f"{kind}_archive.db")
+        merged = archive + ".new"  # built outside the lock; not *.db, so no scrape reads it
+        sources = [path for path in (archive, dead) if os.path.exists(path)]
+        _write_values(merged, multiprocess.MultiProcessCollector.merge(sources, accumulate=False))
+        swaps.append((merged, archive, dead))
+    with _directory_lock(directory, fcntl.LOCK_EX):
+        for merged, archive, dead in swaps:
+            os.replace(merged, archive)
+            os.remove(dead)
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def _write_values(path: str, metrics: Iterable[Any]) -> None:
+    """Write merged (not accumulated) metric families as a prometheus_client mmap file."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)  # left by an interrupted archive: it would be read back and added
+    values = MmapedDict(path)  # type: ignore[no-untyped-call]
+    try:
+        for metric in metrics:
+            for sample in metric.samples:
+                labels = sample.labels
+                key = mmap_key(metric.name, sample.name, list(labels), list(labels.values()), metric.documentation)
+                values.write_value(key, sample.value, 0.0)  # type: ignore[no-untyped-call]
+    finally:
+        values.close()  # type: ignore[no-untyped-call]

@@ -2,7 +2,8 @@
 
 Each worker is a full aiohttp server on uvloop bound with ``SO_REUSEPORT``, so the kernel
 spreads connections across them, with the cache's fast path (``proxy.fastpath``) in front of
-its application. The supervisor starts the workers, restarts one that crashes,
+its application. The supervisor starts the workers, restarts one that crashes (after
+folding its metric files into the archive, ``proxy.metrics.archive_dead_worker``),
 passes SIGHUP on to each (a worker then reloads its search synonyms), and on SIGTERM/SIGINT
 asks each to stop: a worker stops accepting, lets in-flight requests
 finish (bounded by ``shutdown_timeout_s``), then closes its pools.
@@ -28,6 +29,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.errors import ProxyError
 from proxy.fastpath import install as install_fast_path
+from proxy.metrics import archive_dead_worker
 from proxy.settings import ProxySettings
 
 log = logging.getLogger("hos_search.proxy")
@@ -110,6 +112,11 @@ def supervise(host: str, port: int, workers: int, extra_env: dict[str, str] | No
                 code = child.poll()
                 if code is not None and not stopping:
                     log.error("proxy worker %d exited with status %s; restarting it", child.pid, code)
+                    try:
+                        # Its counters stay in the totals; its files would slow every scrape.
+                        archive_dead_worker(metrics_dir, child.pid)
+                    except (OSError, RuntimeError, ValueError):
+                        log.exception("could not archive the metrics of proxy worker %d", child.pid)
                     time.sleep(1.0)  # a worker that dies at start must not spin the CPU
                     children[i] = subprocess.Popen(command, env=env)
             time.sleep(0.2)
