@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PRODUCTS ?= 20000
 PACKAGES := catalog proxy indexer devstack hos_search
 
-.PHONY: dev test test-soak lint format bench bench-seed bench-cache bench-ratelimit relevance clean
+.PHONY: dev test test-soak lint format bench bench-seed bench-cache bench-ratelimit bench-fallback relevance clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ bench-ratelimit: $(STAMP)
 
 bench-cache: $(STAMP)
 	$(BIN)/python load/bench_cache.py --products 20000 $(BENCH_CACHE_ARGS)
+
+# The Postgres fallback at 150,000 products: its latency against the engine's on one mix, engine
+# cut/hang -> fallback -> engine switch-over times, goodput at 2x engine capacity with and without
+# shedding, and whether its plans avoid Seq Scans (about 3-5 min; wrk). BENCH_FALLBACK_ARGS=--quick
+# for about 1.5 min on 10,000 products.
+bench-fallback: $(STAMP)
+	$(BIN)/python load/bench_fallback.py $(BENCH_FALLBACK_ARGS)
 
 clean:
 	rm -rf $(VENV) .devstack build *.egg-info
