@@ -156,3 +156,28 @@ def test_each_package_has_one_family_of_expected_failures() -> None:
     assert all(issubclass(e, CatalogError) for e in (ConfigError, ServerUnreachable, MigrationError, SeedError))
     assert all(issubclass(e, IndexerError) for e in (ReindexError, ReindexBusy))
     assert all(issubclass(e, ProxyError) for e in (PortInUse, SynonymError))
+
+
+def test_repeated_log_lines_are_held_back_and_counted() -> None:
+    import logging
+
+    from catalog.logs import RepeatFilter
+
+    now = [100.0]
+    repeat = RepeatFilter(interval=10.0, clock=lambda: now[0])
+
+    def record(msg: str, *args: object, level: int = logging.WARNING) -> logging.LogRecord:
+        return logging.LogRecord("hos_search.proxy.engine", level, __file__, 1, msg, args, None)
+
+    assert repeat.filter(record("engine search failed: %s", "ConnectionTimeout"))
+    held = [repeat.filter(record("engine search failed: %s", "ConnectionTimeout")) for _ in range(5)]
+    assert held == [False] * 5
+    assert repeat.filter(record("engine answered %s", 500))  # another template goes through
+    assert repeat.filter(record("engine search failed: %s", "X", level=logging.ERROR))  # another level too
+    now[0] += 10.5
+    after = record("engine search failed: %s", "ConnectionTimeout")
+    assert repeat.filter(after)
+    assert after.getMessage() == "engine search failed: ConnectionTimeout (and 5 more like it in the last 10 s)"
+    now[0] += 10.5
+    quiet = record("engine search failed: %s", "ConnectionTimeout")
+    assert repeat.filter(quiet) and quiet.getMessage() == "engine search failed: ConnectionTimeout"
