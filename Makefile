@@ -39,6 +39,12 @@ format: $(STAMP)
 relevance: $(STAMP)
 	$(BIN)/python -m load.relevance $(RELEVANCE_ARGS)
 
+# Load test (load/README.md): PROFILE=smoke|average|stress|spike|soak|breakpoint|ratelimit or a JSON
+# path, against PROXY_URL when set, else a dev stack it starts and stops. Exits 99 when a threshold fails.
+.PHONY: load
+load: $(STAMP)
+	$(BIN)/python -m load.loadtest --profile $(or $(PROFILE),smoke) $(LOAD_ARGS)
+
 bench-seed: $(STAMP)
 	$(BIN)/python load/bench_seed.py --products 150000
 
