@@ -97,18 +97,41 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
+_PASSWORD_PARAMETER = re.compile(r"((?:^|[?&;\s])password=)[^&;\s]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line or an error message: its password, if any, is ``***``.
+
+    Covers ``scheme://user:password@host`` (up to the last ``@``, so a password with an ``@``
+    in it is covered too) and a ``password=`` parameter (libpq's query form).
+    """
+    scheme_end = url.find("://")
+    at = url.rfind("@")
+    if scheme_end >= 0 and at > scheme_end:
+        start = scheme_end + 3
+        user, colon, _ = url[start:at].partition(":")
+        url = url[:start] + user + (":***" if colon else "") + url[at:]
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
+
+
 def env_url(env: Mapping[str, str], name: str, default: str, *, schemes: tuple[str, ...]) -> str:
-    """A URL whose scheme is one of ``schemes`` and that names a host."""
+    """A URL whose scheme is one of ``schemes`` and that names a host.
+
+    Errors show the URL without its password (:func:`redact_url`).
+    """
     raw = env_str(env, name, default)
+    shown = redact_url(raw)
     try:
         parts = urlsplit(raw)
         port = parts.port  # raises ValueError on a non-numeric or out-of-range port
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a valid URL: {exc}") from None
+    except ValueError:
+        # Not the parser's reason: it quotes parts of the URL as written, a password among them.
+        raise ConfigError(f"{name}={shown!r} is not a valid URL (its host or port is malformed)") from None
     if parts.scheme not in schemes:
-        raise ConfigError(f"{name}={raw!r} must start with {' or '.join(s + '://' for s in schemes)}")
+        raise ConfigError(f"{name}={shown!r} must start with {' or '.join(s + '://' for s in schemes)}")
     if not parts.hostname and not (parts.scheme.startswith("postgres") and "host=" in parts.query):
-        raise ConfigError(f"{name}={raw!r} names no host")
+        raise ConfigError(f"{name}={shown!r} names no host")
     del port
     return raw
 

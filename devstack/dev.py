@@ -172,6 +172,7 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
                 return 0 if stop_requested else 1
             lines["PROXY_URL"] = proxy_url
             print(f"proxy:     {proxy_url}  (try {proxy_url}/api/search?q=hary+poter)", flush=True)
+            print(f"page:      {proxy_url}/  (the storefront search page)", flush=True)
             print(
                 f"metrics:   {proxy_url}/metrics (proxy), http://127.0.0.1:{metrics_port}/metrics (indexer)", flush=True
             )

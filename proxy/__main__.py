@@ -39,8 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = ProxySettings.from_env(os.environ)
         if not args.reuse_port:
             check_port_free(args.host, args.port)
-        if args.workers > 1:
-            return supervise(args.host, args.port, args.workers)
+        # The internal /metrics listener is the supervisor's: it runs even for one worker.
+        internal_metrics = settings.metrics_port != 0 and not args.reuse_port
+        if args.workers > 1 or internal_metrics:
+            metrics_at = (settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+            return supervise(args.host, args.port, args.workers, metrics_at=metrics_at)
         serve_worker(settings, args.host, args.port, reuse_port=args.reuse_port)
     except ConfigError as exc:
         print(f"hos-search proxy: configuration error: {exc}", file=sys.stderr)

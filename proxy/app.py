@@ -22,6 +22,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from catalog.config import redact_url
 from proxy.breaker import Breaker
 from proxy.cache.freshness import CatalogView, Policy
 from proxy.cache.l1 import LRU
@@ -31,6 +32,8 @@ from proxy.cache.response_cache import ResponseCache
 from proxy.cache.subscriber import Subscriber
 from proxy.engine import EngineGateway
 from proxy.fallback.postgres import PostgresFallback
+from proxy.http_caching import HttpCaching, entity_tag
+from proxy.images import ImageUrls
 from proxy.metrics import ProxyMetrics
 from proxy.middleware.cors import cors_middleware
 from proxy.middleware.metrics import metrics_middleware
@@ -46,10 +49,14 @@ from proxy.routes import (
     ENGINE,
     ENGINE_GUARD,
     FALLBACK,
+    HTTP_CACHING,
+    IMAGES,
     LIMITER,
     METRICS,
     OPENAPI,
+    OPENAPI_ETAG,
     POSTGRES,
+    READYZ_DETAILS,
     REDIS,
     SYNONYMS,
     SynonymsHolder,
@@ -57,6 +64,7 @@ from proxy.routes import (
 )
 from proxy.settings import ProxySettings
 from proxy.shedding import EngineGuard
+from proxy.storefront import add_routes as add_storefront_routes
 from proxy.synonyms import SynonymError, load_synonyms
 from proxy.tasks import cancel_and_wait
 
@@ -73,7 +81,7 @@ def create_app(settings: ProxySettings) -> web.Application:
         middlewares=[
             request_id_middleware,
             metrics_middleware(metrics),
-            cors_middleware(settings.cors_origins),
+            cors_middleware(settings.cors_origins, max_age=settings.cors_max_age_s),
             *limiting,
             problems_middleware,
         ],
@@ -87,7 +95,19 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[OPENAPI] = openapi_bytes()
-    add_routes(app)
+    app[OPENAPI_ETAG] = entity_tag(app[OPENAPI])
+    app[HTTP_CACHING] = HttpCaching(
+        max_age=settings.http_max_age_s,
+        stale_while_revalidate=settings.http_stale_while_revalidate_s,
+        stale_if_error=settings.http_stale_if_error_s,
+        fallback_max_age=settings.http_fallback_max_age_s,
+        scope=settings.http_cache_scope,
+        cors=bool(settings.cors_origins),
+    )
+    app[IMAGES] = ImageUrls(settings.cdn_url, settings.cdn_image_widths, settings.cdn_image_resize)
+    app[READYZ_DETAILS] = settings.readyz_details
+    add_routes(app, metrics_route=not settings.metrics_port)
+    add_storefront_routes(app)
     app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _fallback, _cache, _rate_limiter))
     if settings.cache_enabled:
         app.cleanup_ctx.append(_generation_subscriber)
@@ -161,7 +181,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         on_skip=lambda reason: metrics.child(metrics.engine_skipped, reason).inc(),
         on_state=metrics.count_breaker_state,
     )
-    log.info("proxy ready: index alias %s at %s", settings.search_index, settings.elasticsearch_node)
+    log.info("proxy ready: index alias %s at %s", settings.search_index, redact_url(settings.elasticsearch_node))
     yield
     await engine.close()
 
@@ -244,7 +264,8 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
         FillNotices(),
         metrics,
         lock_wait=settings.cache_lock_wait_ms / 1000,
-        namespace=settings.search_index + "|",
+        # Answers hold image URLs as this proxy's CDN settings give them (proxy.images).
+        namespace=settings.search_index + "|" + app[IMAGES].cache_namespace,
         enabled=settings.cache_enabled,
     )
     yield

@@ -20,6 +20,7 @@ from elastic_transport import ApiError as TransportApiError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
 
+from catalog.config import redact_url
 from catalog.engine import EngineInfo, create_engine_client
 from proxy.errors import BackendUnavailable
 
@@ -33,6 +34,8 @@ class EngineGateway:
 
     def __init__(self, url: str, alias: str, *, pool_size: int, timeout: float) -> None:
         self.url = url
+        # What log lines name: the URL without its password, if it carries one.
+        self.where = redact_url(url)
         self.alias = alias
         self.pool_size = pool_size
         self.timeout = timeout
@@ -56,10 +59,10 @@ class EngineGateway:
                     self.timeout,
                 )
             except (TransportError, ApiError, OSError, TimeoutError) as exc:
-                log.warning("search engine at %s not reachable yet: %s", self.url, type(exc).__name__)
+                log.warning("search engine at %s not reachable yet: %s", self.where, type(exc).__name__)
                 return False
             self.client, self.info = client, info
-            log.info("search engine: %s %s at %s", info.distribution, info.version, self.url)
+            log.info("search engine: %s %s at %s", info.distribution, info.version, self.where)
             return True
 
     async def close(self) -> None:

@@ -11,9 +11,10 @@ server's request handler, ``install``) and answers only requests it can answer c
 - whose answer is an L1 HIT (``ResponseCache.cached``).
 
 Such a request gets the same bytes, the same headers and the same metrics as through the
-application — except that it is not counted in ``search_proxy_requests_in_flight``, which it
-leaves within microseconds, and that its counters are added in batches, at most a second late
-(``ProxyMetrics.count_fast_hit``).
+application — a 304 when its ``If-None-Match`` names the entry's ETag (computed once with the
+entry, never here), ``private, no-store`` with an ``X-API-Key`` — except that it is not
+counted in ``search_proxy_requests_in_flight``, which it leaves within microseconds, and that
+its counters are added in batches, at most a second late (``ProxyMetrics.count_fast_hit``).
 Everything else — the first request of a URL, a miss, a stale answer, an error, any other
 route — goes to the application unchanged. ``tests/test_fastpath.py`` checks both paths agree.
 """
@@ -26,15 +27,18 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proxy.app import SETTINGS
+from proxy.http_caching import API_KEY_HEADER, conditional_response, is_public
+from proxy.middleware.metrics import STATUS_CLASS
 from proxy.middleware.ratelimit import admission_headers, admit, refusal
 from proxy.middleware.request_id import REQUEST_ID_HEADER, request_id_of
-from proxy.routes import CACHE, HOT_ROUTES, LIMITER, METRICS, answer_headers
+from proxy.routes import CACHE, HOT_ROUTES, HTTP_CACHING, LIMITER, METRICS, answer_headers
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def fast_path(app: web.Application, application: Handler) -> Handler:
     cache = app[CACHE]
+    caching = app[HTTP_CACHING]
     metrics = app[METRICS]
     limiter = app[LIMITER] if app[SETTINGS].rate_limit_enabled else None
     routes = HOT_ROUTES
@@ -50,7 +54,8 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                     served = cache.cached(hot.name, hot.cache_key(app, known[0]), now())
                     if served is not None:
                         # What the route and the request-id middleware would give this answer.
-                        headers = answer_headers(served)
+                        request_headers = request.headers
+                        headers = answer_headers(caching, served, keyed=API_KEY_HEADER in request_headers)
                         headers[REQUEST_ID_HEADER] = request_id_of(request)
                         if limiter is not None:
                             # Limited like any request: the rate-limit middleware's own steps.
@@ -60,9 +65,11 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                                 refused.headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER]
                                 metrics.count_request(hot.template, "GET", "4xx", perf_counter() - started)
                                 return refused
-                            headers.update(admission_headers(admission))
-                        response = web.Response(body=served.body, headers=headers)
-                        metrics.count_fast_hit(hot.name, hot.template, perf_counter() - started)
+                            if not is_public(headers["Cache-Control"]):
+                                headers.update(admission_headers(admission))
+                        response = conditional_response(served.body, headers, request_headers.get("If-None-Match"))
+                        status_class = STATUS_CLASS[response.status // 100]
+                        metrics.count_fast_hit(hot.name, hot.template, perf_counter() - started, status_class)
                         return response
         return await application(request)
 

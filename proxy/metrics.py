@@ -19,6 +19,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
+# What /metrics answers with (on the public listener, or the supervisor's internal one).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 # Latency buckets for a search API: sub-millisecond cache hits up to multi-second timeouts.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -181,7 +184,7 @@ class ProxyMetrics:
         # call, a measurable share of a cache hit. At most 1,000 are kept (labels are bounded,
         # but a client inventing HTTP methods must not grow this).
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
-        self._fast_hits: dict[tuple[str, str], int] = {}
+        self._fast_hits: dict[tuple[str, str, str], int] = {}
         self._admissions: dict[tuple[str, bool], int] = {}
         self._fallback_active = False
 
@@ -195,24 +198,26 @@ class ProxyMetrics:
                 self._children[key] = found
         return found
 
-    def count_fast_hit(self, route: str, template: str, seconds: float) -> None:
-        """One L1 hit answered by ``proxy.fastpath``: timed now, counted in the next :meth:`flush`.
+    def count_fast_hit(self, route: str, template: str, seconds: float, status_class: str = "2xx") -> None:
+        """One L1 hit answered by ``proxy.fastpath`` (a 200, or a 304 to a revalidation):
+        timed now, counted in the next :meth:`flush`.
 
         The four counters such a hit increments (requests, cache lookups, cache responses,
         responses by backend) are kept as one plain integer until then: four locked
         increments per hit cost a tenth of the hot path's throughput (``load/bench_cache.py``).
         """
         self.child(self.request_duration, template).observe(seconds)
-        self._fast_hits[(route, template)] = self._fast_hits.get((route, template), 0) + 1
+        key = (route, template, status_class)
+        self._fast_hits[key] = self._fast_hits.get(key, 0) + 1
 
     def flush(self) -> None:
         """Add the pending fast-path hits and rate-limit decisions to their counters (every
         second, and before a scrape)."""
         pending, self._fast_hits = self._fast_hits, {}
-        for (route, template), hits in pending.items():
+        for (route, template, status_class), hits in pending.items():
             self.count_response(route, "HIT", hits)
             self.child(self.cache_lookups, route, "l1", "hit").inc(hits)
-            self.child(self.requests, template, "GET", "2xx").inc(hits)
+            self.child(self.requests, template, "GET", status_class).inc(hits)
         admissions, self._admissions = self._admissions, {}
         for (route, allowed), count in admissions.items():
             self.child(self.ratelimit_decisions, route, "allowed" if allowed else "limited").inc(count)
@@ -252,13 +257,19 @@ class ProxyMetrics:
         self.flush()
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
-            # Shared: the supervisor swaps a dead worker's files for the archive only under the
-            # exclusive lock, so a scrape never counts them twice, nor misses a file it listed.
-            with _directory_lock(directory, fcntl.LOCK_SH):
-                return generate_latest(registry)
+            return multiprocess_exposition(directory)
         return generate_latest(self.registry)
+
+
+def multiprocess_exposition(directory: str) -> bytes:
+    """Every worker's values, from the multiprocess directory (a worker's ``/metrics``, or the
+    supervisor's internal listener, ``METRICS_PORT``)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, directory)  # type: ignore[no-untyped-call]
+    # Shared: the supervisor swaps a dead worker's files for the archive only under the
+    # exclusive lock, so a scrape never counts them twice, nor misses a file it listed.
+    with _directory_lock(directory, fcntl.LOCK_SH):
+        return generate_latest(registry)
 
 
 # The kinds whose values must outlive their process: a total that went down when a worker died

@@ -18,7 +18,8 @@ integer from 1 to …"), and a valid id that names nothing is a 404.
 
 The answers of the cached routes (search, suggestions and both detail routes) carry the
 headers of ``components.headers``, defined once there; ``Age`` is present exactly when
-``X-Cache`` is ``HIT`` or ``STALE``.
+``X-Cache`` is ``HIT`` or ``STALE``. A request whose ``If-None-Match`` names the answer's
+``ETag`` gets a 304 with the same headers and no body (``proxy.http_caching``).
 """
 
 from __future__ import annotations
@@ -106,37 +107,54 @@ _HEADERS: dict[str, Any] = {
         "schema": {"type": "string", "enum": ["elasticsearch", "postgres"]},
     },
     "Cache-Control": {
-        "description": "Answers are cached by the proxy, which knows when the catalog changes; browsers and "
-        "shared caches must not keep them.",
+        "description": "How long browsers and a CDN may keep the answer. An answer of the search engine: "
+        "`public, max-age=A, stale-while-revalidate=M, stale-if-error=K`, where A is Age plus the configured "
+        "max-age (only Age for a STALE answer); a Postgres fallback answer: a short max-age and no "
+        "stale-while-revalidate. `private` instead of `public` when the proxy is configured so; "
+        "`private, no-store` for a request with an X-API-Key.",
         "required": True,
-        "schema": {"type": "string", "const": "no-store"},
+        "schema": {"type": "string", "pattern": "^(public|private)(, [a-z-]+(=[0-9]+)?)*$"},
     },
-    # Rate limiting (proxy.ratelimit): on every answer of a limited route while it is on.
+    "ETag": {
+        "description": "A strong entity tag of the answer's bytes; send it back in If-None-Match to get a 304 "
+        "when the answer has not changed.",
+        "required": True,
+        "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'},
+    },
+    "Vary": {
+        "description": "The request headers that change the answer: X-API-Key, and Origin when CORS is on.",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    # Rate limiting (proxy.ratelimit): on every response of a limited route that no shared cache
+    # may keep, while it is on.
     "RateLimit-Policy": {
         "description": 'The client\'s token bucket (IETF httpapi draft): `"default";q=100;w=60` — q tokens, '
         "refilled over w seconds; the policy is `key` for a client with an API key of its own. Present "
-        "while rate limiting is on.",
+        "while rate limiting is on, on every response a shared cache may not keep (Cache-Control not "
+        "`public`): refusals, errors, answers to a request with an X-API-Key, and every answer when "
+        "the proxy's answers are `private`.",
         "required": False,
         "schema": {"type": "string"},
     },
     "RateLimit": {
         "description": 'Where the client stands: `"default";r=57;t=12` — r whole tokens left, t seconds until '
-        "the bucket is full again. Present while rate limiting is on.",
+        "the bucket is full again. Present as RateLimit-Policy is.",
         "required": False,
         "schema": {"type": "string"},
     },
     "X-RateLimit-Limit": {
-        "description": "The bucket's size. Present while rate limiting is on.",
+        "description": "The bucket's size. Present as RateLimit-Policy is.",
         "required": False,
         "schema": {"type": "integer", "minimum": 1},
     },
     "X-RateLimit-Remaining": {
-        "description": "Whole tokens left. Present while rate limiting is on.",
+        "description": "Whole tokens left. Present as RateLimit-Policy is.",
         "required": False,
         "schema": {"type": "integer", "minimum": 0},
     },
     "X-RateLimit-Reset": {
-        "description": "Seconds until the bucket is full again (not an epoch time). Present while rate limiting is on.",
+        "description": "Seconds until the bucket is full again (not an epoch time). Present as RateLimit-Policy is.",
         "required": False,
         "schema": {"type": "integer", "minimum": 0},
     },
@@ -156,7 +174,14 @@ def _headers(*names: str) -> dict[str, Any]:
 
 _RATE_HEADERS = ("RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 # Every answer of a cached route: search, suggestions, product and seller.
-_CACHED_HEADERS = _headers("X-Request-ID", "X-Cache", "Age", "X-Search-Backend", "Cache-Control", *_RATE_HEADERS)
+_CACHED_HEADERS = _headers(
+    "X-Request-ID", "X-Cache", "Age", "X-Search-Backend", "Cache-Control", "ETag", "Vary", *_RATE_HEADERS
+)
+_NOT_MODIFIED = {
+    "description": "Not Modified: If-None-Match named the answer's ETag (compared weakly; `*` matches any "
+    "answer). The headers of the answer, without a body.",
+    "headers": _CACHED_HEADERS,
+}
 
 
 def _problem(description: str) -> dict[str, Any]:
@@ -220,7 +245,15 @@ _SCHEMAS: dict[str, Any] = {
                 "required": ["id", "name"],
                 "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
             },
-            "image_url": {"type": ["string", "null"]},
+            "image_url": {
+                "type": ["string", "null"],
+                "description": "On the CDN's host when the proxy has one (CDN_URL), the image's path kept.",
+            },
+            "image_srcset": {
+                "type": ["string", "null"],
+                "description": "Present when the proxy has image widths for its CDN (CDN_IMAGE_WIDTHS): an HTML "
+                "`srcset` of the CDN's resized variants (`<url> 400w, …`); null without an image.",
+            },
             "created_at": {"type": "string", "format": "date-time"},
             "highlight": {
                 "type": "object",
@@ -360,7 +393,8 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Readiness": {
         "type": "object",
-        "required": ["status", "backend", "engine_breaker", "checks"],
+        "description": "With READYZ_DETAILS=false, the status alone.",
+        "required": ["status"],
         "properties": {
             "status": {"type": "string", "enum": ["ready", "degraded", "unavailable"]},
             "backend": {
@@ -494,7 +528,11 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "search",
                     "summary": "Full-text product search with facets",
                     "parameters": search_params,
-                    "responses": {"200": _json("SearchResponse", "A page of results.", _CACHED_HEADERS), **errors},
+                    "responses": {
+                        "200": _json("SearchResponse", "A page of results.", _CACHED_HEADERS),
+                        "304": _NOT_MODIFIED,
+                        **errors,
+                    },
                 }
             },
             "/api/search/suggestions": {
@@ -504,6 +542,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": suggest_params,
                     "responses": {
                         "200": _json("SuggestResponse", "Suggestions, best first.", _CACHED_HEADERS),
+                        "304": _NOT_MODIFIED,
                         **errors,
                     },
                 }
@@ -515,6 +554,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_id_param("product")],
                     "responses": {
                         "200": _json("Product", "The product.", _CACHED_HEADERS),
+                        "304": _NOT_MODIFIED,
                         "400": _problem("The id is malformed or out of range (`invalid_params` names `id`)."),
                         "404": _problem("There is no active product with this id."),
                         "429": _RATE_LIMITED,
@@ -529,6 +569,7 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [_id_param("seller")],
                     "responses": {
                         "200": _json("Seller", "The seller.", _CACHED_HEADERS),
+                        "304": _NOT_MODIFIED,
                         "400": _problem("The id is malformed or out of range (`invalid_params` names `id`)."),
                         "404": _problem("There is no seller with this id that has an active product."),
                         "429": _RATE_LIMITED,
@@ -556,7 +597,8 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "operationId": "metrics",
-                    "summary": "Prometheus metrics",
+                    "summary": "Prometheus metrics (on an internal listener instead when METRICS_PORT is set: "
+                    "404 here)",
                     "responses": {"200": {"description": "Text exposition format.", "content": {"text/plain": {}}}},
                 }
             },

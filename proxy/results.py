@@ -34,6 +34,7 @@ from itertools import chain
 from typing import Any, Final
 
 from catalog.mapping import PRICE_BUCKETS
+from proxy.images import ImageUrls
 from proxy.params import MAX_RESULT_WINDOW, SearchRequest, SuggestRequest
 from proxy.query import (
     FACET_VALUES,
@@ -75,9 +76,10 @@ def _safe_highlight(fragment: str) -> str | None:
     return fragment
 
 
-def _item(hit: Mapping[str, Any]) -> dict[str, Any]:
+def _item(hit: Mapping[str, Any], images: ImageUrls | None) -> dict[str, Any]:
     source: Mapping[str, Any] = hit.get("_source") or _EMPTY
     seller: Mapping[str, Any] = source.get("seller") or _EMPTY
+    image_url = source.get("image_url")
     item: dict[str, Any] = {
         "id": str(source.get("id") or hit.get("_id", "")),
         "name": source.get("name", ""),
@@ -89,9 +91,11 @@ def _item(hit: Mapping[str, Any]) -> dict[str, Any]:
         "in_stock": bool(source.get("in_stock", False)),
         "rating": source.get("rating"),
         "seller": {"id": _str_or_none(seller.get("id")), "name": seller.get("name")},
-        "image_url": source.get("image_url"),
+        "image_url": image_url if images is None else images.url(image_url),
         "created_at": source.get("created_at"),
     }
+    if images is not None and images.widths:
+        item["image_srcset"] = images.srcset(image_url)
     fragments = (hit.get("highlight") or _EMPTY).get("name")
     if fragments:
         # number_of_fragments 0: one fragment, the whole name.
@@ -176,10 +180,12 @@ def shape_search(
     *,
     relaxed: bool = False,
     did_you_mean: str | None = None,
+    images: ImageUrls | None = None,
 ) -> dict[str, Any]:
     """The ``/api/search`` response for ``req`` from the engine's ``_search`` response.
 
-    ``relaxed`` and ``did_you_mean`` say how ``engine_body`` was obtained (``proxy.recovery``).
+    ``relaxed`` and ``did_you_mean`` say how ``engine_body`` was obtained (``proxy.recovery``);
+    ``images`` how image URLs are given (``proxy.images``; None: as stored).
     """
     hits: Mapping[str, Any] = engine_body.get("hits") or _EMPTY
     total, relation = _total(hits)
@@ -192,7 +198,7 @@ def shape_search(
         "page": req.page,
         "size": req.size,
         "pages": pages,
-        "items": [_item(hit) for hit in hits.get("hits") or ()],
+        "items": [_item(hit, images) for hit in hits.get("hits") or ()],
         "facets": {
             "category": _term_facet(aggregations, "category"),
             "fandom": _term_facet(aggregations, "fandom"),
@@ -312,10 +318,10 @@ def _dedupe(entries: Iterable[tuple[str, str, str | None]]) -> list[tuple[str, s
     return out
 
 
-def shape_product(engine_body: Mapping[str, Any]) -> dict[str, Any] | None:
+def shape_product(engine_body: Mapping[str, Any], images: ImageUrls | None = None) -> dict[str, Any] | None:
     """``/api/products/{id}``: the product as a search item shows it; None when not found."""
     hits = (engine_body.get("hits") or _EMPTY).get("hits") or ()
-    return _item(hits[0]) if hits else None
+    return _item(hits[0], images) if hits else None
 
 
 def shape_seller(seller_id: int, engine_body: Mapping[str, Any]) -> dict[str, Any] | None:

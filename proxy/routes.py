@@ -10,7 +10,8 @@ and slots, ``proxy.shedding``; a text search that matched nothing retries throug
 a *fallback* producer: the same request answered from Postgres (``proxy.fallback``) and shaped
 by the same functions, used when the engine failed or was skipped and no stale answer is at
 hand. The handler sends the bytes with headers saying how they were obtained (``X-Cache``,
-``Age``, ``X-Search-Backend``).
+``Age``, ``X-Search-Backend``) and how long others may keep them (``Cache-Control``, ``ETag``,
+``Vary``: ``proxy.http_caching``), or a 304 when the client holds them already.
 Handlers raise ``proxy.errors`` exceptions; ``proxy.middleware.problems`` answers them.
 """
 
@@ -33,6 +34,9 @@ from proxy.cache.response_cache import FALLBACK_BACKEND, Produced, Producer, Res
 from proxy.engine import EngineGateway
 from proxy.errors import EngineSkipped, InvalidParameters, NotFound, Overloaded
 from proxy.fallback.postgres import PostgresFallback
+from proxy.http_caching import API_KEY_HEADER, NO_CACHE, NO_STORE, HttpCaching, conditional_response
+from proxy.images import ImageUrls
+from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.metrics import ProxyMetrics
 from proxy.params import (
     SEARCH_PARAMS,
@@ -76,6 +80,11 @@ METRICS = web.AppKey("metrics", ProxyMetrics)
 REDIS = web.AppKey("redis", Redis)
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 OPENAPI = web.AppKey("openapi", bytes)
+OPENAPI_ETAG = web.AppKey("openapi_etag", str)
+HTTP_CACHING = web.AppKey("http_caching", HttpCaching)
+IMAGES = web.AppKey("images", ImageUrls)
+# False: /readyz answers its status alone (READYZ_DETAILS=false).
+READYZ_DETAILS = web.AppKey("readyz_details", bool)
 SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
 CACHE = web.AppKey("cache", ResponseCache)
 LIMITER = web.AppKey("limiter", Limiter)
@@ -142,7 +151,9 @@ async def produce_search(app: web.Application, req: SearchRequest) -> Produced:
         app[METRICS].zero_results.labels(answer.outcome).inc()
     # took_ms is the engine's own time, set by shape_search: a property of the answer, so a
     # cached body stays true without being rewritten. Wall time is in the request metrics.
-    result = shape_search(req, answer.engine_body, relaxed=answer.relaxed, did_you_mean=answer.did_you_mean)
+    result = shape_search(
+        req, answer.engine_body, relaxed=answer.relaxed, did_you_mean=answer.did_you_mean, images=app[IMAGES]
+    )
     return Produced(orjson.dumps(result), frozenset(product_tag(item["id"]) for item in result["items"]))
 
 
@@ -153,7 +164,7 @@ async def produce_suggestions(app: web.Application, req: SuggestRequest) -> Prod
 
 
 async def produce_product(app: web.Application, product_id: int) -> Produced:
-    product = shape_product(await _engine_search(app, build_product(product_id), "product"))
+    product = shape_product(await _engine_search(app, build_product(product_id), "product"), app[IMAGES])
     if product is None:
         raise NotFound(f"There is no active product {product_id}.")
     return Produced(orjson.dumps(product), frozenset((product_tag(product_id),)))
@@ -178,7 +189,7 @@ async def _from_postgres(app: web.Application, operation: str, query: Callable[[
 
 async def fallback_search(app: web.Application, req: SearchRequest) -> Produced:
     body, relaxed = await _from_postgres(app, "search", lambda fallback: fallback.search(req))
-    result = shape_search(req, body, relaxed=relaxed)
+    result = shape_search(req, body, relaxed=relaxed, images=app[IMAGES])
     return Produced(orjson.dumps(result), frozenset(product_tag(item["id"]) for item in result["items"]))
 
 
@@ -188,7 +199,8 @@ async def fallback_suggestions(app: web.Application, req: SuggestRequest) -> Pro
 
 
 async def fallback_product(app: web.Application, product_id: int) -> Produced:
-    product = shape_product(await _from_postgres(app, "product", lambda fallback: fallback.product(product_id)))
+    found = await _from_postgres(app, "product", lambda fallback: fallback.product(product_id))
+    product = shape_product(found, app[IMAGES])
     if product is None:
         raise NotFound(f"There is no active product {product_id}.")
     return Produced(orjson.dumps(product), frozenset())
@@ -208,22 +220,31 @@ def _fallback(app: web.Application, produce: Callable[[], Awaitable[Produced]]) 
 # --- cached routes -------------------------------------------------------------------------------
 
 
-# The fixed headers of every cached route's answer (X-Cache, Age and X-Search-Backend vary).
-RESPONSE_HEADERS = {"Content-Type": JSON, "Cache-Control": "no-store"}
-
-
-def answer_headers(served: Served) -> dict[str, str]:
-    """The headers of a cached route's answer: fixed ones, and how it was obtained."""
-    headers = {**RESPONSE_HEADERS, "X-Search-Backend": served.backend, "X-Cache": served.cache}
+def answer_headers(caching: HttpCaching, served: Served, *, keyed: bool) -> dict[str, str]:
+    """The headers of a cached route's answer (``proxy.fastpath`` gives its hits the same):
+    how it was obtained, and how long others may keep it. ``keyed``: the request has an
+    ``X-API-Key``, so the answer is that client's alone."""
+    fallback = served.backend == FALLBACK_BACKEND
+    headers = {
+        "Content-Type": JSON,
+        "Cache-Control": caching.cache_control(served.cache, served.age, fallback=fallback, keyed=keyed),
+        "ETag": served.etag,
+        "Vary": caching.vary,
+        "X-Search-Backend": served.backend,
+        "X-Cache": served.cache,
+    }
     if served.age is not None:
         headers["Age"] = str(served.age)
     return headers
 
 
-def cached_response(app: web.Application, route: str, served: Served) -> web.Response:
-    """The response of a cached route: the answer's bytes and how they were obtained."""
+def cached_response(request: web.Request, route: str, served: Served) -> web.Response:
+    """The response of a cached route: the answer's bytes and how they were obtained, or a 304
+    when ``If-None-Match`` names them."""
+    app = request.app
     app[METRICS].count_response(route, served.cache, backend=served.backend)
-    return web.Response(body=served.body, headers=answer_headers(served))
+    headers = answer_headers(app[HTTP_CACHING], served, keyed=API_KEY_HEADER in request.headers)
+    return conditional_response(served.body, headers, request.headers.get("If-None-Match"))
 
 
 class Parsed(Generic[R]):
@@ -294,7 +315,7 @@ async def search(request: web.Request) -> web.Response:
         lambda: produce_search(app, req),
         _fallback(app, lambda: fallback_search(app, req)),
     )
-    return cached_response(app, "search", served)
+    return cached_response(request, "search", served)
 
 
 async def suggestions(request: web.Request) -> web.Response:
@@ -306,7 +327,7 @@ async def suggestions(request: web.Request) -> web.Response:
         lambda: produce_suggestions(app, req),
         _fallback(app, lambda: fallback_suggestions(app, req)),
     )
-    return cached_response(app, "suggestions", served)
+    return cached_response(request, "suggestions", served)
 
 
 async def product(request: web.Request) -> web.Response:
@@ -318,7 +339,7 @@ async def product(request: web.Request) -> web.Response:
         lambda: produce_product(app, product_id),
         _fallback(app, lambda: fallback_product(app, product_id)),
     )
-    return cached_response(app, "product", served)
+    return cached_response(request, "product", served)
 
 
 async def seller(request: web.Request) -> web.Response:
@@ -330,11 +351,11 @@ async def seller(request: web.Request) -> web.Response:
         lambda: produce_seller(app, seller_id),
         _fallback(app, lambda: fallback_seller(app, seller_id)),
     )
-    return cached_response(app, "seller", served)
+    return cached_response(request, "seller", served)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+    return web.Response(body=b'{"status":"ok"}', content_type=JSON, headers={"Cache-Control": NO_STORE})
 
 
 async def _ping_redis(redis: Redis) -> tuple[bool, str]:
@@ -361,24 +382,32 @@ async def readyz(request: web.Request) -> web.Response:
     )
     return web.Response(
         status=503 if status == "unavailable" else 200,
-        body=orjson.dumps(body),
+        # The states of the dependencies are for operators; a public listener may say less.
+        body=orjson.dumps(body if app[READYZ_DETAILS] else {"status": status}),
         content_type=JSON,
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": NO_STORE},
     )
 
 
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(
         body=request.app[METRICS].exposition(),
-        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": NO_STORE},
     )
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[OPENAPI], content_type=JSON)
+    # Changes only with a deploy: kept, but revalidated on every use (a 304 costs nothing).
+    headers = {"Content-Type": JSON, "Cache-Control": NO_CACHE, "ETag": request.app[OPENAPI_ETAG]}
+    vary = request.app[HTTP_CACHING].document_vary
+    if vary is not None:
+        headers["Vary"] = vary
+    return conditional_response(request.app[OPENAPI], headers, request.headers.get("If-None-Match"))
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, *, metrics_route: bool = True) -> None:
+    """The routes; ``metrics_route`` False when ``/metrics`` has a listener of its own
+    (``METRICS_PORT``, ``proxy.server``): then the public one answers 404 there."""
     app.router.add_get("/api/search", search)
     app.router.add_get("/api/search/suggestions", suggestions)
     # [^/]+, not aiohttp's default [^{}/]+: an id with a brace is a malformed id (400), not
@@ -387,5 +416,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/sellers/{id:[^/]+}", seller)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if metrics_route:
+        app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)

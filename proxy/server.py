@@ -7,6 +7,11 @@ folding its metric files into the archive, ``proxy.metrics.archive_dead_worker``
 passes SIGHUP on to each (a worker then reloads its search synonyms), and on SIGTERM/SIGINT
 asks each to stop: a worker stops accepting, lets in-flight requests
 finish (bounded by ``shutdown_timeout_s``), then closes its pools.
+
+With ``METRICS_PORT`` set, ``/metrics`` leaves the public listener (404 there) for an internal
+one served by the supervisor (on ``METRICS_HOST``, default 127.0.0.1): it reads every worker's
+metric files, so it aggregates them all and outlives any one worker. The proxy then always runs
+under the supervisor, even with one worker.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import uvloop
 from aiohttp import web
@@ -29,7 +36,8 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.errors import ProxyError
 from proxy.fastpath import install as install_fast_path
-from proxy.metrics import archive_dead_worker
+from proxy.http_caching import NO_STORE
+from proxy.metrics import CONTENT_TYPE, archive_dead_worker, multiprocess_exposition
 from proxy.settings import ProxySettings
 
 log = logging.getLogger("hos_search.proxy")
@@ -39,10 +47,13 @@ class PortInUse(ProxyError):
     """The port is taken by another program; the message names it."""
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def check_port_free(host: str, port: int) -> None:
     """Bind once without SO_REUSEPORT: another server on the port (even a reuse-port one) fails it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -82,9 +93,65 @@ async def _serve(settings: ProxySettings, host: str, port: int, *, reuse_port: b
         await runner.cleanup()
 
 
-def supervise(host: str, port: int, workers: int, extra_env: dict[str, str] | None = None) -> int:
-    """Run ``workers`` worker processes on one port until told to stop; restart crashed ones."""
+class MetricsListener(ThreadingHTTPServer):
+    """The internal ``/metrics`` listener (``METRICS_PORT``): every worker's values, from the
+    multiprocess directory; anything else is a 404. Runs in a thread of the supervisor."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, directory: str) -> None:
+        self.address_family = _family(host)
+        self.directory = directory
+        try:
+            super().__init__((host, port), _MetricsHandler)
+        except OSError as exc:
+            raise PortInUse(f"METRICS_PORT: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="metrics-listener", daemon=True)
+        thread.start()
+        return thread
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server: MetricsListener
+
+    def do_GET(self) -> None:  # the name http.server dispatches GET to
+        if self.path.split("?", 1)[0] != "/metrics":
+            self._answer(404, b"not found\n", "text/plain; charset=utf-8")
+            return
+        self._answer(200, multiprocess_exposition(self.server.directory), CONTENT_TYPE)
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", NO_STORE)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # a scrape every few seconds is not news
+
+
+def supervise(
+    host: str,
+    port: int,
+    workers: int,
+    extra_env: dict[str, str] | None = None,
+    *,
+    metrics_at: tuple[str, int] | None = None,
+) -> int:
+    """Run ``workers`` worker processes on one port until told to stop; restart crashed ones.
+
+    ``metrics_at``: the (host, port) of the internal ``/metrics`` listener, if any.
+    """
     metrics_dir = tempfile.mkdtemp(prefix="hos-proxy-metrics-")
+    try:
+        listener = MetricsListener(*metrics_at, metrics_dir) if metrics_at else None
+    except PortInUse:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        raise
     env = {**os.environ, **(extra_env or {}), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     command = [sys.executable, "-m", "proxy", "--host", host, "--port", str(port), "--workers", "1", "--reuse-port"]
     stopping = False
@@ -106,6 +173,9 @@ def supervise(host: str, port: int, workers: int, extra_env: dict[str, str] | No
     signal.signal(signal.SIGHUP, reload)
     children.extend(subprocess.Popen(command, env=env) for _ in range(workers))
     log.info("proxy supervisor: %d workers on %s:%d", workers, host, port)
+    if listener is not None:
+        listener.start()
+        log.info("proxy metrics on http://%s:%d/metrics (internal listener)", *listener.server_address[:2])
     try:
         while not stopping:
             for i, child in enumerate(children):
@@ -129,5 +199,8 @@ def supervise(host: str, port: int, workers: int, extra_env: dict[str, str] | No
                 child.wait(30)
             except subprocess.TimeoutExpired:
                 child.kill()
+        if listener is not None:
+            listener.shutdown()
+            listener.server_close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from catalog.config import (
     DEFAULT_DATABASE_URL,
@@ -23,8 +24,11 @@ from catalog.config import (
     env_bool,
     env_int,
     env_networks,
+    env_str,
     shared_settings,
 )
+from proxy.http_caching import SCOPES
+from proxy.images import RESIZE_SCHEMES
 from proxy.ratelimit.costs import DEFAULT_COSTS, costs_from_env
 from proxy.ratelimit.identity import KeyLimit, api_keys_from_env
 from proxy.ratelimit.limiter import FALLBACKS, Fallback
@@ -80,6 +84,22 @@ class ProxySettings:
     cache_l1_max_entries: int = 10_000
     cache_l1_max_mb: int = 64
     cache_lock_wait_ms: int = 1_000
+    # HTTP caching downstream: browsers and a CDN (proxy.http_caching).
+    http_max_age_s: int = 10
+    http_stale_while_revalidate_s: int = 30
+    http_stale_if_error_s: int = 300
+    http_fallback_max_age_s: int = 2
+    http_cache_scope: str = "public"
+    cors_max_age_s: int = 600
+    # Image URLs through the CDN (proxy.images); None: as stored.
+    cdn_url: str | None = None
+    cdn_image_widths: tuple[int, ...] = ()
+    cdn_image_resize: str = "query"
+    # /metrics on an internal listener of the supervisor instead of the public one (0: off).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    # /readyz says each dependency's state; false: the status alone.
+    readyz_details: bool = True
 
     @property
     def engine_timeout(self) -> float:
@@ -114,6 +134,11 @@ class ProxySettings:
             redis_timeout_ms=env_int(env, "REDIS_TIMEOUT_MS", 50, minimum=1, maximum=1_000),
             **_cache_settings(env),
             **_degradation_settings(env),
+            **_http_settings(env),
+            **_cdn_settings(env),
+            metrics_host=env_str(env, "METRICS_HOST", "127.0.0.1"),
+            metrics_port=env_int(env, "METRICS_PORT", 0, minimum=0, maximum=65_535),
+            readyz_details=env_bool(env, "READYZ_DETAILS", True),
         )
 
 
@@ -157,6 +182,66 @@ def _degradation_settings(env: Mapping[str, str]) -> dict[str, Any]:
             env, "FALLBACK_STATEMENT_TIMEOUT_MS", 1_000, minimum=10, maximum=60_000
         ),
     }
+
+
+def _http_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """What browsers and a CDN are told about keeping answers (``proxy.http_caching``)."""
+    scope = env.get("HTTP_CACHE_SCOPE", "").strip() or "public"
+    if scope not in SCOPES:
+        raise ConfigError(f"HTTP_CACHE_SCOPE: must be one of {', '.join(SCOPES)}, got {scope!r}")
+    return {
+        "http_max_age_s": env_int(env, "HTTP_MAX_AGE_S", 10, minimum=0, maximum=86_400),
+        "http_stale_while_revalidate_s": env_int(env, "HTTP_STALE_WHILE_REVALIDATE_S", 30, minimum=0, maximum=86_400),
+        "http_stale_if_error_s": env_int(env, "HTTP_STALE_IF_ERROR_S", 300, minimum=0, maximum=604_800),
+        "http_fallback_max_age_s": env_int(env, "HTTP_FALLBACK_MAX_AGE_S", 2, minimum=0, maximum=86_400),
+        "http_cache_scope": scope,
+        "cors_max_age_s": env_int(env, "CORS_MAX_AGE_S", 600, minimum=0, maximum=86_400),
+    }
+
+
+# Widths a CDN is asked to resize to: a few, each a plausible image width in pixels.
+_MAX_WIDTHS = 10
+_MAX_WIDTH = 10_000
+
+
+def _cdn_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """``CDN_URL``, ``CDN_IMAGE_WIDTHS`` and ``CDN_IMAGE_RESIZE`` (``proxy.images``)."""
+    cdn_url = _cdn_url(env)
+    raw_widths = env.get("CDN_IMAGE_WIDTHS", "").strip()
+    widths: set[int] = set()
+    for entry in filter(None, (part.strip() for part in raw_widths.split(","))):
+        if not entry.isdigit() or not 1 <= int(entry) <= _MAX_WIDTH:
+            raise ConfigError(f"CDN_IMAGE_WIDTHS: widths are whole pixels from 1 to {_MAX_WIDTH}, got {entry!r}")
+        widths.add(int(entry))
+    if len(widths) > _MAX_WIDTHS:
+        raise ConfigError(f"CDN_IMAGE_WIDTHS: at most {_MAX_WIDTHS} widths, got {len(widths)}")
+    if widths and cdn_url is None:
+        raise ConfigError("CDN_IMAGE_WIDTHS: needs CDN_URL (the CDN resizes the images)")
+    resize = env.get("CDN_IMAGE_RESIZE", "").strip() or "query"
+    if resize not in RESIZE_SCHEMES:
+        raise ConfigError(f"CDN_IMAGE_RESIZE: must be one of {', '.join(RESIZE_SCHEMES)}, got {resize!r}")
+    return {"cdn_url": cdn_url, "cdn_image_widths": tuple(sorted(widths)), "cdn_image_resize": resize}
+
+
+def _cdn_url(env: Mapping[str, str]) -> str | None:
+    """``CDN_URL``: an absolute http(s) URL, perhaps with a path, without query, fragment or
+    credentials (it is written into every response); None when unset."""
+    raw = env.get("CDN_URL", "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"CDN_URL={raw!r} is not a valid URL") from None
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: it holds a password.
+        raise ConfigError("CDN_URL: must not carry credentials (user:password@); it is sent in every response")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"CDN_URL={raw!r} must be an absolute http:// or https:// URL")
+    if "?" in raw or "#" in raw:
+        raise ConfigError(f"CDN_URL={raw!r} must have no query or fragment (image paths are appended to it)")
+    return raw.rstrip("/")
 
 
 def _synonyms_path(env: Mapping[str, str]) -> Path:

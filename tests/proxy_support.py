@@ -1,22 +1,28 @@
-"""What tests of the proxy share: a real process's environment and start-up wait, and the wait
-for an in-process proxy's cache to follow the catalog generation."""
+"""What tests of the proxy share: a real process's environment and start-up wait, the wait for
+an in-process proxy's cache to follow the catalog generation, an in-process proxy with the fast
+path in front, and its metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import ClientSession
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from devstack.servers import free_port
 from devstack.stack import StackUrls
-from proxy.routes import CACHE
+from proxy.app import create_app
+from proxy.fastpath import install
+from proxy.routes import CACHE, METRICS
+from proxy.settings import ProxySettings
 from tests.conftest import SearchCatalog
 from tests.indexer_support import eventually
 
@@ -79,3 +85,21 @@ async def following(client: TestClient) -> None:
         return view.following
 
     await eventually(follows, timeout=10, what="the cache following the catalog generation")
+
+
+@contextlib.asynccontextmanager
+async def fast_path_proxy(settings: ProxySettings) -> AsyncIterator[TestClient]:
+    """An in-process proxy with the fast path in front, as ``python -m proxy`` runs it, once its
+    cache follows the catalog."""
+    async with TestClient(TestServer(create_app(settings))) as client:
+        assert client.server.runner is not None
+        install(client.server.runner)
+        await following(client)
+        yield client
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    """A sample of the in-process proxy's metrics, the fast path's batched counts included."""
+    metrics = client.server.app[METRICS]
+    metrics.flush()
+    return metrics.registry.get_sample_value(name, labels) or 0.0

@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from devstack.stack import StackUrls
-from proxy.app import create_app
-from proxy.fastpath import install
-from proxy.routes import METRICS
 from tests.conftest import SearchCatalog, proxy_settings
-from tests.proxy_support import following
+from tests.proxy_support import fast_path_proxy, metric
 
 # Headers whose values differ between any two responses.
 _PER_RESPONSE = {"Date", "X-Request-ID"}
@@ -20,18 +17,11 @@ _PER_RESPONSE = {"Date", "X-Request-ID"}
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(search_catalog: SearchCatalog, stack_urls: StackUrls) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(proxy_settings(search_catalog, stack_urls)))) as client:
-        assert client.server.runner is not None
-        install(client.server.runner)
-        await following(client)
+    async with fast_path_proxy(proxy_settings(search_catalog, stack_urls)) as client:
         yield client
 
 
-def _sample(client: TestClient, name: str, **labels: str) -> float:
-    metrics = client.server.app[METRICS]
-    metrics.flush()
-    value = metrics.registry.get_sample_value(name, labels)
-    return value or 0.0
+_sample = metric
 
 
 async def test_a_hit_on_the_fast_path_is_the_hit_the_application_gives(client: TestClient) -> None:

@@ -30,6 +30,9 @@ def _settings(catalog: SearchCatalog, urls: StackUrls, **overrides: Any) -> Any:
         "rate_limit_max": 5,
         "rate_limit_ttl_ms": SLOW_REFILL_MS,
         "rate_limit_keys": {API_KEY: KeyLimit(100, 60_000)},
+        # Every answer says where the client stands only when no CDN may keep it (public answers
+        # carry no rate-limit headers: tests/test_http_caching.py).
+        "http_cache_scope": "private",
     }
     return proxy_settings(catalog, urls, **{**base, **overrides})
 

@@ -2,14 +2,17 @@
 
 Pure code. The same bytes live in both tiers: L1 keeps :class:`Entry` objects, Redis keeps
 :meth:`Entry.encode` — a small fixed header, the tags, then the response body untouched, so a
-hit costs no JSON work in either tier.
+hit costs no JSON work in either tier. The body's ETag is computed once, when the entry is
+made or read from Redis, never per hit (it is not stored: it follows from the body).
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
+
+from proxy.http_caching import entity_tag
 
 _FORMAT_VERSION: Final = 1
 # version, generation, fetched_at, length of the tags block
@@ -30,6 +33,10 @@ class Entry:
     generation: int
     fetched_at: float
     tags: frozenset[str]
+    etag: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "etag", entity_tag(self.body))
 
     @property
     def size(self) -> int:

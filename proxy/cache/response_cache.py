@@ -29,6 +29,7 @@ from proxy.cache.l1 import LRU
 from proxy.cache.l2 import RedisTier
 from proxy.cache.notices import FillNotices
 from proxy.errors import BackendUnavailable, ProblemError
+from proxy.http_caching import entity_tag
 from proxy.metrics import ProxyMetrics
 
 # After the engine failed, background refreshes pause this long: a down engine is not asked
@@ -46,10 +47,11 @@ class Produced:
 
 @dataclass(frozen=True, slots=True)
 class Served:
-    """The bytes to send; ``cache`` is the X-Cache value; ``age`` (seconds) on HIT and STALE;
-    ``backend`` the X-Search-Backend (what produced the bytes)."""
+    """The bytes to send and their ETag; ``cache`` is the X-Cache value; ``age`` (seconds) on
+    HIT and STALE; ``backend`` the X-Search-Backend (what produced the bytes)."""
 
     body: bytes
+    etag: str
     cache: str
     age: int | None = None
     backend: str = "elasticsearch"
@@ -76,7 +78,7 @@ def _one_per_key(
 
 
 def _served(entry: Entry, verdict: Verdict, now: float) -> Served:
-    return Served(entry.body, verdict.value, max(0, int(now - entry.fetched_at)))
+    return Served(entry.body, entry.etag, verdict.value, max(0, int(now - entry.fetched_at)))
 
 
 class ResponseCache:
@@ -126,7 +128,8 @@ class ResponseCache:
     async def answer(self, route: str, key: str, produce: Producer, fallback: Producer | None = None) -> Served:
         if not self.enabled:
             try:
-                return Served((await produce()).body, "BYPASS")
+                body = (await produce()).body
+                return Served(body, entity_tag(body), "BYPASS")
             except BackendUnavailable:
                 if fallback is None:
                     raise
@@ -166,7 +169,7 @@ class ResponseCache:
                 raise
             return await self._fall_back(key, fallback)
         # BYPASS also when Redis failed during this request (the breaker opened meanwhile).
-        return Served(fresh.body, "BYPASS" if bypassed or l2 is None or not l2.available else "MISS")
+        return Served(fresh.body, fresh.etag, "BYPASS" if bypassed or l2 is None or not l2.available else "MISS")
 
     async def _fall_back(self, key: str, fallback: Producer) -> Served:
         """The fallback's answer for ``key``: identical concurrent requests share one query."""
@@ -175,7 +178,8 @@ class ResponseCache:
             return await fallback()
 
         task, _ = _one_per_key(self._fallbacks, key, run)
-        return Served((await asyncio.shield(task)).body, "BYPASS", backend=FALLBACK_BACKEND)
+        body = (await asyncio.shield(task)).body
+        return Served(body, entity_tag(body), "BYPASS", backend=FALLBACK_BACKEND)
 
     async def _read_shared(self, key: str, key_digest: str) -> Entry | None:
         """The L2 entry of ``key``: one Redis read per key at a time in this worker.

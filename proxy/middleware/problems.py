@@ -3,6 +3,7 @@
 Handlers raise :class:`ProblemError` subclasses by meaning; aiohttp's own 404/405 become the
 matching problems; anything unexpected is logged with its traceback (server side only) and
 answered as a bare 500 problem. A stack trace or an engine's error text never reaches a client.
+No problem is kept by any cache (``Cache-Control: no-store``): it says how one request failed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from proxy.errors import (
     ProblemError,
     problem_body,
 )
+from proxy.http_caching import NO_STORE
 from proxy.middleware.request_id import REQUEST_ID_KEY
 
 log = logging.getLogger("hos_search.proxy")
@@ -32,7 +34,7 @@ def problem_response(request: web.BaseRequest, error: ProblemError) -> web.Respo
         status=error.status,
         body=problem_body(error, instance=f"urn:request:{request_id}" if request_id else None),
         content_type=PROBLEM_CONTENT_TYPE,
-        headers=error.headers,
+        headers={"Cache-Control": NO_STORE, **error.headers},
     )
 
 

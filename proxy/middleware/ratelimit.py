@@ -1,8 +1,10 @@
 """Rate limiting on the limited routes: admit or answer 429, and say where the client stands.
 
 Sits outside the problems middleware, so it sees every response of a limited route — an
-answer, a 400 or a 503 alike — and puts the rate-limit headers on each
-(``proxy.ratelimit.headers``). A refused request gets a 429 problem with ``Retry-After`` at
+answer, a 400 or a 503 alike — and puts the rate-limit headers on each that no shared cache
+may keep (``proxy.ratelimit.headers``): a ``public`` answer (``HTTP_CACHE_SCOPE=public``) goes
+without them, since a CDN would hand one client's budget to every other
+(``proxy.http_caching.is_public``). A refused request gets a 429 problem with ``Retry-After`` at
 once: it reaches neither the cache nor the engine, and the metrics middleware around this one
 counts it like any other response. Health, readiness, metrics and the OpenAPI document are not
 limited (``proxy.ratelimit.costs.limited_route``).
@@ -16,6 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from proxy.errors import RateLimited
+from proxy.http_caching import is_public
 from proxy.metrics import ProxyMetrics
 from proxy.middleware.problems import problem_response
 from proxy.ratelimit.costs import limited_route
@@ -54,7 +57,8 @@ def ratelimit_middleware() -> Middleware:
         if not admission.decision.allowed:
             return refusal(request, admission)
         response = await handler(request)
-        response.headers.update(admission_headers(admission))
+        if not is_public(response.headers.get("Cache-Control")):
+            response.headers.update(admission_headers(admission))
         return response
 
     return middleware
