@@ -392,6 +392,17 @@ INDEXER = _dashboard(
             description="The checkpoint only moves forward; pruned rows are behind every checkpoint.",
         ),
         _panel(
+            "Active indexer and hot standby",
+            [
+                ("sum(search_indexer_active)", "active indexers (should be 1)"),
+                ("count(search_indexer_standby_since_timestamp_seconds > 0)", "standing by"),
+                ("sum(increase(search_indexer_lock_acquisitions_total[15m]))", "takeovers / 15 min"),
+            ],
+            "short",
+            description="One indexer holds the Postgres advisory lock and streams; the others wait and take over "
+            "within INDEXER_LEASE_S. More than one takeover in a while means the role is flapping.",
+        ),
+        _panel(
             "Reindexes and generation announcements",
             [
                 (f"sum(rate(search_indexer_reindex_documents_total[{RATE}]))", "reindex documents/s"),

@@ -3,6 +3,9 @@
     python -m indexer [--reindex-on-start]   stream outbox changes into the index
     python -m indexer reindex                one full rebuild with an atomic alias swap
 
+Any number may run against one database: one per ``INDEXER_NAME`` and ``SEARCH_INDEX`` streams,
+the others wait as hot standbys (:mod:`indexer.election`).
+
 Reads the environment once into :class:`IndexerSettings`. SIGTERM and SIGINT stop cleanly: the
 current batch is finished or abandoned, never checkpointed past unwritten work. Bad settings
 exit 2 and unreachable servers exit 1, each with one line on stderr — never a traceback.

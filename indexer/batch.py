@@ -21,7 +21,7 @@ window, fetch, write, and only then return the advanced cursor — the caller st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import asyncpg
@@ -87,8 +87,10 @@ async def run_batch(
     *,
     limit: int,
     alias: bool = False,
+    fence: Callable[[], bool] | None = None,
 ) -> BatchOutcome | None:
-    """Read, fetch and write one window; ``None`` when stopped before the writes landed."""
+    """Read, fetch and write one window; ``None`` when stopped (or fenced, see
+    :meth:`Sink.write`) before the writes landed."""
     window = await read_window(conn, cursor, limit)
     result = SinkResult()
     changes = window.changes
@@ -97,7 +99,7 @@ async def run_batch(
         metrics.batch_size.observe(len(changes))
         metrics.mark_pending(min((c.created_at.timestamp() for c in changes if c.created_at), default=None))
         actions = await fetch_actions(conn, changes, above=cursor.checkpoint)
-        written = await sink.write(index, actions, stop, alias=alias)
+        written = await sink.write(index, actions, stop, alias=alias, fence=fence)
         if written is None:
             return None
         result = written

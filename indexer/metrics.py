@@ -2,7 +2,9 @@
 
 Every name starts with ``search_indexer_``; labels are bounded (error kind, server). Lag is
 computed when scraped: now minus the creation time of the oldest change that is read but not
-yet written, so it keeps growing while the engine is down.
+yet written, so it keeps growing while the engine is down. ``search_indexer_active`` is 1 only
+in the process that holds the election lock (:mod:`indexer.election`); a hot standby shows 0
+and the time it began waiting.
 """
 
 from __future__ import annotations
@@ -60,7 +62,21 @@ class IndexerMetrics:
         self.lag = Gauge(
             "search_indexer_lag_seconds", "Now minus the creation time of the oldest unindexed change", registry=r
         )
+        self.active = Gauge(
+            "search_indexer_active", "1 while this process holds the election lock and streams, else 0", registry=r
+        )
+        self.standby_since = Gauge(
+            "search_indexer_standby_since_timestamp_seconds",
+            "Unix time this process began waiting as a hot standby; 0 while not standing by",
+            registry=r,
+        )
+        self.lock_acquisitions = Counter(
+            "search_indexer_lock_acquisitions_total",
+            "Times this process took the election lock (at start, on takeover, after losing it)",
+            registry=r,
+        )
         self._oldest_pending: float | None = None
+        self._standing_by = False
         self.lag.set_function(self._lag)
 
     def _lag(self) -> float:
@@ -74,6 +90,24 @@ class IndexerMetrics:
 
     def clear_pending(self) -> None:
         """Everything read so far is written (or there was nothing to read)."""
+        self._oldest_pending = None
+
+    def mark_standby(self) -> None:
+        """Waiting for the election lock; a standby that reconnects keeps its first timestamp."""
+        self.active.set(0)
+        if not self._standing_by:
+            self._standing_by = True
+            self.standby_since.set_to_current_time()
+
+    def mark_active(self) -> None:
+        self._standing_by = False
+        self.standby_since.set(0)
+        self.active.set(1)
+        self.lock_acquisitions.inc()
+
+    def mark_inactive(self) -> None:
+        """The lock is released or lost: nothing is written from here on, so no lag is this process's."""
+        self.active.set(0)
         self._oldest_pending = None
 
 

@@ -1,20 +1,31 @@
 """The streaming indexer: every lifetime in one ``async with``, and the loop that keeps the
 index equal to the active products.
 
-On start and after every reconnect: LISTEN first, then read the outbox from the stored
-checkpoint — so nothing committed while the indexer was away (or while it reconnected) is
-missed. Then: wait for the doorbell (or the keepalive tick), linger a few tens of milliseconds
-so a burst arrives as one batch, run a batch (:func:`indexer.batch.run_batch`), store the
-advanced checkpoint, mark the catalog generation with the tags of what the batch changed (all
-of it after a start-up reindex; :mod:`indexer.generation` announces them), prune now and then — and then also adopt the
-hold row of a reindex that died after its swap, re-reading from it.
+One indexer per name and alias streams: on start and after every reconnect it first holds the
+election lock (:mod:`indexer.election`), standing by while another process holds it. Only
+the holder rebuilds at start, reads, writes, checkpoints and prunes. When the lock is lost the
+stream is cancelled at once — the bulk request in flight abandoned, no later one started (each
+is fenced by :meth:`~indexer.election.Lease.holds`) — and the indexer stands for election
+again. A write abandoned that way may still land after the successor's, with data fetched
+earlier at an equal version (a late commit of a lower seq; see :mod:`indexer.batch`), so an
+indexer that takes the lock after waiting for it (or after losing it) re-reads once from the
+checkpoint it took over at, ``INDEXER_BULK_TIMEOUT_S`` later, and keeps its stored checkpoint
+at that point until then.
+
+Once elected: LISTEN first, then read the outbox from the stored checkpoint — so nothing
+committed while the indexer was away (or while it reconnected) is missed. Then: wait for the
+doorbell (or the keepalive tick), linger a few tens of milliseconds so a burst arrives as one
+batch, run a batch (:func:`indexer.batch.run_batch`), store the advanced checkpoint, mark the
+catalog generation with the tags of what the batch changed (all of it after a start-up
+reindex; :mod:`indexer.generation` announces them), prune now and then — and then also adopt
+the hold row of a reindex that died after its swap, re-reading from it.
 
 A reindex that completes moves the stored checkpoint forward to where it ended (never back),
 possibly past this stream's own position: the stream just goes on from where it is, and what
 it re-reads is written again with the same versions.
 
 Failures: a lost Postgres connection (terminated backend, server gone, keepalive unanswered)
-closes both connections and reconnects with capped, jittered backoff, forever — the
+closes every connection (the lock's too) and reconnects with capped, jittered backoff, forever — the
 checkpoint in Postgres says where to resume. An engine that is down or refusing keeps the
 current batch in the sink's retry loop; nothing is read ahead, so the backlog waits in the
 outbox table, not in memory. On stop (SIGTERM) the current batch is finished if its writes
@@ -45,6 +56,7 @@ from catalog.engine import create_engine_client
 from catalog.retry import AT_START, RECONNECT
 from indexer.batch import run_batch
 from indexer.checkpoint import adopt_abandoned_hold, advance_checkpoint, read_checkpoint
+from indexer.election import STANDBY_POLL_S, Lease, LockLost, elect
 from indexer.generation import Generation, settle_after
 from indexer.listener import Listener, ListenerLost, close_quietly
 from indexer.metrics import IndexerMetrics, serve_metrics
@@ -68,6 +80,7 @@ POSTGRES_LOST = (
     OSError,
     TimeoutError,
     ListenerLost,
+    LockLost,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,  # admin shutdown (pg_terminate_backend), crash shutdown
@@ -108,7 +121,8 @@ async def run_indexer(
     metrics: IndexerMetrics | None = None,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Run the streaming indexer until ``stop`` is set. ``ready`` is set once it is streaming."""
+    """Run the streaming indexer until ``stop`` is set. ``ready`` is set once it is streaming
+    (a standby's, once it has taken over)."""
     metrics = metrics or IndexerMetrics()
     async with AsyncExitStack() as stack:
         if settings.metrics_port:
@@ -161,6 +175,16 @@ async def run_reindex(
         return result
 
 
+async def _set_on_either(a: asyncio.Event, b: asyncio.Event, either: asyncio.Event) -> None:
+    waits = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        either.set()
+    finally:
+        for task in waits:
+            task.cancel()
+
+
 @contextlib.asynccontextmanager
 async def _background(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.ensure_future(coro)
@@ -189,6 +213,7 @@ class Streamer:
         self._prepared = False
         self._last_prune = 0.0
         self._failures = 0  # consecutive reconnects; reset by a successful batch
+        self._held_before = False  # whether this process has held the election lock before
 
     async def run(self, stop: asyncio.Event, *, reindex_on_start: bool, ready: asyncio.Event | None) -> None:
         initial = True
@@ -201,20 +226,34 @@ class Streamer:
                 self._failures += 1
                 attempt = self._failures
                 delay = RECONNECT.delay(attempt)
-                self._metrics.errors.labels(kind="postgres").inc()
                 self._metrics.reconnects.labels(server="postgres").inc()
-                log.warning(
-                    "postgres connection lost (%r); reconnecting in %.2fs (attempt %d, retries until it answers)",
-                    exc,
-                    delay,
-                    attempt,
-                )
+                if isinstance(exc, LockLost):  # counted by the lease when it was lost
+                    # A standby waiting for the lock gets the first chance: terminating the lock
+                    # session of the active indexer is a way to move it elsewhere.
+                    delay = max(delay, 2 * STANDBY_POLL_S)
+                    log.warning(
+                        "indexer %s: lost the election lock (%s); standing for election again in %.2fs",
+                        self._settings.name,
+                        exc,
+                        delay,
+                    )
+                else:
+                    self._metrics.errors.labels(kind="postgres").inc()
+                    log.warning(
+                        "postgres connection lost (%r); reconnecting in %.2fs (attempt %d, retries until it answers)",
+                        exc,
+                        delay,
+                        attempt,
+                    )
                 if await wait_or_stop(stop, delay):
                     return
 
-    async def _connect_listener(self, initial: bool) -> asyncpg.Connection:
+    async def _connect_lock(self, initial: bool) -> asyncpg.Connection:
         if initial:  # a bounded budget at start: a wrong URL fails fast with one clear line
             return await connect_postgres(self._settings.database_url)
+        return await asyncpg.connect(self._settings.database_url, timeout=5.0)
+
+    async def _connect_listener(self) -> asyncpg.Connection:
         return await asyncpg.connect(self._settings.database_url, timeout=5.0)
 
     async def _connect_reader(self) -> asyncpg.Connection:
@@ -232,37 +271,97 @@ class Streamer:
     async def _session(
         self, stop: asyncio.Event, *, initial: bool, reindex_on_start: bool, ready: asyncio.Event | None
     ) -> None:
+        settings = self._settings
+        lease = await elect(
+            lambda: self._connect_lock(initial),
+            name=settings.name,
+            alias=settings.search_index,
+            lease_s=settings.lease_s,
+            stop=stop,
+            metrics=self._metrics,
+        )
+        if lease is None:
+            return  # stopped while standing by
+        # Another indexer may have been active until now, or this one lost the lock: re-read once.
+        takeover = lease.waited_s > 0 or self._held_before
+        self._held_before = True
+        # Stopping, or the lock lost: no write starts after this is set.
+        halt = asyncio.Event()
+        try:
+            async with _background(_set_on_either(stop, lease.lost, halt)):
+                await self._lead(lease, stop, halt, reindex_on_start=reindex_on_start, ready=ready, takeover=takeover)
+        finally:
+            self._metrics.mark_inactive()
+            await lease.release()
+
+    async def _lead(
+        self,
+        lease: Lease,
+        stop: asyncio.Event,
+        halt: asyncio.Event,
+        *,
+        reindex_on_start: bool,
+        ready: asyncio.Event | None,
+        takeover: bool,
+    ) -> None:
+        """Stream while holding ``lease``; :class:`LockLost` as soon as it is lost."""
         # LISTEN before the first read: a change committed after the read rings this doorbell.
-        listener = await Listener.open(lambda: self._connect_listener(initial))
+        listener = await Listener.open(self._connect_listener)
         try:
             conn = await self._connect_reader()
             try:
                 if not self._prepared:
-                    await self._prepare(stop, reindex_on_start)
-                    self._prepared = True
+                    # A standby taking over does not rebuild: the index was kept by the one before.
+                    rebuild = reindex_on_start and lease.waited_s == 0
+                    if reindex_on_start and not rebuild:
+                        log.info(
+                            "indexer %s: took over from an active indexer; no start-up reindex", self._settings.name
+                        )
+                    self._prepared = await self._prepare(halt, rebuild)
+                if lease.lost.is_set():
+                    raise LockLost(lease.reason)
+                if stop.is_set():
+                    return
                 if ready is not None:
                     ready.set()
-                await self._stream(listener, conn, stop)
+                # Cancelled the moment the lock is lost: the read, fetch or bulk request in
+                # flight is abandoned, and nothing is checkpointed past it.
+                stream = asyncio.ensure_future(self._stream(listener, conn, stop, lease, takeover=takeover))
+                lost = asyncio.ensure_future(lease.lost.wait())
+                try:
+                    await asyncio.wait({stream, lost}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    lost.cancel()
+                    if not stream.done():
+                        stream.cancel()
+                    await asyncio.gather(stream, return_exceptions=True)
+                if lease.lost.is_set():
+                    raise LockLost(lease.reason)
+                stream.result()
             finally:
                 await close_quietly(conn)
         finally:
             await listener.close()
 
-    async def _prepare(self, stop: asyncio.Event, reindex_on_start: bool) -> None:
-        """Reindex when asked to, or when there is no index yet; else set the live refresh interval."""
+    async def _prepare(self, halt: asyncio.Event, reindex_on_start: bool) -> bool:
+        """Reindex when asked to, or when there is no index yet; else set the live refresh interval.
+
+        Returns whether it is done (``False``: ``halt`` was set first, try again next time)."""
         alias = self._settings.search_index
         live = await alias_targets(self._engine, alias)
         if not reindex_on_start and live:
             # SEARCH_INDEX_REFRESH_INTERVAL takes effect at a restart, not only at the next rebuild.
             interval = self._settings.refresh_interval
             await self._engine.indices.put_settings(index=",".join(live), settings={"refresh_interval": interval})
-            return
+            return True
         if not reindex_on_start:
             log.info("alias %s does not exist; building the index first", alias)
         waiting = False
         while True:
             try:
-                await reindex(self._settings, self._engine, self._sink, self._metrics, stop)
+                # Stopped by ``halt``, not cancelled: a reindex must not be interrupted between
+                # its alias swap and the moment it knows the swap happened.
+                await reindex(self._settings, self._engine, self._sink, self._metrics, halt)
                 break
             except ReindexBusy:
                 # Someone else is rebuilding (`hos-search reindex`, another indexer starting):
@@ -271,26 +370,33 @@ class Streamer:
                 # tests/test_indexer_chaos.py).
                 if await alias_targets(self._engine, alias):
                     log.info("another reindex of %s is running; streaming into the current index", alias)
-                    return
+                    return True
                 if not waiting:
                     waiting = True
                     log.info("another reindex of %s is running and there is no index yet; waiting for it", alias)
-                if await wait_or_stop(stop, 0.5):
-                    return
+                if await wait_or_stop(halt, 0.5):
+                    return False
             except ReindexError:
-                if stop.is_set():  # told to stop during the start-up reindex: not a failure
-                    return
+                if halt.is_set():  # stopped (or deposed) during the start-up reindex: not a failure
+                    return False
                 raise
         # The reindex advanced this stream's checkpoint to where it ended (its step 7): the
         # stream does not re-read what the reindex loaded. Any product may have changed.
         self._generation.mark(None)
+        return True
 
-    async def _stream(self, listener: Listener, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
+    async def _stream(
+        self, listener: Listener, conn: asyncpg.Connection, stop: asyncio.Event, lease: Lease, *, takeover: bool
+    ) -> None:
         settings = self._settings
         name = settings.name
         stored = await read_checkpoint(conn, name)  # creates the row, so an adopted hold can lower it
         rewound = await self._adopt_abandoned_reindex(conn)
         cursor = OutboxCursor.at_checkpoint(stored if rewound is None else min(stored, rewound))
+        # After a takeover: where to re-read from, and when (see the module docstring).
+        reread: tuple[int, float] | None = None
+        if takeover:
+            reread = (cursor.checkpoint, time.monotonic() + settings.bulk_timeout_s)
         backlog = await conn.fetchval("SELECT count(*) FROM search_outbox WHERE seq > $1", cursor.checkpoint)
         self._metrics.checkpoint.set(cursor.checkpoint)
         log.info(
@@ -308,17 +414,33 @@ class Streamer:
                 self._metrics,
                 limit=settings.batch_size,
                 alias=True,
+                fence=lease.holds,
             )
             if outcome is None:
+                if not stop.is_set():  # fenced: the lock was not confirmed recently enough
+                    lease.lose("the lock was not confirmed within half the lease")
+                    raise LockLost(lease.reason)
                 log.info("indexer %s: stopped with a batch unwritten; checkpoint stays at %d", name, cursor.checkpoint)
                 return
             self._failures = 0
             if outcome.result.changed_index:
                 self._generation.mark(outcome.result.tags)
-            if outcome.cursor.checkpoint != cursor.checkpoint:
+            # Until the re-read after a takeover, the stored checkpoint stays where it took over,
+            # so that neither a restart nor pruning can skip what the re-read must cover.
+            if reread is None and outcome.cursor.checkpoint != cursor.checkpoint:
                 await advance_checkpoint(conn, name, outcome.cursor.checkpoint)
                 self._metrics.checkpoint.set(outcome.cursor.checkpoint)
             cursor = outcome.cursor
+            if reread is not None and time.monotonic() >= reread[1]:
+                log.info(
+                    "indexer %s: re-reading once from seq %d, where it took over: a write abandoned by the "
+                    "indexer before it may have landed late",
+                    name,
+                    reread[0],
+                )
+                cursor = OutboxCursor.at_checkpoint(min(reread[0], cursor.checkpoint))
+                reread = None
+                continue
             if await self._maybe_prune(conn):
                 # Now and then: a reindex that died after its swap leaves changes to replay.
                 rewound = await self._adopt_abandoned_reindex(conn)

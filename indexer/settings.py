@@ -49,6 +49,9 @@ class IndexerSettings:
     keepalive_s: float = 5.0
     bulk_timeout_s: float = 30.0
     prune_interval_s: float = 10.0
+    # The election lock's lease (indexer.election): Postgres ends a holder's session after this
+    # long without hearing from it, and a standby takes over.
+    lease_s: float = 10.0
 
     @property
     def linger(self) -> float:
@@ -72,4 +75,12 @@ class IndexerSettings:
             keepalive_s=env_float(env, "INDEXER_KEEPALIVE_S", 5.0, minimum=0.1),
             bulk_timeout_s=env_float(env, "INDEXER_BULK_TIMEOUT_S", 30.0, minimum=0.1),
             prune_interval_s=env_float(env, "INDEXER_PRUNE_INTERVAL_S", 10.0, minimum=0.1),
+            lease_s=_lease(env),
         )
+
+
+def _lease(env: Mapping[str, str]) -> float:
+    seconds = env_float(env, "INDEXER_LEASE_S", 10.0, minimum=1.0)
+    if seconds > 3600:  # idle_session_timeout is milliseconds in an int; an hour is already no lease
+        raise ConfigError(f"INDEXER_LEASE_S={seconds:g} is above the maximum of 3600")
+    return seconds

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,7 +131,13 @@ class Sink:
         self._metrics = metrics
 
     async def write(
-        self, index: str, actions: Sequence[Action], stop: asyncio.Event, *, alias: bool = False
+        self,
+        index: str,
+        actions: Sequence[Action],
+        stop: asyncio.Event,
+        *,
+        alias: bool = False,
+        fence: Callable[[], bool] | None = None,
     ) -> SinkResult | None:
         """Write ``actions`` into ``index``, retrying what may succeed later, until each is done.
 
@@ -140,19 +146,29 @@ class Sink:
         then some may have landed and some not, and the caller must not checkpoint past them.
         ``alias=True``: ``index`` must be an alias — the engine must not auto-create a concrete
         index under the alias's name when the alias is missing (that would block every reindex).
+        ``fence`` is asked before every bulk request, retries included; when it says no, the
+        write is abandoned as on ``stop`` (a streamer that may have lost its election lock,
+        :meth:`indexer.election.Lease.holds`, never starts a request).
         """
         result = SinkResult()
         pending = list(actions)
         attempt = 0
         while pending:
+            if stop.is_set() or (fence is not None and not fence()):
+                return None
             request = asyncio.ensure_future(self._bulk(index, pending, alias))
             stopped = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({request, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            if not request.done():
-                # Stopping: abandon the request in flight. Its writes may still land; that is
-                # harmless (versions), and the checkpoint stays before this batch.
-                request.cancel()
+            try:
+                await asyncio.wait({request, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                # Stopping, or cancelled (the streamer lost its election lock): abandon the
+                # request in flight rather than leave it running unowned. Its writes may still
+                # land; the checkpoint stays before this batch.
+                abandoned = not request.done()
+                if abandoned:
+                    request.cancel()
+            if abandoned:
                 return None
             items = request.result()
             retry: list[Action] = []
