@@ -48,14 +48,12 @@ load: $(STAMP)
 bench-seed: $(STAMP)
 	$(BIN)/python load/bench_seed.py --products 150000
 
-# The measured table in the README: 150,000 products on the dev stack's engine, then the response
-# cache at 20,000 and the rate limiter (about 12 min; those two need wrk: apt-get install -y wrk).
+# Every benchmark in one run on this machine (about 16 min; needs wrk: apt-get install -y wrk), written
+# up as load/results/<date>.md and .json with PNG plots in load/results/<date>/ (load/report.py).
+# QUICK=1: small catalogs and short phases (4-6 min; <date>-quick.md). BENCH_ARGS=--only=cache,proxy
+# runs some (<date>-cache-proxy.md).
 bench: $(STAMP)
-	$(BIN)/python load/bench_seed.py --products 150000 --no-breakdown
-	$(BIN)/python load/bench_proxy.py --products 150000 --rounds 40
-	$(BIN)/python load/bench_indexer.py --products 150000 --seconds 30 --refresh 1s,500ms
-	$(BIN)/python load/bench_cache.py --products 20000
-	$(BIN)/python load/bench_ratelimit.py
+	$(BIN)/python -m load.report $(if $(filter 1 yes true,$(QUICK)),--quick) $(BENCH_ARGS)
 
 # The response cache alone: cache-hit req/s against bare aiohttp servers (wrk), hit ratio and
 # commit -> visible latency under a Zipf mix with 20 price changes/s, stampede control (about 4 min).

@@ -76,6 +76,7 @@ from devstack.databases import ScratchDatabases  # noqa: E402
 from devstack.servers import child_setup, free_port, wait_http  # noqa: E402
 from devstack.stack import DevStack, StackUrls  # noqa: E402
 from load.bench_proxy import cleanup, prepare_catalog  # noqa: E402
+from load.report import Results  # noqa: E402
 
 HOT_URL = "/api/search?q=wand"
 WRK_CONNECTIONS = 50
@@ -253,10 +254,12 @@ class WrkRun:
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(url: str, seconds: int, cpu: int | None, script: Path | None = None) -> WrkRun:
+def run_wrk(
+    url: str, seconds: int, cpu: int | None, script: Path | None = None, connections: int = WRK_CONNECTIONS
+) -> WrkRun:
     """One wrk run (``script``: a wrk Lua script shaping each request)."""
     lua = ["-s", str(script)] if script is not None else []
-    command = _pinned(["wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--latency", *lua, url], cpu)
+    command = _pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, url], cpu)
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
     out = done.stdout
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
@@ -276,7 +279,12 @@ def run_wrk(url: str, seconds: int, cpu: int | None, script: Path | None = None)
     )
 
 
-def phase_throughput(env: dict[str, str], args: argparse.Namespace, children: list[subprocess.Popen[bytes]]) -> float:
+def phase_throughput(
+    env: dict[str, str],
+    args: argparse.Namespace,
+    children: list[subprocess.Popen[bytes]],
+    results: Results | None = None,
+) -> float:
     """Part 1; returns the median ratio proxy / bare app."""
     server_cpu, wrk_cpu = _cpus()
     proxy_env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -375,6 +383,34 @@ def phase_throughput(env: dict[str, str], args: argparse.Namespace, children: li
         f"wrk counted {wrk_total:,} answers; engine requests {engine:,.0f}",
         flush=True,
     )
+    if results is not None:
+        pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
+        results.meta["throughput"] = (
+            f"wrk -t1 -c{WRK_CONNECTIONS}, {args.rounds} x {args.seconds} s per server, alternating; {pinning}"
+        )
+
+        def p99_of(label: str) -> float:
+            return statistics.median(r.p99_ms for r in runs[label])
+
+        results.add(
+            "cache-hit throughput, proxy (1 worker, L1 HIT)",
+            medians[proxy_label],
+            "req/s",
+            baseline=medians[app_label],
+            baseline_label="bare aiohttp web.Application serving the same bytes",
+            goal=f"≥ {THROUGHPUT_GOAL} × the bare app",
+            met=ratio >= THROUGHPUT_GOAL,
+            notes=f"per round {', '.join(f'{x:.2f}' for x in per_round)}; p99 {p99_of(proxy_label):.2f} ms "
+            f"(bare app {p99_of(app_label):.2f})",
+        )
+        results.add(
+            "cache-hit throughput against aiohttp's low-level web.Server",
+            medians[proxy_label],
+            "req/s",
+            baseline=medians[low_label],
+            baseline_label="low-level web.Server",
+            notes=f"low-level server p99 {p99_of(low_label):.2f} ms",
+        )
     return ratio
 
 
@@ -459,6 +495,8 @@ class LoadStats:
     cold: int = 0
     errors: int = 0
     seconds: float = 0.0
+    # (seconds since the load started, answered from the cache) per answer, for the ratio over time.
+    timeline: list[tuple[float, bool]] = field(default_factory=list)
 
 
 async def drive(
@@ -498,8 +536,9 @@ async def drive(
             stats.latencies.append(latency)
             stats.cache[label] += 1
             stats.by_cache.setdefault(label, []).append(latency)
+            stats.timeline.append((time.monotonic() - began, label in ("HIT", "STALE")))
 
-    started = time.monotonic()
+    began = started = time.monotonic()
     await asyncio.gather(*(client() for _ in range(ZIPF_CONNECTIONS)))
     stats.seconds = time.monotonic() - started
     return stats
@@ -597,7 +636,7 @@ async def probe(
 
 
 async def phase_zipf(
-    base: str, database_url: str, engine_url: str, alias: str, args: argparse.Namespace
+    base: str, database_url: str, engine_url: str, alias: str, args: argparse.Namespace, results: Results | None = None
 ) -> dict[str, float]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -749,11 +788,11 @@ async def phase_zipf(
         for p in slow[:3]:
             print(f"    {p.url}: {p.describe()}")
     for tier in ("l1", "l2"):
-        results = {
+        by_result = {
             r: delta("search_proxy_cache_lookups_total", tier=tier, result=r)
             for r in ("hit", "stale", "miss", "bypass")
         }
-        row(f"proxy {tier.upper()} lookups", "", " ".join(f"{r} {v:,.0f}" for r, v in results.items()))
+        row(f"proxy {tier.upper()} lookups", "", " ".join(f"{r} {v:,.0f}" for r, v in by_result.items()))
     row(
         "refreshes / coalesced",
         "",
@@ -773,7 +812,79 @@ async def phase_zipf(
         ),
     )
     sys.stdout.flush()
+    if results is not None:
+        _record_zipf(results, stats, ratio, latencies, timeouts, len(probed), calls, args)
     return {"hit_ratio": ratio, "visible_p99": _pct(latencies, 99), "timeouts": timeouts, "probes": len(probed)}
+
+
+def _record_zipf(
+    results: Results,
+    stats: LoadStats,
+    ratio: float,
+    latencies: list[float],
+    timeouts: int,
+    probes: int,
+    engine_calls: float,
+    args: argparse.Namespace,
+) -> None:
+    answered = max(sum(stats.cache.values()), 1)
+    ceiling = 1 - stats.cold / answered
+    results.add(
+        "hit ratio (HIT + STALE) under churn, Zipf mix",
+        ratio,
+        "ratio",
+        baseline=ceiling,
+        baseline_label="ceiling: 1 - share of first requests for a URL",
+        goal=f"≥ {HIT_RATIO_GOAL}",
+        met=ratio >= HIT_RATIO_GOAL,
+        notes=f"{ZIPF_URLS:,} URLs, s = {ZIPF_S}, {ZIPF_CONNECTIONS} connections, {args.duration:g} s, "
+        f"{UPDATES_PER_S} price updates/s, 2 workers; {answered / stats.seconds:,.0f} req/s, "
+        f"engine {engine_calls / stats.seconds:,.1f} req/s",
+    )
+    p99 = _pct(latencies, 99)
+    results.add(
+        "commit -> visible through the proxy p99, same run",
+        p99,
+        "s",
+        goal=f"p99 ≤ {VISIBLE_P99_GOAL_S:g} s, no timeouts",
+        met=p99 <= VISIBLE_P99_GOAL_S and not timeouts,
+        notes=f"p50 {_pct(latencies, 50):.2f} s, max {max(latencies, default=float('nan')):.2f} s; {probes} probes, "
+        f"{timeouts} timeouts",
+    )
+    window = 2.0 if args.duration >= 30 else 1.0
+    buckets: dict[int, list[bool]] = {}
+    for t, hit in stats.timeline:
+        buckets.setdefault(int(t // window), []).append(hit)
+    # Whole windows only: the last answers straggle in after the deadline.
+    slots = range(int(stats.seconds // window))
+    cumulative = list(itertools.accumulate(sum(buckets.get(k, [])) for k in slots))
+    counted = list(itertools.accumulate(len(buckets.get(k, [])) for k in slots))
+    results.series(
+        "hit-ratio-over-time.png",
+        f"Hit ratio under churn: Zipf mix of {ZIPF_URLS:,} searches, {UPDATES_PER_S} price changes/s, "
+        f"per {window:g} s window",
+        [(k + 0.5) * window for k in slots],
+        "seconds into the measured load",
+        [
+            (
+                "hit ratio",
+                {
+                    "HIT + STALE / all": [
+                        sum(buckets[k]) / len(buckets[k]) if buckets.get(k) else float("nan") for k in slots
+                    ],
+                    "since the start": [h / max(n, 1) for h, n in zip(cumulative, counted, strict=True)],
+                    f"goal {HIT_RATIO_GOAL}": [HIT_RATIO_GOAL for _ in slots],
+                },
+            ),
+            ("answers/s", {"answers/s": [len(buckets.get(k, [])) / window for k in slots]}),
+        ],
+    )
+    results.cdf(
+        "latency-zipf-by-cache.png",
+        f"Client latency under the Zipf mix ({ZIPF_CONNECTIONS} connections, 2 workers), by X-Cache",
+        "ms",
+        {label: values for label, values in sorted(stats.by_cache.items()) if len(values) >= 20},
+    )
 
 
 # --- 3. stampede --------------------------------------------------------------------------------------
@@ -896,6 +1007,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="wrk rounds per server (throughput)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds per wrk run (throughput)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", type=Path, help="also write the figures here (load/report.py reads them)")
     parser.add_argument("--serve-fixed", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=["app", "lowlevel"], help=argparse.SUPPRESS)
@@ -919,6 +1031,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dbs: ScratchDatabases | None = None
     alias: str | None = None
     summary: list[tuple[str, str, str, bool]] = []
+    results = Results("cache")
     try:
         urls: StackUrls = stack.start()
         dbs = ScratchDatabases(urls.database_url)
@@ -935,7 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "CACHE_ENABLED": "true",
         }
         if "throughput" in parts:
-            ratio = phase_throughput(env, args, children)
+            ratio = phase_throughput(env, args, children, results)
             summary.append(
                 (
                     "cache-hit req/s, proxy / bare aiohttp app",
@@ -960,7 +1073,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             children.append(proxy)
             base = _await_proxy(proxy, f"http://127.0.0.1:{port}", 2)
             if "zipf" in parts:
-                zipf = asyncio.run(phase_zipf(base, database_url, urls.elasticsearch_node, alias, args))
+                zipf = asyncio.run(phase_zipf(base, database_url, urls.elasticsearch_node, alias, args, results))
                 ok = zipf["hit_ratio"] >= HIT_RATIO_GOAL and zipf["visible_p99"] <= VISIBLE_P99_GOAL_S
                 summary.append(
                     (
@@ -972,6 +1085,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             if "stampede" in parts:
                 calls = asyncio.run(phase_stampede(base, urls.elasticsearch_node, alias, args))
+                results.add(
+                    f"stampede: engine requests per {STAMPEDE_REQUESTS:,} identical cold requests (worst URL)",
+                    max(calls),
+                    "requests",
+                    goal="exactly 1",
+                    met=all(c == 1 for c in calls),
+                    notes=f"{STAMPEDE_URLS} cold URLs: {', '.join(f'{c:.0f}' for c in calls)}; 2 workers",
+                )
                 summary.append(
                     (
                         f"stampede: engine requests per {STAMPEDE_REQUESTS:,} cold requests",
@@ -988,6 +1109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if alias:
                 asyncio.run(_forget_redis(stack.urls.redis_url, f"{alias}:"))
         stack.close()
+        if args.json:
+            results.write(args.json)
     print(f"\n{'goal':<56} {'measured':<28} {'target':<16} met")
     for name, value, target, met in summary:
         print(f"{name:<56} {value:<28} {target:<16} {'yes' if met else 'NO'}")

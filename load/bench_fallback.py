@@ -78,6 +78,7 @@ from devstack.servers import child_setup, free_port, wait_http  # noqa: E402
 from devstack.stack import DevStack, StackUrls  # noqa: E402
 from load.bench_cache import _cpus, _pct, _pinned, _stop, build_urls, run_wrk  # noqa: E402
 from load.bench_proxy import cleanup, prepare_catalog  # noqa: E402
+from load.report import Results  # noqa: E402
 
 SEED = 42
 ENGINE = "elasticsearch"
@@ -822,6 +823,7 @@ def report_plans(plans: list[Plan] | None, products: int) -> None:
 @dataclass
 class Summary:
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    results: Results = field(default_factory=lambda: Results("fallback"))  # the same, as numbers (--json)
 
     def add(self, name: str, value: str, target: str, met: bool | None) -> None:
         self.rows.append((name, value, target, "-" if met is None else "yes" if met else "NO"))
@@ -840,6 +842,28 @@ def part_latency(proxies: Proxies, env: dict[str, str], rounds: int, workers: in
     answers = asyncio.run(measure_latency(bases, mix, rounds, workers))
     latency = report_latency(answers, mix, workers)
     proxies.stop()
+    good = {
+        name: [a.ms for a in got if a.status == 200 and a.backend == backend]
+        for (name, got), backend in zip(answers.items(), (ENGINE, FALLBACK), strict=True)
+    }
+    summary.results.add(
+        "fallback (Postgres) p99 on the storefront mix",
+        latency.p99,
+        "ms",
+        baseline=_pct(good["engine"], 99),
+        baseline_label="the engine, same mix, alternating rounds",
+        goal=f"p99 < {P99_GOAL_MS:.0f} ms, every answer from Postgres",
+        met=latency.p99 < P99_GOAL_MS and not latency.problems,
+        notes=f"p50 {latency.p50:.0f} ms ({latency.factor_p50:.1f} × the engine's); {workers} closed-loop clients, "
+        f"{len(good['fallback']):,} answers" + (f"; {latency.errors} not 200" if latency.errors else ""),
+    )
+    summary.results.cdf(
+        "latency-fallback.png",
+        f"The storefront mix through a 1-worker proxy (cache off), {workers} closed-loop clients: engine vs "
+        "Postgres fallback",
+        "ms",
+        {"engine (elasticsearch)": good["engine"], "fallback (postgres)": good["fallback"]},
+    )
     summary.add(
         "fallback p99 on the mix (ms)",
         f"{latency.p99:.0f} (p50 {latency.p50:.0f})" + (f", {latency.errors} not 200" if latency.errors else ""),
@@ -861,6 +885,23 @@ def part_switches(proxies: Proxies, env: dict[str, str], engine_url: str, summar
     proxies.stop()
     summary.add("engine cut -> first fallback answer (median ms)", f"{_median_ms(switches.down):.0f}", "", None)
     summary.add("engine back -> first engine answer (median ms)", f"{_median_ms(switches.up):.0f}", "", None)
+    each = f"each: {_seconds_ms(switches.down)} ms; non-200 answers per cut and return {switches.failed}"
+    summary.results.add(
+        "switch-over: engine cut -> first fallback answer (median)", _median_ms(switches.down), "ms", notes=each
+    )
+    summary.results.add(
+        "switch-over: engine back -> first engine answer (median)",
+        _median_ms(switches.up),
+        "ms",
+        notes=f"each: {_seconds_ms(switches.up)} ms",
+    )
+    summary.results.add(
+        "switch-over: engine hangs -> first fallback answer",
+        _median_ms([switches.hang_down]),
+        "ms",
+        notes=f"to a request that waited out the engine: {_median_ms([switches.hang_timed_out]):.0f} ms "
+        f"(ENGINE_TIMEOUT_MS {ENGINE_TIMEOUT_MS})",
+    )
     summary.add(
         "engine hangs -> first fallback answer (ms)",
         f"{_median_ms([switches.hang_down]):.0f} (timed-out ones: {_median_ms([switches.hang_timed_out]):.0f})",
@@ -898,6 +939,26 @@ def part_overload(
         shedding.shed_p99 is None or shedding.shed_p99 < SHED_P99_GOAL_MS,
     )
     summary.add("fallback answers' p99 with shedding (ms)", f"{shedding.fallback_p99:.0f}", "", None)
+    summary.results.add(
+        f"goodput at 2 × engine capacity ({capacity[0]:,.0f}/s), with shedding",
+        shedding.goodput,
+        "answers/s",
+        baseline=unguarded.goodput,
+        baseline_label="without shedding, same offered load",
+        goal="with > without",
+        met=shedding.goodput > unguarded.goodput,
+        notes=f"2xx within {GOOD_WITHIN_MS:.0f} ms; errors {shedding.error_rate:.1%} with, "
+        f"{unguarded.error_rate:.1%} without; capacity after the runs {capacity[1]:,.0f}/s; "
+        f"fallback answers' p99 {shedding.fallback_p99:.0f} ms",
+    )
+    summary.results.add(
+        "shed answers (503) p99 at 2 × capacity",
+        shedding.shed_p99,
+        "ms",
+        goal=f"< {SHED_P99_GOAL_MS:.0f} ms",
+        met=shedding.shed_p99 is None or shedding.shed_p99 < SHED_P99_GOAL_MS,
+        notes="no 503s" if shedding.shed_p99 is None else "",
+    )
 
 
 def part_plans(database_url: str, products: int, summary: Summary) -> None:
@@ -908,6 +969,14 @@ def part_plans(database_url: str, products: int, summary: Summary) -> None:
         return
     seq = sorted({plan.ask.kind for plan in plans if plan.seq_scan})
     failed = sum(1 for plan in plans if plan.error)
+    summary.results.add(
+        f"fallback statements with a Seq Scan on products, {products:,} products",
+        sum(plan.seq_scan for plan in plans),
+        f"of {len(plans)}",
+        goal="0",
+        met=not seq and not failed,
+        notes=(f"kinds: {', '.join(seq)}" if seq else "") + (f"; {failed} failed" if failed else ""),
+    )
     summary.add(
         "fallback statements with a Seq Scan on products",
         f"{sum(plan.seq_scan for plan in plans)} of {len(plans)}"
@@ -925,6 +994,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, help="seconds of each overload run (default 15; --quick: 6)")
     parser.add_argument("--concurrency", type=int, default=4, help="closed-loop clients of part 1 (default 4)")
     parser.add_argument("--quick", action="store_true", help="a small catalog and short phases")
+    parser.add_argument("--json", type=Path, help="also write the figures here (load/report.py reads them)")
     args = parser.parse_args(argv)
     products = args.products or (10_000 if args.quick else 150_000)
     rounds = args.rounds or (2 if args.quick else 10)
@@ -954,6 +1024,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         database_url, alias = asyncio.run(prepare_catalog(dbs, urls, products))
         if client_cpu is not None:
             os.sched_setaffinity(0, {client_cpu})  # this client; the proxies get the other CPU
+        summary.results.meta["load"] = (
+            f"1-worker proxies on CPU {server_cpu}, this client and wrk on CPU {client_cpu}"
+            if client_cpu is not None
+            else "not pinned"
+        ) + f"; {products:,} products"
         env = {
             **os.environ,
             **urls.as_env(),
@@ -975,6 +1050,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(cleanup(dbs, stack.urls.elasticsearch_node, alias))
         stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        if args.json:
+            summary.results.write(args.json)
     summary.print(
         f"bench_fallback: {products:,} products, 1-worker proxies, cache and rate limiter off, "
         f"{time.monotonic() - started:.0f} s"

@@ -30,7 +30,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from multidict import MultiDict  # noqa: E402
 
 from devstack.databases import ScratchDatabases  # noqa: E402
 from devstack.stack import StackUrls  # noqa: E402
+from load.report import Results  # noqa: E402
 
 # A fixed storefront mix: typo'd and exact text, filters, sorts, deep-ish pages, browse.
 SEARCH_MIX: list[list[tuple[str, str]]] = [
@@ -88,7 +90,7 @@ def _requests() -> list[tuple[str, list[tuple[str, str]], bytes]]:
 def serve_replay(recording: Path, port: int) -> None:
     from aiohttp import web
 
-    answers: dict[str, bytes] = orjson.loads(recording.read_bytes())
+    answers: dict[str, str] = orjson.loads(recording.read_bytes())
     root = answers.pop("__root__")
     stored = {key: value.encode() for key, value in answers.items()}
     headers = {"X-Elastic-Product": "Elasticsearch"}
@@ -124,40 +126,60 @@ async def _timed(session: aiohttp.ClientSession, method: str, url: str, **kwargs
     return (time.perf_counter() - started) * 1000
 
 
-async def measure(engine_url: str, alias: str, proxy_url: str, rounds: int) -> dict[str, list[float]]:
-    """Paired timings: ``direct``, ``proxy`` (all requests), and ``<kind> direct|proxy`` per kind."""
+async def _timed_hit(session: aiohttp.ClientSession, url: str, params: list[tuple[str, str]]) -> float:
+    """A request to the cached proxy: its time, or NaN when it was not a cache HIT."""
+    started = time.perf_counter()
+    async with session.get(url, params=params) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {url}: {response.status}")
+        hit = response.headers.get("X-Cache") == "HIT"
+    return (time.perf_counter() - started) * 1000 if hit else float("nan")
+
+
+async def measure(
+    engine_url: str, alias: str, proxy_url: str, rounds: int, hit_url: str | None = None
+) -> dict[str, list[float]]:
+    """Paired timings: ``direct``, ``proxy`` (all requests), and ``<kind> direct|proxy`` per kind;
+    with ``hit_url`` (a proxy with its cache on) also ``hit`` and ``<kind> hit``: the same request
+    answered from the cache, interleaved with the other two (NaN where it was not a HIT)."""
     requests = _requests()
     direct: list[float] = []
     proxied: list[float] = []
+    hits: list[float] = []
     kinds: list[str] = []
     headers = {"Content-Type": "application/json"}
+    search_url = f"{engine_url}/{alias}/_search"
     connector = aiohttp.TCPConnector(limit=4)
     async with aiohttp.ClientSession(connector=connector) as session:
         for warm in range(3):  # warm caches, JIT-free but not connection-free: open keep-alives
             for path, params, body in requests:
                 await _timed(session, "POST", f"{engine_url}/{alias}/_search", data=body, headers=headers)
                 await _timed(session, "GET", proxy_url + path, params=params)
+                if hit_url:
+                    await _timed(session, "GET", hit_url + path, params=params)
             del warm
         for round_no in range(rounds):
             for path, params, body in requests:
-                pair = [
-                    (
-                        "direct",
-                        lambda b=body: _timed(
-                            session, "POST", f"{engine_url}/{alias}/_search", data=b, headers=headers
-                        ),
-                    ),
-                    ("proxy", lambda p=path, q=params: _timed(session, "GET", proxy_url + p, params=q)),
+                pair: list[tuple[str, Callable[[], Awaitable[float]]]] = [
+                    ("direct", partial(_timed, session, "POST", search_url, data=body, headers=headers)),
+                    ("proxy", partial(_timed, session, "GET", proxy_url + path, params=params)),
                 ]
+                if hit_url:
+                    pair.append(("hit", partial(_timed_hit, session, hit_url + path, params)))
                 if round_no % 2:
                     pair.reverse()
                 for name, call in pair:
-                    (direct if name == "direct" else proxied).append(await call())
+                    {"direct": direct, "proxy": proxied, "hit": hits}[name].append(await call())
                 kinds.append("search" if path == "/api/search" else "suggestions")
     samples = {"direct": direct, "proxy": proxied}
     for kind in ("search", "suggestions"):
         samples[f"{kind} direct"] = [d for d, k in zip(direct, kinds, strict=True) if k == kind]
         samples[f"{kind} proxy"] = [p for p, k in zip(proxied, kinds, strict=True) if k == kind]
+    if hit_url:
+        samples["hit"] = [h for h in hits if h == h]
+        for kind in ("search", "suggestions"):
+            samples[f"{kind} hit"] = [h for h, k in zip(hits, kinds, strict=True) if k == kind and h == h]
     return samples
 
 
@@ -177,6 +199,80 @@ def report(label: str, samples: dict[str, list[float]]) -> None:
     print(
         f"added at p50: {added50:.2f} ms (goal ≤ 1)   added at p99: {added99:.2f} ms (goal ≤ 3)   "
         f"proxy/direct median ratio: {ratio:.2f}"
+    )
+    if samples.get("hit"):
+        hits = samples["hit"]
+        print(
+            f"through a proxy with its cache on (HIT), {len(hits)} requests: "
+            + "   ".join(f"p{p} {_percentile(hits, p):.2f} ms" for p in (50, 95, 99))
+        )
+
+
+def record_figures(results: Results, label: str, samples: dict[str, list[float]], products: int) -> None:
+    """The figures of one engine's run: latency against the goals, and what the proxy adds."""
+    direct, proxied = samples["direct"], samples["proxy"]
+    added50 = _percentile(proxied, 50) - _percentile(direct, 50)
+    added99 = _percentile(proxied, 99) - _percentile(direct, 99)
+    if label == "replay":
+        results.add(
+            "proxy overhead at p50, replay engine (engine cost removed)",
+            added50,
+            "ms",
+            goal="≤ 1 ms",
+            met=added50 <= 1.0,
+            notes=f"{len(direct):,} requests each way, interleaved; proxy p50 {_percentile(proxied, 50):.2f} ms, "
+            f"engine (replay) direct p50 {_percentile(direct, 50):.2f} ms",
+        )
+        results.add(
+            "proxy overhead at p99, replay engine",
+            added99,
+            "ms",
+            goal="≤ 3 ms",
+            met=added99 <= 3.0,
+            notes=f"proxy p99 {_percentile(proxied, 99):.2f} ms, direct p99 {_percentile(direct, 99):.2f} ms",
+        )
+        return
+    at = f"{products:,} products"
+    for kind, goal_ms in (("search", 100.0), ("suggestions", 30.0)):
+        mine, theirs = samples[f"{kind} proxy"], samples[f"{kind} direct"]
+        results.add(
+            f"{kind} through the proxy (cache off), p99, {at}",
+            _percentile(mine, 99),
+            "ms",
+            baseline=_percentile(theirs, 99),
+            baseline_label="engine direct, same requests",
+            goal=f"p99 < {goal_ms:.0f} ms",
+            met=_percentile(mine, 99) < goal_ms,
+            notes=f"{len(mine):,} requests; p50 {_percentile(mine, 50):.1f} ms (engine direct "
+            f"{_percentile(theirs, 50):.1f})",
+        )
+    results.add(
+        "proxy overhead against the real engine, p50 (paired)",
+        added50,
+        "ms",
+        notes=f"p99 {added99:+.2f} ms; median ratio proxy / direct "
+        f"{statistics.median(proxied) / statistics.median(direct):.2f}",
+    )
+    if samples.get("search hit"):
+        hits = samples["search hit"]
+        results.add(
+            f"search through the proxy, cache HIT, p99, {at}",
+            _percentile(hits, 99),
+            "ms",
+            baseline=_percentile(samples["search direct"], 99),
+            baseline_label="engine direct",
+            notes=f"{len(hits):,} requests, interleaved with the two above; p50 {_percentile(hits, 50):.2f} ms",
+        )
+    results.cdf(
+        "latency-search.png",
+        f"Search latency, one client, {at}: engine direct vs proxy (cache off: every request a miss) vs proxy "
+        "cache HIT, same requests interleaved",
+        "ms",
+        {
+            "engine direct": samples["search direct"],
+            "proxy, miss (cache off)": samples["search proxy"],
+            "proxy, cache HIT": samples.get("search hit", []),
+        },
     )
 
 
@@ -263,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=60, help="passes over the 16-request mix per engine")
     parser.add_argument("--mode", choices=["both", "real", "replay"], default="both")
+    parser.add_argument("--json", type=Path, help="also write the figures here (load/report.py reads them)")
     parser.add_argument("--serve-replay", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -274,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from devstack.stack import DevStack
 
     stack = DevStack(os.environ)
+    results = Results("proxy")
+    results.meta["proxy"] = "1 worker, not pinned; client: one aiohttp connection pool, requests one at a time"
     children: list[subprocess.Popen[bytes]] = []
     dbs: ScratchDatabases | None = None
     alias: str | None = None
@@ -295,8 +394,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.mode in ("both", "real"):
             port = free_port()
             children.append(start_proxy(env, port))
-            samples = asyncio.run(measure(urls.elasticsearch_node, alias, f"http://127.0.0.1:{port}", args.rounds))
+            # The same requests answered from the cache, for the latency distributions.
+            hit_port = free_port()
+            cached = {**env, "CACHE_ENABLED": "true", "REDIS_KEY_PREFIX": f"{alias}:"}
+            children.append(start_proxy(cached, hit_port))
+            samples = asyncio.run(
+                measure(
+                    urls.elasticsearch_node,
+                    alias,
+                    f"http://127.0.0.1:{port}",
+                    args.rounds,
+                    hit_url=f"http://127.0.0.1:{hit_port}",
+                )
+            )
             report(f"real engine ({args.products} products)", samples)
+            record_figures(results, "real", samples, args.products)
+            _stop(children.pop())
             _stop(children.pop())
         if args.mode in ("both", "replay"):
             recording = Path(stack.workdir or ".") / "replay.json"
@@ -312,7 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             children.append(start_proxy({**env, "ELASTICSEARCH_NODE": replay_url}, port))
             samples = asyncio.run(measure(replay_url, alias, f"http://127.0.0.1:{port}", args.rounds * 4))
             report("replay engine (engine cost removed)", samples)
+            record_figures(results, "replay", samples, args.products)
     finally:
+        if args.json:
+            results.write(args.json)
         for child in children:
             _stop(child)
         if dbs is not None and stack.urls is not None:

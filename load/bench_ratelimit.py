@@ -35,6 +35,7 @@ from devstack.servers import free_port  # noqa: E402
 from devstack.stack import DevStack, StackUrls  # noqa: E402
 from load.bench_cache import HOT_URL, WrkRun, _await_proxy, _cpus, _spawn, _stop, run_wrk  # noqa: E402
 from load.bench_proxy import cleanup, prepare_catalog  # noqa: E402
+from load.report import Results  # noqa: E402
 
 GOAL = 0.85
 CLIENTS = 10_000
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="also write the figures here (load/report.py reads them)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench_ratelimit: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
@@ -76,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dbs: ScratchDatabases | None = None
     alias: str | None = None
     workdir = Path(tempfile.mkdtemp(prefix="hos-bench-ratelimit-"))
+    results = Results("ratelimit")
     try:
         urls: StackUrls = stack.start()
         dbs = ScratchDatabases(urls.database_url)
@@ -123,6 +126,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"{name}: {ratio:.2f} x off (goal >= {GOAL}: {met}); adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms"
             )
+            results.add(
+                f"cache-hit throughput, {name}",
+                median[name],
+                "req/s",
+                baseline=median["limiter off"],
+                baseline_label="limiter off, same proxy build",
+                goal=f"≥ {GOAL} × off",
+                met=ratio >= GOAL,
+                notes=f"adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; "
+                f"{args.rounds} x {args.seconds} s, alternating",
+            )
+        pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
+        results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
     finally:
         while children:
             _stop(children.pop())
@@ -130,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(cleanup(dbs, stack.urls.elasticsearch_node, alias))
         shutil.rmtree(workdir, ignore_errors=True)
         stack.close()
+        if args.json:
+            results.write(args.json)
     return 0
 
 
