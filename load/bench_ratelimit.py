@@ -16,13 +16,10 @@ Needs ``wrk`` (``apt-get install -y wrk``). Everything listens on 127.0.0.1 and 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,11 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository root is not on sys.path
 
-from devstack.databases import ScratchDatabases  # noqa: E402
 from devstack.servers import free_port  # noqa: E402
-from devstack.stack import DevStack, StackUrls  # noqa: E402
-from load.bench_cache import HOT_URL, WrkRun, _await_proxy, _cpus, _spawn, _stop, run_wrk  # noqa: E402
-from load.bench_proxy import cleanup, prepare_catalog  # noqa: E402
+from load.bench_cache import HOT_URL, WrkRun, _await_proxy, _cpus, _spawn, run_wrk  # noqa: E402
+from load.benchkit import BenchCatalog, bench_catalog  # noqa: E402
 from load.report import Results  # noqa: E402
 
 GOAL = 0.85
@@ -73,82 +68,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("bench_ratelimit: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
         return 2
-    stack = DevStack(os.environ)
-    children: list[subprocess.Popen[bytes]] = []
-    dbs: ScratchDatabases | None = None
-    alias: str | None = None
-    workdir = Path(tempfile.mkdtemp(prefix="hos-bench-ratelimit-"))
     results = Results("ratelimit")
     try:
-        urls: StackUrls = stack.start()
-        dbs = ScratchDatabases(urls.database_url)
-        print(f"engine {urls.elasticsearch_node}; seeding and indexing {args.products:,} products…", flush=True)
-        database_url, alias = asyncio.run(prepare_catalog(dbs, urls, args.products))
-        server_cpu, wrk_cpu = _cpus()
-        common = {
-            **os.environ,
-            **urls.as_env(),
-            "DATABASE_URL": database_url,
-            "SEARCH_INDEX": alias,
-            "REDIS_KEY_PREFIX": f"{alias}:",
-            "LOG_LEVEL": "warning",
-            "TRUSTED_PROXIES": "127.0.0.1/32",
-        }
-        big_bucket = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
-        off = _proxy({**common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
-        on = _proxy({**common, **big_bucket}, server_cpu, children)
-        script = workdir / "many_clients.lua"
-        script.write_text(MANY_CLIENTS_LUA)
-        targets = {
-            "limiter off": (off, None),
-            "limiter on, one client": (on, None),
-            f"limiter on, {CLIENTS:,} clients": (on, script),
-        }
-        runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
-        for _ in range(args.rounds):
-            for name, (base, lua) in targets.items():
-                runs[name].append(run_wrk(base + HOT_URL, args.seconds, wrk_cpu, lua))
-        print(f"\n{'GET ' + HOT_URL + ' (cache hit), 1 worker, wrk -c50':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-        median = {name: statistics.median(r.rps for r in rs) for name, rs in runs.items()}
-        for name, rs in runs.items():
-            p50 = statistics.median(r.p50_ms for r in rs)
-            p99 = statistics.median(r.p99_ms for r in rs)
-            problems = "; ".join(r.problems for r in rs if r.problems)
-            print(f"{name:<44} {median[name]:>9,.0f} {p50:>8.2f} {p99:>8.2f} {problems}")
-        base_p50 = statistics.median(r.p50_ms for r in runs["limiter off"])
-        base_p99 = statistics.median(r.p99_ms for r in runs["limiter off"])
-        print()
-        for name in list(targets)[1:]:
-            ratio = median[name] / median["limiter off"]
-            added50 = statistics.median(r.p50_ms for r in runs[name]) - base_p50
-            added99 = statistics.median(r.p99_ms for r in runs[name]) - base_p99
-            met = "met" if ratio >= GOAL else "NOT met"
-            print(
-                f"{name}: {ratio:.2f} x off (goal >= {GOAL}: {met}); adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms"
-            )
-            results.add(
-                f"cache-hit throughput, {name}",
-                median[name],
-                "req/s",
-                baseline=median["limiter off"],
-                baseline_label="limiter off, same proxy build",
-                goal=f"≥ {GOAL} × off",
-                met=ratio >= GOAL,
-                notes=f"adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; "
-                f"{args.rounds} x {args.seconds} s, alternating",
-            )
-        pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
-        results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
+        with bench_catalog("ratelimit", args.products) as catalog:
+            _measure(catalog, args, results)
     finally:
-        while children:
-            _stop(children.pop())
-        if dbs is not None and stack.urls is not None:
-            asyncio.run(cleanup(dbs, stack.urls.elasticsearch_node, alias))
-        shutil.rmtree(workdir, ignore_errors=True)
-        stack.close()
         if args.json:
             results.write(args.json)
     return 0
+
+
+def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) -> None:
+    server_cpu, wrk_cpu = _cpus()
+    children = catalog.children
+    common = catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32")
+    big_bucket = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
+    off = _proxy({**common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
+    on = _proxy({**common, **big_bucket}, server_cpu, children)
+    script = catalog.workdir / "many_clients.lua"
+    script.write_text(MANY_CLIENTS_LUA)
+    targets = {
+        "limiter off": (off, None),
+        "limiter on, one client": (on, None),
+        f"limiter on, {CLIENTS:,} clients": (on, script),
+    }
+    runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
+    for _ in range(args.rounds):
+        for name, (base, lua) in targets.items():
+            runs[name].append(run_wrk(base + HOT_URL, args.seconds, wrk_cpu, lua))
+    print(f"\n{'GET ' + HOT_URL + ' (cache hit), 1 worker, wrk -c50':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    median = {name: statistics.median(r.rps for r in rs) for name, rs in runs.items()}
+    for name, rs in runs.items():
+        p50 = statistics.median(r.p50_ms for r in rs)
+        p99 = statistics.median(r.p99_ms for r in rs)
+        problems = "; ".join(r.problems for r in rs if r.problems)
+        print(f"{name:<44} {median[name]:>9,.0f} {p50:>8.2f} {p99:>8.2f} {problems}")
+    base_p50 = statistics.median(r.p50_ms for r in runs["limiter off"])
+    base_p99 = statistics.median(r.p99_ms for r in runs["limiter off"])
+    print()
+    for name in list(targets)[1:]:
+        ratio = median[name] / median["limiter off"]
+        added50 = statistics.median(r.p50_ms for r in runs[name]) - base_p50
+        added99 = statistics.median(r.p99_ms for r in runs[name]) - base_p99
+        met = "met" if ratio >= GOAL else "NOT met"
+        print(f"{name}: {ratio:.2f} x off (goal >= {GOAL}: {met}); adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms")
+        results.add(
+            f"cache-hit throughput, {name}",
+            median[name],
+            "req/s",
+            baseline=median["limiter off"],
+            baseline_label="limiter off, same proxy build",
+            goal=f"≥ {GOAL} × off",
+            met=ratio >= GOAL,
+            notes=f"adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; {args.rounds} x {args.seconds} s, alternating",
+        )
+    pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
+    results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
 
 
 if __name__ == "__main__":

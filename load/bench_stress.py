@@ -22,13 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,11 +36,9 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository root is not on 
 
 import asyncpg  # noqa: E402
 
-from devstack.databases import ScratchDatabases  # noqa: E402
-from devstack.stack import DevStack, StackUrls  # noqa: E402
-from load.bench_cache import ZIPF_S, ZIPF_URLS, _cpus, _stop, build_urls, run_wrk  # noqa: E402
-from load.bench_proxy import cleanup, prepare_catalog  # noqa: E402
+from load.bench_cache import ZIPF_S, ZIPF_URLS, _cpus, build_urls, run_wrk  # noqa: E402
 from load.bench_ratelimit import _proxy  # noqa: E402
+from load.benchkit import bench_catalog  # noqa: E402
 from load.report import Results  # noqa: E402
 
 ERROR_GOAL = 0.01
@@ -130,59 +125,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("bench_stress: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
         return 2
-    stack = DevStack(os.environ)
-    children: list[subprocess.Popen[bytes]] = []
-    dbs: ScratchDatabases | None = None
-    alias: str | None = None
-    workdir = Path(tempfile.mkdtemp(prefix="hos-bench-stress-"))
     results = Results("stress")
     windows: list[Window] = []
     try:
-        urls: StackUrls = stack.start()
-        dbs = ScratchDatabases(urls.database_url)
-        print(f"engine {urls.elasticsearch_node}; seeding and indexing {args.products:,} products…", flush=True)
-        database_url, alias = asyncio.run(prepare_catalog(dbs, urls, args.products))
-        server_cpu, wrk_cpu = _cpus()
-        env = {
-            **os.environ,
-            **urls.as_env(),
-            "DATABASE_URL": database_url,
-            "SEARCH_INDEX": alias,
-            "REDIS_KEY_PREFIX": f"{alias}:",
-            "LOG_LEVEL": "warning",
-            "RATE_LIMIT_ENABLED": "false",
-            "CACHE_ENABLED": "true",
-        }
-        base = _proxy(env, server_cpu, children)  # 1 worker, pinned, following the catalog
-        script = zipf_script(asyncio.run(_urls(database_url, args.seed)), args.seed, workdir)
-        plan = schedule(args.peak, args.ramp, args.hold, args.down, args.window)
-        pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
-        results.meta["load"] = (
-            f"1-worker proxy, cache on, limiter off; wrk -t1, Zipf (s = {ZIPF_S}) over {ZIPF_URLS:,} searches, "
-            f"{args.products:,} products; {args.ramp:g} s up to {args.peak} connections, {args.hold:g} s hold, "
-            f"{args.down:g} s down, {args.window} s windows; {pinning}; the cache starts cold"
-        )
-        print(f"stress: {len(plan)} windows of {args.window} s, connections 1 → {args.peak} → 1; {pinning}", flush=True)
-        print(f"{'t (s)':>7} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-        began = time.monotonic()
-        for connections in plan:
-            start = time.monotonic() - began
-            run = run_wrk(base + "/api/search", args.window, wrk_cpu, script, connections)
-            window = Window(start, connections, run.rps, run.p50_ms, run.p99_ms, run.requests, _errors(run.problems))
-            windows.append(window)
+        with bench_catalog("stress", args.products) as catalog:
+            server_cpu, wrk_cpu = _cpus()
+            env = catalog.proxy_env(RATE_LIMIT_ENABLED="false", CACHE_ENABLED="true")
+            children, database_url, workdir = catalog.children, catalog.database_url, catalog.workdir
+            base = _proxy(env, server_cpu, children)  # 1 worker, pinned, following the catalog
+            script = zipf_script(asyncio.run(_urls(database_url, args.seed)), args.seed, workdir)
+            plan = schedule(args.peak, args.ramp, args.hold, args.down, args.window)
+            pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
+            results.meta["load"] = (
+                f"1-worker proxy, cache on, limiter off; wrk -t1, Zipf (s = {ZIPF_S}) over {ZIPF_URLS:,} searches, "
+                f"{args.products:,} products; {args.ramp:g} s up to {args.peak} connections, {args.hold:g} s hold, "
+                f"{args.down:g} s down, {args.window} s windows; {pinning}; the cache starts cold"
+            )
             print(
-                f"{start:>7.1f} {connections:>6} {run.rps:>9,.0f} {run.p50_ms:>8.2f} {run.p99_ms:>8.2f} "
-                f"{window.errors:>7}",
+                f"stress: {len(plan)} windows of {args.window} s, connections 1 → {args.peak} → 1; {pinning}",
                 flush=True,
             )
-        _record(results, windows, args)
+            print(f"{'t (s)':>7} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+            began = time.monotonic()
+            for connections in plan:
+                start = time.monotonic() - began
+                run = run_wrk(base + "/api/search", args.window, wrk_cpu, script, connections)
+                window = Window(
+                    start, connections, run.rps, run.p50_ms, run.p99_ms, run.requests, _errors(run.problems)
+                )
+                windows.append(window)
+                print(
+                    f"{start:>7.1f} {connections:>6} {run.rps:>9,.0f} {run.p50_ms:>8.2f} {run.p99_ms:>8.2f} "
+                    f"{window.errors:>7}",
+                    flush=True,
+                )
+            _record(results, windows, args)
     finally:
-        while children:
-            _stop(children.pop())
-        if dbs is not None and stack.urls is not None:
-            asyncio.run(cleanup(dbs, stack.urls.elasticsearch_node, alias))
-        shutil.rmtree(workdir, ignore_errors=True)
-        stack.close()
         if args.json:
             results.write(args.json)
     return 0
