@@ -90,6 +90,8 @@ POSTGRES_LOST = (
     # instead of a connection error (found by tests/test_indexer_chaos.py): reconnect.
     asyncpg.InternalClientError,
 )
+# What "the engine is gone" looks like outside the sink (which retries its own requests).
+ENGINE_LOST = (TransportConnectionError, ConnectionTimeout)
 _QUERY_TIMEOUT_S = 30.0
 _PRUNE_BATCH = 10_000
 
@@ -221,6 +223,18 @@ class Streamer:
             try:
                 await self._session(stop, initial=initial, reindex_on_start=reindex_on_start, ready=ready)
                 return
+            except ENGINE_LOST as exc:
+                # The engine went away while this indexer prepared its index (the alias check,
+                # the refresh setting) after taking the lock: it died of it, where it should wait
+                # like the stream does (found by tests/test_indexer_chaos.py: a cut engine during
+                # a takeover). The lock is released meanwhile, so a standby may take over.
+                initial = False
+                self._failures += 1
+                delay = RECONNECT.delay(self._failures)
+                self._metrics.errors.labels(kind="engine_unreachable").inc()
+                log.warning("engine unreachable while preparing the index (%s); retrying in %.2fs", exc, delay)
+                if await wait_or_stop(stop, delay):
+                    return
             except POSTGRES_LOST as exc:
                 initial = False
                 self._failures += 1

@@ -309,7 +309,7 @@ async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the
             raise AssertionError(f"seed {seed}; faults {faults}: {exc}") from exc
         for running in reindexes:  # a reindex may be retrying a cut engine: let it finish
             await asyncio.to_thread(running.wait, 120)
-        assert proc.poll() is None, log.read_text()[-3000:]
+        assert proc.poll() is None, f"seed {seed}; faults {faults}: " + log.read_text()[-3000:]
         context = f"seed {seed}; faults {faults}; {chaos.commits} commits, {chaos.rollbacks} rollbacks; {flood_outcome}"
         try:
             await eventually(lambda: index_matches_catalog(engine, index_alias, db), timeout=60, what="index = catalog")

@@ -394,3 +394,35 @@ async def _value(counter: Counter, expected: float) -> bool:
 
 async def _again(db: asyncpg.Connection, alias: str, old: int) -> bool:
     return await _lock_holder(db, alias) not in (None, old)
+
+
+async def test_a_standby_that_cannot_reach_the_engine_when_it_takes_over_waits_for_it(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch, indexers: Indexers
+) -> None:
+    """Taking over means checking the index first: with the engine cut off at that moment the
+    standby died of the connection error (found by tests/test_indexer_chaos.py) instead of
+    waiting for the engine as the stream does."""
+    alias = settings.search_index
+    seller = await add_seller(db)
+    await add_products(db, seller, 50)
+    link = TcpProxy(settings.elasticsearch_node)
+    await link.open()
+    try:
+        a = indexers.start("a")
+        await eventually(lambda: index_matches_catalog(engine, alias, db), what="A's first sync")
+        await eventually(a.active, what="A active")
+        b = indexers.start("b", ELASTICSEARCH_NODE=link.url)
+        await eventually(b.standing_by, what="B reporting standby")
+        await link.close()
+        a.proc.send_signal(signal.SIGKILL)
+        await eventually(
+            lambda: b.says("engine unreachable while preparing the index"), what="B waiting for the engine"
+        )
+        assert b.proc.poll() is None, b.log.read_text()[-3000:]
+        await add_product(db, seller, "Marauder's Map")
+        await link.open()
+        await eventually(b.active, timeout=30, what="B active once the engine answers")
+        await eventually(lambda: index_matches_catalog(engine, alias, db), what="B streaming the change")
+        assert b.proc.poll() is None and not b.logged("Traceback")
+    finally:
+        await link.close()
