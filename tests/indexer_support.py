@@ -1,5 +1,5 @@
-"""Helpers shared by the indexer tests: settings for one test, an in-process indexer, polling,
-catalog writes, and a closable TCP proxy to cut the engine off without touching the shared
+"""Helpers shared by the indexer tests: settings for one test, an in-process indexer, an indexer
+process, polling, catalog writes, and a closable TCP proxy to cut the engine off without touching the shared
 engine process.
 """
 
@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -57,6 +61,23 @@ def settings_env(settings: IndexerSettings) -> dict[str, str]:
         "INDEXER_KEEPALIVE_S": str(settings.keepalive_s),
         "INDEXER_BATCH_SIZE": str(settings.batch_size),
     }
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn_indexer(env: Mapping[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``python -m indexer *args`` with ``env`` over this process's environment (``LOG_LEVEL``
+    info unless ``env`` says otherwise), stdout and stderr appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "indexer", *args],
+            cwd=ROOT,
+            env={**os.environ, "LOG_LEVEL": "info", **env},
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 30.0, what: str = "condition") -> T:

@@ -22,7 +22,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -46,9 +45,9 @@ from tests.indexer_support import (
     indexed_catalog,
     indexer_settings,
     settings_env,
+    spawn_indexer,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 DURATION_S = 60.0 if os.environ.get("HOS_SOAK") else 8.0
 STATUSES = ("active", "active", "active", "draft", "archived")
 FLOOD_TRICKLE_PER_S = 100  # flood writes while the flooded reindex loads or swaps (no replay to outpace)
@@ -216,20 +215,8 @@ def _with_application_name(url: str, name: str) -> str:
 
 
 def _spawn(settings_env_: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "indexer", *args],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                **settings_env_,
-                "LOG_LEVEL": "info",
-                "INDEXER_PRUNE_INTERVAL_S": os.environ.get("CHAOS_PRUNE", "0.5"),
-            },
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
+    prune = os.environ.get("CHAOS_PRUNE", "0.5")
+    return spawn_indexer({**settings_env_, "INDEXER_PRUNE_INTERVAL_S": prune}, log, *args)
 
 
 async def test_random_writes_under_random_faults_end_with_the_index_equal_to_the_catalog(

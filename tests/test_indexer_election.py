@@ -7,11 +7,9 @@ to the catalog every time.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -42,9 +40,9 @@ from tests.indexer_support import (
     indexer_settings,
     running_indexer,
     settings_env,
+    spawn_indexer,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 LEASE_S = 2.0  # the election lease of every indexer here: a cut-off holder is replaced within it
 BULK_TIMEOUT_S = 5.0
 TAKEOVER_BOUND_S = 10.0  # generous: a takeover takes well under a second on loopback
@@ -106,9 +104,7 @@ class Indexers:
         port = free_port()
         log = self.tmp_path / f"indexer-{label}.log"
         full = {
-            **os.environ,
             **settings_env(self.settings),
-            "LOG_LEVEL": "info",
             "INDEXER_METRICS_PORT": str(port),
             "INDEXER_LEASE_S": str(LEASE_S),
             # Also when a takeover's re-read happens: soon enough to be seen here (and still long
@@ -117,16 +113,7 @@ class Indexers:
             "INDEXER_PRUNE_INTERVAL_S": "0.5",
             **env,
         }
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "indexer", *args],
-                cwd=ROOT,
-                env=full,
-                stdout=out,
-                stderr=out,
-                stdin=subprocess.DEVNULL,
-            )
-        started = IndexerProcess(proc, port, log)
+        started = IndexerProcess(spawn_indexer(full, log, *args), port, log)
         self.started.append(started)
         return started
 

@@ -25,6 +25,7 @@ from tests.indexer_support import (
     indexed,
     indexer_settings,
     settings_env,
+    spawn_indexer,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,16 +50,7 @@ def spawn(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
 def start_indexer(
     settings: IndexerSettings, started: list[subprocess.Popen[bytes]], log: Path, *args: str
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings), "LOG_LEVEL": "info"}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "indexer", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
+    proc = spawn_indexer(settings_env(settings), log, *args)
     started.append(proc)
     return proc
 
