@@ -142,6 +142,27 @@ async def _engine_search(app: web.Application, body: dict[str, Any], operation: 
 # --- producers: parsed request -> answer bytes + tags ------------------------------------------
 
 
+def _search_answer(result: dict[str, Any]) -> Produced:
+    return Produced(orjson.dumps(result), frozenset(product_tag(item["id"]) for item in result["items"]))
+
+
+def _suggest_answer(result: dict[str, Any]) -> Produced:
+    tags = frozenset(product_tag(s["id"]) for s in result["suggestions"] if s.get("type") == "product")
+    return Produced(orjson.dumps(result), tags)
+
+
+def _product_answer(product_id: int, product: dict[str, Any] | None) -> Produced:
+    if product is None:
+        raise NotFound(f"There is no active product {product_id}.")
+    return Produced(orjson.dumps(product), frozenset((product_tag(product_id),)))
+
+
+def _seller_answer(seller_id: int, seller: dict[str, Any] | None) -> Produced:
+    if seller is None:
+        raise NotFound(f"There is no seller {seller_id} with active products.")
+    return Produced(orjson.dumps(seller), frozenset((seller_tag(seller_id),)))
+
+
 async def produce_search(app: web.Application, req: SearchRequest) -> Produced:
     async def engine_search(body: dict[str, Any], operation: str) -> dict[str, Any]:
         return await _engine_search(app, body, operation)
@@ -151,33 +172,28 @@ async def produce_search(app: web.Application, req: SearchRequest) -> Produced:
         app[METRICS].zero_results.labels(answer.outcome).inc()
     # took_ms is the engine's own time, set by shape_search: a property of the answer, so a
     # cached body stays true without being rewritten. Wall time is in the request metrics.
-    result = shape_search(
-        req, answer.engine_body, relaxed=answer.relaxed, did_you_mean=answer.did_you_mean, images=app[IMAGES]
+    return _search_answer(
+        shape_search(
+            req, answer.engine_body, relaxed=answer.relaxed, did_you_mean=answer.did_you_mean, images=app[IMAGES]
+        )
     )
-    return Produced(orjson.dumps(result), frozenset(product_tag(item["id"]) for item in result["items"]))
 
 
 async def produce_suggestions(app: web.Application, req: SuggestRequest) -> Produced:
-    result = shape_suggest(req, await _engine_search(app, build_suggest(req), "suggest"))
-    tags = frozenset(product_tag(s["id"]) for s in result["suggestions"] if s.get("type") == "product")
-    return Produced(orjson.dumps(result), tags)
+    return _suggest_answer(shape_suggest(req, await _engine_search(app, build_suggest(req), "suggest")))
 
 
 async def produce_product(app: web.Application, product_id: int) -> Produced:
-    product = shape_product(await _engine_search(app, build_product(product_id), "product"), app[IMAGES])
-    if product is None:
-        raise NotFound(f"There is no active product {product_id}.")
-    return Produced(orjson.dumps(product), frozenset((product_tag(product_id),)))
+    found = await _engine_search(app, build_product(product_id), "product")
+    return _product_answer(product_id, shape_product(found, app[IMAGES]))
 
 
 async def produce_seller(app: web.Application, seller_id: int) -> Produced:
-    seller = shape_seller(seller_id, await _engine_search(app, build_seller(seller_id), "seller"))
-    if seller is None:
-        raise NotFound(f"There is no seller {seller_id} with active products.")
-    return Produced(orjson.dumps(seller), frozenset((seller_tag(seller_id),)))
+    found = await _engine_search(app, build_seller(seller_id), "seller")
+    return _seller_answer(seller_id, shape_seller(seller_id, found))
 
 
-# --- fallback producers: the same answers from Postgres -----------------------------------------
+# --- fallback producers: the same answers from Postgres, shaped by the same functions ---------------
 
 
 async def _from_postgres(app: web.Application, operation: str, query: Callable[[PostgresFallback], Awaitable[T]]) -> T:
@@ -189,28 +205,21 @@ async def _from_postgres(app: web.Application, operation: str, query: Callable[[
 
 async def fallback_search(app: web.Application, req: SearchRequest) -> Produced:
     body, relaxed = await _from_postgres(app, "search", lambda fallback: fallback.search(req))
-    result = shape_search(req, body, relaxed=relaxed, images=app[IMAGES])
-    return Produced(orjson.dumps(result), frozenset(product_tag(item["id"]) for item in result["items"]))
+    return _search_answer(shape_search(req, body, relaxed=relaxed, images=app[IMAGES]))
 
 
 async def fallback_suggestions(app: web.Application, req: SuggestRequest) -> Produced:
-    result = shape_suggest(req, await _from_postgres(app, "suggest", lambda fallback: fallback.suggest(req)))
-    return Produced(orjson.dumps(result), frozenset())
+    return _suggest_answer(shape_suggest(req, await _from_postgres(app, "suggest", lambda f: f.suggest(req))))
 
 
 async def fallback_product(app: web.Application, product_id: int) -> Produced:
     found = await _from_postgres(app, "product", lambda fallback: fallback.product(product_id))
-    product = shape_product(found, app[IMAGES])
-    if product is None:
-        raise NotFound(f"There is no active product {product_id}.")
-    return Produced(orjson.dumps(product), frozenset())
+    return _product_answer(product_id, shape_product(found, app[IMAGES]))
 
 
 async def fallback_seller(app: web.Application, seller_id: int) -> Produced:
-    seller = shape_seller(seller_id, await _from_postgres(app, "seller", lambda fallback: fallback.seller(seller_id)))
-    if seller is None:
-        raise NotFound(f"There is no seller {seller_id} with active products.")
-    return Produced(orjson.dumps(seller), frozenset())
+    found = await _from_postgres(app, "seller", lambda fallback: fallback.seller(seller_id))
+    return _seller_answer(seller_id, shape_seller(seller_id, found))
 
 
 def _fallback(app: web.Application, produce: Callable[[], Awaitable[Produced]]) -> Producer | None:
