@@ -21,6 +21,7 @@ A batch holds at most :data:`MAX_BATCH` decisions, so one script never keeps Red
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Final
@@ -68,19 +69,19 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        live = []
+        live: list[tuple[Take, asyncio.Future[Decision]]] = []
+        earliest = math.inf  # the round trip's bound: the first deadline among those it carries
         for take, waiter, deadline in batch:
             if waiter.done():  # its request was cancelled
                 continue
             if deadline <= now:  # waited out the previous round trip
                 waiter.set_exception(TimeoutError("no rate-limit decision in time: Redis is slow"))
                 continue
-            live.append((take, waiter, deadline))
+            live.append((take, waiter))
+            earliest = min(earliest, deadline)
         if live:
-            budget = min(deadline for _, _, deadline in live) - now
-            batch_of = [(take, waiter) for take, waiter, _ in live]
-            self._flying = [waiter for _, waiter in batch_of]
-            self._flight = loop.create_task(self._round_trip(batch_of, budget))
+            self._flying = [waiter for _, waiter in live]
+            self._flight = loop.create_task(self._round_trip(live, earliest - now))
         elif self._pending:
             self._send()
 
