@@ -269,6 +269,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
         enabled=settings.cache_enabled,
     )
     yield
+    await app[CACHE].close()  # L2 writes still under way after their answers
 
 
 async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:

@@ -126,11 +126,16 @@ class BackendUnavailable(ProblemError):
         return {"Retry-After": "1"}
 
 
+# Why the engine guard did not ask the engine (EngineSkipped.reason, a metric label).
+BREAKER_OPEN = "breaker_open"
+ENGINE_BUSY = "engine_busy"  # every slot stayed busy for the whole queue wait
+
+
 class EngineSkipped(BackendUnavailable):
     """The engine was not asked: its breaker is open, or every slot stayed busy (``reason``)."""
 
     def __init__(self, reason: str) -> None:
-        self.reason = reason  # "breaker_open" or "engine_busy"
+        self.reason = reason  # BREAKER_OPEN or ENGINE_BUSY
         super().__init__(f"The search engine was not asked ({reason.replace('_', ' ')}).")
 
 

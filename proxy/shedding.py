@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from proxy.breaker import Breaker
-from proxy.errors import BackendUnavailable, EngineSkipped
+from proxy.errors import BREAKER_OPEN, ENGINE_BUSY, BackendUnavailable, EngineSkipped
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ class EngineGuard:
         breaker = self.breaker
         if not breaker.permit():
             self._report()  # open, or cooled down with every probe out
-            raise self._skip("breaker_open")
+            raise self._skip(BREAKER_OPEN)
         try:
             if self._free.locked():
                 # Every slot busy: wait briefly for one, never for the engine's whole timeout.
@@ -79,7 +79,7 @@ class EngineGuard:
                 await self._free.acquire()  # free: returns at once
         except TimeoutError:
             breaker.abandoned()
-            raise self._skip("engine_busy") from None
+            raise self._skip(ENGINE_BUSY) from None
         except BaseException:
             breaker.abandoned()
             raise

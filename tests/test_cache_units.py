@@ -12,7 +12,8 @@ from proxy.cache.freshness import UNKNOWN_GENERATION, CatalogView, Policy, Verdi
 from proxy.cache.keys import digest, product_key, seller_key
 from proxy.cache.l1 import LRU
 
-POLICY = Policy(ttl=60.0, revalidate_after=5.0, max_stale=0.5, stale_if_error=300.0)
+# No jitter here: these tests pin the rules' boundaries; the jitter has tests of its own.
+POLICY = Policy(ttl=60.0, revalidate_after=5.0, max_stale=0.5, stale_if_error=300.0, jitter=0.0)
 T0 = 1_000_000.0
 
 
@@ -242,3 +243,37 @@ def test_nothing_changed_is_served_past_the_hard_bound(
     verdict = view.judge(fetched, now)
     if concerning and now - min(concerning) > POLICY.max_stale:
         assert verdict is Verdict.MISS
+
+
+# --- lifetime jitter -----------------------------------------------------------------------------
+
+
+@given(st.lists(st.binary(min_size=1, max_size=64), min_size=200, max_size=200, unique=True))
+def test_entries_filled_together_expire_spread_over_the_jitter_band(bodies: list[bytes]) -> None:
+    policy = Policy(ttl=60.0, revalidate_after=15.0, jitter=0.1)
+    view = CatalogView(policy)
+    view.follow(10, T0 - 100)
+    entries = [entry(10, body=body) for body in bodies]
+    # Nothing expires before the band, everything has by its end ...
+    assert all(view.judge(e, T0 + policy.shortest_ttl - 0.001) is Verdict.HIT for e in entries)
+    assert all(view.judge(e, T0 + 60.001) is Verdict.MISS for e in entries)
+    # ... and within it they go a few at a time: no second of the band holds most of them.
+    expiry_seconds = [next(s for s in range(54, 61) if view.judge(e, T0 + s + 0.999) is Verdict.MISS) for e in entries]
+    assert max(expiry_seconds.count(s) for s in set(expiry_seconds)) < len(entries) // 2
+
+
+def test_every_worker_gives_an_entry_the_same_lifetime() -> None:
+    policy = Policy(ttl=60.0, jitter=0.1)
+    one, other = entry(10, body=b'{"items": [1]}'), entry(10, body=b'{"items": [1]}')
+    views = [CatalogView(policy), CatalogView(policy)]
+    for view in views:
+        view.follow(10, T0 - 100)
+    for second in range(54, 61):
+        assert views[0].judge(one, T0 + second) is views[1].judge(other, T0 + second)
+
+
+def test_a_jitter_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Policy(jitter=1.0)
+    with pytest.raises(ValueError):
+        Policy(jitter=-0.1)

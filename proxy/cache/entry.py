@@ -17,6 +17,10 @@ from proxy.http_caching import entity_tag
 _FORMAT_VERSION: Final = 1
 # version, generation, fetched_at, length of the tags block
 _HEADER: Final = struct.Struct("!Bqdi")
+# Where fetched_at (a big-endian double) sits in an encoded entry: Redis scripts read it there
+# (proxy.cache.l2) to tell a young entry from one that needs a fill, without decoding the rest.
+FETCHED_AT_OFFSET: Final = struct.calcsize("!Bq")
+HEADER_SIZE: Final = _HEADER.size
 # Python object overhead of an L1 entry, roughly: counted so tiny answers cannot overfill L1.
 ENTRY_OVERHEAD_BYTES: Final = 200
 
@@ -34,9 +38,14 @@ class Entry:
     fetched_at: float
     tags: frozenset[str]
     etag: str = field(init=False, compare=False, repr=False)
+    # In [0, 1): where this entry's lifetime falls in the policy's jitter band
+    # (proxy.cache.freshness). Taken from the ETag, so every worker and host agrees on it.
+    spread: float = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "etag", entity_tag(self.body))
+        etag = entity_tag(self.body)
+        object.__setattr__(self, "etag", etag)
+        object.__setattr__(self, "spread", int(etag[1:9], 16) / 0x1_0000_0000)
 
     @property
     def size(self) -> int:

@@ -7,6 +7,11 @@ hosts through Redis, so their ``fetched_at`` must mean the same everywhere.
 
 The rules (``Policy``), for an entry of age *a* fetched at catalog generation *g*:
 
+Lifetimes are jittered: each entry's ``ttl`` and ``revalidate_after`` are shortened by up to
+``jitter`` of themselves, by the entry's own ``spread`` (from its ETag, so every worker agrees).
+Entries filled together — a cold start, a deploy, a reindex — then do not expire together: the
+stress run's hit ratio dipped about 60 s in (one ``ttl``) when they all did.
+
 1. *a* > ``ttl``: MISS. (Still servable as STALE when the engine fails, up to
    ``ttl + stale_if_error``: :meth:`Policy.usable_on_error`.)
 2. **Dirty** — an announcement after *g* names one of the entry's tags (a product it shows, its
@@ -51,6 +56,17 @@ class Policy:
     revalidate_after: float = 15.0
     max_stale: float = 0.5
     stale_if_error: float = 300.0
+    # Lifetimes shortened by up to this fraction, per entry (see the module's docstring).
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.jitter < 1:
+            raise ValueError("a cache policy's jitter is a fraction in [0, 1)")
+
+    @property
+    def shortest_ttl(self) -> float:
+        """No entry lives shorter than this: younger ones are never expired."""
+        return self.ttl * (1 - self.jitter)
 
     def usable_on_error(self, entry: Entry, now: float) -> bool:
         """Whether ``entry`` may stand in (as STALE) for an answer the engine failed to give."""
@@ -117,7 +133,8 @@ class CatalogView:
     def judge(self, entry: Entry, now: float) -> Verdict:
         policy = self.policy
         age = now - entry.fetched_at
-        if age > policy.ttl:
+        spread = 1 - policy.jitter * entry.spread
+        if age > policy.ttl * spread:
             return Verdict.MISS
         if self.lost_at is not None:
             return self._blind(now - max(entry.fetched_at, self.lost_at))
@@ -126,7 +143,7 @@ class CatalogView:
         dirty_since = self.dirty_since(entry)
         if dirty_since is not None:
             return Verdict.STALE if now - dirty_since <= policy.max_stale else Verdict.MISS
-        return Verdict.HIT if age <= policy.revalidate_after else Verdict.STALE
+        return Verdict.HIT if age <= policy.revalidate_after * spread else Verdict.STALE
 
     def dirty_since(self, entry: Entry) -> float | None:
         """When the first announcement after the entry that concerns it was made; None if none."""

@@ -23,10 +23,24 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxy.breaker import Breaker
-from proxy.cache.entry import Entry
+from proxy.cache.entry import FETCHED_AT_OFFSET, HEADER_SIZE, Entry
 from proxy.cache.keys import fills_channel, lock_key, storage_key
 
 log = logging.getLogger("hos_search.proxy.cache")
+
+# A miss's one round trip before the engine (issue 24: it took two, a GET then SET NX + GET):
+# read the entry and, unless it was fetched at or after ARGV[1] (young enough that the worker
+# will most likely serve it), take the fill lock in the same call. Entry.encode puts fetched_at,
+# a big-endian double, at a fixed offset. KEYS[1] and KEYS[2] share a hash slot (keys.py).
+READ_OR_LOCK_SCRIPT = f"""
+local entry = redis.call('GET', KEYS[1])
+if entry and string.len(entry) >= {HEADER_SIZE} then
+  local fetched_at = struct.unpack('>d', string.sub(entry, {FETCHED_AT_OFFSET + 1}, {FETCHED_AT_OFFSET + 8}))
+  if fetched_at >= tonumber(ARGV[1]) then return {{entry, -1}} end
+end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return {{entry, 1}} end
+return {{entry, 0}}
+"""
 
 T = TypeVar("T")
 
@@ -53,6 +67,7 @@ class RedisTier:
         self._on_error = on_error
         self._fills = fills_channel(prefix)
         self._breaker = Breaker(failures=failures, cooldown=cooldown)
+        self._read_or_lock = client.register_script(READ_OR_LOCK_SCRIPT)
 
     @property
     def available(self) -> bool:
@@ -62,6 +77,21 @@ class RedisTier:
     async def get(self, key_digest: str) -> Entry | None:
         data = await self._call("get", lambda: self._client.get(storage_key(self._prefix, key_digest)))
         return Entry.decode(data) if isinstance(data, bytes) else None
+
+    async def read_or_lock(self, key_digest: str, young_since: float) -> tuple[bool | None, Entry | None]:
+        """The entry, and the fill lock unless the entry was fetched at or after ``young_since``:
+        one round trip.
+
+        The lock: True if taken by this call, False if another process holds it, None if not
+        tried (a young entry) or Redis failed.
+        """
+        keys = (storage_key(self._prefix, key_digest), lock_key(self._prefix, key_digest))
+        answer = await self._call("read", lambda: self._read_or_lock(keys=keys, args=(young_since, self._lock_ms)))
+        if not isinstance(answer, list) or len(answer) != 2:
+            return None, None
+        data, taken = answer
+        entry = Entry.decode(data) if isinstance(data, bytes) else None
+        return (None if taken == -1 else taken == 1), entry
 
     async def lock(self, key_digest: str) -> tuple[bool | None, Entry | None]:
         """Take the fill lock and read the entry, in one round trip.

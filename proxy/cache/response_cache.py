@@ -28,9 +28,10 @@ from proxy.cache.keys import digest
 from proxy.cache.l1 import LRU
 from proxy.cache.l2 import RedisTier
 from proxy.cache.notices import FillNotices
-from proxy.errors import BackendUnavailable, ProblemError
+from proxy.errors import ENGINE_BUSY, BackendUnavailable, EngineSkipped, ProblemError
 from proxy.http_caching import entity_tag
 from proxy.metrics import ProxyMetrics
+from proxy.queueing import having_waited
 
 # After the engine failed, background refreshes pause this long: a down engine is not asked
 # again for every stale answer served meanwhile.
@@ -58,6 +59,24 @@ class Served:
 
 
 FALLBACK_BACKEND = "postgres"
+
+
+class Lock:
+    """The outcome of one attempt at a key's fill lock, shared by the requests that joined the
+    read that made it; whoever :meth:`claim` s it first fills under it (or gives it back)."""
+
+    __slots__ = ("claimed", "key_digest", "taken")
+
+    def __init__(self, key_digest: str, taken: bool) -> None:
+        self.key_digest = key_digest
+        self.taken = taken  # ours, or another process holds it
+        self.claimed = False
+
+    def claim(self) -> bool:
+        if self.claimed:
+            return False
+        self.claimed = True
+        return True
 
 
 Producer = Callable[[], Awaitable[Produced]]
@@ -94,8 +113,11 @@ class ResponseCache:
         lock_wait: float,
         namespace: str = "",
         enabled: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.enabled = enabled
+        # Unix seconds, as entries are stamped; injectable so tests can move a worker's time.
+        self._clock = clock
         # Part of every Redis key: proxies of different indexes sharing a Redis never meet.
         self._namespace = namespace
         self.policy = policy
@@ -106,8 +128,9 @@ class ResponseCache:
         self._metrics = metrics
         self._lock_wait = lock_wait
         self._flights: dict[str, asyncio.Task[Entry]] = {}
-        self._reads: dict[str, asyncio.Task[Entry | None]] = {}
+        self._reads: dict[str, asyncio.Task[tuple[Entry | None, Lock | None]]] = {}
         self._fallbacks: dict[str, asyncio.Task[Produced]] = {}
+        self._writes: set[asyncio.Task[object]] = set()
         self._refresh_paused_until = 0.0
 
     def _count(self, route: str, tier: str, result: str) -> None:
@@ -130,11 +153,11 @@ class ResponseCache:
             try:
                 body = (await produce()).body
                 return Served(body, entity_tag(body), "BYPASS")
-            except BackendUnavailable:
+            except BackendUnavailable as exc:
                 if fallback is None:
                     raise
-                return await self._fall_back(key, fallback)
-        now = time.time()
+                return await self._fall_back(key, fallback, exc)
+        now = self._clock()
         judge = self.view.judge
         entry = self.l1.get(key)
         verdict = judge(entry, now) if entry is not None else Verdict.MISS
@@ -144,69 +167,118 @@ class ResponseCache:
         key_digest = digest(self._namespace + key)
         l2 = self.l2
         bypassed = l2 is None or not l2.available
+        lock: Lock | None = None
         if key in self._flights and entry is None:
             pass  # a fill is under way in this worker: join it below, no Redis read of our own
         elif l2 is not None and not bypassed:
-            shared = await self._read_shared(key, key_digest)
+            shared, lock = await self._read_shared(key, key_digest)
             shared_verdict = judge(shared, now) if shared is not None else Verdict.MISS
             self._count(route, "l2", shared_verdict.value.lower())
             if shared is not None and (entry is None or shared.fetched_at > entry.fetched_at):
                 entry, verdict = shared, shared_verdict
                 self._keep(key, shared)
             if entry is not None and verdict is Verdict.HIT:
+                if lock is not None:
+                    self._give_back(lock)  # taken for an entry that turned out servable
                 return _served(entry, verdict, now)
         elif l2 is not None:
             self._count(route, "l2", "bypass")
         if entry is not None and verdict is Verdict.STALE:
-            self._refresh(route, key, key_digest, produce)
+            self._refresh(route, key, key_digest, produce, lock)
             return _served(entry, verdict, now)
         try:
-            fresh = await asyncio.shield(self._flight(route, key, key_digest, produce))
-        except BackendUnavailable:
+            fresh = await asyncio.shield(self._flight(route, key, key_digest, produce, lock))
+        except BackendUnavailable as exc:
             if entry is not None and self.policy.usable_on_error(entry, now):
                 return _served(entry, Verdict.STALE, now)
             if fallback is None:
                 raise
-            return await self._fall_back(key, fallback)
+            return await self._fall_back(key, fallback, exc)
         # BYPASS also when Redis failed during this request (the breaker opened meanwhile).
         return Served(fresh.body, fresh.etag, "BYPASS" if bypassed or l2 is None or not l2.available else "MISS")
 
-    async def _fall_back(self, key: str, fallback: Producer) -> Served:
-        """The fallback's answer for ``key``: identical concurrent requests share one query."""
+    async def _fall_back(self, key: str, fallback: Producer, shed: BaseException | None = None) -> Served:
+        """The fallback's answer for ``key``: identical concurrent requests share one query.
+
+        ``shed``: why the engine did not answer; a request that already waited for an engine
+        slot waits for no fallback slot (``proxy.queueing``).
+        """
 
         async def run() -> Produced:
             return await fallback()
 
-        task, _ = _one_per_key(self._fallbacks, key, run)
+        waited = isinstance(shed, EngineSkipped) and shed.reason == ENGINE_BUSY
+        with having_waited(waited):  # copied into the task's context as it is created
+            task, _ = _one_per_key(self._fallbacks, key, run)
         body = (await asyncio.shield(task)).body
         return Served(body, entity_tag(body), "BYPASS", backend=FALLBACK_BACKEND)
 
-    async def _read_shared(self, key: str, key_digest: str) -> Entry | None:
-        """The L2 entry of ``key``: one Redis read per key at a time in this worker.
+    async def _read_shared(self, key: str, key_digest: str) -> tuple[Entry | None, Lock | None]:
+        """The L2 entry of ``key`` and, unless it is young, the fill lock: one round trip, one
+        read per key at a time in this worker.
 
         A burst of identical requests would otherwise open one Redis connection each — a
-        thousand at once exhausted redis-py's pool, which counted as Redis failing.
+        thousand at once exhausted redis-py's pool, which counted as Redis failing. Requests
+        that join a read share its lock: the first fill or release that claims it uses it.
         """
         l2 = self.l2
         assert l2 is not None
-        read, _ = _one_per_key(self._reads, key, lambda: l2.get(key_digest))
-        return await asyncio.shield(read)
+        young_since = self._clock() - self.policy.shortest_ttl
+
+        async def read() -> tuple[Entry | None, Lock | None]:
+            taken, entry = await l2.read_or_lock(key_digest, young_since)
+            return entry, None if taken is None else Lock(key_digest, taken)
+
+        task, _ = _one_per_key(self._reads, key, read)
+        return await asyncio.shield(task)
+
+    def _give_back(self, lock: Lock) -> None:
+        """Release a lock this worker took but will not fill under, off the request's path."""
+        if lock.claim() and lock.taken:
+            self._release_later(lock.key_digest)
+
+    def _release_later(self, key_digest: str) -> None:
+        if self.l2 is not None:
+            self._background(self.l2.release(key_digest))
+
+    def _background(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run Redis work after the answer: kept until done so it is neither collected nor lost."""
+        task = asyncio.ensure_future(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """Let the L2 writes still under way finish (at most ``timeout``), then cancel the rest."""
+        pending = set(self._writes)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            for task in late:
+                task.cancel()
 
     def _keep(self, key: str, entry: Entry) -> None:
         self.l1.put(key, entry)
         self._metrics.cache_l1_entries.set(len(self.l1))
         self._metrics.cache_l1_bytes.set(self.l1.bytes)
 
-    def _flight(self, route: str, key: str, key_digest: str, produce: Producer) -> asyncio.Task[Entry]:
-        """The one fill of ``key`` in this worker: joined if running, else started."""
-        task, joined = _one_per_key(self._flights, key, lambda: self._fill(route, key, key_digest, produce))
+    def _flight(
+        self, route: str, key: str, key_digest: str, produce: Producer, lock: Lock | None = None
+    ) -> asyncio.Task[Entry]:
+        """The one fill of ``key`` in this worker: joined if running, else started (under
+        ``lock``, the outcome of the read's lock attempt, when nobody has claimed it yet)."""
+        claimed = lock is not None and lock.claim()
+        held = lock.taken if lock is not None and claimed else None
+        task, joined = _one_per_key(self._flights, key, lambda: self._fill(route, key, key_digest, produce, held))
         if joined:
             self._metrics.cache_coalesced.labels(route, "worker").inc()
+            if held:
+                self._release_later(key_digest)  # the running fill has a lock of its own
         return task
 
-    def _refresh(self, route: str, key: str, key_digest: str, produce: Producer) -> None:
+    def _refresh(self, route: str, key: str, key_digest: str, produce: Producer, lock: Lock | None = None) -> None:
         """Start a background refresh of ``key`` unless one runs or the engine just failed."""
         if key in self._flights or time.monotonic() < self._refresh_paused_until:
+            if lock is not None:
+                self._give_back(lock)
             return
         refreshes = self._metrics.cache_refreshes
 
@@ -214,21 +286,36 @@ class ResponseCache:
             failed = task.cancelled() or task.exception() is not None  # retrieves the exception
             refreshes.labels(route, "failed" if failed else "ok").inc()
 
-        self._flight(route, key, key_digest, produce).add_done_callback(done)
+        self._flight(route, key, key_digest, produce, lock).add_done_callback(done)
 
-    async def _fill(self, route: str, key: str, key_digest: str, produce: Producer) -> Entry:
+    async def _fill(self, route: str, key: str, key_digest: str, produce: Producer, held: bool | None = None) -> Entry:
+        """Ask ``produce`` for ``key`` and keep the answer; ``held``: the fill lock is this
+        worker's (True), another process's (False), or not tried yet (None)."""
         # The generation is read before the engine is asked: a change announced while the
         # engine answers leaves this entry older than that change, hence stale.
         generation = self.view.generation
         # A fill that ended while this request awaited Redis has left its entry here already.
         kept = self.l1.get(key)
-        if kept is not None and self.view.judge(kept, time.time()) is Verdict.HIT:
+        if kept is not None and self.view.judge(kept, self._clock()) is Verdict.HIT:
+            if held:
+                self._release_later(key_digest)
             return kept
         l2 = self.l2
         locked = False
-        if l2 is not None and l2.available:
+        if held is not None:
+            # The read already tried the lock (and found no servable entry): no second trip.
+            locked = held
+            if not locked:
+                entry = await self._fill_by_another(key_digest)
+                if entry is not None:
+                    self._metrics.cache_coalesced.labels(route, "cluster").inc()
+                    self._keep(key, entry)
+                    return entry
+        elif l2 is not None and l2.available:
+            # Rare: the read found a young entry (no lock tried) that this worker cannot serve
+            # (a change made it dirty), or the read was skipped for a fill under way.
             taken, shared = await l2.lock(key_digest)
-            if shared is not None and self.view.judge(shared, time.time()) is Verdict.HIT:
+            if shared is not None and self.view.judge(shared, self._clock()) is Verdict.HIT:
                 if taken:
                     await l2.release(key_digest)
                 self._keep(key, shared)
@@ -240,7 +327,7 @@ class ResponseCache:
                     self._keep(key, entry)
                     return entry
             locked = taken is True
-        started = time.time()
+        started = self._clock()
         try:
             produced = await produce()
         except BaseException as exc:
@@ -255,7 +342,9 @@ class ResponseCache:
         entry = Entry(produced.body, generation, started, produced.tags)
         self._keep(key, entry)
         if l2 is not None:
-            await l2.fill(key_digest, entry, locked=locked)
+            # After the answer, not before it (issue 24: the awaited write added a round trip to
+            # every miss); waiters elsewhere hear of the entry when it is there.
+            self._background(l2.fill(key_digest, entry, locked=locked))
         return entry
 
     async def _fill_by_another(self, key_digest: str) -> Entry | None:
@@ -263,11 +352,11 @@ class ResponseCache:
         assert self.l2 is not None
         with self.notices.expect(key_digest) as notified:
             entry = await self.l2.get(key_digest)  # filled since the lock attempt?
-            if entry is None or self.view.judge(entry, time.time()) is not Verdict.HIT:
+            if entry is None or self.view.judge(entry, self._clock()) is not Verdict.HIT:
                 # A lost notice (subscription down) costs the wait, not a second engine request.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(notified), self._lock_wait)
                 entry = await self.l2.get(key_digest)
-        if entry is None or self.view.judge(entry, time.time()) is not Verdict.HIT:
+        if entry is None or self.view.judge(entry, self._clock()) is not Verdict.HIT:
             return None
         return entry

@@ -9,7 +9,8 @@ database, so the proxy starts while Postgres is down.
 Postgres is protected twice: ``statement_timeout`` (set per connection, so the server itself
 cancels a slow query, with asyncpg's own deadline behind it for a server that stops answering),
 and a cap on concurrent queries per process — a request waits at most ``queue_wait`` seconds
-for a slot, then gets :class:`Overloaded` (503, ``Retry-After``).
+for a slot, then gets :class:`Overloaded` (503, ``Retry-After``); a request the engine's queue
+shed already does not wait again (``proxy.queueing``).
 
 Never: wait longer than that for a slot, open more than ``pool_size`` connections, write to
 the database, or let a database error's text (or the database URL) into an error it raises —
@@ -31,6 +32,7 @@ from proxy.errors import BackendUnavailable, Overloaded
 from proxy.fallback import sql
 from proxy.fallback.sql import Statement
 from proxy.params import SearchRequest, SuggestRequest
+from proxy.queueing import already_waited
 
 log = logging.getLogger("hos_search.proxy.fallback")
 
@@ -107,6 +109,8 @@ class PostgresFallback:
             await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT_S)
 
     async def _take_slot(self) -> None:
+        if already_waited() and self._slots.locked():
+            raise Overloaded()  # shed by the engine's queue already: no second wait
         self.waiting += 1
         try:
             async with asyncio.timeout(self._queue_wait):

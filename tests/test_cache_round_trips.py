@@ -1,0 +1,141 @@
+"""How many Redis round trips a cache miss costs, against a real Redis (issue 24).
+
+A miss used to make two sequential round trips before the engine (the L2 read, then the
+lock-and-read) and a third, awaited, after it (the L2 write). Now: one before the engine — the
+read takes the fill lock in the same script — and the write runs after the answer. The tier's
+methods are counted by wrapping them on the instance; every call still reaches the real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from proxy.cache.freshness import CatalogView, Policy
+from proxy.cache.keys import digest, lock_key, storage_key
+from proxy.cache.l1 import LRU
+from proxy.cache.l2 import RedisTier
+from proxy.cache.notices import FillNotices
+from proxy.cache.response_cache import Produced, ResponseCache
+from proxy.metrics import ProxyMetrics
+from tests.indexer_support import eventually
+
+ROUTE = "search"
+KEY = "search:v2?q=wand"
+TIER_CALLS = ("read_or_lock", "lock", "get", "fill", "release")
+
+
+class CountedTier:
+    """The real tier with each Redis-bound method counted (and ``fill`` optionally held back)."""
+
+    def __init__(self, tier: RedisTier) -> None:
+        self.tier = tier
+        self.calls: list[str] = []
+        self.fill_may_start = asyncio.Event()
+        self.fill_may_start.set()
+        for name in TIER_CALLS:
+            setattr(tier, name, self._counted(name, getattr(tier, name)))
+
+    def _counted(self, name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            if name == "fill":
+                await self.fill_may_start.wait()
+            return await method(*args, **kwargs)
+
+        return counted
+
+
+def _worker(
+    client: aioredis.Redis, prefix: str, clock: Callable[[], float] = time.time
+) -> tuple[ResponseCache, CountedTier]:
+    """One worker's cache over the shared Redis, following catalog generation 1."""
+    policy = Policy(ttl=60.0, revalidate_after=15.0)
+    tier = RedisTier(client, prefix, timeout=1.0, keep_for=360.0, lock_for=5.0)
+    view = CatalogView(policy)
+    view.follow(1, clock())
+    cache = ResponseCache(
+        policy, LRU(100, 1 << 20), tier, view, FillNotices(), ProxyMetrics(), lock_wait=1.0, clock=clock
+    )
+    return cache, CountedTier(tier)
+
+
+async def test_a_cold_miss_makes_one_redis_round_trip_before_the_engine_and_writes_after_the_answer(
+    redis: aioredis.Redis,
+) -> None:
+    prefix = f"rt{uuid.uuid4().hex[:8]}:"
+    cache, counted = _worker(redis, prefix)
+    key_digest = digest(KEY)
+    seen_at_engine: list[tuple[list[str], bool]] = []
+
+    async def engine() -> Produced:
+        locked = bool(await redis.exists(lock_key(prefix, key_digest)))
+        seen_at_engine.append((list(counted.calls), locked))
+        return Produced(b'{"total": 1}', frozenset({"p:1"}))
+
+    counted.fill_may_start.clear()  # the L2 write cannot start: the answer must not wait for it
+    served = await asyncio.wait_for(cache.answer(ROUTE, KEY, engine), 5)
+    assert served.body == b'{"total": 1}' and served.cache == "MISS"
+    assert seen_at_engine == [(["read_or_lock"], True)]  # one round trip, and it took the lock
+    assert not await redis.exists(storage_key(prefix, key_digest))
+
+    counted.fill_may_start.set()
+
+    async def written() -> bool:
+        stored = await redis.exists(storage_key(prefix, key_digest))
+        return bool(stored) and not await redis.exists(lock_key(prefix, key_digest))
+
+    await eventually(written, timeout=5, what="the L2 write after the answer")
+    await cache.close()
+    assert counted.calls == ["read_or_lock", "fill"]
+
+
+async def test_an_l2_hit_in_another_worker_is_one_round_trip_and_leaves_no_lock(redis: aioredis.Redis) -> None:
+    prefix = f"rt{uuid.uuid4().hex[:8]}:"
+    first, _ = _worker(redis, prefix)
+    second, counted = _worker(redis, prefix)
+
+    async def engine() -> Produced:
+        return Produced(b'{"total": 2}', frozenset({"p:2"}))
+
+    async def never() -> Produced:
+        raise AssertionError("an L2 hit must not ask the engine")
+
+    await first.answer(ROUTE, KEY, engine)
+    await first.close()  # its L2 write done
+    served = await second.answer(ROUTE, KEY, never)
+    assert served.body == b'{"total": 2}' and served.cache == "HIT"
+    assert counted.calls == ["read_or_lock"]
+    assert not await redis.exists(lock_key(prefix, digest(KEY)))
+    # And the next one is an L1 hit: no round trip at all.
+    assert (await second.answer(ROUTE, KEY, never)).cache == "HIT"
+    assert counted.calls == ["read_or_lock"]
+
+
+async def test_an_expired_entry_is_refilled_under_the_lock_its_read_took(redis: aioredis.Redis) -> None:
+    prefix = f"rt{uuid.uuid4().hex[:8]}:"
+    old, _ = _worker(redis, prefix)
+    answers = iter((b'{"v": "old"}', b'{"v": "new"}'))
+
+    async def engine() -> Produced:
+        return Produced(next(answers), frozenset())
+
+    await old.answer(ROUTE, KEY, engine)
+    await old.close()
+    # A worker whose clock is two minutes on: the stored entry is past its lifetime there.
+    later, counted = _worker(redis, prefix, clock=lambda: time.time() + 120)
+    calls_at_engine: list[list[str]] = []
+
+    async def engine_later() -> Produced:
+        calls_at_engine.append(list(counted.calls))
+        return await engine()
+
+    served = await later.answer(ROUTE, KEY, engine_later)
+    assert served.body == b'{"v": "new"}'
+    assert calls_at_engine == [["read_or_lock"]]
+    await later.close()
