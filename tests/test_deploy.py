@@ -8,7 +8,7 @@ and against the repository (commands, ports, mounted paths, settings); the Kuber
 against the vendored Kubernetes JSON schemas (deploy/schemas/k8s/) and the same cross-checks,
 with the overlays rendered by the small subset of kustomize they use (``render``).
 
-Where the tool is installed (``.ci/run`` installs them; otherwise skipped with the reason):
+Where the tool is installed (``scripts/install-test-tools`` installs them; otherwise skipped with the reason):
 hadolint on the Dockerfile, kubeconform on the rendered overlays, and kustomize itself, whose
 output must equal ``render``'s.
 
@@ -113,7 +113,7 @@ def _tool(name: str) -> str | None:
 def _require_tool(name: str, how: str) -> str:
     path = _tool(name)
     if path is None:
-        pytest.skip(f"{name} is not installed ({how}; .ci/run installs it)")
+        pytest.skip(f"{name} is not installed ({how}; scripts/install-test-tools installs it)")
     return path
 
 
