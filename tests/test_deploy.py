@@ -78,14 +78,17 @@ def _normalise(name: str) -> str:
 DEV_DISTRIBUTIONS = {_normalise(_dist_name(r)) for r in _requirements("options.extras_require", "dev")}
 
 
+_SETTING_LINE = re.compile(r"^#?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+
+
 @functools.cache
 def env_example() -> dict[str, str]:
-    """``.env.example``: every setting with its default."""
+    """``.env.example``: every setting with its default, those left unset on purpose (``#NAME=value``:
+    the three server URLs, which would turn the embedded stack off when sourced) included."""
     settings = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            settings[name.strip()] = value.strip()
+        if match := _SETTING_LINE.match(line):
+            settings[match["name"]] = match["value"].strip()
     return settings
 
 
