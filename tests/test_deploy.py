@@ -133,9 +133,9 @@ def parse_command(argv: list[str]) -> tuple[str, argparse.Namespace]:
             if command == "proxy":
                 return command, proxy.__main__.build_parser().parse_args(rest)
             if command in ("indexer", "reindex"):
-                return command, indexer.__main__.build_parser().parse_args(
-                    ["reindex", *rest] if command == "reindex" else rest
-                )
+                return command, indexer.__main__.build_parser(
+                    "reindex" if command == "reindex" else "stream"
+                ).parse_args(rest)
             if rest:
                 raise ValueError(f"hos-search {' '.join(argv)}: unrecognized arguments {rest}")
     except SystemExit:
