@@ -45,11 +45,9 @@ def engine_used(stack: DevStack, env: Mapping[str, str]) -> str:
     server = stack.servers.get("engine")
     version = server.version if server is not None else "?"
     if version.startswith("osmem"):
-        why = missing_java_tools(dict(env)) or f"DEV_ENGINE={env.get('DEV_ENGINE', '')}"
-        return (
-            f"{version} IMITATION, not Lucene: relevance and speed are not judged on it. "
-            f"Why: {why}. scripts/install-test-tools installs a JDK where it can"
-        )
+        missing = missing_java_tools(dict(env))
+        why = f"{missing}; scripts/install-test-tools installs it where it can" if missing else "DEV_ENGINE=osmem"
+        return f"{version} IMITATION, not Lucene: relevance and speed are not judged on it. Why: {why}"
     return f"{version} node (real Lucene, embedded)"
 
 
