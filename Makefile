@@ -18,11 +18,17 @@ $(STAMP): setup.cfg pyproject.toml
 dev: $(STAMP)
 	$(BIN)/hos-search dev --products $(PRODUCTS) $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
+# The whole test set-up, then the tests: scripts/install-test-tools installs what is missing where it
+# can (JDK + Maven, promtool, Chromium, Node.js, hadolint, kubeconform, kustomize, k6) and names the
+# command where it cannot; the run's summary names the engine used and every skip with its reason.
+# CI runs exactly this (.ci/run).
 test: $(STAMP)
+	@scripts/install-test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Long fault and soak runs, off by default.
 test-soak: $(STAMP)
+	@scripts/install-test-tools
 	HOS_SOAK=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -2,17 +2,18 @@
 
 Used by every entry point at start-up. When the budget runs out it raises
 :class:`ServerUnreachable` whose message names the setting and the server — the entry point
-prints that one line and exits. It never hides the URL's password in logs: it strips it.
+prints that one line and exits. It never shows a URL's password in a log line or an error: every
+URL goes through :func:`catalog.config.redact_url`, the one redaction of the project.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from catalog.config import redact_url
 from catalog.errors import CatalogError
 from catalog.retry import AT_START
 
@@ -21,15 +22,6 @@ log = logging.getLogger("hos_search.connections")
 
 class ServerUnreachable(CatalogError):
     """A server did not answer within the retry budget; the message names the setting."""
-
-
-def redact(url: str) -> str:
-    """The URL without its password, fit for a log line or an error message."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 async def connect_postgres(
@@ -42,12 +34,12 @@ async def connect_postgres(
         except (TimeoutError, OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as exc:
             if attempt == attempts:
                 raise ServerUnreachable(
-                    f"{setting}: cannot connect to {redact(url)} after {attempts} tries: {exc}"
+                    f"{setting}: cannot connect to {redact_url(url)} after {attempts} tries: {exc}"
                 ) from None
             delay = AT_START.delay(attempt)
             log.warning(
                 "postgres %s unreachable (%s); retrying in %.1fs, %d tries left",
-                redact(url),
+                redact_url(url),
                 exc,
                 delay,
                 attempts - attempt,
@@ -59,5 +51,5 @@ async def connect_postgres(
             asyncpg.InvalidPasswordError,
         ) as exc:
             # Retrying cannot fix a wrong user, password or database name.
-            raise ServerUnreachable(f"{setting}: {redact(url)} refused the connection: {exc}") from None
+            raise ServerUnreachable(f"{setting}: {redact_url(url)} refused the connection: {exc}") from None
     raise AssertionError("unreachable")

@@ -2,14 +2,16 @@
 
 Starts the embedded servers (or uses the ones the environment names), applies migrations,
 loads the sample catalog, runs the indexer and the proxy as child processes, prints every
-URL, and once a browse through the proxy finds the whole catalog, says "ready", optionally
-writes the URLs to an env file, and waits. Ctrl-C or SIGTERM stops everything it
-started, children first, then the servers.
+URL, and once the engine serves the whole catalog (the search alias exists and a browse through
+the proxy is answered by the engine, not the Postgres fallback, and finds every active product)
+says "ready", optionally writes the URLs to an env file, and waits. Ctrl-C or SIGTERM stops
+everything it started, children first, then the servers. Never imported by the services.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
 import subprocess
@@ -17,8 +19,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+from catalog.config import ConfigError, search_index
 from catalog.connections import ServerUnreachable, connect_postgres
 from catalog.engine import engine_info_from_root
 from catalog.migrate import MigrationError, migrate
@@ -60,28 +65,75 @@ def _engine_version(urls: StackUrls) -> str:
     return f"{info.distribution} {info.version or '?'}"
 
 
-def _searchable_total(proxy_url: str) -> int | None:
-    """How many products a browse through the proxy finds, or None while it cannot answer."""
+# The proxy's X-Search-Backend value for an answer from the search engine (the HTTP API's
+# contract); "postgres" is its fallback, which answers before the engine has an index.
+ENGINE_BACKEND = "elasticsearch"
+
+
+@dataclass(frozen=True)
+class Browse:
+    """What a browse through the proxy found, and which backend answered it."""
+
+    backend: str
+    total: int
+
+
+def _browse(proxy_url: str) -> Browse | None:
+    """A browse through the proxy, or None while it cannot answer."""
     try:
         with urllib.request.urlopen(f"{proxy_url}/api/search?size=1", timeout=10) as response:
-            return int(json.loads(response.read())["total"])
+            return Browse(response.headers.get("X-Search-Backend", ""), int(json.loads(response.read())["total"]))
     except (OSError, ValueError, KeyError):
-        return None  # 503 while the index is being built, or not listening yet
+        return None  # 503 while no backend answers, or not listening yet
+
+
+def _alias_exists(engine_url: str, alias: str) -> bool:
+    """Whether the engine has the search alias (the indexer creates it once the index is built)."""
+    parts = urlsplit(engine_url)
+    host = parts.netloc.rpartition("@")[2]
+    request = urllib.request.Request(f"{parts.scheme}://{host}{parts.path.rstrip('/')}/_alias/{alias}")
+    if parts.username is not None:
+        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status == 200
+    except OSError:
+        return False  # 404 until the alias exists
+
+
+def engine_serves_catalog(browse: Browse | None, alias_exists: bool, expected: int) -> bool:
+    """Ready means the engine answers: the alias exists, and a browse through the proxy is served
+    by the engine and finds the whole catalog. The Postgres fallback finds the whole catalog at
+    once, 4-7 s before the engine has its index, so a total alone said "ready" too early: 7 of 8
+    searches in the next 8 s came back from Postgres (issue 20)."""
+    return alias_exists and browse is not None and browse.backend == ENGINE_BACKEND and browse.total >= expected
+
+
+def _progress(browse: Browse | None, alias_exists: bool, expected: int) -> str:
+    if not alias_exists:
+        return "the engine has no index yet" + ("" if browse is None else f" ({browse.backend} answers meanwhile)")
+    if browse is None:
+        return "the proxy does not answer yet"
+    return f"{browse.total} of {expected} searchable ({browse.backend} answers)"
 
 
 def _wait_for_catalog(
-    proxy_url: str, expected: int, children: dict[str, subprocess.Popen[bytes]], stop: Callable[[], bool]
+    proxy_url: str,
+    engine_url: str,
+    alias: str,
+    expected: int,
+    children: dict[str, subprocess.Popen[bytes]],
+    stop: Callable[[], bool],
 ) -> bool:
-    """Wait until a browse through the proxy finds the whole seeded catalog.
-
-    "Ready" used to be printed as soon as the proxy answered /healthz, while the indexer was
-    still building the index: a search sent right then got a 503. Progress is printed every
-    ten seconds; a child that exits ends the wait.
-    """
+    """Wait until the engine serves the whole seeded catalog through the proxy
+    (:func:`engine_serves_catalog`). Progress is printed every ten seconds; a child that exits
+    ends the wait."""
     started = last_report = time.monotonic()
     while not stop():
-        total = _searchable_total(proxy_url)
-        if total is not None and total >= expected:
+        exists = _alias_exists(engine_url, alias)
+        browse = _browse(proxy_url) if exists else None
+        if engine_serves_catalog(browse, exists, expected):
             return True
         for name, proc in children.items():
             if proc.poll() is not None:
@@ -89,8 +141,7 @@ def _wait_for_catalog(
                 return False
         if time.monotonic() - last_report >= 10:
             last_report = time.monotonic()
-            found = "no index yet" if total is None else f"{total} of {expected} searchable"
-            print(f"indexing:  {found} after {last_report - started:.0f} s", flush=True)
+            print(f"indexing:  {_progress(browse, exists, expected)} after {last_report - started:.0f} s", flush=True)
         time.sleep(0.2)
     return False
 
@@ -136,6 +187,11 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
             file=sys.stderr,
         )
         return 1
+    try:
+        alias = search_index(env)  # before any server starts: a bad name is one line, nothing to stop
+    except ConfigError as exc:
+        print(f"hos-search dev: {exc}", file=sys.stderr)
+        return 2
     port = port or free_port()
     stop_requested = False
 
@@ -168,7 +224,9 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
             if not wait_http(f"{proxy_url}/healthz", children["proxy"], 60):
                 print("hos-search dev: the proxy did not start; see its output above", file=sys.stderr)
                 return 1
-            if "indexer" in children and not _wait_for_catalog(proxy_url, active, children, lambda: stop_requested):
+            if "indexer" in children and not _wait_for_catalog(
+                proxy_url, urls.elasticsearch_node, alias, active, children, lambda: stop_requested
+            ):
                 return 0 if stop_requested else 1
             lines["PROXY_URL"] = proxy_url
             print(f"proxy:     {proxy_url}  (try {proxy_url}/api/search?q=hary+poter)", flush=True)

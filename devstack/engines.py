@@ -1,7 +1,7 @@
 """Which search engine the dev stack runs: the real OpenSearch node, or the light osmem imitation.
 
-``DEV_ENGINE`` chooses (``opensearch`` or ``osmem``); unset, the real node runs wherever ``java``
-and ``mvn`` are present and osmem elsewhere. ``DEV_ENGINE_HEAP`` sizes the node's JVM heap.
+``DEV_ENGINE`` chooses (``opensearch`` or ``osmem``); unset, the real node runs wherever a JDK
+(``java`` with ``javac``) and ``mvn`` are present and osmem elsewhere. ``DEV_ENGINE_HEAP`` sizes the node's JVM heap.
 Ignored when ``ELASTICSEARCH_NODE`` names an engine: then nothing is started.
 """
 

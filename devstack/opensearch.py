@@ -36,15 +36,33 @@ class JavaTools:
     java_home: str | None
 
 
-def find_java_tools(env: dict[str, str] | None = None) -> JavaTools | None:
-    """``java`` (from ``JAVA_HOME`` when set, else ``PATH``) and ``mvn``, or None if either is missing."""
-    env = dict(os.environ if env is None else env)
+# What installs a JDK and Maven on Debian and Ubuntu; scripts/install-test-tools runs it as root.
+JDK_INSTALL = "apt-get install openjdk-17-jdk-headless maven (or set JAVA_HOME to a JDK 17+)"
+
+
+def _locate_java_tools(env: dict[str, str]) -> tuple[JavaTools | None, str]:
     java_home = env.get("JAVA_HOME") or None
     java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java", path=env.get("PATH"))
     mvn = shutil.which("mvn", path=env.get("PATH"))
-    if not java or not Path(java).exists() or not mvn:
-        return None
-    return JavaTools(java, mvn, java_home)
+    if not java or not Path(java).exists():
+        return None, f"no java: {JDK_INSTALL}"
+    # A JRE has no javac, and Maven cannot compile the launcher without it: the build failed and
+    # nothing fell back (issue 20). javac sits next to the real java binary in a JDK.
+    if not (Path(java).resolve().parent / "javac").exists():
+        return None, f"{Path(java).resolve()} is a JRE without javac: {JDK_INSTALL}"
+    if not mvn:
+        return None, f"no mvn: {JDK_INSTALL}"
+    return JavaTools(java, mvn, java_home), ""
+
+
+def find_java_tools(env: dict[str, str] | None = None) -> JavaTools | None:
+    """``java`` of a JDK (from ``JAVA_HOME`` when set, else ``PATH``) and ``mvn``, or None if either is missing."""
+    return _locate_java_tools(dict(os.environ if env is None else env))[0]
+
+
+def missing_java_tools(env: dict[str, str] | None = None) -> str:
+    """Why the real node cannot run here, with the command that fixes it; "" when it can."""
+    return _locate_java_tools(dict(os.environ if env is None else env))[1]
 
 
 def parse_heap(value: str | None) -> str:
@@ -125,7 +143,9 @@ def start_opensearch(
     """A real OpenSearch node on free loopback ports, its home under ``workdir``."""
     tools = find_java_tools(env)
     if tools is None:
-        raise ServerError("DEV_ENGINE=opensearch needs java and mvn on PATH (or set DEV_ENGINE=osmem)")
+        raise ServerError(
+            f"DEV_ENGINE=opensearch needs java and mvn: {missing_java_tools(env)} (or set DEV_ENGINE=osmem)"
+        )
     classes, classpath = build_launcher(tools, env)
     workdir.mkdir(parents=True, exist_ok=True)
     announce = workdir / "announce.json"

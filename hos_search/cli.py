@@ -20,8 +20,8 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from catalog.commandline import CommandParser
 from catalog.config import ConfigError, database_url
 from catalog.errors import CatalogError
 from catalog.logs import LEVELS, configure_logging
@@ -44,20 +44,13 @@ def _port(text: str) -> int:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), like every other failure."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _global_options(*, top: bool) -> _Parser:
+def _global_options(*, top: bool) -> CommandParser:
     """The options every command accepts; ``top=False`` for the copy after the command word.
 
     After the command word the default is SUPPRESS, so a sub-command that was not given the
     option does not overwrite the value given before the command word with its default.
     """
-    options = _Parser(add_help=False)
+    options = CommandParser(add_help=False)
     options.add_argument(
         "--log-level",
         type=str.lower,
@@ -79,7 +72,7 @@ _SERVICE_COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog="hos-search",
         description="hos-search: product search for the marketplace",
         parents=[_global_options(top=True)],

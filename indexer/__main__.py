@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import uvloop
 
+from catalog.commandline import CommandParser
 from catalog.config import ConfigError
 from catalog.errors import CatalogError
 from catalog.logs import configure_logging
@@ -30,11 +31,16 @@ from indexer.service import run_indexer, run_reindex
 from indexer.settings import IndexerSettings
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hos-search indexer", description="keep the search index in sync")
-    parser.add_argument(
-        "command", nargs="?", choices=["stream", "reindex"], default="stream", help="default: stream changes"
-    )
+def build_parser(command: str = "stream") -> argparse.ArgumentParser:
+    """The options of ``command``: ``stream`` (``hos-search indexer``) or ``reindex``
+    (``hos-search reindex``, which has none: it used to show the streaming indexer's)."""
+    if command == "reindex":
+        return CommandParser(
+            prog="hos-search reindex",
+            description="rebuild the index behind SEARCH_INDEX with zero downtime: a new versioned index "
+            "from one snapshot, the changes made meanwhile replayed, then an atomic alias swap",
+        )
+    parser = CommandParser(prog="hos-search indexer", description="keep the search index in sync")
     parser.add_argument(
         "--reindex-on-start",
         action="store_true",
@@ -60,13 +66,16 @@ async def _run(command: str, settings: IndexerSettings, reindex_on_start: bool) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    prog = "hos-search reindex" if args.command == "reindex" else "hos-search indexer"
+    rest = list(sys.argv[1:] if argv is None else argv)
+    command = rest.pop(0) if rest and rest[0] in ("stream", "reindex") else "stream"
+    parser = build_parser(command)
+    args = parser.parse_args(rest)
+    prog = parser.prog
     try:
         configure_logging(os.environ)
         settings = IndexerSettings.from_env(os.environ)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_run(args.command, settings, args.reindex_on_start))
+            return runner.run(_run(command, settings, getattr(args, "reindex_on_start", False)))
     except ConfigError as exc:
         print(f"{prog}: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -50,8 +50,8 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import AsyncElasticsearch
 
-from catalog.config import ConfigError
-from catalog.connections import ServerUnreachable, connect_postgres, redact
+from catalog.config import ConfigError, redact_url
+from catalog.connections import ServerUnreachable, connect_postgres
 from catalog.engine import create_engine_client
 from catalog.retry import AT_START, RECONNECT
 from indexer.batch import run_batch
@@ -107,7 +107,7 @@ async def open_engine(settings: IndexerSettings, *, attempts: int = 5) -> AsyncE
         except (TransportConnectionError, ConnectionTimeout) as exc:
             if attempt == attempts:
                 raise ServerUnreachable(
-                    f"ELASTICSEARCH_NODE: cannot reach {redact(settings.elasticsearch_node)} after {attempts} tries"
+                    f"ELASTICSEARCH_NODE: cannot reach {redact_url(settings.elasticsearch_node)} after {attempts} tries"
                 ) from exc
             delay = AT_START.delay(attempt)
             log.warning("engine unreachable (%s); retrying in %.1fs, %d tries left", exc, delay, attempts - attempt)

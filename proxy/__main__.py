@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from catalog.commandline import CommandParser
 from catalog.config import ConfigError
 from catalog.errors import CatalogError
 from catalog.logs import configure_logging
@@ -16,7 +17,7 @@ from proxy.settings import ProxySettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hos-search proxy", description="serve the search API")
+    parser = CommandParser(prog="hos-search proxy", description="serve the search API")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     parser.add_argument(

@@ -2,7 +2,7 @@
 
 The proxy's own cache (``proxy.cache``) decides what is fresh; this module tells the caches
 downstream how long they may keep an answer, and answers their revalidations. The rules
-(README, "HTTP caching and the CDN"):
+(docs/api.md, "HTTP caching and the CDN"):
 
 - An engine answer is ``<scope>, max-age=<Age + HTTP_MAX_AGE_S>, stale-while-revalidate=M,
   stale-if-error=K``. A downstream cache counts ``Age`` against ``max-age`` (RFC 9111 §4.2.3),

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from catalog.mapping import PRICE_BUCKETS
+from catalog.version import VERSION
 from proxy.params import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_SUGGEST_SIZE,
@@ -83,6 +84,11 @@ def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 
 _HEADERS: dict[str, Any] = {
+    "Allow": {
+        "description": "The methods this path answers (RFC 9110), comma-separated.",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+    },
     "X-Request-ID": {
         "description": "The client's request id, echoed, or one generated.",
         "required": True,
@@ -193,6 +199,17 @@ def _problem(description: str) -> dict[str, Any]:
 
 
 _PROBLEM_RESPONSE = _problem("A problem (RFC 9457).")
+# Every path answers these two, whatever the operation (proxy.middleware.problems).
+_METHOD_NOT_ALLOWED = {
+    "description": "The path exists, but not for this method (only GET, and HEAD where GET is; OPTIONS for CORS "
+    "preflights when CORS_ORIGINS is set). `Allow` names the methods it answers.",
+    "headers": _headers("X-Request-ID", "Allow"),
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+_SERVER_ERROR = _problem(
+    "An unexpected error: logged with its traceback under the request id, never described in the answer."
+)
+_EVERY_PATH = {"405": _METHOD_NOT_ALLOWED, "500": _SERVER_ERROR}
 _UNAVAILABLE = {
     "description": "Neither the engine nor the Postgres fallback could answer (down, or over the "
     "fallback's concurrency cap); a stale cached answer would have been served instead if there "
@@ -519,7 +536,7 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "hos-search",
-            "version": "1.0.0",
+            "version": VERSION,  # the package's: the document describes the code that serves it
             "description": "Product search for the fandom-merchandise marketplace.",
         },
         "paths": {
@@ -532,6 +549,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("SearchResponse", "A page of results.", _CACHED_HEADERS),
                         "304": _NOT_MODIFIED,
                         **errors,
+                        **_EVERY_PATH,
                     },
                 }
             },
@@ -544,6 +562,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("SuggestResponse", "Suggestions, best first.", _CACHED_HEADERS),
                         "304": _NOT_MODIFIED,
                         **errors,
+                        **_EVERY_PATH,
                     },
                 }
             },
@@ -559,6 +578,7 @@ def openapi_document() -> dict[str, Any]:
                         "404": _problem("There is no active product with this id."),
                         "429": _RATE_LIMITED,
                         "503": _UNAVAILABLE,
+                        **_EVERY_PATH,
                     },
                 }
             },
@@ -574,6 +594,7 @@ def openapi_document() -> dict[str, Any]:
                         "404": _problem("There is no seller with this id that has an active product."),
                         "429": _RATE_LIMITED,
                         "503": _UNAVAILABLE,
+                        **_EVERY_PATH,
                     },
                 }
             },
@@ -581,7 +602,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "healthz",
                     "summary": "The process is alive",
-                    "responses": {"200": {"description": "Alive."}},
+                    "responses": {"200": {"description": "Alive."}, **_EVERY_PATH},
                 }
             },
             "/readyz": {
@@ -591,6 +612,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json("Readiness", "Ready or degraded (serving)."),
                         "503": _json("Readiness", "Cannot serve searches."),
+                        **_EVERY_PATH,
                     },
                 }
             },
@@ -599,7 +621,10 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "metrics",
                     "summary": "Prometheus metrics (on an internal listener instead when METRICS_PORT is set: "
                     "404 here)",
-                    "responses": {"200": {"description": "Text exposition format.", "content": {"text/plain": {}}}},
+                    "responses": {
+                        "200": {"description": "Text exposition format.", "content": {"text/plain": {}}},
+                        **_EVERY_PATH,
+                    },
                 }
             },
         },

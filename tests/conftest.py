@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -19,9 +21,11 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
+from catalog.config import redact_url
 from catalog.engine import create_engine_client
 from catalog.migrate import migrate
 from devstack.databases import database_url_for
+from devstack.opensearch import missing_java_tools
 from devstack.stack import DevStack, StackUrls
 from proxy.app import create_app
 from proxy.settings import ProxySettings
@@ -29,10 +33,29 @@ from proxy.settings import ProxySettings
 TEMPLATE_DB = "hos_test_template"
 
 
+# What the run's summary says about the engine the shared stack used (pytest_terminal_summary).
+ENGINE_USED = pytest.StashKey[str]()
+
+
+def engine_used(stack: DevStack, env: Mapping[str, str]) -> str:
+    """One line naming the engine of ``stack``: a real OpenSearch node, the imitation (and why), or
+    the external one the environment names."""
+    if env.get("ELASTICSEARCH_NODE"):
+        return f"external engine at {redact_url(env['ELASTICSEARCH_NODE'])} (ELASTICSEARCH_NODE)"
+    server = stack.servers.get("engine")
+    version = server.version if server is not None else "?"
+    if version.startswith("osmem"):
+        missing = missing_java_tools(dict(env))
+        why = f"{missing}; scripts/install-test-tools installs it where it can" if missing else "DEV_ENGINE=osmem"
+        return f"{version} IMITATION, not Lucene: relevance and speed are not judged on it. Why: {why}"
+    return f"{version} node (real Lucene, embedded)"
+
+
 @pytest.fixture(scope="session")
-def devstack() -> Iterator[DevStack]:
+def devstack(request: pytest.FixtureRequest) -> Iterator[DevStack]:
     stack = DevStack(os.environ)
     stack.start()
+    request.config.stash[ENGINE_USED] = engine_used(stack, os.environ)
     try:
         yield stack
     finally:
@@ -221,3 +244,29 @@ async def proxy_client(search_catalog: SearchCatalog, stack_urls: StackUrls) -> 
     """An in-process proxy (real aiohttp server on loopback) over the shared search catalog."""
     async with TestClient(TestServer(create_app(proxy_settings(search_catalog, stack_urls)))) as client:
         yield client
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say loudly which engine the run used and every skip with its reason: a plain run used to
+    fall back to the imitation engine, or skip whole files, without a word (issue 20)."""
+    write = terminalreporter.write_line
+    terminalreporter.section("hos-search: what this run used")
+    used = config.stash.get(ENGINE_USED, "")
+    if not used:
+        write("engine: none started (no test here needed the shared stack)")
+    else:
+        write(f"engine: {used}", red="IMITATION" in used, bold=True)
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        where, _line, reason = report.longrepr if isinstance(report.longrepr, tuple) else ("?", 0, str(report.longrepr))
+        reasons[f"{reason.removeprefix('Skipped: ')}  [{Path(where).name}]"] += 1
+    if not reasons:
+        write("skipped: nothing", green=True)
+        return
+    write(
+        f"skipped: {sum(reasons.values())} tests — each is NOT a pass; scripts/install-test-tools names the fix",
+        yellow=True,
+        bold=True,
+    )
+    for reason, count in reasons.most_common():
+        write(f"  {count:3d} × {reason}", yellow=True)

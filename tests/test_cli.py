@@ -129,3 +129,19 @@ def test_unknown_options_of_a_built_in_command_are_one_line() -> None:
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert "--bogus" in line
+
+
+@pytest.mark.parametrize("command", ["proxy", "indexer", "reindex"])
+def test_unknown_options_of_a_service_are_one_line(command: str) -> None:
+    # argparse printed the usage and then the error: two lines where one is promised.
+    result = _cli(command, "--bogus")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"hos-search {command}: error:") and "--bogus" in line
+
+
+def test_reindex_help_shows_the_reindex_not_the_streaming_indexer() -> None:
+    result = _cli("reindex", "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: hos-search reindex")
+    assert "--reindex-on-start" not in result.stdout and "stream" not in result.stdout

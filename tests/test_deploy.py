@@ -8,7 +8,7 @@ and against the repository (commands, ports, mounted paths, settings); the Kuber
 against the vendored Kubernetes JSON schemas (deploy/schemas/k8s/) and the same cross-checks,
 with the overlays rendered by the small subset of kustomize they use (``render``).
 
-Where the tool is installed (``.ci/run`` installs them; otherwise skipped with the reason):
+Where the tool is installed (``scripts/install-test-tools`` installs them; otherwise skipped with the reason):
 hadolint on the Dockerfile, kubeconform on the rendered overlays, and kustomize itself, whose
 output must equal ``render``'s.
 
@@ -78,14 +78,17 @@ def _normalise(name: str) -> str:
 DEV_DISTRIBUTIONS = {_normalise(_dist_name(r)) for r in _requirements("options.extras_require", "dev")}
 
 
+_SETTING_LINE = re.compile(r"^#?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+
+
 @functools.cache
 def env_example() -> dict[str, str]:
-    """``.env.example``: every setting with its default."""
+    """``.env.example``: every setting with its default, those left unset on purpose (``#NAME=value``:
+    the three server URLs, which would turn the embedded stack off when sourced) included."""
     settings = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            settings[name.strip()] = value.strip()
+        if match := _SETTING_LINE.match(line):
+            settings[match["name"]] = match["value"].strip()
     return settings
 
 
@@ -113,7 +116,7 @@ def _tool(name: str) -> str | None:
 def _require_tool(name: str, how: str) -> str:
     path = _tool(name)
     if path is None:
-        pytest.skip(f"{name} is not installed ({how}; .ci/run installs it)")
+        pytest.skip(f"{name} is not installed ({how}; scripts/install-test-tools installs it)")
     return path
 
 
@@ -130,9 +133,9 @@ def parse_command(argv: list[str]) -> tuple[str, argparse.Namespace]:
             if command == "proxy":
                 return command, proxy.__main__.build_parser().parse_args(rest)
             if command in ("indexer", "reindex"):
-                return command, indexer.__main__.build_parser().parse_args(
-                    ["reindex", *rest] if command == "reindex" else rest
-                )
+                return command, indexer.__main__.build_parser(
+                    "reindex" if command == "reindex" else "stream"
+                ).parse_args(rest)
             if rest:
                 raise ValueError(f"hos-search {' '.join(argv)}: unrecognized arguments {rest}")
     except SystemExit:

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devstack.dev import Browse, engine_serves_catalog
 from devstack.stack import clean_stale_workdirs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,15 +135,22 @@ def _search_sees_the_catalog_and_its_changes(urls: dict[str, str]) -> None:
         finally:
             await conn.close()
 
-    expected = asyncio.run(active())
     proxy = urls["PROXY_URL"]
-    # Once the env file names the proxy, the whole seeded catalog answers at once: no waiting.
-    assert _total(proxy) == expected
+    # Once the env file names the proxy ("ready"), the engine serves the whole seeded catalog:
+    # exactly one search, no polling. Not the readiness browse's query (size=1), so no cache entry
+    # of it can answer. "Ready" used to come from the Postgres fallback, 4-7 s before the engine
+    # had its index (issue 20).
+    with urllib.request.urlopen(f"{proxy}/api/search?size=3", timeout=30) as response:
+        backend, cache = response.headers["X-Search-Backend"], response.headers["X-Cache"]
+        first = json.loads(response.read())
+    expected = asyncio.run(active())
+    assert (backend, cache != "HIT") == ("elasticsearch", True)
+    assert (first["total"], first["total_relation"]) == (expected, "eq")
     asyncio.run(add_product())
     _eventually(lambda: _total(proxy, "q=zzyzx") == 1, "a new product to become searchable")
 
 
-def test_hos_search_dev_serves_and_stops_cleanly(tmp_path: Path) -> None:
+def test_hos_search_dev_is_ready_when_the_engine_serves_the_catalog_and_stops_cleanly(tmp_path: Path) -> None:
     env_file = tmp_path / "stack.env"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "ELASTICSEARCH_NODE")}
     proc = subprocess.Popen(
@@ -205,3 +213,19 @@ def test_hos_search_dev_refuses_a_taken_port_in_one_line() -> None:
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("browse", "alias_exists", "ready"),
+    [
+        (Browse("postgres", 300), False, False),  # the fallback has the whole catalog at once
+        (Browse("postgres", 300), True, False),  # the engine's breaker still open after the 404s
+        (Browse("elasticsearch", 120), True, False),  # a partial index
+        (None, True, False),
+        (Browse("elasticsearch", 300), True, True),
+    ],
+)
+def test_ready_means_the_engine_serves_the_whole_catalog(
+    browse: Browse | None, alias_exists: bool, ready: bool
+) -> None:
+    assert engine_serves_catalog(browse, alias_exists, 300) is ready

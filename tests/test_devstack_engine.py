@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.engines import choose_engine
-from devstack.opensearch import build_launcher, find_java_tools, parse_heap
+from devstack.engines import choose_engine, start_engine
+from devstack.opensearch import build_launcher, find_java_tools, missing_java_tools, parse_heap
 from devstack.servers import ServerError
 from devstack.stack import StackUrls
 
@@ -41,10 +41,22 @@ def test_the_real_node_is_the_default_only_where_java_and_maven_are() -> None:
 
 
 def test_asking_for_the_real_node_without_java_says_what_is_missing(tmp_path: Path) -> None:
-    from devstack.engines import start_engine
-
     with pytest.raises(ServerError, match="java and mvn"):
         start_engine(tmp_path, {"DEV_ENGINE": "opensearch", "PATH": "/nonexistent", "JAVA_HOME": ""})
+
+
+def test_a_jre_without_javac_is_named_and_the_imitation_runs_instead(tmp_path: Path) -> None:
+    # A JRE: java, no javac. Maven's build of the launcher failed there and nothing fell back.
+    jre = tmp_path / "jre"
+    (jre / "bin").mkdir(parents=True)
+    (jre / "bin" / "java").write_text("#!/bin/sh\nexit 0\n")
+    (jre / "bin" / "java").chmod(0o755)
+    env = {"JAVA_HOME": str(jre), "PATH": os.environ.get("PATH", "")}
+    assert find_java_tools(env) is None
+    assert "JRE without javac" in missing_java_tools(env) and "openjdk-17-jdk-headless" in missing_java_tools(env)
+    assert choose_engine(env) == "osmem"
+    with pytest.raises(ServerError, match="javac"):
+        start_engine(tmp_path / "work", {**env, "DEV_ENGINE": "opensearch"})
 
 
 def test_the_stacks_engine_is_the_one_chosen(stack_urls: StackUrls) -> None:

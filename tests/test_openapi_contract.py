@@ -34,6 +34,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from importlib.metadata import version as package_version
 from typing import Any
 from urllib.parse import quote
 
@@ -544,3 +545,19 @@ async def test_cached_routes_say_how_each_answer_was_obtained(client: TestClient
             assert response.headers["ETag"]
             assert response.headers["X-Request-ID"]
         assert int(response.headers["Age"]) >= 0
+
+
+async def test_the_documents_version_is_the_packages(client: TestClient) -> None:
+    # It said 1.0.0 beside a 0.1.0 package: a client could not tell which release it talked to.
+    assert (await _served(client))["info"]["version"] == package_version("hos-search")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+async def test_another_method_is_a_documented_405_naming_the_allowed_ones(client: TestClient, method: str) -> None:
+    document = await _served(client)
+    for path in document["paths"]:
+        response = await client.request(method, path.replace("{id}", "1"))
+        body = await response.read()
+        assert response.status == 405, (method, path, response.status, body[:300])
+        _conforms(document, path, response, body)
+        assert "GET" in {allowed.strip() for allowed in response.headers["Allow"].split(",")}, (path, response.headers)

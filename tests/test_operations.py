@@ -24,7 +24,7 @@ OPERATIONS_GUIDE = ROOT / "docs" / "operations.md"
 RUNBOOK_BASE = "https://github.com/hos-marketplace/hos-search/blob/main/docs/operations.md#"
 SEVERITIES = {"page", "ticket"}  # docs/operations.md#severities
 PROMTOOL = shutil.which("promtool")
-# .ci/run installs Debian's prometheus package; a machine without it skips these, visibly.
+# scripts/install-test-tools (make test) installs Debian's prometheus; a machine without it skips these, visibly.
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
 _METRIC = re.compile(r"\b(search_(?:proxy|indexer)_[a-z0-9_]+)")
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")

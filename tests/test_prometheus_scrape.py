@@ -45,7 +45,7 @@ from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = Path("/usr/bin/prometheus")
-PROMTOOL = PROMETHEUS.with_name("promtool")  # the same Debian package (.ci/run installs it)
+PROMTOOL = PROMETHEUS.with_name("promtool")  # the same Debian package (scripts/install-test-tools installs it)
 # The job names of prometheus/prometheus.yml: the alerts select on them (up{job="search-proxy"}).
 PROXY_JOB, INDEXER_JOB = "search-proxy", "search-indexer"
 # Requests the proxy counts that this test does not send itself: Prometheus's and this test's

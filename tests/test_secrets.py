@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
 from catalog.config import ConfigError
+from catalog.connections import ServerUnreachable, connect_postgres
 from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
@@ -178,6 +179,19 @@ def test_a_bad_setting_is_named_without_its_secret(name: str, value: str) -> Non
     with pytest.raises(ConfigError, match=name) as refused:
         ProxySettings.from_env({name: value})
     _assert_no_secret(f"the error for {name}", [str(refused.value)])
+
+
+async def test_an_unreachable_postgres_is_named_without_its_password_parameter(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # libpq's query form: catalog/connections.py had a redaction of its own that missed it, and
+    # printed the password in every "cannot connect" error and retry warning.
+    url = f"postgresql://search@127.0.0.1:{free_port()}/hos?sslmode=disable&password={PG_PASSWORD}"
+    with caplog.at_level(logging.WARNING), pytest.raises(ServerUnreachable, match="DATABASE_URL") as refused:
+        await connect_postgres(url, attempts=2, timeout=2.0)
+    assert "password=***" in str(refused.value)
+    assert any("retrying" in record.getMessage() for record in caplog.records)
+    _assert_no_secret("the error and the retry warning", [str(refused.value), caplog.text])
 
 
 def test_the_command_line_prints_a_bad_url_without_its_password(tmp_path: Path) -> None:

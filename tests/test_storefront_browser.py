@@ -5,7 +5,7 @@ as a shopper would — typing, arrow keys, clicks, back and forward — and chec
 shows against what the API answers. Product images (an example CDN host) are refused, so
 cards show their placeholders. Screenshots of the states reached go to
 ``test-output/storefront/`` (not committed); ``HOS_DOCS_SCREENSHOT=1`` also rewrites
-``docs/storefront.png``, the README's picture.
+``docs/storefront.png``, the picture in docs/api.md.
 
 Skipped, with the reason in the summary, where Playwright or Chromium is missing
 (``pip install playwright``; ``apt-get install chromium`` — Playwright's own browser download
