@@ -1,5 +1,5 @@
 """The load profiles: read by k6's rules, judged by k6's thresholds, the same in Python and in
-k6's JavaScript, and a real Locust run through ``python -m load.loadtest`` (what ``make load``
+k6's JavaScript, and a real Locust run through ``python -m loadtest`` (what ``make load``
 runs) against a proxy over the shared search catalog.
 
 Expected values are worked out by hand from k6's documented semantics and source
@@ -23,17 +23,17 @@ import pytest
 
 from devstack.servers import wait_http
 from devstack.stack import StackUrls
-from load.loadtest.durations import DurationError, parse_duration
-from load.loadtest.metrics import Metrics, Trend, evaluate_thresholds, threshold_values
-from load.loadtest.profile import PROFILES_DIR, Profile, ProfileError, load_profile, parse_profile, profile_names
-from load.loadtest.summary import RunInfo, build_summary, exit_code
-from load.loadtest.thresholds import ThresholdError, parse_expression, parse_metric_name, parse_thresholds
-from load.loadtest.traffic import Mulberry32, QueryMix, build_queries, draw_session, vocabulary_js, vu_seed
+from loadtest.durations import DurationError, parse_duration
+from loadtest.metrics import Metrics, Trend, evaluate_thresholds, threshold_values
+from loadtest.profile import PROFILES_DIR, Profile, ProfileError, load_profile, parse_profile, profile_names
+from loadtest.summary import RunInfo, build_summary, exit_code
+from loadtest.thresholds import ThresholdError, parse_expression, parse_metric_name, parse_thresholds
+from loadtest.traffic import Mulberry32, QueryMix, build_queries, draw_session, vocabulary_js, vu_seed
 from tests.conftest import SearchCatalog
 from tests.proxy_support import proxy_env, spawn_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
-K6_DIR = ROOT / "load" / "k6"
+K6_DIR = ROOT / "loadtest" / "k6"
 
 
 def profile(raw: dict[str, Any], env: dict[str, str] | None = None) -> Profile:
@@ -438,7 +438,7 @@ def test_queries_follow_zipf_weights_over_the_catalog_vocabulary() -> None:
 
 def test_k6_vocabulary_is_generated_from_the_catalog() -> None:
     assert (K6_DIR / "vocabulary.js").read_text(encoding="utf-8") == vocabulary_js(build_queries()), (
-        "load/k6/vocabulary.js is stale: python -m load.loadtest --write-vocabulary"
+        "loadtest/k6/vocabulary.js is stale: python -m loadtest --write-vocabulary"
     )
 
 
@@ -689,7 +689,7 @@ def test_python_and_k6_javascript_read_every_profile_the_same_way(tmp_path: Path
     _same(python["sessions"], node["sessions"], "sessions")
 
 
-# --- end to end: python -m load.loadtest (make load) against a real proxy -----------------------
+# --- end to end: python -m loadtest (make load) against a real proxy -----------------------
 
 
 @pytest.fixture(scope="module")
@@ -707,7 +707,7 @@ def load_proxy(search_catalog: SearchCatalog, stack_urls: StackUrls) -> Iterator
 def run_load(profile_arg: str, url: str, out: Path, timeout: float = 120) -> tuple[int, dict[str, Any], str]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "load.loadtest", "--profile", profile_arg, "--url", url, "--out", str(out)],
+        [sys.executable, "-m", "loadtest", "--profile", profile_arg, "--url", url, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
