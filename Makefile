@@ -41,10 +41,10 @@ relevance: $(STAMP)
 
 # Load test (loadtest/, docs/load-testing.md): PROFILE=smoke|average|stress|spike|soak|breakpoint|ratelimit
 # or a JSON path, against PROXY_URL when set, else a dev stack it starts and stops. Exits 99 when a
-# threshold fails.
+# threshold fails. K6=1 runs it with the real k6 instead of Locust (go install go.k6.io/k6@v1.8.1).
 .PHONY: load
 load: $(STAMP)
-	$(BIN)/python -m loadtest --profile $(or $(PROFILE),smoke) $(LOAD_ARGS)
+	$(BIN)/python -m loadtest --profile $(or $(PROFILE),smoke) $(if $(filter 1 yes true,$(K6)),--k6) $(LOAD_ARGS)
 
 # Seeding speed at 150,000 products against a plain COPY (benchmarks/seed.py, docs/benchmarks.md).
 bench-seed: $(STAMP)

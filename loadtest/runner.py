@@ -1,7 +1,7 @@
-"""``make load`` / ``python -m loadtest``: run a load profile headless with Locust.
+"""``make load`` / ``python -m loadtest``: run a load profile headless with Locust, or with k6.
 
     python -m loadtest [--profile smoke|average|…|path.json] [--url URL] [--out loadtest/out]
-                            [--seed 1] [--products 2000] [--workers 2]
+                       [--seed 1] [--products 2000] [--workers 2] [--k6]
     python -m loadtest --compare before/summary.json after/summary.json
     python -m loadtest --write-vocabulary      # regenerate loadtest/k6/vocabulary.js
 
@@ -12,6 +12,9 @@ behind a fresh alias, and a ``--workers`` proxy on 127.0.0.1 whose rate limiting
 the profile's ``hos.proxyEnv`` turns it on (every Locust user is one client address). Locust's
 exit code is this command's: 0, or 99 when a threshold failed (k6's), or 104 for a profile k6
 would refuse. Every wait is bounded: the run by the profile's length plus its graceful stop.
+
+``--k6`` runs the same profile with the real k6 (``loadtest/k6/storefront.js``) instead: found on
+PATH or where ``go install go.k6.io/k6@v1.8.1`` puts it; k6's exit code is this command's.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -35,6 +39,8 @@ from loadtest.traffic import build_queries, vocabulary_js
 ROOT: Final = Path(__file__).resolve().parent.parent
 LOCUSTFILE: Final = ROOT / "loadtest" / "locustfile.py"
 VOCABULARY_JS: Final = ROOT / "loadtest" / "k6" / "vocabulary.js"
+K6_SCRIPT: Final = ROOT / "loadtest" / "k6" / "storefront.js"
+K6_INSTALL: Final = "go install go.k6.io/k6@v1.8.1"
 DEFAULT_OUT: Final = ROOT / "loadtest" / "out"
 INVALID_CONFIG_EXIT: Final = 104
 # Beyond the profile's own length and graceful stop: Locust's start-up and report writing.
@@ -64,16 +70,53 @@ def locust_command(profile: str, url: str, out: Path, seed: int) -> list[str]:
     ]
 
 
-def run_locust(profile: Profile, profile_arg: str, url: str, out: Path, seed: int) -> int:
-    """Locust against ``url``; its exit code. Killed when it overruns the profile."""
+def find_k6(env: Mapping[str, str]) -> str | None:
+    """The k6 binary: on PATH, else in Go's bin directory (where ``go install`` puts it), else None."""
+    found = shutil.which("k6", path=env.get("PATH"))
+    if found:
+        return found
+    gobin = env.get("GOBIN") or ""
+    if not gobin:
+        gopath = env.get("GOPATH") or ""
+        if not gopath and shutil.which("go", path=env.get("PATH")):
+            done = subprocess.run(["go", "env", "GOPATH"], capture_output=True, text=True, timeout=30, check=False)
+            gopath = done.stdout.strip()
+        gopath = gopath.split(os.pathsep)[0] if gopath else str(Path.home() / "go")
+        gobin = str(Path(gopath) / "bin")
+    candidate = Path(gobin) / "k6"
+    return str(candidate) if os.access(candidate, os.X_OK) else None
+
+
+def k6_command(k6: str, profile: str, url: str, out: Path, seed: int, env: Mapping[str, str]) -> list[str]:
+    key = ["-e", f"API_KEY={env['LOAD_API_KEY']}"] if env.get("LOAD_API_KEY") else []
+    return [
+        k6,
+        "run",
+        "--quiet",  # no progress bar: the summary at the end is what a log needs
+        "-e",
+        f"PROFILE={profile}",
+        "-e",
+        f"PROXY_URL={url}",
+        "-e",
+        f"SEED={seed}",
+        "-e",
+        f"OUT={out}",
+        *key,
+        str(K6_SCRIPT),
+    ]
+
+
+def run_load(command: list[str], tool: str, profile: Profile, url: str, out: Path) -> int:
+    """``command`` (Locust or k6) against ``url``; its exit code. Stopped when it overruns the profile."""
     length_s = (profile.duration_ms + profile.graceful_stop_ms) / 1000
     limit = int(length_s) + _RUN_MARGIN_S
-    print(f"load profile {profile.name} ({length_s:.0f} s at most) against {url}; output in {out}", flush=True)
-    proc = subprocess.Popen(locust_command(profile_arg, url, out, seed), cwd=ROOT)
+    print(f"load profile {profile.name} ({length_s:.0f} s at most, {tool}) against {url}; output in {out}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)  # k6 writes its summary only into a folder that exists
+    proc = subprocess.Popen(command, cwd=ROOT)
     try:
         return proc.wait(limit)
     except subprocess.TimeoutExpired:
-        print(f"locust overran {limit} s; stopped", file=sys.stderr)
+        print(f"{tool} overran {limit} s; stopped", file=sys.stderr)
         stop_process(proc)
         return 1
     except KeyboardInterrupt:
@@ -82,9 +125,9 @@ def run_locust(profile: Profile, profile_arg: str, url: str, out: Path, seed: in
 
 
 def run_on_dev_stack(
-    profile: Profile, profile_arg: str, env: Mapping[str, str], out: Path, seed: int, products: int, workers: int
+    profile: Profile, env: Mapping[str, str], products: int, workers: int, run: Callable[[str], int]
 ) -> int:
-    """A dev stack, a seeded and indexed catalog and a proxy for the run; all stopped afterwards."""
+    """``run(proxy URL)`` on a dev stack, a seeded and indexed catalog and a proxy; all stopped afterwards."""
     from devstack.catalogs import prepare_catalog, remove_catalog
     from devstack.databases import ScratchDatabases
     from devstack.servers import free_port, wait_http
@@ -117,7 +160,7 @@ def run_on_dev_stack(
         if not wait_http(url + "/readyz", proxy, 60):
             print(f"the proxy did not get ready (exit status {proxy.poll()})", file=sys.stderr)
             return 1
-        return run_locust(profile, profile_arg, url, out, seed)
+        return run(url)
     finally:
         if proxy is not None:
             stop_process(proxy, 40)  # its supervisor waits up to 30 s for its workers
@@ -134,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="global seed: the same seed sends the same sessions")
     parser.add_argument("--products", type=int, default=2000, help="dev stack: sample products to index")
     parser.add_argument("--workers", type=int, default=2, help="dev stack: proxy worker processes")
+    parser.add_argument(
+        "--k6", action="store_true", help=f"run the profile with k6 ({K6_SCRIPT.name}) instead of Locust"
+    )
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), help="compare two summaries")
     parser.add_argument("--write-vocabulary", action="store_true", help=f"regenerate {VOCABULARY_JS.name}")
     args = parser.parse_args(argv)
@@ -153,7 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INVALID_CONFIG_EXIT
     profile_arg = args.profile if Path(args.profile).suffix != ".json" else str(Path(args.profile).resolve())
     out = args.out.resolve()
+    k6 = find_k6(env) if args.k6 else None
+    if args.k6 and k6 is None:
+        print(f"k6 is not installed: {K6_INSTALL} (it lands in $(go env GOPATH)/bin)", file=sys.stderr)
+        return 2
+
+    def run(url: str) -> int:
+        if k6 is not None:
+            return run_load(k6_command(k6, profile_arg, url, out, args.seed, env), "k6", profile, url, out)
+        return run_load(locust_command(profile_arg, url, out, args.seed), "locust", profile, url, out)
+
     url = args.url or env.get("PROXY_URL")
     if url:
-        return run_locust(profile, profile_arg, url.rstrip("/"), out, args.seed)
-    return run_on_dev_stack(profile, profile_arg, env, out, args.seed, args.products, args.workers)
+        return run(url.rstrip("/"))
+    return run_on_dev_stack(profile, env, args.products, args.workers, run)

@@ -1,18 +1,20 @@
 // k6 runner for loadtest/profiles/*.json: the same storefront sessions and rate-limit probe as
 // loadtest/locustfile.py, for teams that run k6 (docs/load-testing.md).
 //
-//   k6 run -e PROFILE=average -e PROXY_URL=https://search.staging.example -e SEED=1 \
+//   mkdir -p loadtest/out && k6 run -e PROFILE=average -e PROXY_URL=https://search.staging.example -e SEED=1 \
 //          -e OUT=loadtest/out [-e API_KEY=…] loadtest/k6/storefront.js
 //
 // PROFILE is a name in loadtest/profiles/ or a path to a JSON file (relative to this script). k6 runs
 // the profile's stages or scenarios and judges its thresholds itself (exit 99 when one fails);
-// handleSummary writes OUT/summary.json (k6's summary data, as the Locust runner writes it).
+// handleSummary prints the one-screen summary (summary.js) and writes OUT/summary.json (k6's summary
+// data, as the Locust runner writes it) into OUT, which must exist: `python -m loadtest --k6` (or
+// make load K6=1) creates it and runs this script. Self-contained: nothing is fetched from the
+// network, so it runs on a machine without internet.
 
 import { check, sleep } from 'k6';
 import http from 'k6/http';
-import { textSummary } from 'https://jslib.k6.io/k6-summary/0.0.2/index.js';
-
 import { loadProfile } from './profile.js';
+import { textSummary } from './summary.js';
 import { drawSession, facetOf, mulberry32, openedOf, PAGE_SHARE, queryMix, SELLER_SHARE, SORT_SHARE, vuSeed } from './traffic.js';
 
 const PROFILE = __ENV.PROFILE || 'smoke';
@@ -35,6 +37,7 @@ for (const name of REQUEST_NAMES) {
   perName[`http_req_failed{name:${name}}`] = ['rate>=0'];
 }
 export const options = { ...profile.options, thresholds: { ...perName, ...(profile.options.thresholds || {}) } };
+const BOOKKEEPING = Object.fromEntries(Object.entries(perName).filter(([key]) => !(key in (profile.options.thresholds || {}))));
 
 const mix = queryMix();
 let rng = null; // this VU's generator: seeded from SEED and __VU, as the Locust runner seeds its VUs
@@ -151,9 +154,11 @@ export function handleSummary(data) {
   for (const metric of Object.values(data.metrics)) {
     for (const result of Object.values(metric.thresholds || {})) if (!result.ok) failed += 1;
   }
-  const summary = { ...data, hos: { profile: NAME, runner: 'k6', target: BASE, seed: SEED, aborted: null, thresholdsFailed: failed } };
+  const hos = { profile: NAME, runner: 'k6', target: BASE, seed: SEED, aborted: null, thresholdsFailed: failed };
+  // k6 creates no folder for these files (it logs an error and still exits 0): OUT must exist.
+  // python -m loadtest --k6 creates it; by hand, mkdir -p it first.
   return {
-    stdout: textSummary(data, { indent: '  ', enableColors: true }),
-    [`${OUT}/summary.json`]: JSON.stringify(summary, null, 2),
+    stdout: textSummary(data, hos, BOOKKEEPING),
+    [`${OUT}/summary.json`]: JSON.stringify({ ...data, hos }, null, 2),
   };
 }
