@@ -58,7 +58,9 @@ async def index_catalog(
     await engine.indices.create(
         index=index, settings=index_settings(loading=True, replicas=0), mappings=index_mappings()
     )
-    await async_bulk(engine, _documents(products, seed, index), chunk_size=2000)
+    # A 2,000-document bulk can outlast the client's 5 s default on a shared, busy engine (make
+    # relevance failed with ConnectionTimeout at a load average of 14); loading is not the hot path.
+    await async_bulk(engine.options(request_timeout=120), _documents(products, seed, index), chunk_size=2000)
     await engine.indices.put_settings(index=index, settings=live_settings(replicas=0))
     # An explicit refresh: the documents are searchable when this returns (no sleeping).
     await engine.indices.refresh(index=index)
