@@ -69,7 +69,15 @@ from yarl import URL
 
 from benchmarks.kit.catalog import ZIPF_S, ZIPF_URLS, build_urls
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import HOT_URL, PROXY_STOP_S, await_proxy, pinning_cpus, spawn, wait_answering
+from benchmarks.kit.processes import (
+    HOT_URL,
+    PROXY_STOP_S,
+    await_proxy,
+    interrupt_on_sigterm,
+    pinning_cpus,
+    spawn,
+    wait_answering,
+)
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import ENGINE_CALLS, LOOKUPS, delta, deltas_by, engine_queries, scrape, scrape_sync
 from benchmarks.kit.wrk import WRK_CONNECTIONS, WrkRun, run_wrk
@@ -835,10 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rounds < 1 or args.seconds < 1 or args.duration <= 0 or args.warmup < 0 or args.products < 100:
         parser.error("--rounds and --seconds >= 1, --duration > 0, --warmup >= 0, --products >= 100")
 
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # a SIGTERM cleans up as a Ctrl-C does
-
-    signal.signal(signal.SIGTERM, interrupted)
+    interrupt_on_sigterm()
     stack = DevStack(os.environ)
     children: list[subprocess.Popen[bytes]] = []
     dbs: ScratchDatabases | None = None

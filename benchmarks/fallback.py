@@ -51,7 +51,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -71,7 +70,7 @@ from multidict import MultiDict
 
 from benchmarks.kit.catalog import build_urls
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import PROXY_STOP_S, pinning_cpus, spawn
+from benchmarks.kit.processes import PROXY_STOP_S, interrupt_on_sigterm, pinning_cpus, spawn
 from benchmarks.kit.results import Results
 from benchmarks.kit.wrk import run_wrk
 from catalog.generator import FANDOM_VOCAB
@@ -997,10 +996,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("benchmarks.fallback: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
         return 2
 
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # a SIGTERM cleans up as a Ctrl-C does
-
-    signal.signal(signal.SIGTERM, interrupted)
+    interrupt_on_sigterm()
     stack = DevStack(os.environ)
     server_cpu, client_cpu = pinning_cpus()
     workdir = Path(tempfile.mkdtemp(prefix="hos-bench-fallback-"))

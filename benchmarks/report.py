@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.kit.processes import pinning_cpus
+from benchmarks.kit.processes import interrupt_on_sigterm, pinning_cpus
 from devstack.servers import stop_process
 from devstack.stack import DevStack
 
@@ -159,6 +159,10 @@ def run_bench(bench: Bench, quick: bool, env: dict[str, str], scratch: Path, ext
         except subprocess.TimeoutExpired:
             status = f"timed out after {timeout:.0f} s"
             stop_process(proc, 60, group=True)  # the benches clean up on SIGTERM
+        except KeyboardInterrupt:
+            # The bench has a session of its own, out of reach of a Ctrl-C or SIGTERM sent to us.
+            stop_process(proc, 60, group=True)
+            raise
         reader.join(10)
     if status == "ok" and proc.returncode != 0:
         status = f"failed (exit {proc.returncode})"
@@ -418,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--date", default=datetime.date.today().isoformat(), help="the report's name (YYYY-MM-DD)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="only write a report's markdown and plots again")
     args = parser.parse_args(argv)
+    interrupt_on_sigterm()
     if args.render:
         write_report(json.loads(args.render.read_text()), args.render.parent)
         return 0

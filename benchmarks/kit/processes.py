@@ -24,6 +24,15 @@ HOT_URL = "/api/search?q=wand"  # the one cached search the wrk benches hammer
 PROXY_STOP_S = 40.0  # a proxy's supervisor waits up to 30 s for its workers before it exits
 
 
+def interrupt_on_sigterm() -> None:
+    """From now on a SIGTERM raises KeyboardInterrupt, so a bench cleans up as on a Ctrl-C."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+
 def pinning_cpus() -> tuple[int | None, int | None]:
     """(server CPU, wrk CPU) when two CPUs and ``taskset`` are available, else (None, None)."""
     cpus = sorted(os.sched_getaffinity(0))
