@@ -656,7 +656,7 @@ class ProductTruth:
     The generator picks a fandom, a category and a character, place and item of that fandom
     for every product; the name template and description sentences use some of them. A
     character, place or item is *featured* where the product's name or description mentions
-    it, and ``None`` where neither does. Relevance judgments (``load/relevance``) are computed
+    it, and ``None`` where neither does. Relevance judgments (``relevance/``) are computed
     from these fields, never from what a search returns.
     """
 

@@ -5,7 +5,7 @@ collectors: one JSON object per line with time, level, logger and message). Call
 each ``__main__``; library code only ever calls ``logging.getLogger``.
 
 A failing dependency repeats the same line for every request: at 2× the engine's capacity the
-proxy logged 4,287 identical warnings in 15 s (``load/bench_fallback.py``). :class:`RepeatFilter`
+proxy logged 4,287 identical warnings in 15 s (``benchmarks/fallback.py``). :class:`RepeatFilter`
 lets the first of a kind through (same logger, level and message template), holds back the
 repeats for ``interval`` seconds, and then says how many it held back.
 """

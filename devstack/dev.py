@@ -27,7 +27,7 @@ from catalog.config import ConfigError, search_index
 from catalog.connections import ServerUnreachable, connect_postgres
 from catalog.engine import engine_info_from_root
 from catalog.migrate import MigrationError, migrate
-from devstack.servers import ServerError, free_port, port_is_open, wait_http
+from devstack.servers import ServerError, free_port, port_is_open, stop_processes, wait_http
 from devstack.stack import DevStack, StackUrls
 
 
@@ -168,16 +168,12 @@ def _child_commands(port: int) -> dict[str, list[str]]:
 
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for name, proc in children.items():
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            print(f"dev: {name} did not stop within 15 s; killing it", file=sys.stderr)
-            proc.kill()
-            proc.wait()
+    names = {proc.pid: name for name, proc in children.items()}
+
+    def killing(proc: subprocess.Popen[bytes]) -> None:
+        print(f"dev: {names[proc.pid]} did not stop within 15 s; killing it", file=sys.stderr)
+
+    stop_processes(list(children.values()), 15, on_kill=killing)
 
 
 def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | None, seed: int = 42) -> int:

@@ -185,7 +185,7 @@ class Generation:
         A proxy re-reads an answer as soon as it hears of a change; before the engine's next
         refresh it would read — and cache as current — the old answer. Waiting for the periodic
         refresh is not enough either: an engine under load lags behind its interval (seen in
-        ``load/bench_cache.py``: prices visible only after 15 s). At most one refresh per
+        ``benchmarks/cache.py``: prices visible only after 15 s). At most one refresh per
         ``min_interval``. A failure here is logged and the announcement goes out anyway.
         """
         assert self._before_announcement is not None

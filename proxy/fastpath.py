@@ -1,6 +1,6 @@
 """The hot path: an L1 cache hit answered before the application's router and middlewares.
 
-Profiled under ``wrk`` (py-spy, ``load/bench_cache.py``), a cache hit through the application
+Profiled under ``wrk`` (py-spy, ``benchmarks/cache.py``), a cache hit through the application
 spent more time in aiohttp's routing, the four middlewares and their bookkeeping than in
 anything the cache does. This handler sits in front of the application (it becomes the
 server's request handler, ``install``) and answers only requests it can answer completely:

@@ -204,7 +204,7 @@ class ProxyMetrics:
 
         The four counters such a hit increments (requests, cache lookups, cache responses,
         responses by backend) are kept as one plain integer until then: four locked
-        increments per hit cost a tenth of the hot path's throughput (``load/bench_cache.py``).
+        increments per hit cost a tenth of the hot path's throughput (``benchmarks/cache.py``).
         """
         self.child(self.request_duration, template).observe(seconds)
         key = (route, template, status_class)

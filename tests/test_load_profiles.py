@@ -1,5 +1,5 @@
 """The load profiles: read by k6's rules, judged by k6's thresholds, the same in Python and in
-k6's JavaScript, and a real Locust run through ``python -m load.loadtest`` (what ``make load``
+k6's JavaScript, and a real Locust run through ``python -m loadtest`` (what ``make load``
 runs) against a proxy over the shared search catalog.
 
 Expected values are worked out by hand from k6's documented semantics and source
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,17 +25,18 @@ import pytest
 
 from devstack.servers import wait_http
 from devstack.stack import StackUrls
-from load.loadtest.durations import DurationError, parse_duration
-from load.loadtest.metrics import Metrics, Trend, evaluate_thresholds, threshold_values
-from load.loadtest.profile import PROFILES_DIR, Profile, ProfileError, load_profile, parse_profile, profile_names
-from load.loadtest.summary import RunInfo, build_summary, exit_code
-from load.loadtest.thresholds import ThresholdError, parse_expression, parse_metric_name, parse_thresholds
-from load.loadtest.traffic import Mulberry32, QueryMix, build_queries, draw_session, vocabulary_js, vu_seed
+from loadtest.durations import DurationError, parse_duration
+from loadtest.metrics import Metrics, Trend, evaluate_thresholds, threshold_values
+from loadtest.profile import PROFILES_DIR, Profile, ProfileError, load_profile, parse_profile, profile_names
+from loadtest.runner import K6_INSTALL, find_k6
+from loadtest.summary import RunInfo, build_summary, exit_code
+from loadtest.thresholds import ThresholdError, parse_expression, parse_metric_name, parse_thresholds
+from loadtest.traffic import Mulberry32, QueryMix, build_queries, draw_session, vocabulary_js, vu_seed
 from tests.conftest import SearchCatalog
 from tests.proxy_support import proxy_env, spawn_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
-K6_DIR = ROOT / "load" / "k6"
+K6_DIR = ROOT / "loadtest" / "k6"
 
 
 def profile(raw: dict[str, Any], env: dict[str, str] | None = None) -> Profile:
@@ -438,7 +441,7 @@ def test_queries_follow_zipf_weights_over_the_catalog_vocabulary() -> None:
 
 def test_k6_vocabulary_is_generated_from_the_catalog() -> None:
     assert (K6_DIR / "vocabulary.js").read_text(encoding="utf-8") == vocabulary_js(build_queries()), (
-        "load/k6/vocabulary.js is stale: python -m load.loadtest --write-vocabulary"
+        "loadtest/k6/vocabulary.js is stale: python -m loadtest --write-vocabulary"
     )
 
 
@@ -689,7 +692,7 @@ def test_python_and_k6_javascript_read_every_profile_the_same_way(tmp_path: Path
     _same(python["sessions"], node["sessions"], "sessions")
 
 
-# --- end to end: python -m load.loadtest (make load) against a real proxy -----------------------
+# --- end to end: python -m loadtest (make load) against a real proxy -----------------------
 
 
 @pytest.fixture(scope="module")
@@ -704,10 +707,12 @@ def load_proxy(search_catalog: SearchCatalog, stack_urls: StackUrls) -> Iterator
         proc.wait(20)
 
 
-def run_load(profile_arg: str, url: str, out: Path, timeout: float = 120) -> tuple[int, dict[str, Any], str]:
+def run_load(
+    profile_arg: str, url: str, out: Path, timeout: float = 120, *, k6: bool = False
+) -> tuple[int, dict[str, Any], str]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "load.loadtest", "--profile", profile_arg, "--url", url, "--out", str(out)],
+        [sys.executable, "-m", "loadtest", "--profile", profile_arg, "--url", url, "--out", str(out), *(["--k6"] * k6)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -821,3 +826,58 @@ def test_ratelimit_profile_finds_429s_where_the_policy_says(
         "admitted after Retry-After": (1, 0),
     }
     assert summary["metrics"]["http_reqs"]["values"]["count"] >= 62  # the quota, the 429, the retry
+
+
+# --- the same profiles under the real k6 (a Go binary: go install go.k6.io/k6@v1.8.1) ------------
+
+K6 = find_k6(os.environ)
+needs_k6 = pytest.mark.skipif(
+    K6 is None, reason=f"k6 is not installed (neither on PATH nor in Go's bin directory): {K6_INSTALL}"
+)
+_REMOTE_IMPORT = re.compile(r"""^\s*import\b[^;]*?\bfrom\s*['"](?:https?:)?//""", re.MULTILINE)
+
+
+def test_the_k6_scripts_import_nothing_from_the_network() -> None:
+    """A remote import fails before the first request on a machine without internet."""
+    scripts = sorted(K6_DIR.glob("*.js"))
+    assert {"storefront.js", "summary.js", "profile.js", "traffic.js"} <= {path.name for path in scripts}
+    assert _REMOTE_IMPORT.search("import { textSummary } from 'https://jslib.k6.io/k6-summary/0.0.2/index.js';")
+    for script in scripts:
+        assert not _REMOTE_IMPORT.search(script.read_text(encoding="utf-8")), script.name
+
+
+@needs_k6
+def test_smoke_profile_passes_under_the_real_k6_into_a_new_folder(load_proxy: str, tmp_path: Path) -> None:
+    out = tmp_path / "not" / "yet"  # k6 itself creates no folder for its summary
+    code, summary, output = run_load("smoke", load_proxy, out, k6=True)
+    assert code == 0, output
+    assert summary["hos"] == {
+        "profile": "smoke",
+        "runner": "k6",
+        "target": load_proxy,
+        "seed": 1,
+        "aborted": None,
+        "thresholdsFailed": 0,
+    }
+    metrics = summary["metrics"]
+    assert metrics["http_req_duration{name:search}"]["thresholds"] == {"p(95)<1000": {"ok": True}}
+    assert metrics["iterations"]["values"]["count"] > 0
+    assert metrics["http_reqs"]["values"]["count"] > metrics["iterations"]["values"]["count"]
+    assert "✓ smoke: all 5 thresholds passed" in output  # the script's own text summary
+    assert "could not open" not in output, output
+
+
+@needs_k6
+def test_a_threshold_that_cannot_be_met_exits_99_under_the_real_k6(load_proxy: str, tmp_path: Path) -> None:
+    raw = {
+        "hos": {"description": "impossible", "thinkTimeScale": 0.05},
+        "stages": [{"duration": "1s", "target": 1}, {"duration": "3s", "target": 1}],
+        "thresholds": {"http_req_duration": ["p(95)<0.001"], "http_req_failed": ["rate<0.5"]},
+    }
+    code, summary, output = run_load(write_profile(tmp_path, raw), load_proxy, tmp_path / "out", k6=True)
+    assert code == 99, output
+    assert summary["metrics"]["http_req_duration"]["thresholds"] == {"p(95)<0.001": {"ok": False}}
+    assert summary["metrics"]["http_req_failed"]["thresholds"] == {"rate<0.5": {"ok": True}}
+    assert summary["hos"]["thresholdsFailed"] == 1
+    assert "✗ profile: 1 of 2 thresholds failed" in output
+    assert "✗ http_req_duration: 'p(95)<0.001'" in output

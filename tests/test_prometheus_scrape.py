@@ -29,7 +29,7 @@ from elasticsearch import AsyncElasticsearch
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.servers import free_port
+from devstack.servers import free_port, stop_processes
 from devstack.stack import StackUrls
 from proxy.metrics import archive_dead_worker
 from tests.conftest import SearchCatalog
@@ -71,19 +71,6 @@ REQUESTS = [
 
 
 # --- the processes -------------------------------------------------------------------------
-
-
-def _stop_all(processes: list[subprocess.Popen[Any]]) -> None:
-    """SIGTERM to every one at once, then wait for each (SIGKILL after 30 s)."""
-    for proc in processes:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in processes:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -385,11 +372,11 @@ async def test_prometheus_scrapes_exact_totals_and_records_rules_through_worker_
             # No scrape ever saw a total go down (Prometheus would have read a counter reset).
             assert await api.scalar("sum(resets(search_proxy_requests_total[5m]))") == 0
         # After all that, the supervisor still stops cleanly and removes its directory.
-        _stop_all([proxy])
+        stop_processes([proxy], 30)
         assert proxy.returncode == 0
         assert not metrics_dir.exists()
     finally:
-        _stop_all(started)
+        stop_processes(started, 30)
 
 
 def _run_worker(directory: Path, script: str) -> None:

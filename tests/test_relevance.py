@@ -1,4 +1,4 @@
-"""Search quality on the judged query set (``load/relevance``), on the real engine.
+"""Search quality on the judged query set (``relevance``), on the real engine.
 
 The judgments come from the sample catalog's ground truth (what the generator meant each
 product to be), never from search results; the committed baseline records per-query scores
@@ -20,8 +20,9 @@ import pytest_asyncio
 from catalog.engine import create_engine_client
 from catalog.generator import generate_catalog
 from devstack.stack import StackUrls
-from load.relevance.__main__ import floors_failed, load_baseline
-from load.relevance.judgments import (
+from proxy.synonyms import DEFAULT_SYNONYMS_PATH, load_synonyms
+from relevance.__main__ import floors_failed, load_baseline
+from relevance.judgments import (
     JudgedQuery,
     QueryScore,
     judge,
@@ -30,8 +31,7 @@ from load.relevance.judgments import (
     reciprocal_rank,
     summarise,
 )
-from load.relevance.runner import PRODUCTS, SEED, index_catalog, run_queries
-from proxy.synonyms import DEFAULT_SYNONYMS_PATH, load_synonyms
+from relevance.runner import PRODUCTS, SEED, index_catalog, run_queries
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import ClientSession, TCPConnector
 
+from devstack.servers import stop_process
 from devstack.stack import StackUrls
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH
 from tests.conftest import SearchCatalog
@@ -111,9 +112,5 @@ async def test_an_edited_synonym_file_takes_effect_on_sighup_without_reindex(
         # Folded and split like any query: "KABIGON!" is the word too.
         assert _finds_snorlax(await _search(url, NEW_WORD.upper() + "!"))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 30)
     assert proc.returncode == 0

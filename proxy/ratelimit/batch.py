@@ -3,7 +3,7 @@ while the previous round trip was out.
 
 A decision per request, each its own ``EVALSHA``, made the limiter the dearest step of a cache
 hit: with 10,000 distinct clients a worker served 0.24 × its throughput without the limiter
-(``load/bench_ratelimit.py``), the round trips' own cost (a command to write, a reply to read, a
+(``benchmarks/ratelimit.py``), the round trips' own cost (a command to write, a reply to read, a
 wake-up) being most of it. :class:`Batcher` keeps at most one round trip in flight; decisions
 asked for meanwhile wait and leave together, as one script call
 (:meth:`~proxy.ratelimit.script.RedisBuckets.take_many`), when it is back. When Redis is idle a

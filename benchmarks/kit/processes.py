@@ -1,0 +1,98 @@
+"""Starting the processes a bench measures: CPU pinning, a spawned child, a proxy that is ready.
+
+Every child is tied to the bench (it gets SIGTERM if the bench dies) and is stopped with
+``devstack.servers.stop_process``; a bench never leaves a server behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from benchmarks.kit.scrape import metric, scrape_sync
+from devstack.servers import child_setup, free_port, wait_http
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+HOT_URL = "/api/search?q=wand"  # the one cached search the wrk benches hammer
+PROXY_STOP_S = 40.0  # a proxy's supervisor waits up to 30 s for its workers before it exits
+
+
+def interrupt_on_sigterm() -> None:
+    """From now on a SIGTERM raises KeyboardInterrupt, so a bench cleans up as on a Ctrl-C."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+
+def pinning_cpus() -> tuple[int | None, int | None]:
+    """(server CPU, wrk CPU) when two CPUs and ``taskset`` are available, else (None, None)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return None, None
+    return cpus[0], cpus[1]
+
+
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` run on ``cpu`` alone (``taskset``), or as it is when ``cpu`` is None."""
+    return (["taskset", "-c", str(cpu)] if cpu is not None else []) + command
+
+
+def spawn(
+    command: list[str], env: dict[str, str] | None = None, cpu: int | None = None, output: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in the repository root, in its own session, dying with us (PDEATHSIG).
+
+    ``output``: where its stdout and stderr go (default: ours). Call it from the main thread: the
+    death signal follows the thread that forked.
+    """
+    # Its own session: a Ctrl-C is ours to handle (we stop it).
+    return subprocess.Popen(
+        pinned(command, cpu),
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=None if output is None else subprocess.STDOUT,
+        preexec_fn=child_setup(signal.SIGTERM),  # no threads run here: preexec_fn is safe
+    )
+
+
+def wait_answering(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Return once ``url`` answers 200; raise when ``proc`` exits or ``timeout`` passes first."""
+    if not wait_http(url, proc, timeout):
+        raise RuntimeError(f"{url} did not answer (process exit status {proc.poll()})")
+
+
+def await_proxy(proc: subprocess.Popen[bytes], base: str, workers: int) -> str:
+    """``base`` once the proxy answers and follows the catalog generation (else its cache is blind)."""
+    wait_answering(base + "/healthz", proc)
+    deadline = time.monotonic() + 30
+    while metric(scrape_sync(base), "search_proxy_cache_following") < 1:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("the proxy does not follow the catalog generation (Redis?)")
+        time.sleep(0.2)
+    time.sleep(1.0 if workers > 1 else 0.1)  # every worker subscribed, not only the first
+    return base
+
+
+def start_hot_proxy(env: dict[str, str], cpu: int | None, children: list[subprocess.Popen[bytes]]) -> str:
+    """A 1-worker proxy on ``cpu`` (put in ``children``) whose :data:`HOT_URL` is a fast-path hit."""
+    port = free_port()
+    proc = spawn(
+        [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, cpu
+    )
+    children.append(proc)
+    base = await_proxy(proc, f"http://127.0.0.1:{port}", 1)
+    for _ in range(3):  # cached, then a hit served by the fast path
+        with urllib.request.urlopen(base + HOT_URL, timeout=10) as response:
+            response.read()
+    return base

@@ -1,0 +1,128 @@
+"""What a benchmark measured: its figures (each with the baseline measured beside it) and plots, as JSON.
+
+Every bench builds one :class:`Results` and writes it with its ``--json PATH`` option; the report
+(``benchmarks/report.py``) reads those files. Never imports matplotlib or a bench.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_SAMPLES = 2_000  # per plotted sample set in the JSON: more are thinned to evenly spaced quantiles
+
+
+@dataclass
+class Figure:
+    """One measured figure: ``ratio`` is value / baseline, both measured in the same run."""
+
+    name: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    baseline_label: str = ""  # what the baseline is ("bare aiohttp app", "engine direct")
+    ratio: float | None = None
+    goal: str = ""  # as people say it: "≥ 0.85 × the bare app", "p99 < 100 ms"
+    met: bool | None = None  # None: no goal, or not measurable at this size
+    notes: str = ""
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 6)
+
+
+def _thin(values: Sequence[float]) -> list[float]:
+    """At most MAX_SAMPLES values: sorted quantiles when thinned (a CDF needs nothing else)."""
+    clean = sorted(v for v in values if math.isfinite(v))
+    if len(clean) <= MAX_SAMPLES:
+        return [round(v, 4) for v in values if math.isfinite(v)]
+    step = (len(clean) - 1) / (MAX_SAMPLES - 1)
+    return [round(clean[round(i * step)], 4) for i in range(MAX_SAMPLES)]
+
+
+class Results:
+    """What one bench measured, written as JSON by its ``--json PATH`` option."""
+
+    def __init__(self, bench: str) -> None:
+        self.bench = bench
+        self.figures: list[Figure] = []
+        self.plots: list[dict[str, Any]] = []
+        self.meta: dict[str, Any] = {}
+
+    def add(
+        self,
+        name: str,
+        value: float | None,
+        unit: str,
+        *,
+        baseline: float | None = None,
+        baseline_label: str = "",
+        goal: str = "",
+        met: bool | None = None,
+        notes: str = "",
+        ratio: float | None = None,
+    ) -> None:
+        if ratio is None and value is not None and baseline:
+            ratio = value / baseline
+        self.figures.append(
+            Figure(
+                name,
+                _finite(value),
+                unit,
+                _finite(baseline),
+                baseline_label,
+                _finite(ratio),
+                goal,
+                met,
+                notes,
+            )
+        )
+
+    def cdf(self, file: str, title: str, unit: str, samples: dict[str, Sequence[float]]) -> None:
+        """A plot of the latency distributions of ``samples`` (label -> values), one line each."""
+        self.plots.append(
+            {
+                "kind": "cdf",
+                "file": file,
+                "title": title,
+                "unit": unit,
+                "samples": {k: _thin(v) for k, v in samples.items() if v},
+            }
+        )
+
+    def series(
+        self,
+        file: str,
+        title: str,
+        x: Sequence[float],
+        xlabel: str,
+        panels: list[tuple[str, dict[str, Sequence[float]]]],
+    ) -> None:
+        """A plot over time: panels stacked, each a y label and its lines (label -> values at ``x``)."""
+        self.plots.append(
+            {
+                "kind": "series",
+                "file": file,
+                "title": title,
+                "x": [round(v, 3) for v in x],
+                "xlabel": xlabel,
+                "panels": [
+                    {"ylabel": ylabel, "lines": {k: [_finite(v) for v in vs] for k, vs in lines.items()}}
+                    for ylabel, lines in panels
+                ],
+            }
+        )
+
+    def write(self, path: Path) -> None:
+        document: dict[str, Any] = {
+            "bench": self.bench,
+            "figures": [asdict(f) for f in self.figures],
+            "plots": self.plots,
+            "meta": self.meta,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=1, ensure_ascii=False))

@@ -1,0 +1,55 @@
+"""Driving ``wrk`` (an HTTP load generator in C) from a bench: one run, parsed into figures.
+
+wrk is the load source because a Python client would saturate a core before the proxy does.
+Needs ``wrk`` on PATH (``apt-get install -y wrk``); the caller checks and says so.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.kit.processes import pinned
+
+WRK_CONNECTIONS = 50
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    """What one wrk run measured."""
+
+    rps: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    problems: str  # non-2xx answers and socket errors, as wrk reports them; "" when none
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(
+    url: str, seconds: int, cpu: int | None, script: Path | None = None, connections: int = WRK_CONNECTIONS
+) -> WrkRun:
+    """One wrk run (``script``: a wrk Lua script shaping each request)."""
+    lua = ["-s", str(script)] if script is not None else []
+    command = pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, url], cpu)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    out = done.stdout
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    total = re.search(r"^\s+(\d+) requests in", out, re.M)
+    if done.returncode != 0 or rps is None or total is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or out.strip()}")
+    latency = {
+        m[1]: float(m[2]) * _UNITS_MS[m[3]] for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    }
+    problems = [line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
+    return WrkRun(
+        float(rps[1]),
+        int(total[1]),
+        latency.get("50", float("nan")),
+        latency.get("99", float("nan")),
+        "; ".join(problems),
+    )

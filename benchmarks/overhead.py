@@ -1,0 +1,384 @@
+"""Benchmark: what the proxy adds on top of the engine, measured as a paired difference.
+
+    python -m benchmarks.overhead [--products 5000] [--rounds 60] [--mode both|real|replay]
+
+One run, one machine, same moment: for a fixed mix of searches and suggestions it times
+(a) the engine answering the exact body the proxy would send (direct ``POST /<alias>/_search``)
+and (b) the same request through the proxy (``GET /api/search?...``, one worker, its response cache
+off: ``CACHE_ENABLED=false``, so every request reaches the engine), alternating a/b per request
+so machine noise hits both alike. Two engines:
+
+- ``real``: the dev engine (or ``ELASTICSEARCH_NODE``) — realistic, but its latency and noise
+  dwarf a millisecond;
+- ``replay``: a tiny HTTP server in its own process answering each body with the bytes the
+  real engine gave for it — the engine's cost drops out, so the difference is the proxy's own.
+
+Prints p50/p95/p99 of both and of the per-request difference, and the proxy/direct ratio.
+Goal (issue): the proxy adds ≤ 1 ms at p50 and ≤ 3 ms at p99. Servers listen on 127.0.0.1 and
+are stopped on exit; the loops are bounded by ``--rounds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import MultiDict
+
+from benchmarks.kit.percentile import percentile
+from benchmarks.kit.processes import ROOT, wait_answering
+from benchmarks.kit.results import Results
+from devstack.catalogs import prepare_catalog, remove_catalog
+from devstack.databases import ScratchDatabases
+from devstack.servers import free_port, stop_process
+from devstack.stack import DevStack
+
+# A fixed storefront mix: typo'd and exact text, filters, sorts, deep-ish pages, browse.
+SEARCH_MIX: list[list[tuple[str, str]]] = [
+    [("q", "hary poter")],
+    [("q", "harry potter wand")],
+    [("q", "darth vader helmet")],
+    [("q", "pikachu plush")],
+    [("q", "naruto"), ("sort", "price_asc")],
+    [("q", "figure"), ("category", "figures"), ("in_stock", "true")],
+    [("category", "props"), ("fandom", "Harry Potter"), ("min_price", "20"), ("max_price", "100")],
+    [("fandom", "Star Wars"), ("sort", "rating")],
+    [("sort", "newest")],
+    [("q", "replica"), ("page", "3"), ("size", "24")],
+    [("fandom", "Pokémon,One Piece"), ("sort", "price_desc")],
+    [("q", "zelda"), ("min_price", "10")],
+]
+SUGGEST_MIX: list[list[tuple[str, str]]] = [[("q", "har")], [("q", "pika")], [("q", "hermoine")], [("q", "st")]]
+
+
+def _body(path: str, params: list[tuple[str, str]]) -> bytes:
+    """The exact engine body the proxy sends for this request (with the default synonyms)."""
+    from proxy.params import parse_search, parse_suggest
+    from proxy.query import build_search, build_suggest
+    from proxy.synonyms import DEFAULT_SYNONYMS_PATH, load_synonyms
+
+    query = MultiDict(params)
+    if path == "/api/search":
+        body = build_search(parse_search(query), load_synonyms(DEFAULT_SYNONYMS_PATH))
+    else:
+        body = build_suggest(parse_suggest(query))
+    return orjson.dumps(body)
+
+
+def _requests() -> list[tuple[str, list[tuple[str, str]], bytes]]:
+    mix = [("/api/search", p) for p in SEARCH_MIX] + [("/api/search/suggestions", p) for p in SUGGEST_MIX]
+    return [(path, params, _body(path, params)) for path, params in mix]
+
+
+# --- the replay engine (runs in its own process) -------------------------------------------
+
+
+def serve_replay(recording: Path, port: int) -> None:
+    from aiohttp import web
+
+    answers: dict[str, str] = orjson.loads(recording.read_bytes())
+    root = answers.pop("__root__")
+    stored = {key: value.encode() for key, value in answers.items()}
+    headers = {"X-Elastic-Product": "Elasticsearch"}
+
+    async def info(request: web.Request) -> web.Response:
+        return web.Response(body=root.encode(), content_type="application/json", headers=headers)
+
+    async def search(request: web.Request) -> web.Response:
+        key = hashlib.sha1(await request.read()).hexdigest()
+        return web.Response(body=stored[key], content_type="application/json", headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/", info)
+    app.router.add_post("/{index}/_search", search)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# --- measurement -----------------------------------------------------------------------------
+
+
+async def _timed(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> float:
+    started = time.perf_counter()
+    async with session.request(method, url, **kwargs) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{method} {url}: {response.status}")
+    return (time.perf_counter() - started) * 1000
+
+
+async def _timed_hit(session: aiohttp.ClientSession, url: str, params: list[tuple[str, str]]) -> float:
+    """A request to the cached proxy: its time, or NaN when it was not a cache HIT."""
+    started = time.perf_counter()
+    async with session.get(url, params=params) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {url}: {response.status}")
+        hit = response.headers.get("X-Cache") == "HIT"
+    return (time.perf_counter() - started) * 1000 if hit else float("nan")
+
+
+async def measure(
+    engine_url: str, alias: str, proxy_url: str, rounds: int, hit_url: str | None = None
+) -> dict[str, list[float]]:
+    """Paired timings: ``direct``, ``proxy`` (all requests), and ``<kind> direct|proxy`` per kind;
+    with ``hit_url`` (a proxy with its cache on) also ``hit`` and ``<kind> hit``: the same request
+    answered from the cache, interleaved with the other two (NaN where it was not a HIT)."""
+    requests = _requests()
+    direct: list[float] = []
+    proxied: list[float] = []
+    hits: list[float] = []
+    kinds: list[str] = []
+    headers = {"Content-Type": "application/json"}
+    search_url = f"{engine_url}/{alias}/_search"
+    connector = aiohttp.TCPConnector(limit=4)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for warm in range(3):  # warm caches, JIT-free but not connection-free: open keep-alives
+            for path, params, body in requests:
+                await _timed(session, "POST", f"{engine_url}/{alias}/_search", data=body, headers=headers)
+                await _timed(session, "GET", proxy_url + path, params=params)
+                if hit_url:
+                    await _timed(session, "GET", hit_url + path, params=params)
+            del warm
+        for round_no in range(rounds):
+            for path, params, body in requests:
+                pair: list[tuple[str, Callable[[], Awaitable[float]]]] = [
+                    ("direct", partial(_timed, session, "POST", search_url, data=body, headers=headers)),
+                    ("proxy", partial(_timed, session, "GET", proxy_url + path, params=params)),
+                ]
+                if hit_url:
+                    pair.append(("hit", partial(_timed_hit, session, hit_url + path, params)))
+                if round_no % 2:
+                    pair.reverse()
+                for name, call in pair:
+                    {"direct": direct, "proxy": proxied, "hit": hits}[name].append(await call())
+                kinds.append("search" if path == "/api/search" else "suggestions")
+    samples = {"direct": direct, "proxy": proxied}
+    for kind in ("search", "suggestions"):
+        samples[f"{kind} direct"] = [d for d, k in zip(direct, kinds, strict=True) if k == kind]
+        samples[f"{kind} proxy"] = [p for p, k in zip(proxied, kinds, strict=True) if k == kind]
+    if hit_url:
+        samples["hit"] = [h for h in hits if h == h]
+        for kind in ("search", "suggestions"):
+            samples[f"{kind} hit"] = [h for h, k in zip(hits, kinds, strict=True) if k == kind and h == h]
+    return samples
+
+
+def report(label: str, samples: dict[str, list[float]]) -> None:
+    direct, proxied = samples["direct"], samples["proxy"]
+    diffs = [p - d for p, d in zip(proxied, direct, strict=True)]
+    print(f"\n{label}: {len(direct)} requests each way")
+    print(f"{'':<22}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    rows = [("engine direct", direct), ("through proxy", proxied), ("difference (paired)", diffs)]
+    for kind in ("search", "suggestions"):
+        rows += [(f"{kind}: direct", samples[f"{kind} direct"]), (f"{kind}: proxy", samples[f"{kind} proxy"])]
+    for name, values in rows:
+        print(f"{name:<22}" + "".join(f"{percentile(values, p):>10.2f}" for p in (50, 95, 99)))
+    added50 = percentile(proxied, 50) - percentile(direct, 50)
+    added99 = percentile(proxied, 99) - percentile(direct, 99)
+    ratio = statistics.median(proxied) / statistics.median(direct)
+    print(
+        f"added at p50: {added50:.2f} ms (goal ≤ 1)   added at p99: {added99:.2f} ms (goal ≤ 3)   "
+        f"proxy/direct median ratio: {ratio:.2f}"
+    )
+    if samples.get("hit"):
+        hits = samples["hit"]
+        print(
+            f"through a proxy with its cache on (HIT), {len(hits)} requests: "
+            + "   ".join(f"p{p} {percentile(hits, p):.2f} ms" for p in (50, 95, 99))
+        )
+
+
+def record_figures(results: Results, label: str, samples: dict[str, list[float]], products: int) -> None:
+    """The figures of one engine's run: latency against the goals, and what the proxy adds."""
+    direct, proxied = samples["direct"], samples["proxy"]
+    added50 = percentile(proxied, 50) - percentile(direct, 50)
+    added99 = percentile(proxied, 99) - percentile(direct, 99)
+    if label == "replay":
+        results.add(
+            "proxy overhead at p50, replay engine (engine cost removed)",
+            added50,
+            "ms",
+            goal="≤ 1 ms",
+            met=added50 <= 1.0,
+            notes=f"{len(direct):,} requests each way, interleaved; proxy p50 {percentile(proxied, 50):.2f} ms, "
+            f"engine (replay) direct p50 {percentile(direct, 50):.2f} ms",
+        )
+        results.add(
+            "proxy overhead at p99, replay engine",
+            added99,
+            "ms",
+            goal="≤ 3 ms",
+            met=added99 <= 3.0,
+            notes=f"proxy p99 {percentile(proxied, 99):.2f} ms, direct p99 {percentile(direct, 99):.2f} ms",
+        )
+        return
+    at = f"{products:,} products"
+    for kind, goal_ms in (("search", 100.0), ("suggestions", 30.0)):
+        mine, theirs = samples[f"{kind} proxy"], samples[f"{kind} direct"]
+        results.add(
+            f"{kind} through the proxy (cache off), p99, {at}",
+            percentile(mine, 99),
+            "ms",
+            baseline=percentile(theirs, 99),
+            baseline_label="engine direct, same requests",
+            goal=f"p99 < {goal_ms:.0f} ms",
+            met=percentile(mine, 99) < goal_ms,
+            notes=f"{len(mine):,} requests; p50 {percentile(mine, 50):.1f} ms (engine direct "
+            f"{percentile(theirs, 50):.1f})",
+        )
+    results.add(
+        "proxy overhead against the real engine, p50 (paired)",
+        added50,
+        "ms",
+        notes=f"p99 {added99:+.2f} ms; median ratio proxy / direct "
+        f"{statistics.median(proxied) / statistics.median(direct):.2f}",
+    )
+    if samples.get("search hit"):
+        hits = samples["search hit"]
+        results.add(
+            f"search through the proxy, cache HIT, p99, {at}",
+            percentile(hits, 99),
+            "ms",
+            baseline=percentile(samples["search direct"], 99),
+            baseline_label="engine direct",
+            notes=f"{len(hits):,} requests, interleaved with the two above; p50 {percentile(hits, 50):.2f} ms",
+        )
+    results.cdf(
+        "latency-search.png",
+        f"Search latency, one client, {at}: engine direct vs proxy (cache off: every request a miss) vs proxy "
+        "cache HIT, same requests interleaved",
+        "ms",
+        {
+            "engine direct": samples["search direct"],
+            "proxy, miss (cache off)": samples["search proxy"],
+            "proxy, cache HIT": samples.get("search hit", []),
+        },
+    )
+
+
+# --- orchestration ---------------------------------------------------------------------------
+
+
+async def record(engine_url: str, alias: str) -> bytes:
+    """Every answer of the mix from the real engine, keyed by the body's hash, as JSON bytes."""
+    answers: dict[str, str] = {}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(engine_url + "/") as response:
+            answers["__root__"] = (await response.read()).decode()
+        for _, _, body in _requests():
+            async with session.post(
+                f"{engine_url}/{alias}/_search", data=body, headers={"Content-Type": "application/json"}
+            ) as response:
+                answers[hashlib.sha1(body).hexdigest()] = (await response.read()).decode()
+    return orjson.dumps(answers)
+
+
+def start_proxy(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env)
+    wait_answering(f"http://127.0.0.1:{port}/healthz", proc, 30)
+    return proc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--products", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=60, help="passes over the 16-request mix per engine")
+    parser.add_argument("--mode", choices=["both", "real", "replay"], default="both")
+    parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/report.py reads them)")
+    parser.add_argument("--serve-replay", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_replay:
+        serve_replay(args.serve_replay, args.port)
+        return 0
+
+    stack = DevStack(os.environ)
+    results = Results("proxy")
+    results.meta["proxy"] = "1 worker, not pinned; client: one aiohttp connection pool, requests one at a time"
+    children: list[subprocess.Popen[bytes]] = []
+    dbs: ScratchDatabases | None = None
+    alias: str | None = None
+    try:
+        urls = stack.start()
+        dbs = ScratchDatabases(urls.database_url)
+        print(f"engine {urls.elasticsearch_node}; seeding and indexing {args.products} products…", flush=True)
+        database_url, alias = asyncio.run(prepare_catalog(dbs, urls, args.products))
+        env = {
+            **os.environ,
+            **urls.as_env(),
+            "DATABASE_URL": database_url,
+            "SEARCH_INDEX": alias,
+            "LOG_LEVEL": "warning",
+            "RATE_LIMIT_ENABLED": "false",
+            # What the proxy adds over the engine: every request must reach the engine.
+            "CACHE_ENABLED": "false",
+        }
+        if args.mode in ("both", "real"):
+            port = free_port()
+            children.append(start_proxy(env, port))
+            # The same requests answered from the cache, for the latency distributions.
+            hit_port = free_port()
+            cached = {**env, "CACHE_ENABLED": "true", "REDIS_KEY_PREFIX": f"{alias}:"}
+            children.append(start_proxy(cached, hit_port))
+            samples = asyncio.run(
+                measure(
+                    urls.elasticsearch_node,
+                    alias,
+                    f"http://127.0.0.1:{port}",
+                    args.rounds,
+                    hit_url=f"http://127.0.0.1:{hit_port}",
+                )
+            )
+            report(f"real engine ({args.products} products)", samples)
+            record_figures(results, "real", samples, args.products)
+            stop_process(children.pop())
+            stop_process(children.pop())
+        if args.mode in ("both", "replay"):
+            recording = Path(stack.workdir or ".") / "replay.json"
+            recording.write_bytes(asyncio.run(record(urls.elasticsearch_node, alias)))
+            replay_port = free_port()
+            replay = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.overhead",
+                    "--serve-replay",
+                    str(recording),
+                    "--port",
+                    str(replay_port),
+                ],
+                cwd=ROOT,
+            )
+            children.append(replay)
+            replay_url = f"http://127.0.0.1:{replay_port}"
+            wait_answering(replay_url + "/", replay)
+            port = free_port()
+            children.append(start_proxy({**env, "ELASTICSEARCH_NODE": replay_url}, port))
+            samples = asyncio.run(measure(replay_url, alias, f"http://127.0.0.1:{port}", args.rounds * 4))
+            report("replay engine (engine cost removed)", samples)
+            record_figures(results, "replay", samples, args.products)
+    finally:
+        if args.json:
+            results.write(args.json)
+        for child in children:
+            stop_process(child)
+        if dbs is not None and stack.urls is not None:
+            asyncio.run(remove_catalog(dbs, stack.urls.elasticsearch_node, alias))
+        stack.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Benchmark: throughput and p99 over time under the stress profile's shape, driven by wrk.
+
+    python -m benchmarks.stress [--products 20000] [--peak 64] [--ramp 40] [--hold 100] [--down 20]
+                                [--window 4] [--quick]
+
+The ``stress`` load profile (``loadtest/profiles/stress.json``: ramp to 3 × the busy hour, hold, ramp
+down) asks how the service degrades. Locust runs that profile with think times and reports one
+summary, no time series, and one Python process cannot outrun a proxy; so this bench follows the
+same shape, time-scaled, with ``wrk`` (C): a 1-worker proxy with its response cache on and the
+rate limiter off, a Zipf mix (s = 1.1) of 10,000 distinct catalog searches (the cache bench's
+URLs), and consecutive wrk runs of ``--window`` seconds whose connection count follows the
+stages (up to ``--peak``). Each window gives req/s, p50/p99 and errors, so the run is a time
+series. Goals are the profile's: errors < 1 % and p99 < 500 ms (its search threshold).
+
+The proxy is pinned to one CPU and wrk to the other where two are available; the engine,
+Postgres and Redis share both. Everything listens on 127.0.0.1 and is stopped on exit; the
+database and index it created are removed. Needs ``wrk`` (``apt-get install -y wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import re
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from benchmarks.kit.catalog import ZIPF_S, ZIPF_URLS, bench_catalog, build_urls
+from benchmarks.kit.processes import pinning_cpus, start_hot_proxy
+from benchmarks.kit.results import Results
+from benchmarks.kit.wrk import run_wrk
+
+ERROR_GOAL = 0.01
+P99_GOAL_MS = 500.0
+
+
+def zipf_script(paths: Sequence[str], seed: int, workdir: Path) -> Path:
+    """A wrk script drawing ``paths`` (in rank order) with Zipf weights, seeded."""
+    cumulative = list(itertools.accumulate(1 / (k**ZIPF_S) for k in range(1, len(paths) + 1)))
+    table = ",\n".join(f'  "{path}"' for path in paths)  # urlencoded: no quotes or backslashes
+    weights = ",".join(f"{c:.9g}" for c in cumulative)
+    script = workdir / "zipf.lua"
+    script.write_text(
+        f"math.randomseed({seed})\nlocal paths = {{\n{table}\n}}\nlocal cum = {{{weights}}}\n"
+        "local total = cum[#cum]\n"
+        "request = function()\n"
+        "  local r = math.random() * total\n"
+        "  local lo, hi = 1, #cum\n"
+        "  while lo < hi do\n"
+        "    local mid = math.floor((lo + hi) / 2)\n"
+        "    if cum[mid] < r then lo = mid + 1 else hi = mid end\n"
+        "  end\n"
+        "  return wrk.format(nil, paths[lo])\n"
+        "end\n"
+    )
+    return script
+
+
+def schedule(peak: int, ramp: float, hold: float, down: float, window: float) -> list[int]:
+    """Connections per window: the profile's stages (up, hold, down), at least 1."""
+    plan: list[int] = []
+    t = 0.0
+    total = ramp + hold + down
+    while t < total:
+        middle = t + window / 2
+        if middle < ramp:
+            share = middle / ramp
+        elif middle < ramp + hold:
+            share = 1.0
+        else:
+            share = max(0.0, 1 - (middle - ramp - hold) / down)
+        plan.append(max(1, round(peak * share)))
+        t += window
+    return plan
+
+
+@dataclass(frozen=True)
+class Window:
+    start: float  # seconds since the first window started
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # non-2xx answers and socket errors
+
+
+def _errors(problems: str) -> int:
+    return sum(int(n) for n in re.findall(r"(?:responses|connect|read|write|timeout)[:\s]+(\d+)", problems))
+
+
+async def _urls(database_url: str, seed: int) -> list[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await build_urls(conn, ZIPF_URLS, seed)
+    finally:
+        await conn.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--products", type=int, default=20_000)
+    parser.add_argument("--peak", type=int, default=64, help="wrk connections at the hold stage")
+    parser.add_argument("--ramp", type=float, default=40.0, help="seconds from 1 connection to the peak")
+    parser.add_argument("--hold", type=float, default=100.0, help="seconds at the peak")
+    parser.add_argument("--down", type=float, default=20.0, help="seconds from the peak down")
+    parser.add_argument("--window", type=int, default=4, help="seconds per wrk run (one point of the series)")
+    parser.add_argument("--quick", action="store_true", help="10 s up, 24 s hold, 6 s down, 2 s windows")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/report.py reads them)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.ramp, args.hold, args.down, args.window = 10.0, 24.0, 6.0, 2
+    if shutil.which("wrk") is None:
+        print("bench_stress: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    results = Results("stress")
+    windows: list[Window] = []
+    try:
+        with bench_catalog("stress", args.products) as catalog:
+            server_cpu, wrk_cpu = pinning_cpus()
+            env = catalog.proxy_env(RATE_LIMIT_ENABLED="false", CACHE_ENABLED="true")
+            children, database_url, workdir = catalog.children, catalog.database_url, catalog.workdir
+            base = start_hot_proxy(env, server_cpu, children)  # 1 worker, pinned, following the catalog
+            script = zipf_script(asyncio.run(_urls(database_url, args.seed)), args.seed, workdir)
+            plan = schedule(args.peak, args.ramp, args.hold, args.down, args.window)
+            pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
+            results.meta["load"] = (
+                f"1-worker proxy, cache on, limiter off; wrk -t1, Zipf (s = {ZIPF_S}) over {ZIPF_URLS:,} searches, "
+                f"{args.products:,} products; {args.ramp:g} s up to {args.peak} connections, {args.hold:g} s hold, "
+                f"{args.down:g} s down, {args.window} s windows; {pinning}; the cache starts cold"
+            )
+            print(
+                f"stress: {len(plan)} windows of {args.window} s, connections 1 → {args.peak} → 1; {pinning}",
+                flush=True,
+            )
+            print(f"{'t (s)':>7} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+            began = time.monotonic()
+            for connections in plan:
+                start = time.monotonic() - began
+                run = run_wrk(base + "/api/search", args.window, wrk_cpu, script, connections)
+                window = Window(
+                    start, connections, run.rps, run.p50_ms, run.p99_ms, run.requests, _errors(run.problems)
+                )
+                windows.append(window)
+                print(
+                    f"{start:>7.1f} {connections:>6} {run.rps:>9,.0f} {run.p50_ms:>8.2f} {run.p99_ms:>8.2f} "
+                    f"{window.errors:>7}",
+                    flush=True,
+                )
+            _record(results, windows, args)
+    finally:
+        if args.json:
+            results.write(args.json)
+    return 0
+
+
+def _record(results: Results, windows: list[Window], args: argparse.Namespace) -> None:
+    held = [w for w in windows if w.connections == args.peak] or windows
+    requests = sum(w.requests for w in windows)
+    errors = sum(w.errors for w in windows)
+    worst = max(held, key=lambda w: w.p99_ms)
+    print(
+        f"\nat {args.peak} connections: median {statistics.median(w.rps for w in held):,.0f} req/s, p99 median "
+        f"{statistics.median(w.p99_ms for w in held):.1f} ms, worst {worst.p99_ms:.1f} ms; errors {errors:,} of "
+        f"{requests:,}"
+    )
+    results.add(
+        f"throughput at the peak ({args.peak} connections), median of {len(held)} windows",
+        statistics.median(w.rps for w in held),
+        "req/s",
+        notes=f"min {min(w.rps for w in held):,.0f}, max {max(w.rps for w in held):,.0f} req/s; no baseline: "
+        "bench_cache measures the same proxy's hits against a bare aiohttp app",
+    )
+    p99 = statistics.median(w.p99_ms for w in held)
+    results.add(
+        f"p99 at the peak ({args.peak} connections), median of windows",
+        p99,
+        "ms",
+        goal=f"p99 < {P99_GOAL_MS:.0f} ms (the stress profile's search threshold)",
+        met=p99 < P99_GOAL_MS,
+        notes=f"worst window {worst.p99_ms:.1f} ms at {worst.start:.0f} s",
+    )
+    results.add(
+        "errors (non-2xx and socket errors) over the run",
+        100 * errors / max(requests, 1),
+        "%",
+        goal=f"< {ERROR_GOAL:.0%}",
+        met=errors / max(requests, 1) < ERROR_GOAL,
+        notes=f"{errors:,} of {requests:,} requests",
+    )
+    results.series(
+        "stress-over-time.png",
+        f"Stress shape with wrk (1-worker proxy, cache on, Zipf mix): throughput and p99 per {args.window} s window",
+        [w.start + args.window / 2 for w in windows],
+        "seconds",
+        [
+            ("req/s", {"req/s": [w.rps for w in windows]}),
+            (
+                "latency (ms)",
+                {
+                    "p99": [w.p99_ms for w in windows],
+                    "p50": [w.p50_ms for w in windows],
+                },
+            ),
+            ("wrk connections", {"connections": [float(w.connections) for w in windows]}),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

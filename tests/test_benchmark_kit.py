@@ -1,0 +1,44 @@
+"""The benchmarks' one percentile: nearest rank, a stated answer for no samples. Pure, no servers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.kit.percentile import percentile
+
+
+def test_no_samples_give_nan_whatever_the_percentile() -> None:
+    for pct in (0, 50, 99, 100):
+        assert math.isnan(percentile([], pct))
+    assert math.isnan(percentile([math.nan, math.nan], 50))
+
+
+def test_one_sample_is_every_percentile() -> None:
+    assert [percentile([7.0], p) for p in (0, 1, 50, 99, 100)] == [7.0] * 5
+
+
+@pytest.mark.parametrize(
+    ("pct", "expected"),
+    [(0, 1.0), (10, 2.0), (50, 6.0), (90, 10.0), (99, 11.0), (100, 11.0)],
+)
+def test_the_answer_is_the_sample_nearest_the_rank_never_an_interpolation(pct: float, expected: float) -> None:
+    samples = [float(v) for v in (11, 3, 7, 1, 9, 5, 2, 4, 6, 8, 10)]  # unsorted on purpose
+    assert percentile(samples, pct) == expected
+
+
+def test_nan_samples_are_left_out_and_input_is_not_reordered() -> None:
+    samples = [3.0, math.nan, 1.0, 2.0]
+    assert percentile(samples, 100) == 3.0
+    assert percentile(samples, 0) == 1.0
+    assert samples[:1] == [3.0]
+
+
+def test_percentiles_outside_0_to_100_clamp_to_the_ends() -> None:
+    assert percentile([1.0, 2.0, 3.0], -5) == 1.0
+    assert percentile([1.0, 2.0, 3.0], 250) == 3.0
+
+
+def test_a_generator_is_read_once() -> None:
+    assert percentile((float(v) for v in range(101)), 95) == 95.0
