@@ -31,6 +31,7 @@ from proxy.cache.notices import FillNotices
 from proxy.cache.response_cache import ResponseCache
 from proxy.cache.subscriber import Subscriber
 from proxy.engine import EngineGateway
+from proxy.engine_guard import EngineGuard
 from proxy.fallback.postgres import PostgresFallback
 from proxy.http_caching import HttpCaching, entity_tag
 from proxy.images import ImageUrls
@@ -63,7 +64,6 @@ from proxy.routes import (
     add_routes,
 )
 from proxy.settings import ProxySettings
-from proxy.shedding import EngineGuard
 from proxy.storefront import add_routes as add_storefront_routes
 from proxy.synonyms import SynonymError, load_synonyms
 from proxy.tasks import cancel_and_wait

@@ -70,7 +70,7 @@ class ProxyMetrics:
             ["route", "backend"],
             registry=self.registry,
         )
-        # The engine guard (proxy.shedding) and the Postgres fallback (proxy.fallback).
+        # The engine guard (proxy.engine_guard) and the Postgres fallback (proxy.fallback).
         self.engine_breaker_state = Gauge(
             "search_proxy_engine_breaker_state",
             "The engine circuit breaker: 0 closed, 1 half-open (probing), 2 open (worst worker).",

@@ -13,7 +13,7 @@ The returned dicts share their static parts (sorts, ``_source``, highlight, aggr
 templates) with module constants, so building a query allocates only what depends on the
 request. Callers must treat the result as read-only.
 
-Shape of the engine request the result shaper (``proxy.results``) relies on:
+Shape of the engine request the result shaper (``proxy.answers``) relies on:
 
 - ``aggregations.<facet>.<FACET_VALUES>`` for ``category``, ``fandom`` (terms buckets) and
   ``price`` (range buckets keyed by ``catalog.mapping.PRICE_BUCKETS`` labels). Price facet
@@ -31,7 +31,7 @@ but OpenSearch only has it from 3.2), weighted name = fandom > category > descri
 that matches no field exactly may match within an edit or two (only words of 4+ letters,
 scored far below exact words); the typed phrase in the name ranks first. Plurals, compounds
 ("t-shirt" = "tshirt" = "t shirt") and accents are the analyzers' job (``catalog.mapping``).
-When that finds nothing, ``proxy.recovery`` asks again with :func:`build_search`'s
+When that finds nothing, ``proxy.relaxation`` asks again with :func:`build_search`'s
 ``relaxed=True`` (fewer words must match, plus a spelling suggestion) and possibly with
 ``text=`` a corrected query.
 """
@@ -50,7 +50,7 @@ FACET_VALUES: Final = "values"
 SUGGEST_TAXONOMY: Final = "taxonomy"
 FUZZY_SUFFIX: Final = "_fuzzy"
 TAXONOMY_KINDS: Final = ("fandom", "category")
-# The term suggester's name in a relaxed search (read back by ``proxy.results.correction``).
+# The term suggester's name in a relaxed search (read back by ``proxy.answers.correction``).
 SPELLING: Final = "spelling"
 
 # Where a word may match, and how much each field counts. Name and fandom are what a shopper

@@ -5,8 +5,8 @@ builds the canonical cache key (``proxy.cache.keys``) and asks the response cach
 (``proxy.cache.response_cache``), handing it a *producer* for a miss. A producer turns the
 parsed request into the answer's bytes and the tags of what it shows: engine body
 (``proxy.query``) → one engine round trip (``proxy.engine``, under the engine guard's breaker
-and slots, ``proxy.shedding``; a text search that matched nothing retries through
-``proxy.recovery``) → shape (``proxy.results``) → orjson bytes. Each route also hands the cache
+and slots, ``proxy.engine_guard``; a text search that matched nothing retries through
+``proxy.relaxation``) → shape (``proxy.answers``) → orjson bytes. Each route also hands the cache
 a *fallback* producer: the same request answered from Postgres (``proxy.fallback``) and shaped
 by the same functions, used when the engine failed or was skipped and no stale answer is at
 hand. The handler sends the bytes with headers saying how they were obtained (``X-Cache``,
@@ -28,10 +28,12 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from catalog.generation import product_tag, seller_tag
+from catalog.cache_generation import product_tag, seller_tag
+from proxy.answers import shape_product, shape_search, shape_seller, shape_suggest
 from proxy.cache.keys import product_key, request_key, seller_key
 from proxy.cache.response_cache import FALLBACK_BACKEND, Produced, Producer, ResponseCache, Served
 from proxy.engine import EngineGateway
+from proxy.engine_guard import EngineGuard
 from proxy.errors import EngineSkipped, InvalidParameters, NotFound, Overloaded
 from proxy.fallback.postgres import PostgresFallback
 from proxy.http_caching import API_KEY_HEADER, NO_CACHE, NO_STORE, HttpCaching, conditional_response
@@ -51,9 +53,7 @@ from proxy.params import (
 from proxy.query import build_product, build_seller, build_suggest
 from proxy.ratelimit.limiter import Limiter
 from proxy.readiness import probe, readiness
-from proxy.recovery import search_with_recovery
-from proxy.results import shape_product, shape_search, shape_seller, shape_suggest
-from proxy.shedding import EngineGuard
+from proxy.relaxation import search_with_recovery
 from proxy.synonyms import Synonyms
 
 

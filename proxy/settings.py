@@ -55,7 +55,7 @@ class ProxySettings:
     cors_origins: tuple[str, ...] = ()
     engine_pool_size: int = 32
     engine_timeout_ms: int = 2_000
-    # The engine guard (proxy.shedding): in-flight engine requests per worker (0: the pool
+    # The engine guard (proxy.engine_guard): in-flight engine requests per worker (0: the pool
     # size), how long a request may wait for a slot, and the engine's circuit breaker.
     engine_max_in_flight: int = 0
     engine_queue_ms: int = 25
@@ -167,7 +167,7 @@ def _cache_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _degradation_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """What the proxy does when the engine fails or is overloaded (``proxy.shedding``, ``proxy.fallback``)."""
+    """What the proxy does when the engine fails or is overloaded (``proxy.engine_guard``, ``proxy.fallback``)."""
     return {
         "engine_max_in_flight": env_int(env, "ENGINE_MAX_IN_FLIGHT", 0, minimum=0, maximum=4096),
         "engine_queue_ms": env_int(env, "ENGINE_QUEUE_MS", 25, minimum=0, maximum=10_000),

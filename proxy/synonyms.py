@@ -63,7 +63,7 @@ def fold(text: str) -> str:
 
     ``casefold``, not ``lower``: "ß" folds to "ss", as the engine's ``asciifolding`` has it.
     The one fold of the proxy: synonym terms and typed words here, suggestion names in
-    ``proxy.results``.
+    ``proxy.answers``.
     """
     if text.isascii():
         return text.casefold()

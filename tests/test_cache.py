@@ -2,7 +2,7 @@
 
 Announcements are caused the way production causes them — a running indexer streaming a
 Postgres change — or, where a test needs one at a precise moment, published on the real
-channel exactly as the indexer publishes them (``catalog.generation`` is that contract).
+channel exactly as the indexer publishes them (``catalog.cache_generation`` is that contract).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
-from catalog.generation import Announcement, generation_key, product_tag
+from catalog.cache_generation import Announcement, generation_key, product_tag
 from devstack.servers import start_redis
 from devstack.stack import StackUrls
 from proxy.app import SETTINGS, create_app

@@ -25,8 +25,8 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
+from catalog.cache_generation import Announcement, generation_key, product_tag
 from catalog.config import ConfigError
-from catalog.generation import Announcement, generation_key, product_tag
 from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import SETTINGS, create_app
