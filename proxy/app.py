@@ -45,7 +45,9 @@ from proxy.openapi import openapi_bytes
 from proxy.ratelimit.identity import KeyLimit
 from proxy.ratelimit.limiter import Limiter
 from proxy.ratelimit.script import RedisBuckets
-from proxy.routes import (
+from proxy.routes import add_routes
+from proxy.settings import ProxySettings
+from proxy.state import (
     CACHE,
     ENGINE,
     ENGINE_GUARD,
@@ -59,17 +61,14 @@ from proxy.routes import (
     POSTGRES,
     READYZ_DETAILS,
     REDIS,
+    SETTINGS,
     SYNONYMS,
-    SynonymsHolder,
-    add_routes,
 )
-from proxy.settings import ProxySettings
 from proxy.storefront import add_routes as add_storefront_routes
-from proxy.synonyms import SynonymError, load_synonyms
+from proxy.synonyms import SynonymError, SynonymsHolder, load_synonyms
 from proxy.tasks import cancel_and_wait
 
 log = logging.getLogger("hos_search.proxy")
-SETTINGS = web.AppKey("settings", ProxySettings)
 # Redis connections per worker on a request's path.
 _REDIS_CONNECTIONS = 64
 
@@ -294,7 +293,6 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
         trusted=settings.trusted_proxies,
         timeout=settings.redis_timeout,
         fallback=settings.rate_limit_fallback,
-        costs=settings.rate_limit_costs,
         on_round_trip=app[METRICS].count_ratelimit_round_trip,
     )
     yield

@@ -38,6 +38,7 @@ When that finds nothing, ``proxy.relaxation`` asks again with :func:`build_searc
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from catalog.mapping import PRICE_BUCKETS, SPELL_FIELD
@@ -144,6 +145,11 @@ _FACET_AGGS: Final[dict[str, dict[str, Any]]] = {
 # Suggestions: typo tolerance starts at this many characters; shorter prefixes are too
 # ambiguous for edits to help ("ha" is one edit away from half the catalogue).
 FUZZY_MIN_CHARS: Final = 4
+# Words of a suggestion prefix that get typo expansion (each expands to up to 50 terms per
+# field, on every keystroke): a 100-character prefix of 50 words expanded every one (issue 23).
+# Words after these must match exactly. Words as the engine's analyzer splits them.
+SUGGEST_FUZZY_WORDS: Final = 4
+_SUGGEST_WORD: Final = re.compile(r"\w+")
 # Edge n-gram fields (catalog.mapping): every prefix of every word is a term.
 _PREFIX_FIELDS: Final = {"name": "name.prefix", "fandom": "fandom.prefix", "category": "category.prefix"}
 _EXACT_PREFIX_BOOST: Final = 2.0
@@ -354,7 +360,17 @@ def build_search(
 
 
 def _prefix_query(q: str, field: str, *, fuzzy: bool, boost: float | None = None) -> dict[str, Any]:
-    """Every typed word must be a prefix of a word in ``field`` (within an edit or two if fuzzy)."""
+    """Every typed word must be a prefix of a word in ``field`` (within an edit or two if fuzzy,
+    for the first :data:`SUGGEST_FUZZY_WORDS` words; the others exactly)."""
+    if fuzzy:
+        typed = _SUGGEST_WORD.findall(q)
+        if len(typed) > SUGGEST_FUZZY_WORDS:
+            head, tail = " ".join(typed[:SUGGEST_FUZZY_WORDS]), " ".join(typed[SUGGEST_FUZZY_WORDS:])
+            parts = [_prefix_query(head, field, fuzzy=True), _prefix_query(tail, field, fuzzy=False)]
+            capped: dict[str, Any] = {"bool": {"must": parts}}
+            if boost is not None:
+                capped["bool"]["boost"] = boost
+            return capped
     clause: dict[str, Any] = {"query": q, "operator": "and"}
     if fuzzy:
         clause["fuzziness"] = "AUTO"

@@ -187,6 +187,24 @@ def parse_synonyms(text: str) -> Synonyms:
     return Synonyms(frozen, max((len(term) for term in frozen), default=0))
 
 
+class SynonymsHolder:
+    """The synonyms in use; replaced whole on reload (``proxy.app``), read once per search.
+
+    ``fingerprint`` is part of every search's cache key: answers found with other synonyms are
+    not served after a reload (``kill -HUP``), and workers still on the old file (mid-reload,
+    or on another host) do not share entries with those on the new one.
+    """
+
+    __slots__ = ("current", "fingerprint")
+
+    def __init__(self, current: Synonyms) -> None:
+        self.current = current
+        self.fingerprint = current.fingerprint()
+
+    def replace(self, synonyms: Synonyms) -> None:
+        self.current, self.fingerprint = synonyms, synonyms.fingerprint()
+
+
 def load_synonyms(path: Path) -> Synonyms:
     """Read and parse the synonym file; raises OSError or SynonymError."""
     return parse_synonyms(path.read_text(encoding="utf-8"))

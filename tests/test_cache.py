@@ -23,8 +23,8 @@ from elasticsearch import AsyncElasticsearch
 from catalog.cache_generation import Announcement, generation_key, product_tag
 from devstack.servers import start_redis
 from devstack.stack import StackUrls
-from proxy.app import SETTINGS, create_app
-from proxy.routes import CACHE
+from proxy.app import create_app
+from proxy.state import CACHE, SETTINGS
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import add_product, add_seller, eventually, indexer_settings, running_indexer
 from tests.proxy_support import following, proxy_env, spawn_proxy, wait_healthy
