@@ -172,11 +172,11 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE_GUARD] = EngineGuard(
         Breaker(
             failures=settings.engine_breaker_failures,
-            cooldown=settings.engine_breaker_cooldown_ms / 1000,
+            cooldown=settings.engine_breaker_cooldown,
             probes=settings.engine_breaker_probes,
         ),
         slots=settings.engine_slots,
-        queue_wait=settings.engine_queue_ms / 1000,
+        queue_wait=settings.engine_queue,
         on_skip=lambda reason: metrics.child(metrics.engine_skipped, reason).inc(),
         on_state=metrics.count_breaker_state,
     )
@@ -221,7 +221,7 @@ async def _fallback(app: web.Application) -> AsyncIterator[None]:
         pool_size=settings.fallback_pool_size,
         statement_timeout_ms=settings.fallback_statement_timeout_ms,
         max_concurrency=settings.fallback_max_concurrency,
-        queue_wait=settings.fallback_queue_ms / 1000,
+        queue_wait=settings.fallback_queue,
     )
     app[FALLBACK] = fallback
     yield
@@ -242,8 +242,8 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     policy = Policy(
         ttl=settings.cache_ttl_s,
-        revalidate_after=settings.cache_revalidate_ms / 1000,
-        max_stale=settings.cache_max_stale_ms / 1000,
+        revalidate_after=settings.cache_revalidate,
+        max_stale=settings.cache_max_stale,
         stale_if_error=settings.cache_stale_if_error_s,
     )
     l2 = RedisTier(
@@ -262,7 +262,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
         CatalogView(policy),
         FillNotices(),
         metrics,
-        lock_wait=settings.cache_lock_wait_ms / 1000,
+        lock_wait=settings.cache_lock_wait,
         # Answers hold image URLs as this proxy's CDN settings give them (proxy.images).
         namespace=settings.search_index + "|" + app[IMAGES].cache_namespace,
         enabled=settings.cache_enabled,
