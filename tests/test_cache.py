@@ -286,7 +286,7 @@ async def test_redis_paused_or_killed_mid_test_never_makes_a_request_wait(
         async with TestClient(TestServer(create_app(settings))) as client:
             await following(client)
             cache = client.server.app[CACHE]
-            timeout_s = settings.redis_timeout_ms / 1000
+            timeout_s = settings.redis_timeout
             await _get(client, "/api/search?q=wand")
             assert cache.l2 is not None and cache.l2.available
 
