@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 
 from proxy.cache.keys import product_key, request_key, seller_key
 from proxy.cache.response_cache import FALLBACK_BACKEND, Produced, Served
-from proxy.errors import InvalidParameters
+from proxy.errors import InvalidParameters, ProblemError
 from proxy.http_caching import API_KEY_HEADER, NO_CACHE, NO_STORE, HttpCaching, conditional_response
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.params import (
@@ -248,7 +248,7 @@ def request_cost(route: Route[Any], costs: Mapping[str, float], request: web.Req
     pays the route's own price (and gets its 400 from the handler)."""
     try:
         return route.cost(costs, route.parse(request)[1])
-    except InvalidParameters:
+    except ProblemError:  # the handler's parse raises it again, inside the problems middleware
         return costs[route.name]
 
 

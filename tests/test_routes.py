@@ -82,3 +82,4 @@ def test_every_route_is_priced_documented_and_declared_once() -> None:
     for route in ROUTES:
         assert route.name in DEFAULT_COSTS, route.name
         assert route.path in documented, route.path
+        assert documented[route.path]["get"]["operationId"] == route.name
