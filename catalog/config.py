@@ -1,7 +1,9 @@
 """Reading settings from the environment, with one clear line per mistake.
 
 Each service reads its environment once, at start-up, into a frozen dataclass (see
-``proxy.settings`` and ``indexer.settings``); these helpers are the shared parsing rules. A bad
+``proxy.settings`` and ``indexer.settings``); these helpers are the shared parsing rules, and
+:func:`setting` declares a field's variable, default and bounds once, for the dataclass and for
+:func:`read_settings` alike (the settings both services read are :class:`SharedSettings`). A bad
 value raises :class:`ConfigError` naming the variable; entry points print it and exit 2.
 Nothing here reads ``os.environ`` by itself: callers pass the mapping in.
 """
