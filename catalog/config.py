@@ -1,7 +1,9 @@
 """Reading settings from the environment, with one clear line per mistake.
 
 Each service reads its environment once, at start-up, into a frozen dataclass (see
-``proxy.settings`` and ``indexer.settings``); these helpers are the shared parsing rules. A bad
+``proxy.settings`` and ``indexer.settings``); these helpers are the shared parsing rules, and
+:func:`setting` declares a field's variable, default and bounds once, for the dataclass and for
+:func:`read_settings` alike (the settings both services read are :class:`SharedSettings`). A bad
 value raises :class:`ConfigError` naming the variable; entry points print it and exit 2.
 Nothing here reads ``os.environ`` by itself: callers pass the mapping in.
 """
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
-from typing import TypedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from catalog.errors import CatalogError
@@ -49,7 +52,9 @@ def env_int(
     return value
 
 
-def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+def env_float(
+    env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -59,6 +64,8 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if not value >= minimum or value == float("inf"):
         raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value:g} is above the maximum of {maximum:g}")
     return value
 
 
@@ -168,23 +175,94 @@ def search_index(env: Mapping[str, str]) -> str:
     return value
 
 
-class SharedSettings(TypedDict):
-    database_url: str
-    redis_url: str
-    redis_key_prefix: str
-    elasticsearch_node: str
-    search_index: str
+# --- settings declared once: name, default and bounds in one place ------------------------------
+
+_ENV: Final = "env"
 
 
-def shared_settings(env: Mapping[str, str]) -> SharedSettings:
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """Where a settings field comes from: its variable and bounds. ``read`` parses kinds other
+    than bool, int, float and str (``read(env, name, default)``, raising ConfigError)."""
+
+    name: str
+    minimum: float | None = None
+    maximum: float | None = None
+    read: Callable[[Mapping[str, str], str, Any], Any] | None = None
+
+    def value(self, env: Mapping[str, str], default: Any) -> Any:
+        if self.read is not None:
+            return self.read(env, self.name, default)
+        if isinstance(default, bool):
+            return env_bool(env, self.name, default)
+        if isinstance(default, int):
+            low, high = self.minimum, self.maximum
+            return env_int(
+                env,
+                self.name,
+                default,
+                minimum=None if low is None else int(low),
+                maximum=None if high is None else int(high),
+            )
+        if isinstance(default, float):
+            return env_float(env, self.name, default, minimum=self.minimum or 0.0, maximum=self.maximum)
+        return env_str(env, self.name, default)
+
+
+def setting(
+    name: str,
+    default: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    read: Callable[[Mapping[str, str], str, Any], Any] | None = None,
+) -> Any:
+    """A settings dataclass field read from the variable ``name``: its default and bounds are
+    written here once, for the dataclass and :func:`read_settings` alike."""
+    return field(default=default, metadata={_ENV: EnvVar(name, minimum, maximum, read)})
+
+
+def read_settings(cls: type[Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Every field of ``cls`` declared with :func:`setting`, read from ``env`` (its default when
+    the variable is unset or empty); fields declared otherwise are the caller's to fill."""
+    return {f.name: f.metadata[_ENV].value(env, f.default) for f in fields(cls) if _ENV in f.metadata}
+
+
+class Seconds:
+    """A duration read as seconds from the millisecond field ``<name>_ms`` of a settings
+    dataclass (the environment's unit): the one place where settings' ms become seconds."""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self._field = name + "_ms"
+
+    def __get__(self, settings: object, owner: type[Any] | None = None) -> float:
+        return float(getattr(settings, self._field)) / 1000
+
+
+def _reader(read: Callable[[Mapping[str, str]], str]) -> Callable[[Mapping[str, str], str, Any], Any]:
+    """A field reader from one of the functions above that read a whole shared setting."""
+    return lambda env, name, default: read(env)
+
+
+_DATABASE_URL, _REDIS_URL, _ELASTICSEARCH_NODE, _SEARCH_INDEX = (
+    database_url,
+    redis_url,
+    elasticsearch_node,
+    search_index,
+)
+
+
+@dataclass(frozen=True)
+class SharedSettings:
     """What the proxy and the indexer both read: the three servers, the alias, the Redis prefix.
 
-    Keys are the field names of both settings dataclasses, so each can take ``**shared_settings(env)``.
+    Both services' settings dataclasses extend it, so each shared default is written once.
     """
-    return SharedSettings(
-        database_url=database_url(env),
-        redis_url=redis_url(env),
-        redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX),
-        elasticsearch_node=elasticsearch_node(env),
-        search_index=search_index(env),
+
+    database_url: str = setting("DATABASE_URL", DEFAULT_DATABASE_URL, read=_reader(_DATABASE_URL))
+    redis_url: str = setting("REDIS_URL", DEFAULT_REDIS_URL, read=_reader(_REDIS_URL))
+    redis_key_prefix: str = setting("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX)
+    elasticsearch_node: str = setting(
+        "ELASTICSEARCH_NODE", DEFAULT_ELASTICSEARCH_NODE, read=_reader(_ELASTICSEARCH_NODE)
     )
+    search_index: str = setting("SEARCH_INDEX", DEFAULT_SEARCH_INDEX, read=_reader(_SEARCH_INDEX))

@@ -1,9 +1,9 @@
-"""Announcing what changed in the index: the catalog generation in Redis (``catalog.generation``).
+"""Announcing what changed in the index: the catalog generation in Redis (``catalog.cache_generation``).
 
 After a batch that changed the index, the indexer marks the tags of what changed (``None``:
 everything, after a full rebuild). A background task turns marks into bumps: ``INCR`` of
-:func:`~catalog.generation.generation_key`, then ``PUBLISH`` on the channel of the same name of
-an :class:`~catalog.generation.Announcement` — the new value and the tags marked since the last
+:func:`~catalog.cache_generation.generation_key`, then ``PUBLISH`` on the channel of the same name of
+an :class:`~catalog.cache_generation.Announcement` — the new value and the tags marked since the last
 bump. At most one bump per ``min_interval``: the marks of a burst coalesce into one.
 
 The engine makes a write searchable only at its next refresh, so the streaming indexer refreshes
@@ -17,7 +17,7 @@ like any other.
 Redis being down never blocks indexing: a failed bump is logged and counted, its tags stay
 pending (first announcements and re-announcements alike), and it is retried every ``retry``
 seconds until Redis answers — no tag is lost. A pending set holds at most
-:data:`~catalog.generation.MAX_TAGS` tags, beyond which it becomes "everything", so an outage
+:data:`~catalog.cache_generation.MAX_TAGS` tags, beyond which it becomes "everything", so an outage
 under load costs bounded memory.
 
 :class:`Schedule` is the timing, pure (it is told the time); :meth:`Generation.run` follows it
@@ -40,8 +40,8 @@ from typing import TypeAlias
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from catalog.cache_generation import MAX_TAGS, Announcement, generation_key
 from catalog.config import interval_seconds
-from catalog.generation import MAX_TAGS, Announcement, generation_key
 from indexer.metrics import IndexerMetrics
 
 log = logging.getLogger("hos_search.indexer.generation")

@@ -30,7 +30,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
 
-from catalog.generation import ANY_SELLER, product_tag, seller_tag
+from catalog.cache_generation import ANY_SELLER, product_tag, seller_tag
 from catalog.retry import WRITE
 from indexer.metrics import IndexerMetrics
 
@@ -57,7 +57,7 @@ class Action:
 
     @property
     def tags(self) -> tuple[str, str]:
-        """What a cached answer showing this product carries (:mod:`catalog.generation`).
+        """What a cached answer showing this product carries (:mod:`catalog.cache_generation`).
 
         A product whose seller is unknown may have been on any seller's page.
         """

@@ -31,6 +31,7 @@ from proxy.cache.notices import FillNotices
 from proxy.cache.response_cache import ResponseCache
 from proxy.cache.subscriber import Subscriber
 from proxy.engine import EngineGateway
+from proxy.engine_guard import EngineGuard
 from proxy.fallback.postgres import PostgresFallback
 from proxy.http_caching import HttpCaching, entity_tag
 from proxy.images import ImageUrls
@@ -44,7 +45,9 @@ from proxy.openapi import openapi_bytes
 from proxy.ratelimit.identity import KeyLimit
 from proxy.ratelimit.limiter import Limiter
 from proxy.ratelimit.script import RedisBuckets
-from proxy.routes import (
+from proxy.routes import add_routes
+from proxy.settings import ProxySettings
+from proxy.state import (
     CACHE,
     ENGINE,
     ENGINE_GUARD,
@@ -58,18 +61,14 @@ from proxy.routes import (
     POSTGRES,
     READYZ_DETAILS,
     REDIS,
+    SETTINGS,
     SYNONYMS,
-    SynonymsHolder,
-    add_routes,
 )
-from proxy.settings import ProxySettings
-from proxy.shedding import EngineGuard
 from proxy.storefront import add_routes as add_storefront_routes
-from proxy.synonyms import SynonymError, load_synonyms
+from proxy.synonyms import SynonymError, SynonymsHolder, load_synonyms
 from proxy.tasks import cancel_and_wait
 
 log = logging.getLogger("hos_search.proxy")
-SETTINGS = web.AppKey("settings", ProxySettings)
 # Redis connections per worker on a request's path.
 _REDIS_CONNECTIONS = 64
 
@@ -173,11 +172,11 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE_GUARD] = EngineGuard(
         Breaker(
             failures=settings.engine_breaker_failures,
-            cooldown=settings.engine_breaker_cooldown_ms / 1000,
+            cooldown=settings.engine_breaker_cooldown,
             probes=settings.engine_breaker_probes,
         ),
         slots=settings.engine_slots,
-        queue_wait=settings.engine_queue_ms / 1000,
+        queue_wait=settings.engine_queue,
         on_skip=lambda reason: metrics.child(metrics.engine_skipped, reason).inc(),
         on_state=metrics.count_breaker_state,
     )
@@ -222,7 +221,7 @@ async def _fallback(app: web.Application) -> AsyncIterator[None]:
         pool_size=settings.fallback_pool_size,
         statement_timeout_ms=settings.fallback_statement_timeout_ms,
         max_concurrency=settings.fallback_max_concurrency,
-        queue_wait=settings.fallback_queue_ms / 1000,
+        queue_wait=settings.fallback_queue,
     )
     app[FALLBACK] = fallback
     yield
@@ -243,8 +242,8 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     policy = Policy(
         ttl=settings.cache_ttl_s,
-        revalidate_after=settings.cache_revalidate_ms / 1000,
-        max_stale=settings.cache_max_stale_ms / 1000,
+        revalidate_after=settings.cache_revalidate,
+        max_stale=settings.cache_max_stale,
         stale_if_error=settings.cache_stale_if_error_s,
     )
     l2 = RedisTier(
@@ -263,7 +262,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
         CatalogView(policy),
         FillNotices(),
         metrics,
-        lock_wait=settings.cache_lock_wait_ms / 1000,
+        lock_wait=settings.cache_lock_wait,
         # Answers hold image URLs as this proxy's CDN settings give them (proxy.images).
         namespace=settings.search_index + "|" + app[IMAGES].cache_namespace,
         enabled=settings.cache_enabled,
@@ -295,7 +294,6 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
         trusted=settings.trusted_proxies,
         timeout=settings.redis_timeout,
         fallback=settings.rate_limit_fallback,
-        costs=settings.rate_limit_costs,
         on_round_trip=app[METRICS].count_ratelimit_round_trip,
     )
     yield

@@ -111,7 +111,7 @@ class BackendUnavailable(ProblemError):
     """503: a backend (the engine, or the Postgres fallback) could not answer.
 
     Raised by the engine's gateway for any engine failure, and by the engine guard
-    (``proxy.shedding``) when the engine is skipped: its breaker is open, or no slot freed in
+    (``proxy.engine_guard``) when the engine is skipped: its breaker is open, or no slot freed in
     time. The cache then serves a stale answer, or the route asks the fallback; only when
     neither can answer does the client see it. ``Retry-After: 1``.
     """

@@ -5,7 +5,8 @@ spent more time in aiohttp's routing, the four middlewares and their bookkeeping
 anything the cache does. This handler sits in front of the application (it becomes the
 server's request handler, ``install``) and answers only requests it can answer completely:
 
-- a GET of a hot route (``proxy.routes.HOT_ROUTES``: search and suggestions),
+- a GET of a route of the route table with a query-string memo (``proxy.routes.ROUTES``:
+  search and suggestions),
 - without an ``Origin`` header (CORS answers need the middleware),
 - whose raw query string was parsed before (the route's memo, so it is valid and its key known),
 - whose answer is an L1 HIT (``ResponseCache.cached``).
@@ -26,12 +27,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy.app import SETTINGS
 from proxy.http_caching import API_KEY_HEADER, conditional_response, is_public
 from proxy.middleware.metrics import STATUS_CLASS
 from proxy.middleware.ratelimit import admission_headers, admit, refusal
 from proxy.middleware.request_id import REQUEST_ID_HEADER, request_id_of
-from proxy.routes import CACHE, HOT_ROUTES, HTTP_CACHING, LIMITER, METRICS, answer_headers
+from proxy.routes import ROUTES, answer_headers
+from proxy.state import CACHE, HTTP_CACHING, LIMITER, METRICS, SETTINGS
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -40,8 +41,10 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
     cache = app[CACHE]
     caching = app[HTTP_CACHING]
     metrics = app[METRICS]
-    limiter = app[LIMITER] if app[SETTINGS].rate_limit_enabled else None
-    routes = HOT_ROUTES
+    settings = app[SETTINGS]
+    limiter = app[LIMITER] if settings.rate_limit_enabled else None
+    costs = settings.rate_limit_costs
+    routes = {route.path: (route, route.memo) for route in ROUTES if route.memo is not None}
     perf_counter, now = time.perf_counter, time.time
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
@@ -49,9 +52,10 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
         if request.method == "GET" and "Origin" not in request.headers:
             hot = routes.get(request.path)
             if hot is not None:
-                known = hot.parsed.known(request.rel_url.raw_query_string)
+                route, memo = hot
+                known = memo.known(request.rel_url.raw_query_string)
                 if known is not None:
-                    served = cache.cached(hot.name, hot.cache_key(app, known[0]), now())
+                    served = cache.cached(route.name, route.cache_key(app, known[0]), now())
                     if served is not None:
                         # What the route and the request-id middleware would give this answer.
                         request_headers = request.headers
@@ -59,17 +63,19 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                         headers[REQUEST_ID_HEADER] = request_id_of(request)
                         if limiter is not None:
                             # Limited like any request: the rate-limit middleware's own steps.
-                            admission = await admit(limiter, metrics, request, hot.name)
+                            cost = route.cost(costs, known[1])  # priced from the parsed request
+                            admission = await admit(limiter, metrics, request, route.name, cost)
                             if not admission.decision.allowed:
                                 refused = refusal(request, admission)
                                 refused.headers[REQUEST_ID_HEADER] = headers[REQUEST_ID_HEADER]
-                                metrics.count_request(hot.template, "GET", "4xx", perf_counter() - started)
+                                metrics.count_request(route.path, "GET", "4xx", perf_counter() - started)
                                 return refused
                             if not is_public(headers["Cache-Control"]):
                                 headers.update(admission_headers(admission))
                         response = conditional_response(served.body, headers, request_headers.get("If-None-Match"))
                         status_class = STATUS_CLASS[response.status // 100]
-                        metrics.count_fast_hit(hot.name, hot.template, perf_counter() - started, status_class)
+                        backend = served.backend if route.by_backend else None
+                        metrics.count_fast_hit(route.name, route.path, perf_counter() - started, status_class, backend)
                         return response
         return await application(request)
 

@@ -9,7 +9,7 @@ variants the CDN makes, addressed by ``CDN_IMAGE_RESIZE``:
   Optimizer, imgix and most image CDNs take a width parameter;
 - ``cloudflare``: Cloudflare Image Resizing, ``<cdn origin>/cdn-cgi/image/width=400/<path>``.
 
-URLs are rewritten when an answer is made, by the shaping code (``proxy.results``), for the
+URLs are rewritten when an answer is made, by the shaping code (``proxy.answers``), for the
 engine's and the fallback's answers alike; :attr:`ImageUrls.cache_namespace` goes into the
 response cache's Redis keys, so proxies with other image settings sharing a Redis never serve
 each other's bytes, and a changed setting is never answered from an entry made before it.

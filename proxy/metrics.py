@@ -70,7 +70,7 @@ class ProxyMetrics:
             ["route", "backend"],
             registry=self.registry,
         )
-        # The engine guard (proxy.shedding) and the Postgres fallback (proxy.fallback).
+        # The engine guard (proxy.engine_guard) and the Postgres fallback (proxy.fallback).
         self.engine_breaker_state = Gauge(
             "search_proxy_engine_breaker_state",
             "The engine circuit breaker: 0 closed, 1 half-open (probing), 2 open (worst worker).",
@@ -184,7 +184,7 @@ class ProxyMetrics:
         # call, a measurable share of a cache hit. At most 1,000 are kept (labels are bounded,
         # but a client inventing HTTP methods must not grow this).
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
-        self._fast_hits: dict[tuple[str, str, str], int] = {}
+        self._fast_hits: dict[tuple[str, str, str, str | None], int] = {}
         self._admissions: dict[tuple[str, bool], int] = {}
         self._fallback_active = False
 
@@ -198,7 +198,9 @@ class ProxyMetrics:
                 self._children[key] = found
         return found
 
-    def count_fast_hit(self, route: str, template: str, seconds: float, status_class: str = "2xx") -> None:
+    def count_fast_hit(
+        self, route: str, template: str, seconds: float, status_class: str = "2xx", backend: str | None = None
+    ) -> None:
         """One L1 hit answered by ``proxy.fastpath`` (a 200, or a 304 to a revalidation):
         timed now, counted in the next :meth:`flush`.
 
@@ -207,15 +209,15 @@ class ProxyMetrics:
         increments per hit cost a tenth of the hot path's throughput (``benchmarks/cache.py``).
         """
         self.child(self.request_duration, template).observe(seconds)
-        key = (route, template, status_class)
+        key = (route, template, status_class, backend)
         self._fast_hits[key] = self._fast_hits.get(key, 0) + 1
 
     def flush(self) -> None:
         """Add the pending fast-path hits and rate-limit decisions to their counters (every
         second, and before a scrape)."""
         pending, self._fast_hits = self._fast_hits, {}
-        for (route, template, status_class), hits in pending.items():
-            self.count_response(route, "HIT", hits)
+        for (route, template, status_class, backend), hits in pending.items():
+            self.count_response(route, "HIT", hits, backend)
             self.child(self.cache_lookups, route, "l1", "hit").inc(hits)
             self.child(self.requests, template, "GET", status_class).inc(hits)
         admissions, self._admissions = self._admissions, {}
@@ -243,10 +245,11 @@ class ProxyMetrics:
         self.child(self.request_duration, route).observe(seconds)
         self.child(self.requests, route, method, status_class).inc()
 
-    def count_response(self, route: str, cache: str, count: int = 1, backend: str = "elasticsearch") -> None:
-        """One answer of a cached route: by its X-Cache value, and by backend for searches."""
+    def count_response(self, route: str, cache: str, count: int = 1, backend: str | None = None) -> None:
+        """One answer of a cached route: by its X-Cache value, and by ``backend`` for the routes
+        the route table counts by backend (``proxy.routes.Route.by_backend``; None: not)."""
         self.child(self.cache_responses, route, cache.lower()).inc(count)
-        if route in ("search", "suggestions"):
+        if backend is not None:
             self.child(self.responses_by_backend, route, backend).inc(count)
 
     def count_breaker_state(self, state: str) -> None:

@@ -145,7 +145,8 @@ _HEADERS: dict[str, Any] = {
     },
     "RateLimit": {
         "description": 'Where the client stands: `"default";r=57;t=12` — r whole tokens left, t seconds until '
-        "the bucket is full again. Present as RateLimit-Policy is.",
+        "the bucket is full again, as decided before the answer: a search that found nothing and was "
+        "relaxed draws the price of each extra engine call (up to 2) after it. Present as RateLimit-Policy is.",
         "required": False,
         "schema": {"type": "string"},
     },

@@ -13,7 +13,7 @@ The returned dicts share their static parts (sorts, ``_source``, highlight, aggr
 templates) with module constants, so building a query allocates only what depends on the
 request. Callers must treat the result as read-only.
 
-Shape of the engine request the result shaper (``proxy.results``) relies on:
+Shape of the engine request the result shaper (``proxy.answers``) relies on:
 
 - ``aggregations.<facet>.<FACET_VALUES>`` for ``category``, ``fandom`` (terms buckets) and
   ``price`` (range buckets keyed by ``catalog.mapping.PRICE_BUCKETS`` labels). Price facet
@@ -31,13 +31,14 @@ but OpenSearch only has it from 3.2), weighted name = fandom > category > descri
 that matches no field exactly may match within an edit or two (only words of 4+ letters,
 scored far below exact words); the typed phrase in the name ranks first. Plurals, compounds
 ("t-shirt" = "tshirt" = "t shirt") and accents are the analyzers' job (``catalog.mapping``).
-When that finds nothing, ``proxy.recovery`` asks again with :func:`build_search`'s
+When that finds nothing, ``proxy.relaxation`` asks again with :func:`build_search`'s
 ``relaxed=True`` (fewer words must match, plus a spelling suggestion) and possibly with
 ``text=`` a corrected query.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from catalog.mapping import PRICE_BUCKETS, SPELL_FIELD
@@ -50,7 +51,7 @@ FACET_VALUES: Final = "values"
 SUGGEST_TAXONOMY: Final = "taxonomy"
 FUZZY_SUFFIX: Final = "_fuzzy"
 TAXONOMY_KINDS: Final = ("fandom", "category")
-# The term suggester's name in a relaxed search (read back by ``proxy.results.correction``).
+# The term suggester's name in a relaxed search (read back by ``proxy.answers.correction``).
 SPELLING: Final = "spelling"
 
 # Where a word may match, and how much each field counts. Name and fandom are what a shopper
@@ -144,6 +145,11 @@ _FACET_AGGS: Final[dict[str, dict[str, Any]]] = {
 # Suggestions: typo tolerance starts at this many characters; shorter prefixes are too
 # ambiguous for edits to help ("ha" is one edit away from half the catalogue).
 FUZZY_MIN_CHARS: Final = 4
+# Words of a suggestion prefix that get typo expansion (each expands to up to 50 terms per
+# field, on every keystroke): a 100-character prefix of 50 words expanded every one (issue 23).
+# Words after these must match exactly. Words as the engine's analyzer splits them.
+SUGGEST_FUZZY_WORDS: Final = 4
+_SUGGEST_WORD: Final = re.compile(r"\w+")
 # Edge n-gram fields (catalog.mapping): every prefix of every word is a term.
 _PREFIX_FIELDS: Final = {"name": "name.prefix", "fandom": "fandom.prefix", "category": "category.prefix"}
 _EXACT_PREFIX_BOOST: Final = 2.0
@@ -354,7 +360,17 @@ def build_search(
 
 
 def _prefix_query(q: str, field: str, *, fuzzy: bool, boost: float | None = None) -> dict[str, Any]:
-    """Every typed word must be a prefix of a word in ``field`` (within an edit or two if fuzzy)."""
+    """Every typed word must be a prefix of a word in ``field`` (within an edit or two if fuzzy,
+    for the first :data:`SUGGEST_FUZZY_WORDS` words; the others exactly)."""
+    if fuzzy:
+        typed = _SUGGEST_WORD.findall(q)
+        if len(typed) > SUGGEST_FUZZY_WORDS:
+            head, tail = " ".join(typed[:SUGGEST_FUZZY_WORDS]), " ".join(typed[SUGGEST_FUZZY_WORDS:])
+            parts = [_prefix_query(head, field, fuzzy=True), _prefix_query(tail, field, fuzzy=False)]
+            capped: dict[str, Any] = {"bool": {"must": parts}}
+            if boost is not None:
+                capped["bool"]["boost"] = boost
+            return capped
     clause: dict[str, Any] = {"query": q, "operator": "and"}
     if fuzzy:
         clause["fuzziness"] = "AUTO"

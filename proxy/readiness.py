@@ -51,7 +51,7 @@ def readiness(checks: Mapping[str, Check], *, fallback: bool, breaker: str) -> t
     """The overall status and the ``/readyz`` body (the ``Readiness`` schema) for ``checks``.
 
     ``checks`` has ``elasticsearch``, ``redis`` and ``postgres``; ``fallback`` says whether the
-    Postgres fallback is enabled, ``breaker`` the engine breaker's state (``proxy.shedding``).
+    Postgres fallback is enabled, ``breaker`` the engine breaker's state (``proxy.engine_guard``).
     Searches are served by the engine when it answers and its breaker is not open, else by the
     fallback when it is enabled and Postgres answers (``degraded``, 200), else by nobody
     (``unavailable``, 503). ``ready`` only when every dependency answers and the breaker is

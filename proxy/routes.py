@@ -1,43 +1,41 @@
-"""The HTTP routes: search, suggestions, product and seller pages, and the operational endpoints.
+"""The HTTP routes: the route table of the cached routes, and the operational endpoints.
 
-A cached route is "parsed request → answer": it parses and validates (``proxy.params``),
-builds the canonical cache key (``proxy.cache.keys``) and asks the response cache
-(``proxy.cache.response_cache``), handing it a *producer* for a miss. A producer turns the
-parsed request into the answer's bytes and the tags of what it shows: engine body
-(``proxy.query``) → one engine round trip (``proxy.engine``, under the engine guard's breaker
-and slots, ``proxy.shedding``; a text search that matched nothing retries through
-``proxy.recovery``) → shape (``proxy.results``) → orjson bytes. Each route also hands the cache
-a *fallback* producer: the same request answered from Postgres (``proxy.fallback``) and shaped
-by the same functions, used when the engine failed or was skipped and no stale answer is at
-hand. The handler sends the bytes with headers saying how they were obtained (``X-Cache``,
-``Age``, ``X-Search-Backend``) and how long others may keep them (``Cache-Control``, ``ETag``,
-``Vary``: ``proxy.http_caching``), or a 304 when the client holds them already.
-Handlers raise ``proxy.errors`` exceptions; ``proxy.middleware.problems`` answers them.
+Each cached route — search, suggestions, product and seller pages — is declared once, as a
+:class:`Route` in :data:`ROUTES`: its path, its name, how a request is parsed (``proxy.params``)
+into the canonical key (``proxy.cache.keys``) and a parsed request, the cache key, the engine and
+fallback producers (``proxy.producers``) and its cost. That one declaration drives the handler
+(:func:`handler`), the fast path (``proxy.fastpath``, for routes with a query-string memo), the
+rate limiter's price (``proxy.middleware.ratelimit``), the metrics' route label (the path) and
+the list of documented paths (``tests/test_openapi_contract.py`` checks it).
+
+A cached route asks the response cache (``proxy.cache.response_cache``) for the answer, handing
+it the producers for a miss, and sends the bytes with headers saying how they were obtained
+(``X-Cache``, ``Age``, ``X-Search-Backend``) and how long others may keep them
+(``Cache-Control``, ``ETag``, ``Vary``: ``proxy.http_caching``), or a 304 when the client holds
+them already. Handlers raise ``proxy.errors`` exceptions; ``proxy.middleware.problems`` answers
+them. Never: building engine bodies or shaping answers (the producers do), or reading settings
+from the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
+from urllib.parse import parse_qsl
 
 import asyncpg
 import orjson
 from aiohttp import web
+from multidict import MultiDict
 from redis.asyncio import Redis
 
-from catalog.generation import product_tag, seller_tag
 from proxy.cache.keys import product_key, request_key, seller_key
-from proxy.cache.response_cache import FALLBACK_BACKEND, Produced, Producer, ResponseCache, Served
-from proxy.engine import EngineGateway
-from proxy.errors import EngineSkipped, InvalidParameters, NotFound, Overloaded
-from proxy.fallback.postgres import PostgresFallback
+from proxy.cache.response_cache import FALLBACK_BACKEND, Produced, Served
+from proxy.errors import InvalidParameters, ProblemError
 from proxy.http_caching import API_KEY_HEADER, NO_CACHE, NO_STORE, HttpCaching, conditional_response
-from proxy.images import ImageUrls
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from proxy.metrics import ProxyMetrics
 from proxy.params import (
     SEARCH_PARAMS,
     SUGGEST_PARAMS,
@@ -48,185 +46,210 @@ from proxy.params import (
     parse_search,
     parse_suggest,
 )
-from proxy.query import build_product, build_seller, build_suggest
-from proxy.ratelimit.limiter import Limiter
+from proxy.producers import (
+    Calls,
+    fallback_product,
+    fallback_search,
+    fallback_seller,
+    fallback_suggestions,
+    produce_product,
+    produce_search,
+    produce_seller,
+    produce_suggestions,
+)
+from proxy.ratelimit.costs import cost_of
 from proxy.readiness import probe, readiness
-from proxy.recovery import search_with_recovery
-from proxy.results import shape_product, shape_search, shape_seller, shape_suggest
-from proxy.shedding import EngineGuard
-from proxy.synonyms import Synonyms
+from proxy.state import (
+    CACHE,
+    ENGINE,
+    ENGINE_GUARD,
+    FALLBACK,
+    HTTP_CACHING,
+    LIMITER,
+    METRICS,
+    OPENAPI,
+    OPENAPI_ETAG,
+    POSTGRES,
+    READYZ_DETAILS,
+    REDIS,
+    SETTINGS,
+    SYNONYMS,
+)
 
-
-class SynonymsHolder:
-    """The synonyms in use; replaced whole on reload (``proxy.app``), read once per search.
-
-    ``fingerprint`` is part of every search's cache key: answers found with other synonyms are
-    not served after a reload (``kill -HUP``), and workers still on the old file (mid-reload,
-    or on another host) do not share entries with those on the new one.
-    """
-
-    __slots__ = ("current", "fingerprint")
-
-    def __init__(self, current: Synonyms) -> None:
-        self.current = current
-        self.fingerprint = current.fingerprint()
-
-    def replace(self, synonyms: Synonyms) -> None:
-        self.current, self.fingerprint = synonyms, synonyms.fingerprint()
-
-
-ENGINE = web.AppKey("engine", EngineGateway)
-METRICS = web.AppKey("metrics", ProxyMetrics)
-REDIS = web.AppKey("redis", Redis)
-POSTGRES = web.AppKey("postgres", asyncpg.Pool)
-OPENAPI = web.AppKey("openapi", bytes)
-OPENAPI_ETAG = web.AppKey("openapi_etag", str)
-HTTP_CACHING = web.AppKey("http_caching", HttpCaching)
-IMAGES = web.AppKey("images", ImageUrls)
-# False: /readyz answers its status alone (READYZ_DETAILS=false).
-READYZ_DETAILS = web.AppKey("readyz_details", bool)
-SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
-CACHE = web.AppKey("cache", ResponseCache)
-LIMITER = web.AppKey("limiter", Limiter)
-ENGINE_GUARD = web.AppKey("engine_guard", EngineGuard)
-# None when FALLBACK_ENABLED=false.
-FALLBACK: web.AppKey[PostgresFallback | None] = web.AppKey("fallback")
-
+P = TypeVar("P")
 R = TypeVar("R", SearchRequest, SuggestRequest)
 
 JSON = "application/json"
-BACKEND = "elasticsearch"
+
+# The parsed-query memo's bounds, per route (issue 23: 4,096 query strings of up to 64 KiB each
+# could hold 256 MiB). The storefront's URLs are a few hundred bytes; longer ones are parsed on
+# every request rather than remembered.
+MEMO_MAX_QUERY_CHARS: Final = 1024
+MEMO_MAX_BYTES: Final = 8 * 1024 * 1024
+# What an entry holds besides its characters (dict slot, tuple, the parsed request's object),
+# and each of its values besides theirs (a str object), in CPython; tests/test_routes.py
+# measures the worst valid queries with tracemalloc against this estimate.
+MEMO_ENTRY_OVERHEAD: Final = 1024
+MEMO_VALUE_OVERHEAD: Final = 64
 
 
-def _query(request: web.Request, names: frozenset[str]) -> Any:
-    """``request.query``, after refusing known parameters whose bytes are not UTF-8."""
-    raw = request.rel_url.raw_query_string
+def _entry_bytes(raw: str, key: str) -> int:
+    """What a memo entry is counted as holding: the raw string, its decoded values (no longer
+    than it) and the key, each value's object (one per ``&`` or ``,`` at most), the entry."""
+    values = raw.count("&") + raw.count(",") + 1
+    return 2 * len(raw) + len(key) + values * MEMO_VALUE_OVERHEAD + MEMO_ENTRY_OVERHEAD
+
+
+def _query(raw: str, names: frozenset[str]) -> Any:
+    """The parameters of the raw query string ``raw`` (as ``request.query`` decodes them), after
+    refusing known parameters whose bytes are not UTF-8."""
     if "%" in raw:  # only percent-escapes can smuggle invalid bytes; plain ASCII is fine
         bad = invalid_utf8_params(raw, names)
         if bad:
             raise InvalidParameters([(name, "is not valid UTF-8") for name in bad])
-    return request.query
+    # parse_qsl, as yarl decodes request.query, but without yarl's cache of URL objects (it
+    # would keep the last query strings parsed here, up to 64 KiB each).
+    return MultiDict(parse_qsl(raw, keep_blank_values=True))
 
 
-T = TypeVar("T")
+class ParsedQueries(Generic[R]):
+    """Raw query string → (request key, parsed request) for one route, remembered.
 
-
-async def _backend_call(app: web.Application, backend: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-    """One backend call, timed and counted under ``backend`` and ``operation``.
-
-    A call refused before the backend was asked — the engine skipped by its guard, the fallback
-    over its cap — is not the backend's error (the guard and ``fallback_rejected`` count them).
+    Parsing is pure, so equal query strings parse alike: a popular URL is validated once, not
+    on every cache hit. Only valid requests of at most :data:`MEMO_MAX_QUERY_CHARS` are
+    remembered, and at most ``max_bytes`` of them (as :func:`_entry_bytes` counts them); the
+    memo is emptied when full, so junk query strings can cost at most a re-parse of the
+    popular ones.
     """
-    metrics = app[METRICS]
-    started = time.perf_counter()
+
+    def __init__(self, parse: Callable[[Any], R], names: frozenset[str], max_bytes: int = MEMO_MAX_BYTES) -> None:
+        self._parse: Callable[[Any], R] = parse
+        self._names = names
+        self._max_bytes = max_bytes
+        self._memo: dict[str, tuple[str, R]] = {}
+        self.bytes = 0  # what the entries are counted as holding (see the class docstring)
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+    def known(self, raw_query: str) -> tuple[str, R] | None:
+        """The key and request of a query string parsed before; None if it was not (or is invalid)."""
+        return self._memo.get(raw_query)
+
+    def __call__(self, request: web.BaseRequest) -> tuple[str, R]:
+        return self.parse(request.rel_url.raw_query_string)
+
+    def parse(self, raw: str) -> tuple[str, R]:
+        """The key and request of the raw query string ``raw``; raises InvalidParameters."""
+        known = self._memo.get(raw)
+        if known is not None:
+            return known
+        req = self._parse(_query(raw, self._names))
+        known = (request_key(req), req)
+        if len(raw) <= MEMO_MAX_QUERY_CHARS:
+            size = _entry_bytes(raw, known[0])
+            if self.bytes + size > self._max_bytes:
+                self._memo.clear()
+                self.bytes = 0
+            self._memo[raw] = known
+            self.bytes += size
+        return known
+
+
+def _search_cache_key(app: web.Application, key: str) -> str:
+    """Search answers depend on the synonyms too: their fingerprint is part of the key."""
+    return f"{key}&synonyms={app[SYNONYMS].fingerprint}"
+
+
+def _same_key(app: web.Application, key: str) -> str:
+    return key
+
+
+def _product_id(request: web.Request) -> tuple[str, int]:
+    product_id = parse_id(request.match_info["id"])
+    return product_key(product_id), product_id
+
+
+def _seller_id(request: web.Request) -> tuple[str, int]:
+    seller_id = parse_id(request.match_info["id"])
+    return seller_key(seller_id), seller_id
+
+
+def _search_cost(costs: Mapping[str, float], req: SearchRequest) -> float:
+    return cost_of(costs, "search", req.page)
+
+
+def _flat_cost(name: str) -> Callable[[Mapping[str, float], Any], float]:
+    return lambda costs, parsed: costs[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Route(Generic[P]):
+    """One cached route, declared once (see the module docstring).
+
+    ``cost`` prices a parsed request in tokens (``RATE_LIMIT_COSTS``); a request that does not
+    parse pays ``costs[name]`` and gets its 400. Engine calls beyond the first (a search
+    relaxed after finding nothing makes up to 3) are charged after the answer, ``costs[name]``
+    each, from the same bucket: the next request sees them spent.
+    """
+
+    name: str  # the cache's, the limiter's and the responses' route label
+    path: str  # the route template: the request metrics' label and the OpenAPI document's path
+    parse: Callable[[web.Request], tuple[str, P]]  # -> (request key, parsed); InvalidParameters
+    cache_key: Callable[[web.Application, str], str]
+    produce: Callable[[web.Application, P, Calls], Awaitable[Produced]]
+    fallback: Callable[[web.Application, P], Awaitable[Produced]]
+    cost: Callable[[Mapping[str, float], P], float]
+    # aiohttp's pattern where it is stricter than the path: [^/]+, not aiohttp's default
+    # [^{}/]+, so an id with a brace is a malformed id (400), not another address (404).
+    pattern: str | None = None
+    # Query-string routes: the memo whose known requests ``proxy.fastpath`` may answer early.
+    memo: ParsedQueries[Any] | None = None
+    # Counted by backend too (search_proxy_search_responses_total).
+    by_backend: bool = False
+
+
+_SEARCH: Final[ParsedQueries[SearchRequest]] = ParsedQueries(parse_search, SEARCH_PARAMS)
+_SUGGEST: Final[ParsedQueries[SuggestRequest]] = ParsedQueries(parse_suggest, SUGGEST_PARAMS)
+
+ROUTES: Final[tuple[Route[Any], ...]] = (
+    Route(
+        "search", "/api/search", _SEARCH, _search_cache_key, produce_search, fallback_search, _search_cost,
+        memo=_SEARCH, by_backend=True,
+    ),
+    Route(
+        "suggestions", "/api/search/suggestions", _SUGGEST, _same_key, produce_suggestions, fallback_suggestions,
+        _flat_cost("suggestions"), memo=_SUGGEST, by_backend=True,
+    ),
+    Route(
+        "product", "/api/products/{id}", _product_id, _same_key, produce_product, fallback_product,
+        _flat_cost("product"), pattern="/api/products/{id:[^/]+}",
+    ),
+    Route(
+        "seller", "/api/sellers/{id}", _seller_id, _same_key, produce_seller, fallback_seller,
+        _flat_cost("seller"), pattern="/api/sellers/{id:[^/]+}",
+    ),
+)  # fmt: skip
+# By template (aiohttp's canonical form of a matched resource): how middleware finds a route.
+ROUTES_BY_PATH: Final[Mapping[str, Route[Any]]] = {route.path: route for route in ROUTES}
+
+
+def route_of(request: web.Request) -> Route[Any] | None:
+    """The cached route ``request`` was matched to; None for every other (and unmatched) one."""
+    info = request.match_info
+    if info.http_exception is not None:
+        return None
+    resource = info.route.resource
+    return None if resource is None else ROUTES_BY_PATH.get(resource.canonical)
+
+
+def request_cost(route: Route[Any], costs: Mapping[str, float], request: web.Request) -> float:
+    """What ``request`` costs on ``route``, from its parsed form; a request that does not parse
+    pays the route's own price (and gets its 400 from the handler)."""
     try:
-        answer = await call()
-    except EngineSkipped:
-        raise
-    except Overloaded:
-        metrics.fallback_rejected.inc()
-        raise
-    except Exception:
-        metrics.backend_errors.labels(backend, operation).inc()
-        raise
-    metrics.engine_duration.labels(backend, operation).observe(time.perf_counter() - started)
-    return answer
-
-
-async def _engine_search(app: web.Application, body: dict[str, Any], operation: str) -> dict[str, Any]:
-    """One engine round trip, under the engine guard, timed and counted under ``operation``."""
-    engine, guard = app[ENGINE], app[ENGINE_GUARD]
-    return await _backend_call(app, BACKEND, operation, lambda: guard.call(lambda: engine.search(body)))
-
-
-# --- producers: parsed request -> answer bytes + tags ------------------------------------------
-
-
-def _search_answer(result: dict[str, Any]) -> Produced:
-    return Produced(orjson.dumps(result), frozenset(product_tag(item["id"]) for item in result["items"]))
-
-
-def _suggest_answer(result: dict[str, Any]) -> Produced:
-    tags = frozenset(product_tag(s["id"]) for s in result["suggestions"] if s.get("type") == "product")
-    return Produced(orjson.dumps(result), tags)
-
-
-def _product_answer(product_id: int, product: dict[str, Any] | None) -> Produced:
-    if product is None:
-        raise NotFound(f"There is no active product {product_id}.")
-    return Produced(orjson.dumps(product), frozenset((product_tag(product_id),)))
-
-
-def _seller_answer(seller_id: int, seller: dict[str, Any] | None) -> Produced:
-    if seller is None:
-        raise NotFound(f"There is no seller {seller_id} with active products.")
-    return Produced(orjson.dumps(seller), frozenset((seller_tag(seller_id),)))
-
-
-async def produce_search(app: web.Application, req: SearchRequest) -> Produced:
-    async def engine_search(body: dict[str, Any], operation: str) -> dict[str, Any]:
-        return await _engine_search(app, body, operation)
-
-    answer = await search_with_recovery(req, app[SYNONYMS].current, engine_search)
-    if answer.outcome != "strict":
-        app[METRICS].zero_results.labels(answer.outcome).inc()
-    # took_ms is the engine's own time, set by shape_search: a property of the answer, so a
-    # cached body stays true without being rewritten. Wall time is in the request metrics.
-    return _search_answer(
-        shape_search(
-            req, answer.engine_body, relaxed=answer.relaxed, did_you_mean=answer.did_you_mean, images=app[IMAGES]
-        )
-    )
-
-
-async def produce_suggestions(app: web.Application, req: SuggestRequest) -> Produced:
-    return _suggest_answer(shape_suggest(req, await _engine_search(app, build_suggest(req), "suggest")))
-
-
-async def produce_product(app: web.Application, product_id: int) -> Produced:
-    found = await _engine_search(app, build_product(product_id), "product")
-    return _product_answer(product_id, shape_product(found, app[IMAGES]))
-
-
-async def produce_seller(app: web.Application, seller_id: int) -> Produced:
-    found = await _engine_search(app, build_seller(seller_id), "seller")
-    return _seller_answer(seller_id, shape_seller(seller_id, found))
-
-
-# --- fallback producers: the same answers from Postgres, shaped by the same functions ---------------
-
-
-async def _from_postgres(app: web.Application, operation: str, query: Callable[[PostgresFallback], Awaitable[T]]) -> T:
-    """One fallback query, timed and counted like an engine call, under ``operation``."""
-    fallback = app[FALLBACK]
-    assert fallback is not None  # routes pass a fallback producer only when there is one
-    return await _backend_call(app, FALLBACK_BACKEND, operation, lambda: query(fallback))
-
-
-async def fallback_search(app: web.Application, req: SearchRequest) -> Produced:
-    body, relaxed = await _from_postgres(app, "search", lambda fallback: fallback.search(req))
-    return _search_answer(shape_search(req, body, relaxed=relaxed, images=app[IMAGES]))
-
-
-async def fallback_suggestions(app: web.Application, req: SuggestRequest) -> Produced:
-    return _suggest_answer(shape_suggest(req, await _from_postgres(app, "suggest", lambda f: f.suggest(req))))
-
-
-async def fallback_product(app: web.Application, product_id: int) -> Produced:
-    found = await _from_postgres(app, "product", lambda fallback: fallback.product(product_id))
-    return _product_answer(product_id, shape_product(found, app[IMAGES]))
-
-
-async def fallback_seller(app: web.Application, seller_id: int) -> Produced:
-    found = await _from_postgres(app, "seller", lambda fallback: fallback.seller(seller_id))
-    return _seller_answer(seller_id, shape_seller(seller_id, found))
-
-
-def _fallback(app: web.Application, produce: Callable[[], Awaitable[Produced]]) -> Producer | None:
-    return produce if app[FALLBACK] is not None else None
-
-
-# --- cached routes -------------------------------------------------------------------------------
+        return route.cost(costs, route.parse(request)[1])
+    except ProblemError:  # the handler's parse raises it again, inside the problems middleware
+        return costs[route.name]
 
 
 def answer_headers(caching: HttpCaching, served: Served, *, keyed: bool) -> dict[str, str]:
@@ -247,120 +270,49 @@ def answer_headers(caching: HttpCaching, served: Served, *, keyed: bool) -> dict
     return headers
 
 
-def cached_response(request: web.Request, route: str, served: Served) -> web.Response:
+def cached_response(request: web.Request, route: Route[Any], served: Served) -> web.Response:
     """The response of a cached route: the answer's bytes and how they were obtained, or a 304
     when ``If-None-Match`` names them."""
     app = request.app
-    app[METRICS].count_response(route, served.cache, backend=served.backend)
+    app[METRICS].count_response(route.name, served.cache, backend=served.backend if route.by_backend else None)
     headers = answer_headers(app[HTTP_CACHING], served, keyed=API_KEY_HEADER in request.headers)
     return conditional_response(served.body, headers, request.headers.get("If-None-Match"))
 
 
-class Parsed(Generic[R]):
-    """Raw query string → (cache key, parsed request) for one route, remembered.
-
-    Parsing is pure, so equal query strings parse alike: a popular URL is validated once, not
-    on every cache hit. Only valid requests are remembered; the memo is emptied when full, so
-    junk query strings can cost at most a re-parse of the popular ones.
-    """
-
-    def __init__(self, parse: Callable[[Any], R], names: frozenset[str], limit: int = 4096) -> None:
-        self._parse: Callable[[Any], R] = parse
-        self._names = names
-        self._limit = limit
-        self._memo: dict[str, tuple[str, R]] = {}
-
-    def known(self, raw_query: str) -> tuple[str, R] | None:
-        """The key and request of a query string parsed before; None if it was not (or is invalid)."""
-        return self._memo.get(raw_query)
-
-    def __call__(self, request: web.Request) -> tuple[str, R]:
-        raw = request.rel_url.raw_query_string
-        known = self._memo.get(raw)
-        if known is not None:
-            return known
-        req = self._parse(_query(request, self._names))
-        if len(self._memo) >= self._limit:
-            self._memo.clear()
-        known = self._memo[raw] = (request_key(req), req)
-        return known
-
-
-_SEARCH: Parsed[SearchRequest] = Parsed(parse_search, SEARCH_PARAMS)
-_SUGGEST: Parsed[SuggestRequest] = Parsed(parse_suggest, SUGGEST_PARAMS)
-
-
-def search_cache_key(app: web.Application, request_key: str) -> str:
-    """Search answers depend on the synonyms too: their fingerprint is part of the key."""
-    return f"{request_key}&synonyms={app[SYNONYMS].fingerprint}"
-
-
-def suggest_cache_key(app: web.Application, request_key: str) -> str:
-    return request_key
-
-
-@dataclass(frozen=True, slots=True)
-class HotRoute:
-    """A route whose L1 hits ``proxy.fastpath`` may answer before the router and middlewares."""
-
-    name: str  # the cache's and the responses' route label
-    template: str  # the request metrics' route label
-    parsed: Parsed[Any]
-    cache_key: Callable[[web.Application, str], str]
-
-
-HOT_ROUTES: dict[str, HotRoute] = {
-    "/api/search": HotRoute("search", "/api/search", _SEARCH, search_cache_key),
-    "/api/search/suggestions": HotRoute("suggestions", "/api/search/suggestions", _SUGGEST, suggest_cache_key),
-}
-
-
-async def search(request: web.Request) -> web.Response:
+async def _charge_extra_calls(request: web.Request, route: Route[Any], extra: int) -> None:
+    """Take the route's price for each engine call beyond the first from the client's bucket,
+    one call at a time (a bucket that cannot pay for both still pays for one). The answer is
+    already made: a bucket that cannot pay leaves it unrefused, the next request is not."""
     app = request.app
-    key, req = _SEARCH(request)
-    served = await app[CACHE].answer(
-        "search",
-        search_cache_key(app, key),
-        lambda: produce_search(app, req),
-        _fallback(app, lambda: fallback_search(app, req)),
-    )
-    return cached_response(request, "search", served)
+    settings = app[SETTINGS]
+    if not settings.rate_limit_enabled:
+        return
+    price = settings.rate_limit_costs[route.name]
+    for _ in range(extra):
+        if not (await app[LIMITER].admit(request, price)).decision.allowed:
+            return
 
 
-async def suggestions(request: web.Request) -> web.Response:
-    app = request.app
-    key, req = _SUGGEST(request)
-    served = await app[CACHE].answer(
-        "suggestions",
-        suggest_cache_key(app, key),
-        lambda: produce_suggestions(app, req),
-        _fallback(app, lambda: fallback_suggestions(app, req)),
-    )
-    return cached_response(request, "suggestions", served)
+def handler(route: Route[P]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler of a cached route: parse, ask the cache (with the route's producers), answer."""
 
+    async def handle(request: web.Request) -> web.Response:
+        app = request.app
+        key, parsed = route.parse(request)
+        calls = Calls()
+        fallback = app[FALLBACK] is not None
+        served = await app[CACHE].answer(
+            route.name,
+            route.cache_key(app, key),
+            lambda: route.produce(app, parsed, calls),
+            (lambda: route.fallback(app, parsed)) if fallback else None,
+        )
+        # Only this request's own fill counts: a joined or cached answer cost it no engine call.
+        if calls.engine > 1:
+            await _charge_extra_calls(request, route, calls.engine - 1)
+        return cached_response(request, route, served)
 
-async def product(request: web.Request) -> web.Response:
-    app = request.app
-    product_id = parse_id(request.match_info["id"])
-    served = await app[CACHE].answer(
-        "product",
-        product_key(product_id),
-        lambda: produce_product(app, product_id),
-        _fallback(app, lambda: fallback_product(app, product_id)),
-    )
-    return cached_response(request, "product", served)
-
-
-async def seller(request: web.Request) -> web.Response:
-    app = request.app
-    seller_id = parse_id(request.match_info["id"])
-    served = await app[CACHE].answer(
-        "seller",
-        seller_key(seller_id),
-        lambda: produce_seller(app, seller_id),
-        _fallback(app, lambda: fallback_seller(app, seller_id)),
-    )
-    return cached_response(request, "seller", served)
+    return handle
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -417,12 +369,8 @@ async def openapi(request: web.Request) -> web.Response:
 def add_routes(app: web.Application, *, metrics_route: bool = True) -> None:
     """The routes; ``metrics_route`` False when ``/metrics`` has a listener of its own
     (``METRICS_PORT``, ``proxy.server``): then the public one answers 404 there."""
-    app.router.add_get("/api/search", search)
-    app.router.add_get("/api/search/suggestions", suggestions)
-    # [^/]+, not aiohttp's default [^{}/]+: an id with a brace is a malformed id (400), not
-    # another address (404).
-    app.router.add_get("/api/products/{id:[^/]+}", product)
-    app.router.add_get("/api/sellers/{id:[^/]+}", seller)
+    for route in ROUTES:
+        app.router.add_get(route.pattern or route.path, handler(route))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if metrics_route:

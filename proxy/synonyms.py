@@ -63,7 +63,7 @@ def fold(text: str) -> str:
 
     ``casefold``, not ``lower``: "ß" folds to "ss", as the engine's ``asciifolding`` has it.
     The one fold of the proxy: synonym terms and typed words here, suggestion names in
-    ``proxy.results``.
+    ``proxy.answers``.
     """
     if text.isascii():
         return text.casefold()
@@ -185,6 +185,24 @@ def parse_synonyms(text: str) -> Synonyms:
                 rules.setdefault(term, []).extend([term, *(other for other in group if other != term)])
     frozen = {term: _unique(alternatives) for term, alternatives in rules.items()}
     return Synonyms(frozen, max((len(term) for term in frozen), default=0))
+
+
+class SynonymsHolder:
+    """The synonyms in use; replaced whole on reload (``proxy.app``), read once per search.
+
+    ``fingerprint`` is part of every search's cache key: answers found with other synonyms are
+    not served after a reload (``kill -HUP``), and workers still on the old file (mid-reload,
+    or on another host) do not share entries with those on the new one.
+    """
+
+    __slots__ = ("current", "fingerprint")
+
+    def __init__(self, current: Synonyms) -> None:
+        self.current = current
+        self.fingerprint = current.fingerprint()
+
+    def replace(self, synonyms: Synonyms) -> None:
+        self.current, self.fingerprint = synonyms, synonyms.fingerprint()
 
 
 def load_synonyms(path: Path) -> Synonyms:

@@ -3,7 +3,7 @@
 :func:`index_catalog` loads a deterministic sample catalog straight from the generator into a
 fresh index (with the catalog's own mapping and document builder: no Postgres needed), and
 :func:`run_queries` sends every judged query through the proxy's own search path
-(``proxy.recovery.search_with_recovery``: strict query, zero-result recovery, synonyms) and
+(``proxy.relaxation.search_with_recovery``: strict query, zero-result recovery, synonyms) and
 scores the first page against the ground-truth judgments.
 
 Used by ``make relevance`` (``python -m relevance``) and by ``tests/test_relevance.py``.
@@ -22,9 +22,9 @@ from elasticsearch.helpers import async_bulk
 from catalog.document import is_searchable, product_document
 from catalog.generator import PRODUCT_COLUMNS, generate_catalog
 from catalog.mapping import index_mappings, index_settings, live_settings
+from proxy.answers import shape_search
 from proxy.params import SearchRequest
-from proxy.recovery import search_with_recovery
-from proxy.results import shape_search
+from proxy.relaxation import search_with_recovery
 from proxy.synonyms import Synonyms
 from relevance.judgments import JudgedQuery, K, QueryScore, judge, ndcg_at_k, reciprocal_rank
 

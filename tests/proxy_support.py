@@ -21,8 +21,8 @@ from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.fastpath import install
-from proxy.routes import CACHE, METRICS
 from proxy.settings import ProxySettings
+from proxy.state import CACHE, METRICS
 from tests.conftest import SearchCatalog
 from tests.indexer_support import eventually
 

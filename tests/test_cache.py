@@ -2,7 +2,7 @@
 
 Announcements are caused the way production causes them — a running indexer streaming a
 Postgres change — or, where a test needs one at a precise moment, published on the real
-channel exactly as the indexer publishes them (``catalog.generation`` is that contract).
+channel exactly as the indexer publishes them (``catalog.cache_generation`` is that contract).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
-from catalog.generation import Announcement, generation_key, product_tag
+from catalog.cache_generation import Announcement, generation_key, product_tag
 from devstack.servers import start_redis
 from devstack.stack import StackUrls
-from proxy.app import SETTINGS, create_app
-from proxy.routes import CACHE
+from proxy.app import create_app
+from proxy.state import CACHE, SETTINGS
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import add_product, add_seller, eventually, indexer_settings, running_indexer
 from tests.proxy_support import following, proxy_env, spawn_proxy, wait_healthy
@@ -286,7 +286,7 @@ async def test_redis_paused_or_killed_mid_test_never_makes_a_request_wait(
         async with TestClient(TestServer(create_app(settings))) as client:
             await following(client)
             cache = client.server.app[CACHE]
-            timeout_s = settings.redis_timeout_ms / 1000
+            timeout_s = settings.redis_timeout
             await _get(client, "/api/search?q=wand")
             assert cache.l2 is not None and cache.l2.available
 

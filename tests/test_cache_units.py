@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from catalog.generation import ANY_SELLER, Announcement, product_tag, seller_tag
+from catalog.cache_generation import ANY_SELLER, Announcement, product_tag, seller_tag
 from proxy.cache.entry import ENTRY_OVERHEAD_BYTES, Entry
 from proxy.cache.freshness import UNKNOWN_GENERATION, CatalogView, Policy, Verdict
 from proxy.cache.keys import digest, product_key, seller_key

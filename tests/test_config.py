@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -181,3 +182,25 @@ def test_repeated_log_lines_are_held_back_and_counted() -> None:
     now[0] += 10.5
     quiet = record("engine search failed: %s", "ConnectionTimeout")
     assert repeat.filter(quiet) and quiet.getMessage() == "engine search failed: ConnectionTimeout"
+
+
+# Fields computed from more than one variable (or none) rather than declared with their own.
+_COMPUTED = {"rate_limit_keys", "rate_limit_costs", "cdn_image_widths", "shutdown_timeout_s"}
+
+
+@pytest.mark.parametrize("settings", [ProxySettings, IndexerSettings])
+def test_each_setting_is_declared_once_with_its_variable(settings: type) -> None:
+    # Issue 20: defaults were written twice (the dataclass and from_env) and could drift.
+    assert settings.from_env({}) == settings()  # type: ignore[attr-defined]
+    example = (ROOT / ".env.example").read_text()
+    for field in dataclasses.fields(settings):
+        if field.name in _COMPUTED:
+            continue
+        variable = field.metadata["env"].name
+        assert variable in example, f"{variable} ({field.name}) is not in .env.example"
+
+
+def test_durations_are_given_in_seconds_from_their_milliseconds() -> None:
+    settings = ProxySettings.from_env({"ENGINE_QUEUE_MS": "40", "CACHE_LOCK_WAIT_MS": "1500"})
+    assert (settings.engine_queue, settings.cache_lock_wait, settings.redis_timeout) == (0.04, 1.5, 0.05)
+    assert IndexerSettings.from_env({"INDEXER_LINGER_MS": "250"}).linger == 0.25

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
-from proxy.routes import ENGINE_GUARD
+from proxy.state import ENGINE_GUARD
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import TcpProxy
 from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy

@@ -20,12 +20,12 @@ from elasticsearch import AsyncElasticsearch
 
 from catalog.mapping import PRICE_BUCKETS
 from devstack.servers import free_port
+from proxy.answers import shape_product, shape_search, shape_seller, shape_suggest
 from proxy.errors import BackendUnavailable, Overloaded
 from proxy.fallback import sql
 from proxy.fallback.postgres import APPLICATION_NAME, PostgresFallback
 from proxy.params import SearchRequest, Sort, SuggestRequest
 from proxy.query import build_product, build_search, build_seller
-from proxy.results import shape_product, shape_search, shape_seller, shape_suggest
 from tests.conftest import SearchCatalog
 
 

@@ -25,16 +25,16 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
+from catalog.cache_generation import Announcement, generation_key, product_tag
 from catalog.config import ConfigError
-from catalog.generation import Announcement, generation_key, product_tag
 from devstack.servers import free_port
 from devstack.stack import StackUrls
-from proxy.app import SETTINGS, create_app
+from proxy.app import create_app
 from proxy.http_caching import HttpCaching, entity_tag, none_match
 from proxy.images import ImageUrls
 from proxy.ratelimit.identity import KeyLimit
-from proxy.routes import METRICS
 from proxy.settings import ProxySettings
+from proxy.state import METRICS, SETTINGS
 from tests.conftest import SearchCatalog, load_index, proxy_settings
 from tests.indexer_support import TcpProxy, add_product, add_seller, eventually
 from tests.proxy_support import fast_path_proxy, following, metric, proxy_env, spawn_proxy, wait_healthy

@@ -15,7 +15,7 @@ from elasticsearch import AsyncElasticsearch
 from prometheus_client import Counter
 from redis.asyncio.client import PubSub
 
-from catalog.generation import Announcement, generation_key, product_tag, seller_tag
+from catalog.cache_generation import Announcement, generation_key, product_tag, seller_tag
 from devstack.stack import StackUrls
 from indexer.generation import Generation
 from indexer.metrics import IndexerMetrics

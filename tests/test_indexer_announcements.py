@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from catalog.generation import ANY_SELLER, MAX_TAGS, Announcement, generation_key, product_tag, seller_tag
+from catalog.cache_generation import ANY_SELLER, MAX_TAGS, Announcement, generation_key, product_tag, seller_tag
 from devstack.stack import StackUrls
 from indexer.generation import Schedule, settle_after
 from indexer.service import run_reindex

@@ -50,7 +50,7 @@ from yarl import URL
 
 from proxy.errors import PROBLEM_CONTENT_TYPE
 from proxy.openapi import openapi_document
-from proxy.routes import CACHE
+from proxy.state import CACHE
 from proxy.storefront import PATHS as STOREFRONT_PATHS
 
 Parameter = dict[str, Any]

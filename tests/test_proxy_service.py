@@ -187,7 +187,7 @@ async def test_a_hanging_engine_times_out_into_a_503(search_catalog: SearchCatal
     from elasticsearch import AsyncElasticsearch
 
     from catalog.engine import PlainJsonNode
-    from proxy.routes import ENGINE
+    from proxy.state import ENGINE
 
     server, port = await _silent_server()
     try:
@@ -227,7 +227,7 @@ async def test_readyz_names_a_hanging_engine_with_a_503_every_time(
 
     from catalog.engine import PlainJsonNode
     from proxy.readiness import READY_BUDGET_S
-    from proxy.routes import ENGINE
+    from proxy.state import ENGINE
 
     async def assert_engine_down(client: TestClient) -> None:
         started = time.monotonic()

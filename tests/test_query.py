@@ -14,8 +14,8 @@ from multidict import MultiDict
 
 from catalog.mapping import PRICE_BUCKETS
 from proxy.errors import InvalidParameters
-from proxy.params import SearchRequest, SuggestRequest, parse_search
-from proxy.query import FACET_VALUES, SUGGEST_TAXONOMY, build_search, build_suggest
+from proxy.params import MAX_SUGGEST_QUERY_CHARS, SearchRequest, SuggestRequest, parse_search
+from proxy.query import FACET_VALUES, SUGGEST_FUZZY_WORDS, SUGGEST_TAXONOMY, build_search, build_suggest
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms, parse_synonyms, words
 
 # Where user text may appear: as the query of a match-type clause, nowhere else.
@@ -436,6 +436,32 @@ def test_long_prefix_suggest_tolerates_typos() -> None:
     assert fuzzy_match["fuzziness"] == "AUTO" and fuzzy_match["query"] == "hermoi"
     taxonomy = body["aggs"][SUGGEST_TAXONOMY]["aggs"]
     assert {"fandom", "category", "fandom_fuzzy", "category_fuzzy"} <= set(taxonomy)
+
+
+def _match_clauses(node: Any) -> Iterator[dict[str, Any]]:
+    """Every ``match`` clause's field options in a body."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "match":
+                yield from value.values()
+            else:
+                yield from _match_clauses(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _match_clauses(value)
+
+
+def test_a_long_suggestion_prefix_expands_only_its_first_words_for_typos() -> None:
+    # Issue 23: every word of a 100-character prefix got fuzzy expansion, on every keystroke.
+    typed = [f"wrd{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(16)]
+    q = " ".join(typed)
+    assert len(q) <= MAX_SUGGEST_QUERY_CHARS
+    clauses = list(_match_clauses(build_suggest(SuggestRequest(q=q))))
+    fuzzy = [clause for clause in clauses if "fuzziness" in clause]
+    assert fuzzy and all(len(clause["query"].split()) <= SUGGEST_FUZZY_WORDS for clause in fuzzy)
+    # Every word still has to match: the ones past the cap exactly, as a prefix.
+    for clause in fuzzy:
+        assert any(clause["query"] + " " + other["query"] == q for other in clauses if "fuzziness" not in other)
 
 
 def test_equally_matching_names_are_ordered_by_rating() -> None:

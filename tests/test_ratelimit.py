@@ -16,7 +16,7 @@ from devstack.servers import start_redis
 from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.ratelimit.identity import KeyLimit
-from proxy.routes import LIMITER
+from proxy.state import LIMITER
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
 

@@ -29,7 +29,7 @@ ENTRY_OVERHEAD_BYTES: Final = 200
 class Entry:
     """``body`` as answered at ``fetched_at`` (Unix time) when the catalog was at ``generation``.
 
-    ``tags`` name what the answer shows (``catalog.generation``): a change announced for one of
+    ``tags`` name what the answer shows (``catalog.cache_generation``): a change announced for one of
     them makes this entry stale. ``generation`` is -1 when it was unknown at fetch time.
     """
 

@@ -15,7 +15,7 @@ stress run's hit ratio dipped about 60 s in (one ``ttl``) when they all did.
 1. *a* > ``ttl``: MISS. (Still servable as STALE when the engine fails, up to
    ``ttl + stale_if_error``: :meth:`Policy.usable_on_error`.)
 2. **Dirty** — an announcement after *g* names one of the entry's tags (a product it shows, its
-   seller; ``catalog.generation``) or "everything", or the worker cannot tell (see 4): the
+   seller; ``catalog.cache_generation``) or "everything", or the worker cannot tell (see 4): the
    answer shows something that changed. STALE for at most ``max_stale`` after the first such
    announcement, then MISS. This is the hard bound that keeps a changed product's page,
    search listings showing it, and its seller's page within two seconds of the commit.
@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from catalog.generation import ANY_SELLER, Announcement
+from catalog.cache_generation import ANY_SELLER, Announcement
 from proxy.cache.entry import Entry
 
 UNKNOWN_GENERATION = -1

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from catalog.generation import Announcement, generation_key
+from catalog.cache_generation import Announcement, generation_key
 from catalog.retry import SUBSCRIBE
 from proxy.cache.freshness import CatalogView
 from proxy.cache.keys import fills_channel

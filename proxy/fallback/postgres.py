@@ -2,7 +2,7 @@
 
 :class:`PostgresFallback` answers search, suggestions and the detail pages from the catalog
 database with the statements of ``proxy.fallback.sql``, and hands back the same engine-shaped
-dicts the engine gateway does, for ``proxy.results`` to shape. Its lifetime is the app's
+dicts the engine gateway does, for ``proxy.answers`` to shape. Its lifetime is the app's
 (``PostgresFallback.open`` / ``close`` in a ``cleanup_ctx``); opening never touches the
 database, so the proxy starts while Postgres is down.
 

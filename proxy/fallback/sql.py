@@ -2,7 +2,7 @@
 
 Pure functions. From a validated :class:`SearchRequest`, :class:`SuggestRequest` or an id they
 build a :class:`Statement` (SQL text and bind arguments); from the row Postgres returns they
-build a dict shaped like the engine's ``_search`` response — exactly what ``proxy.results``
+build a dict shaped like the engine's ``_search`` response — exactly what ``proxy.answers``
 reads — so the API's answers are shaped by the same code whichever backend answered. Product
 ``_source``s come from ``catalog.document.product_document``, as the index's documents do.
 
@@ -45,6 +45,7 @@ import orjson
 
 from catalog.document import PRODUCT_ROWS_SQL, product_document
 from catalog.mapping import PRICE_BUCKETS
+from proxy.answers import starts_near
 from proxy.params import SearchRequest, Sort, SuggestRequest
 from proxy.query import (
     FACET_SIZES,
@@ -57,7 +58,6 @@ from proxy.query import (
     SUGGEST_TAXONOMY,
     TAXONOMY_KINDS,
 )
-from proxy.results import starts_near
 from proxy.synonyms import fold, words
 
 # Session settings the statements rely on (``proxy.fallback.postgres`` sets them on connect).

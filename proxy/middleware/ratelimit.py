@@ -7,7 +7,8 @@ without them, since a CDN would hand one client's budget to every other
 (``proxy.http_caching.is_public``). A refused request gets a 429 problem with ``Retry-After`` at
 once: it reaches neither the cache nor the engine, and the metrics middleware around this one
 counts it like any other response. Health, readiness, metrics and the OpenAPI document are not
-limited (``proxy.ratelimit.costs.limited_route``).
+limited: only the cached routes of the route table are (``proxy.routes.ROUTES``), each priced
+from its parsed request (``proxy.routes.request_cost``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from proxy.errors import RateLimited
 from proxy.http_caching import is_public
 from proxy.metrics import ProxyMetrics
 from proxy.middleware.problems import problem_response
-from proxy.ratelimit.costs import limited_route
 from proxy.ratelimit.headers import rate_limit_headers
 from proxy.ratelimit.limiter import Admission, Limiter
-from proxy.routes import LIMITER, METRICS
+from proxy.routes import request_cost, route_of
+from proxy.state import LIMITER, METRICS, SETTINGS
 
 
 def admission_headers(admission: Admission) -> dict[str, str]:
@@ -39,8 +40,10 @@ def refusal(request: web.BaseRequest, admission: Admission) -> web.Response:
     return response
 
 
-async def admit(limiter: Limiter, metrics: ProxyMetrics, request: web.BaseRequest, route: str) -> Admission:
-    admission = await limiter.admit(request, route)
+async def admit(
+    limiter: Limiter, metrics: ProxyMetrics, request: web.BaseRequest, route: str, cost: float
+) -> Admission:
+    admission = await limiter.admit(request, cost)
     metrics.count_admission(route, admission)
     return admission
 
@@ -50,10 +53,12 @@ def ratelimit_middleware() -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = limited_route(request.path)
+        route = route_of(request)
         if route is None:
             return await handler(request)
-        admission = await admit(request.app[LIMITER], request.app[METRICS], request, route)
+        app = request.app
+        cost = request_cost(route, app[SETTINGS].rate_limit_costs, request)
+        admission = await admit(app[LIMITER], app[METRICS], request, route.name, cost)
         if not admission.decision.allowed:
             return refusal(request, admission)
         response = await handler(request)

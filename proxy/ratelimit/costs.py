@@ -1,10 +1,15 @@
-"""What a request costs, in tokens, by route — and which routes are limited at all. Pure.
+"""What a request costs, in tokens, by route and parsed request. Pure.
 
 A suggestion (sent on every keystroke) is cheaper than a search, a deep page (beyond
 :data:`DEEP_PAGE`, the pages scrapers walk) dearer. The prices are configurable:
 ``RATE_LIMIT_COSTS`` lists ``name=tokens`` pairs separated by commas, for any of the names in
 :data:`DEFAULT_COSTS`; names left out keep their default. For example
 ``RATE_LIMIT_COSTS=suggestions=0.25,deep_search=5``.
+
+Which routes are limited, and how a request is parsed before it is priced, is the route
+table's (``proxy.routes``). A route's engine calls beyond the first (a text search that found
+nothing and was relaxed: up to 3 calls) are charged after the answer at the route's own price
+each, from the same bucket (:data:`proxy.routes.Route`).
 """
 
 from __future__ import annotations
@@ -23,23 +28,10 @@ DEFAULT_COSTS: Final[Mapping[str, float]] = MappingProxyType(
 )
 
 
-def limited_route(path: str) -> str | None:
-    """The route name of a limited path; None for everything else (health, metrics, documents)."""
-    if path == "/api/search":
-        return "search"
-    if path == "/api/search/suggestions":
-        return "suggestions"
-    if path.startswith("/api/products/"):
-        return "product"
-    if path.startswith("/api/sellers/"):
-        return "seller"
-    return None
-
-
-def cost_of(costs: Mapping[str, float], route: str, page: str | None) -> float:
-    """The tokens a request to ``route`` costs; ``page`` is a search's ``page`` parameter, if
-    any (unvalidated: the limiter decides before the route parses anything)."""
-    if route == "search" and page is not None and page.isdigit() and len(page) < 7 and int(page) > DEEP_PAGE:
+def cost_of(costs: Mapping[str, float], route: str, page: int = 1) -> float:
+    """The tokens a request to ``route`` costs, from its **parsed** request: ``page`` is a
+    search's validated page, so ``page=0000006`` is page 6 (issue 23: it paid for page 1)."""
+    if route == "search" and page > DEEP_PAGE:
         return costs["deep_search"]
     return costs[route]
 

@@ -13,7 +13,8 @@ limiter answers from its ``fallback`` —
 
 and goes back to Redis by itself when a round trip after the breaker's cooldown succeeds.
 
-What a request costs depends on its route (``proxy.ratelimit.costs``, ``RATE_LIMIT_COSTS``).
+What a request costs is the caller's to say, from the parsed request (``proxy.routes``,
+``proxy.ratelimit.costs``, ``RATE_LIMIT_COSTS``).
 
 **Leases.** Even batched, a decision in Redis per request is work for Redis and for the worker.
 So a worker serving a client that is far from its limit — a bucket of at least
@@ -39,7 +40,6 @@ from redis.exceptions import RedisError
 from proxy.breaker import Breaker
 from proxy.ratelimit.batch import Batcher
 from proxy.ratelimit.bucket import Bucket, Decision, take
-from proxy.ratelimit.costs import DEFAULT_COSTS, cost_of
 from proxy.ratelimit.identity import Client, KeyLimit, Network, identify
 from proxy.ratelimit.script import RedisBuckets
 
@@ -93,7 +93,6 @@ class Limiter:
         trusted: tuple[Network, ...],
         timeout: float,
         fallback: Fallback,
-        costs: Mapping[str, float] = DEFAULT_COSTS,
         breaker: Breaker | None = None,
         on_round_trip: Callable[[float, bool], None] = lambda seconds, failed: None,
     ) -> None:
@@ -102,7 +101,6 @@ class Limiter:
         self._trusted = trusted
         self._timeout = timeout
         self._fallback = fallback
-        self._costs = costs
         self.breaker = breaker or Breaker()
         self._on_round_trip = on_round_trip
         self._batcher = Batcher(buckets, timeout, self._round_trip_done)
@@ -134,12 +132,11 @@ class Limiter:
             _remember(self._clients, seen, client)
         return client
 
-    async def admit(self, request: web.BaseRequest, route: str) -> Admission:
+    async def admit(self, request: web.BaseRequest, cost: float) -> Admission:
+        """Take ``cost`` tokens from the bucket of ``request``'s client, or refuse."""
         client = self.client(request)
         limit = client.limit or self._default
         policy = "key" if client.limit is not None else "default"
-        page = request.query.get("page") if route == "search" and "page=" in request.rel_url.raw_query_string else None
-        cost = cost_of(self._costs, route, page)
         leased = self._from_lease(client.id, cost)
         if leased is None and client.id in self._leasing:
             # A lease for this client is on its way: wait for it rather than take another

@@ -17,7 +17,7 @@ Decisions, part of the API contract:
   results, not the request's wall time (that is ``search_proxy_request_duration_seconds``).
   It belongs to the answer, so a cached body can be served as stored bytes and stay true.
 - ``relaxed`` is always present: ``true`` when the strict query matched nothing and the items
-  come from a relaxed one (``proxy.recovery``); then ``did_you_mean`` is present when that
+  come from a relaxed one (``proxy.relaxation``); then ``did_you_mean`` is present when that
   relaxed search was for a spelling correction, which it names (the storefront shows
   "showing results for …"). Facets and totals always describe the items shown.
 - Suggestions: see :func:`shape_suggest`.
@@ -184,7 +184,7 @@ def shape_search(
 ) -> dict[str, Any]:
     """The ``/api/search`` response for ``req`` from the engine's ``_search`` response.
 
-    ``relaxed`` and ``did_you_mean`` say how ``engine_body`` was obtained (``proxy.recovery``);
+    ``relaxed`` and ``did_you_mean`` say how ``engine_body`` was obtained (``proxy.relaxation``);
     ``images`` how image URLs are given (``proxy.images``; None: as stored).
     """
     hits: Mapping[str, Any] = engine_body.get("hits") or _EMPTY

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from catalog.mapping import PRICE_BUCKETS
+from proxy.answers import correction, shape_search, shape_suggest, starts_near
 from proxy.params import SearchRequest, SuggestRequest
-from proxy.results import correction, shape_search, shape_suggest, starts_near
 
 
 def hit(doc_id: str, name: str, **source: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The engine guard (``proxy.shedding``) on plain coroutines standing in for engine requests.
+"""The engine guard (``proxy.engine_guard``) on plain coroutines standing in for engine requests.
 
 The real engine, hanging and cut off, is in ``tests/test_degradation.py``; here the guard's own
 rules: slots, the brief wait for one, and what the breaker hears.
@@ -12,8 +12,8 @@ import time
 import pytest
 
 from proxy.breaker import Breaker
+from proxy.engine_guard import EngineGuard
 from proxy.errors import BackendUnavailable, EngineSkipped
-from proxy.shedding import EngineGuard
 
 
 class Recorder:

@@ -15,7 +15,7 @@ answer says ``relaxed: true`` and carries the facets of what it shows.
 Recovery is best effort: if a retry fails, the strict (empty) answer stands — a shopper
 should see "no results", not a 503, because a second opinion was unavailable.
 
-Never: building bodies (``proxy.query``), shaping (``proxy.results``), or any I/O but the
+Never: building bodies (``proxy.query``), shaping (``proxy.answers``), or any I/O but the
 ``search`` callable it is given.
 """
 
@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from proxy.answers import correction, total_hits
 from proxy.errors import BackendUnavailable
 from proxy.params import SearchRequest
 from proxy.query import build_search
-from proxy.results import correction, total_hits
 from proxy.synonyms import Synonyms
 
 # (engine body, operation label) -> the engine's decoded answer; raises BackendUnavailable.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from catalog.generation import ANY_SELLER, MAX_TAGS, Announcement, generation_key, product_tag, seller_tag
+from catalog.cache_generation import ANY_SELLER, MAX_TAGS, Announcement, generation_key, product_tag, seller_tag
 
 
 def test_key_and_tags() -> None:

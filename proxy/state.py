@@ -1,0 +1,41 @@
+"""The application's state keys: what ``proxy.app`` opens and every request reads.
+
+One module of keys only, so that middleware, the fast path and the routes can name the app's
+resources without importing one another. Never: resources, logic, or anything created at
+import time but the keys themselves.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from proxy.cache.response_cache import ResponseCache
+from proxy.engine import EngineGateway
+from proxy.engine_guard import EngineGuard
+from proxy.fallback.postgres import PostgresFallback
+from proxy.http_caching import HttpCaching
+from proxy.images import ImageUrls
+from proxy.metrics import ProxyMetrics
+from proxy.ratelimit.limiter import Limiter
+from proxy.settings import ProxySettings
+from proxy.synonyms import SynonymsHolder
+
+SETTINGS = web.AppKey("settings", ProxySettings)
+ENGINE = web.AppKey("engine", EngineGateway)
+METRICS = web.AppKey("metrics", ProxyMetrics)
+REDIS = web.AppKey("redis", Redis)
+POSTGRES = web.AppKey("postgres", asyncpg.Pool)
+OPENAPI = web.AppKey("openapi", bytes)
+OPENAPI_ETAG = web.AppKey("openapi_etag", str)
+HTTP_CACHING = web.AppKey("http_caching", HttpCaching)
+IMAGES = web.AppKey("images", ImageUrls)
+# False: /readyz answers its status alone (READYZ_DETAILS=false).
+READYZ_DETAILS = web.AppKey("readyz_details", bool)
+SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
+CACHE = web.AppKey("cache", ResponseCache)
+LIMITER = web.AppKey("limiter", Limiter)
+ENGINE_GUARD = web.AppKey("engine_guard", EngineGuard)
+# None when FALLBACK_ENABLED=false.
+FALLBACK: web.AppKey[PostgresFallback | None] = web.AppKey("fallback")
