@@ -817,7 +817,7 @@ async def _forget_redis(redis_url: str, prefix: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cache", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--products", type=int, default=20_000)
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds of the Zipf load")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds of Zipf load before it")

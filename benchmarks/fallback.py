@@ -979,7 +979,7 @@ def part_plans(database_url: str, products: int, summary: Summary) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fallback", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--products", type=int, help="catalog size (default 150,000; --quick: 10,000)")
     parser.add_argument("--rounds", type=int, help="alternating rounds of part 1 (default 10; --quick: 2)")
     parser.add_argument("--seconds", type=int, help="seconds of each overload run (default 15; --quick: 6)")

@@ -298,7 +298,7 @@ def _record(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.indexing", description=__doc__.split("\n\n")[0])
     parser.add_argument("--products", type=int, default=150_000)
     parser.add_argument("--seconds", type=float, default=60.0, help="live-stream duration (0 skips it)")
     parser.add_argument("--rate", type=int, default=1_000, help="live-stream changes per second")

@@ -292,7 +292,7 @@ def start_proxy(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--products", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=60, help="passes over the 16-request mix per engine")
     parser.add_argument("--mode", choices=["both", "real", "replay"], default="both")

@@ -415,7 +415,7 @@ def write_report(report: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small catalogs and short phases (minutes)")
     parser.add_argument("--only", help="comma-separated benches: " + ",".join(b.name for b in BENCHES))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="where the report goes")

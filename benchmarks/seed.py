@@ -271,7 +271,9 @@ async def run(admin_url: str, args: argparse.Namespace, results: Results) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.seed", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
     parser.add_argument("--products", type=int, default=150_000)
     parser.add_argument("--small", type=int, default=20_000, help="also time seed_catalog at this size (0: skip)")
     parser.add_argument("--seed", type=int, default=42)

@@ -106,7 +106,7 @@ async def _urls(database_url: str, seed: int) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.stress", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--products", type=int, default=20_000)
     parser.add_argument("--peak", type=int, default=64, help="wrk connections at the hold stage")
     parser.add_argument("--ramp", type=float, default=40.0, help="seconds from 1 connection to the peak")
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.ramp, args.hold, args.down, args.window = 10.0, 24.0, 6.0, 2
     if shutil.which("wrk") is None:
-        print("bench_stress: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
+        print("benchmarks.stress: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
         return 2
     results = Results("stress")
     windows: list[Window] = []
@@ -178,7 +178,7 @@ def _record(results: Results, windows: list[Window], args: argparse.Namespace) -
         statistics.median(w.rps for w in held),
         "req/s",
         notes=f"min {min(w.rps for w in held):,.0f}, max {max(w.rps for w in held):,.0f} req/s; no baseline: "
-        "bench_cache measures the same proxy's hits against a bare aiohttp app",
+        "the cache bench measures the same proxy's hits against a bare aiohttp app",
     )
     p99 = statistics.median(w.p99_ms for w in held)
     results.add(

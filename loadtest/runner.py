@@ -170,7 +170,7 @@ def run_on_dev_stack(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--profile", default="smoke", help=f"a name ({', '.join(profile_names())}) or a JSON path")
     parser.add_argument("--url", help="the proxy to load (default: PROXY_URL, else a dev stack started here)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where summary.json and report.html go")

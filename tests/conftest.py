@@ -193,7 +193,9 @@ async def load_index(conn: asyncpg.Connection, engine: AsyncElasticsearch, alias
     actions = (
         {"_index": index, "_id": str(row["id"]), "_source": product_document(row)} for row in rows if is_searchable(row)
     )
-    await async_bulk(engine, actions, chunk_size=1000, refresh=True)
+    # A bulk with refresh can outlast the client's 5 s default on a shared, busy engine (ConnectionTimeout
+    # in this fixture at a load average of 14-19); loading is set-up, not what a test measures.
+    await async_bulk(engine.options(request_timeout=120), actions, chunk_size=1000, refresh=True)
     await engine.indices.update_aliases(actions=[{"add": {"index": index, "alias": alias}}])
     return index
 

@@ -10,6 +10,7 @@
 - No ``sys.path`` edits anywhere.
 - No import cycles between the project's modules (imports under ``if TYPE_CHECKING:`` excepted:
   they never run).
+- Every ``python -m X`` of the Makefile and of ``make bench``'s list names a module of the tree.
 
 Each rule is also run on a small tree that breaks it, so a rule that can no longer fail is noticed.
 """
@@ -17,6 +18,7 @@ Each rule is also run on a small tree that breaks it, so a rule that can no long
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,3 +380,19 @@ def test_import_cycles_are_caught_even_through_a_function_level_import(tmp_path:
         },
     )
     assert import_cycles(tree) == ["load.bench_cache <-> load.report"]
+
+
+# --- what runs the homes names modules that exist -----------------------------------------------
+
+
+def test_every_make_target_and_report_bench_runs_a_module_that_exists() -> None:
+    """``make bench``, ``make load``, ``make relevance`` … run ``python -m X``: X must be a module here."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    named = set(re.findall(r"\$\(BIN\)/python -m ([\w.]+)", makefile)) - {"pip", "pytest"}  # tools, not ours
+    report = (ROOT / "benchmarks" / "report.py").read_text(encoding="utf-8")
+    benches = set(re.findall(r'"-m", "(benchmarks\.\w+)"', report))
+    assert {"benchmarks.report", "benchmarks.cache", "loadtest", "relevance"} <= named
+    assert len(benches) == 7
+    tree = read_tree(ROOT)
+    missing = sorted(m for m in named | benches if m not in tree.modules and f"{m}.__main__" not in tree.modules)
+    assert missing == []

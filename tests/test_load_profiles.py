@@ -29,7 +29,7 @@ from loadtest.durations import DurationError, parse_duration
 from loadtest.metrics import Metrics, Trend, evaluate_thresholds, threshold_values
 from loadtest.profile import PROFILES_DIR, Profile, ProfileError, load_profile, parse_profile, profile_names
 from loadtest.runner import K6_INSTALL, find_k6
-from loadtest.summary import RunInfo, build_summary, exit_code
+from loadtest.summary import RunInfo, build_summary, exit_code, render
 from loadtest.thresholds import ThresholdError, parse_expression, parse_metric_name, parse_thresholds
 from loadtest.traffic import Mulberry32, QueryMix, build_queries, draw_session, vocabulary_js, vu_seed
 from tests.conftest import SearchCatalog
@@ -690,6 +690,54 @@ def test_python_and_k6_javascript_read_every_profile_the_same_way(tmp_path: Path
     _same(python["durations"], node["durations"], "durations")
     _same(python["expressions"], node["expressions"], "expressions")
     _same(python["sessions"], node["sessions"], "sessions")
+
+
+_NODE_SUMMARY = """
+import { readFileSync } from 'node:fs';
+import { textSummary } from './summary.js';
+const data = JSON.parse(readFileSync(0, 'utf8'));
+process.stdout.write(textSummary(data, data.hos));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_the_k6_text_summary_reads_as_the_locust_runners(tmp_path: Path) -> None:
+    """summary.js (k6's one-screen summary, written here instead of a network import) renders a
+    summary exactly as loadtest/summary.py does: failed threshold, request rows, failed checks."""
+    p = profile(
+        {
+            "summaryTrendStats": ["avg", "min", "med", "max", "p(90)", "p(95)", "p(99)", "count"],
+            "thresholds": {
+                "http_req_duration": ["p(95)<0.001"],
+                "http_req_duration{name:search}": ["p(95)<1000"],
+                "checks": ["rate>0.5"],
+                "iterations": ["count>0"],
+            },
+        }
+    )
+    samples: list[tuple[str, float, dict[str, str]]] = []
+    for i, (name, ms) in enumerate([("search", 12.5), ("search", 1830.0), ("suggest", 3.25), ("product", 41.0)]):
+        samples += [
+            ("http_req_duration", ms, {"name": name, "expected_response": "true"}),
+            ("http_req_failed", float(i == 3), {"name": name}),
+            ("http_reqs", 1, {"name": name}),
+            ("checks", float(i != 3), {"check": f"{name} status 200"}),
+        ]
+    samples += [("iterations", 1, {}), ("iterations", 1, {}), ("vus", 2, {}), ("vus_max", 2, {})]
+    metrics = _metrics(samples)
+    verdict = evaluate_thresholds(p.thresholds, metrics, 4000)
+    summary = build_summary(p, metrics, verdict, RunInfo("http://127.0.0.1:8080", 7, "k6", 4000))
+    expected = render(summary) + "\n"
+    assert "✗ test: 2 of 4 thresholds failed" in expected and "✗ product status 200: 1 of 1 failed" in expected
+    for source in K6_DIR.glob("*.js"):
+        shutil.copy(source, tmp_path / source.name)
+    (tmp_path / "package.json").write_text('{"type": "module"}', encoding="utf-8")
+    (tmp_path / "driver.js").write_text(_NODE_SUMMARY, encoding="utf-8")
+    result = subprocess.run(
+        ["node", "driver.js"], cwd=tmp_path, input=json.dumps(summary), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected
 
 
 # --- end to end: python -m loadtest (make load) against a real proxy -----------------------
