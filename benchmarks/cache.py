@@ -81,9 +81,10 @@ from benchmarks.kit.processes import (
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import ENGINE_CALLS, LOOKUPS, delta, deltas_by, engine_queries, scrape, scrape_sync
 from benchmarks.kit.wrk import WRK_CONNECTIONS, WrkRun, run_wrk
+from catalog.processes import stop_process
 from devstack.catalogs import prepare_catalog, remove_catalog
 from devstack.databases import ScratchDatabases
-from devstack.servers import free_port, stop_process
+from devstack.servers import free_port
 from devstack.stack import DevStack, StackUrls
 
 THROUGHPUT_GOAL = 0.85

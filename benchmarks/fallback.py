@@ -74,9 +74,10 @@ from benchmarks.kit.processes import PROXY_STOP_S, interrupt_on_sigterm, pinning
 from benchmarks.kit.results import Results
 from benchmarks.kit.wrk import run_wrk
 from catalog.generator import FANDOM_VOCAB
+from catalog.processes import stop_process
 from devstack.catalogs import prepare_catalog, remove_catalog
 from devstack.databases import ScratchDatabases
-from devstack.servers import free_port, stop_process, wait_http
+from devstack.servers import free_port, wait_http
 from devstack.stack import DevStack, StackUrls
 
 SEED = 42

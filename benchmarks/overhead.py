@@ -40,9 +40,10 @@ from multidict import MultiDict
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import ROOT, wait_answering
 from benchmarks.kit.results import Results
+from catalog.processes import stop_process
 from devstack.catalogs import prepare_catalog, remove_catalog
 from devstack.databases import ScratchDatabases
-from devstack.servers import free_port, stop_process
+from devstack.servers import free_port
 from devstack.stack import DevStack
 
 # A fixed storefront mix: typo'd and exact text, filters, sorts, deep-ish pages, browse.

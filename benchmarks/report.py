@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.kit.processes import interrupt_on_sigterm, pinning_cpus
-from devstack.servers import stop_process
+from catalog.processes import stop_process
 from devstack.stack import DevStack
 
 ROOT = Path(__file__).resolve().parent.parent

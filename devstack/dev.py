@@ -27,7 +27,8 @@ from catalog.config import ConfigError, search_index
 from catalog.connections import ServerUnreachable, connect_postgres
 from catalog.engine import engine_info_from_root
 from catalog.migrate import MigrationError, migrate
-from devstack.servers import ServerError, free_port, port_is_open, stop_processes, wait_http
+from catalog.processes import stop_processes
+from devstack.servers import ServerError, free_port, port_is_open, wait_http
 from devstack.stack import DevStack, StackUrls
 
 

@@ -19,10 +19,11 @@ import subprocess
 import time
 import urllib.request
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from catalog.processes import stop_process
 
 _PR_SET_PDEATHSIG = 1
 
@@ -64,53 +65,6 @@ def child_setup(death_signal: int, uid: int | None = None, gid: int | None = Non
             os._exit(1)
 
     return setup
-
-
-def stop_processes(
-    procs: Sequence[subprocess.Popen[Any]],
-    timeout: float = 15.0,
-    *,
-    stop_signal: int = signal.SIGTERM,
-    group: bool = False,
-    on_kill: Callable[[subprocess.Popen[Any]], None] | None = None,
-) -> None:
-    """Stop every process in ``procs``: the stop signal to all at once, then wait for each.
-
-    One that is still alive ``timeout`` seconds after the signal is sent SIGKILL (``on_kill`` is told
-    first) and reaped. ``group``: signal each one's process group instead (it leads one when started
-    with :func:`child_setup`), so the children it started stop with it. Already-exited processes are
-    only reaped. The one way this project stops a child process: servers, benches, load runs, tests.
-    """
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        if proc.poll() is None:
-            _signal(proc, signal.SIGCONT, group)  # a paused (SIGSTOPped) process cannot act on the stop signal
-            _signal(proc, stop_signal, group)
-    for proc in procs:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            if on_kill is not None:
-                on_kill(proc)
-            _signal(proc, signal.SIGKILL, group)
-            proc.wait()
-
-
-def stop_process(
-    proc: subprocess.Popen[Any], timeout: float = 15.0, *, stop_signal: int = signal.SIGTERM, group: bool = False
-) -> None:
-    """Stop one process: the stop signal, ``timeout`` seconds to exit, then SIGKILL (see :func:`stop_processes`)."""
-    stop_processes([proc], timeout, stop_signal=stop_signal, group=group)
-
-
-def _signal(proc: subprocess.Popen[Any], signum: int, group: bool) -> None:
-    try:
-        if group:
-            os.killpg(proc.pid, signum)
-        else:
-            proc.send_signal(signum)
-    except ProcessLookupError:  # it exited (and, for a group, so did every member) since we looked
-        pass
 
 
 @dataclass

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from devstack.servers import stop_process
+from catalog.processes import stop_process
 from loadtest.profile import Profile, ProfileError, load_profile, profile_names
 from loadtest.summary import compare
 from loadtest.traffic import build_queries, vocabulary_js

@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import uvloop
 from aiohttp import web
 
+from catalog.processes import stop_processes
 from proxy.app import create_app
 from proxy.errors import ProxyError
 from proxy.fastpath import install as install_fast_path
@@ -191,14 +192,7 @@ def supervise(
                     children[i] = subprocess.Popen(command, env=env)
             time.sleep(0.2)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_processes(children, 30)  # each worker shuts down gracefully, or is killed
         if listener is not None:
             listener.shutdown()
             listener.server_close()

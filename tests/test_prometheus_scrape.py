@@ -29,7 +29,8 @@ from elasticsearch import AsyncElasticsearch
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.servers import free_port, stop_processes
+from catalog.processes import stop_processes
+from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.metrics import archive_dead_worker
 from tests.conftest import SearchCatalog

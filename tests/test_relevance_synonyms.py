@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import ClientSession, TCPConnector
 
-from devstack.servers import stop_process
+from catalog.processes import stop_process
 from devstack.stack import StackUrls
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH
 from tests.conftest import SearchCatalog

@@ -1,4 +1,4 @@
-"""``devstack.servers.stop_process``: the one way a child is stopped, tried on real processes."""
+"""``catalog.processes.stop_process``: the one way a child is stopped, tried on real processes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 import time
 from typing import Any
 
-from devstack.servers import child_setup, stop_process, stop_processes
+from catalog.processes import stop_process, stop_processes
+from devstack.servers import child_setup
 
 # A child that says it is ready once its handlers are in place, so the signal cannot beat them.
 _IGNORES_TERM = (

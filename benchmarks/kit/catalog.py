@@ -25,9 +25,9 @@ from urllib.parse import urlencode
 import asyncpg
 
 from benchmarks.kit.processes import PROXY_STOP_S
+from catalog.processes import stop_process
 from devstack.catalogs import prepare_catalog, remove_catalog
 from devstack.databases import ScratchDatabases
-from devstack.servers import stop_process
 from devstack.stack import DevStack, StackUrls
 
 ZIPF_URLS = 10_000  # distinct search URLs in the cache and stress benches' mix
