@@ -295,6 +295,7 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
         timeout=settings.redis_timeout,
         fallback=settings.rate_limit_fallback,
         costs=settings.rate_limit_costs,
+        ipv6_prefix=settings.rate_limit_ipv6_prefix,
         on_round_trip=app[METRICS].count_ratelimit_round_trip,
     )
     yield

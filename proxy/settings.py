@@ -30,7 +30,13 @@ from catalog.config import (
 from proxy.http_caching import SCOPES
 from proxy.images import RESIZE_SCHEMES
 from proxy.ratelimit.costs import DEFAULT_COSTS, costs_from_env
-from proxy.ratelimit.identity import KeyLimit, api_keys_from_env
+from proxy.ratelimit.identity import (
+    DEFAULT_IPV6_PREFIX,
+    MAX_IPV6_PREFIX,
+    MIN_IPV6_PREFIX,
+    KeyLimit,
+    api_keys_from_env,
+)
 from proxy.ratelimit.limiter import FALLBACKS, Fallback
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms
 
@@ -51,6 +57,8 @@ class ProxySettings:
     rate_limit_keys: Mapping[str, KeyLimit] = field(default_factory=dict)
     # Tokens per request by route (RATE_LIMIT_COSTS; proxy.ratelimit.costs).
     rate_limit_costs: Mapping[str, float] = field(default_factory=lambda: DEFAULT_COSTS)
+    # IPv6 clients share a bucket per network of this prefix length (proxy.ratelimit.identity).
+    rate_limit_ipv6_prefix: int = DEFAULT_IPV6_PREFIX
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     cors_origins: tuple[str, ...] = ()
     engine_pool_size: int = 32
@@ -125,6 +133,9 @@ class ProxySettings:
             rate_limit_fallback=_fallback(env),
             rate_limit_keys=api_keys_from_env(env),
             rate_limit_costs=costs_from_env(env, rate_limit_max),
+            rate_limit_ipv6_prefix=env_int(
+                env, "RATE_LIMIT_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, minimum=MIN_IPV6_PREFIX, maximum=MAX_IPV6_PREFIX
+            ),
             trusted_proxies=env_networks(env, "TRUSTED_PROXIES"),
             cors_origins=origins,
             engine_pool_size=env_int(env, "ENGINE_POOL_SIZE", 32, minimum=1, maximum=1024),
