@@ -31,7 +31,7 @@ from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import SETTINGS, create_app
 from proxy.http_caching import HttpCaching, entity_tag, none_match
-from proxy.images import ImageUrls
+from proxy.images import ImageUrls, safe_image_url
 from proxy.ratelimit.identity import KeyLimit
 from proxy.routes import METRICS
 from proxy.settings import ProxySettings
@@ -443,6 +443,39 @@ def test_image_urls_keep_the_path_and_query_under_the_cdn_prefix() -> None:
     none = ImageUrls()
     assert none.url("https://images.example/a.jpg") == "https://images.example/a.jpg"
     assert none.cache_namespace == "" and images.cache_namespace not in ("", cloudflare.cache_namespace)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        "java\tscript:alert(1)",
+        " javascript:alert(1)",
+        "data:image/svg+xml;base64,PHN2Zz4=",
+        "file:///etc/passwd",
+        "https://images.example/a.jpg\n",
+        "https://" + "a" * 3000 + ".example/a.jpg",
+        "https://[::1/a.jpg",
+        "https:///no-host.jpg",
+    ],
+)
+def test_an_image_url_that_is_not_http_is_given_as_null(stored: str) -> None:
+    for images in (ImageUrls(), ImageUrls("https://cdn.example.com", (400,))):
+        assert images.url(stored) is None and images.srcset(stored) is None
+    assert safe_image_url(stored) is None
+
+
+def test_a_comma_or_space_in_an_image_path_cannot_split_the_srcset() -> None:
+    images = ImageUrls("https://cdn.example.com", (200, 400))
+    stored = "https://images.example/a.jpg, https://evil.example/b.jpg 9000w"
+    srcset = images.srcset(stored)
+    assert srcset is not None
+    candidates = srcset.split(", ")
+    assert len(candidates) == 2 and all(len(candidate.split(" ")) == 2 for candidate in candidates)
+    assert candidates[0].startswith("https://cdn.example.com/a.jpg%2C%20https://evil.example/b.jpg%209000w")
+    assert images.url(stored) == "https://cdn.example.com/a.jpg,%20https://evil.example/b.jpg%209000w"
+    assert ImageUrls().url("https://images.example/a b.jpg") == "https://images.example/a%20b.jpg"
 
 
 # --- pure rules -----------------------------------------------------------------------------------
