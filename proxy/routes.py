@@ -43,7 +43,7 @@ from proxy.params import (
     SUGGEST_PARAMS,
     SearchRequest,
     SuggestRequest,
-    invalid_utf8_params,
+    escape_problems,
     parse_id,
     parse_search,
     parse_suggest,
@@ -99,12 +99,11 @@ BACKEND = "elasticsearch"
 
 
 def _query(request: web.Request, names: frozenset[str]) -> Any:
-    """``request.query``, after refusing known parameters whose bytes are not UTF-8."""
-    raw = request.rel_url.raw_query_string
-    if "%" in raw:  # only percent-escapes can smuggle invalid bytes; plain ASCII is fine
-        bad = invalid_utf8_params(raw, names)
-        if bad:
-            raise InvalidParameters([(name, "is not valid UTF-8") for name in bad])
+    """``request.query``, after refusing known parameters whose names are percent-encoded or
+    whose bytes are not UTF-8 (``proxy.params.escape_problems``)."""
+    problems = escape_problems(request.rel_url.raw_query_string, names)
+    if problems:
+        raise InvalidParameters(problems)
     return request.query
 
 
