@@ -43,13 +43,17 @@ VERSION_TYPE = "external_gte"
 class Action:
     """Index ``document`` as product ``product_id`` at ``version``, or delete it (no document).
 
-    ``seller_id`` is the product's seller when known (None: the row is gone).
+    ``seller_id`` is the product's seller when known (None: the row is gone). ``set_aside``
+    is why no document could be built from the row, when it could not: the action is then a
+    delete (the index must not keep showing what the row no longer says), and the caller
+    records the product in ``search_dead_letters`` (:mod:`indexer.dead_letters`).
     """
 
     product_id: int
     version: int
     document: dict[str, Any] | None
     seller_id: int | None = None
+    set_aside: str | None = None
 
     @property
     def is_delete(self) -> bool:
@@ -71,6 +75,8 @@ class SinkResult:
     deleted: int = 0
     conflicts: int = 0  # newer data was already there
     rejected: int = 0  # permanent per-document failures
+    # Each permanently refused action with the engine's reason, for the dead-letter table.
+    rejections: list[tuple[Action, str]] = field(default_factory=list)
     # The actions counted in ``indexed`` or ``deleted``: kept as they are (not as tags) so that
     # writes whose tags nobody reads (a reindex's load) cost one append each.
     changed: list[Action] = field(default_factory=list)
@@ -235,12 +241,9 @@ class Sink:
         else:
             self._metrics.errors.labels(kind="bulk_item_rejected").inc()
             result.rejected += 1
-            log.error(
-                "bulk: product %d rejected by the engine (status %d), skipped: %s",
-                action.product_id,
-                status,
-                _reason(error),
-            )
+            reason = f"status {status}: {_reason(error)}"
+            result.rejections.append((action, reason))
+            log.error("bulk: product %d rejected by the engine, set aside: %s", action.product_id, reason)
 
 
 def _reason(error: dict[str, Any] | str | None) -> str:
