@@ -32,8 +32,9 @@ async def set_aside(
     if not entries:
         return
     for product_id, reason in entries:
-        # Every id, one line each: a throttled line naming only the first hid the rest (issue 23).
-        log.error("product %d set aside (%s): %s", product_id, stage, reason)
+        # Every id on a line of its own, formatted here: catalog.logs.RepeatFilter holds back
+        # repeats of a template, and a throttled line naming only the first hid the rest (issue 23).
+        log.error(f"product {product_id} set aside ({stage}): {reason}")
     metrics.dead_lettered.labels(stage=stage).inc(len(entries))
     await conn.executemany(
         """INSERT INTO search_dead_letters (product_id, reason) VALUES ($1, $2)
