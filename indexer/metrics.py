@@ -57,6 +57,12 @@ class IndexerMetrics:
         self.pruned = Counter(
             "search_indexer_outbox_pruned_total", "Outbox rows deleted behind the checkpoint", registry=r
         )
+        self.checkpoints_expired = Counter(
+            "search_indexer_checkpoints_expired_total",
+            "Checkpoint rows of other indexer names not seen for INDEXER_CHECKPOINT_EXPIRY_S, deleted so "
+            "that pruning can proceed",
+            registry=r,
+        )
         self.reindex_documents = Counter(
             "search_indexer_reindex_documents_total", "Documents bulk-loaded by full reindexes", registry=r
         )

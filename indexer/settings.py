@@ -25,6 +25,11 @@ from catalog.config import (
 )
 from catalog.mapping import DEFAULT_REFRESH_INTERVAL
 
+# A week: an indexer down for maintenance keeps its place; one retired stops holding pruning back.
+DEFAULT_CHECKPOINT_EXPIRY_S = 7 * 86_400.0
+# Several prune intervals at least, so that a live indexer is never taken for an abandoned one.
+MIN_CHECKPOINT_EXPIRY_S = 300.0
+
 
 @dataclass(frozen=True)
 class IndexerSettings:
@@ -49,6 +54,8 @@ class IndexerSettings:
     keepalive_s: float = 5.0
     bulk_timeout_s: float = 30.0
     prune_interval_s: float = 10.0
+    # Another indexer name's checkpoint not seen for this long is deleted (indexer.checkpoint).
+    checkpoint_expiry_s: float = DEFAULT_CHECKPOINT_EXPIRY_S
     # The election lock's lease (indexer.election): Postgres ends a holder's session after this
     # long without hearing from it, and a standby takes over.
     lease_s: float = 10.0
@@ -75,6 +82,9 @@ class IndexerSettings:
             keepalive_s=env_float(env, "INDEXER_KEEPALIVE_S", 5.0, minimum=0.1),
             bulk_timeout_s=env_float(env, "INDEXER_BULK_TIMEOUT_S", 30.0, minimum=0.1),
             prune_interval_s=env_float(env, "INDEXER_PRUNE_INTERVAL_S", 10.0, minimum=0.1),
+            checkpoint_expiry_s=env_float(
+                env, "INDEXER_CHECKPOINT_EXPIRY_S", DEFAULT_CHECKPOINT_EXPIRY_S, minimum=MIN_CHECKPOINT_EXPIRY_S
+            ),
             lease_s=_lease(env),
         )
 

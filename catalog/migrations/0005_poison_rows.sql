@@ -1,4 +1,5 @@
--- Rows the schema accepted but nothing downstream can use (issue 23): `created_at =
+-- Rows the schema accepted but nothing downstream can use, and outbox readers nobody runs
+-- any more (issue 23): `created_at =
 -- '-infinity'` crashed document building (the indexer crash-looped on it, a reindex aborted,
 -- the fallback answered 500), `numeric` accepts 'NaN' (and 'NaN' >= 0 is true in Postgres),
 -- and a description had no length limit (one row could exceed the engine's request size).
@@ -26,3 +27,9 @@ ALTER TABLE products
     ADD CONSTRAINT products_image_url_length CHECK (length(image_url) <= 2048) NOT VALID,
     ADD CONSTRAINT products_category_length CHECK (length(category) BETWEEN 1 AND 100) NOT VALID,
     ADD CONSTRAINT products_fandom_length CHECK (length(fandom) BETWEEN 1 AND 100) NOT VALID;
+
+-- When each outbox reader last showed it is alive (issue 23): an abandoned INDEXER_NAME's row
+-- held min(last_seq) down and stopped outbox pruning forever. A streaming indexer touches its
+-- row whenever it prunes, and forgets rows of other names not seen for
+-- INDEXER_CHECKPOINT_EXPIRY_S (indexer/checkpoint.py). updated_at stays "last advanced".
+ALTER TABLE search_indexer_checkpoint ADD COLUMN seen_at timestamptz NOT NULL DEFAULT now();
