@@ -49,7 +49,9 @@ def env_int(
     return value
 
 
-def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+def env_float(
+    env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -59,6 +61,8 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if not value >= minimum or value == float("inf"):
         raise ConfigError(f"{name}={raw!r} must be a finite number of at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={raw!r} is above the maximum of {maximum:g}")
     return value
 
 

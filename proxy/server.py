@@ -34,6 +34,8 @@ import uvloop
 from aiohttp import web
 
 from proxy.app import create_app
+from proxy.connections import install as limit_connections
+from proxy.connections import server_options
 from proxy.errors import ProxyError
 from proxy.fastpath import install as install_fast_path
 from proxy.http_caching import NO_STORE
@@ -78,6 +80,7 @@ async def _serve(settings: ProxySettings, host: str, port: int, *, reuse_port: b
         access_log=access_log,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout_s,
+        **server_options(settings.http_keepalive_timeout_s),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -86,6 +89,9 @@ async def _serve(settings: ProxySettings, host: str, port: int, *, reuse_port: b
     await runner.setup()
     try:
         install_fast_path(runner)
+        limit_connections(
+            runner, header_timeout_s=settings.http_header_timeout_s, max_connections=settings.http_max_connections
+        )
         await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
         await stop.wait()
     finally:

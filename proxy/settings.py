@@ -22,6 +22,7 @@ from catalog.config import (
     DEFAULT_SEARCH_INDEX,
     ConfigError,
     env_bool,
+    env_float,
     env_int,
     env_networks,
     env_str,
@@ -106,6 +107,11 @@ class ProxySettings:
     # /metrics on an internal listener of the supervisor instead of the public one (0: off).
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    # Client connections (proxy.connections): idle keep-alive, the first request's headers,
+    # connections per worker.
+    http_keepalive_timeout_s: float = 75.0
+    http_header_timeout_s: float = 10.0
+    http_max_connections: int = 1_000
     # /readyz says each dependency's state; false: the status alone.
     readyz_details: bool = True
 
@@ -150,6 +156,7 @@ class ProxySettings:
             metrics_host=env_str(env, "METRICS_HOST", "127.0.0.1"),
             metrics_port=env_int(env, "METRICS_PORT", 0, minimum=0, maximum=65_535),
             readyz_details=env_bool(env, "READYZ_DETAILS", True),
+            **_connection_settings(env),
         )
 
 
@@ -207,6 +214,15 @@ def _http_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "http_fallback_max_age_s": env_int(env, "HTTP_FALLBACK_MAX_AGE_S", 2, minimum=0, maximum=86_400),
         "http_cache_scope": scope,
         "cors_max_age_s": env_int(env, "CORS_MAX_AGE_S", 600, minimum=0, maximum=86_400),
+    }
+
+
+def _connection_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """How long and how many client connections a worker keeps (``proxy.connections``)."""
+    return {
+        "http_keepalive_timeout_s": env_float(env, "HTTP_KEEPALIVE_TIMEOUT_S", 75.0, minimum=1.0, maximum=3_600.0),
+        "http_header_timeout_s": env_float(env, "HTTP_HEADER_TIMEOUT_S", 10.0, minimum=0.1, maximum=300.0),
+        "http_max_connections": env_int(env, "HTTP_MAX_CONNECTIONS", 1_000, minimum=1, maximum=100_000),
     }
 
 
