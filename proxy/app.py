@@ -44,6 +44,7 @@ from proxy.openapi import openapi_bytes
 from proxy.ratelimit.identity import KeyLimit
 from proxy.ratelimit.limiter import Limiter
 from proxy.ratelimit.script import RedisBuckets
+from proxy.readiness import Recent
 from proxy.routes import (
     CACHE,
     ENGINE,
@@ -56,6 +57,7 @@ from proxy.routes import (
     OPENAPI,
     OPENAPI_ETAG,
     POSTGRES,
+    READINESS,
     READYZ_DETAILS,
     REDIS,
     SYNONYMS,
@@ -106,6 +108,7 @@ def create_app(settings: ProxySettings) -> web.Application:
     )
     app[IMAGES] = ImageUrls(settings.cdn_url, settings.cdn_image_widths, settings.cdn_image_resize)
     app[READYZ_DETAILS] = settings.readyz_details
+    app[READINESS] = Recent(settings.readyz_cache_ms / 1000)
     add_routes(app, metrics_route=not settings.metrics_port)
     add_storefront_routes(app)
     app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _fallback, _cache, _rate_limiter))

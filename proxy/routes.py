@@ -50,7 +50,7 @@ from proxy.params import (
 )
 from proxy.query import build_product, build_seller, build_suggest
 from proxy.ratelimit.limiter import Limiter
-from proxy.readiness import probe, readiness
+from proxy.readiness import Check, Recent, probe, readiness
 from proxy.recovery import search_with_recovery
 from proxy.results import shape_product, shape_search, shape_seller, shape_suggest
 from proxy.shedding import EngineGuard
@@ -85,6 +85,8 @@ HTTP_CACHING = web.AppKey("http_caching", HttpCaching)
 IMAGES = web.AppKey("images", ImageUrls)
 # False: /readyz answers its status alone (READYZ_DETAILS=false).
 READYZ_DETAILS = web.AppKey("readyz_details", bool)
+# The last readiness check of this worker, reused for READYZ_CACHE_MS (proxy.readiness.Recent).
+READINESS = web.AppKey("readiness", Recent[dict[str, Check]])
 SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
 CACHE = web.AppKey("cache", ResponseCache)
 LIMITER = web.AppKey("limiter", Limiter)
@@ -376,18 +378,21 @@ async def _ping_postgres(pool: asyncpg.Pool) -> tuple[bool, str]:
     return True, "ok"
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Each dependency's state; 503 when search cannot be served (see ``proxy.readiness``)."""
-    app = request.app
+async def check_dependencies(app: web.Application) -> dict[str, Check]:
+    """Probe every dependency once (see ``proxy.readiness``)."""
     # Each probe is bounded and never raises, so gather cannot fail and this is never a 500.
     engine, redis, postgres = await asyncio.gather(
         probe(app[ENGINE].ready()), probe(_ping_redis(app[REDIS])), probe(_ping_postgres(app[POSTGRES]))
     )
-    status, body = readiness(
-        {"elasticsearch": engine, "redis": redis, "postgres": postgres},
-        fallback=app[FALLBACK] is not None,
-        breaker=app[ENGINE_GUARD].breaker.state,
-    )
+    return {"elasticsearch": engine, "redis": redis, "postgres": postgres}
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Each dependency's state; 503 when search cannot be served (see ``proxy.readiness``)."""
+    app = request.app
+    # One check per worker at a time, reused for READYZ_CACHE_MS: a flood costs the engine nothing.
+    checks = await app[READINESS].get(lambda: check_dependencies(app))
+    status, body = readiness(checks, fallback=app[FALLBACK] is not None, breaker=app[ENGINE_GUARD].breaker.state)
     return web.Response(
         status=503 if status == "unavailable" else 200,
         # The states of the dependencies are for operators; a public listener may say less.

@@ -114,6 +114,8 @@ class ProxySettings:
     http_max_connections: int = 1_000
     # /readyz says each dependency's state; false: the status alone.
     readyz_details: bool = True
+    # /readyz reuses one check per worker for this long (proxy.readiness.Recent); 0: every time.
+    readyz_cache_ms: int = 1_000
 
     @property
     def engine_timeout(self) -> float:
@@ -156,6 +158,7 @@ class ProxySettings:
             metrics_host=env_str(env, "METRICS_HOST", "127.0.0.1"),
             metrics_port=env_int(env, "METRICS_PORT", 0, minimum=0, maximum=65_535),
             readyz_details=env_bool(env, "READYZ_DETAILS", True),
+            readyz_cache_ms=env_int(env, "READYZ_CACHE_MS", 1_000, minimum=0, maximum=60_000),
             **_connection_settings(env),
         )
 

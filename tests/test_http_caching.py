@@ -636,6 +636,11 @@ async def test_metrics_on_an_internal_port_aggregate_every_worker_and_leave_the_
                     assert response.status == 200
             async with session.get(internal + "/nothing-here") as other:
                 assert other.status == 404
+            # The probes too, as a worker answers them: Kubernetes needs only the internal port.
+            async with session.get(internal + "/readyz") as ready:
+                assert ready.status == 200 and (await ready.json())["status"] == "ready"
+            async with session.get(internal + "/healthz") as alive:
+                assert alive.status == 200 and (await alive.json()) == {"status": "ok"}
 
             async def counted() -> float:
                 async with session.get(internal + "/metrics") as response:

@@ -7,62 +7,21 @@ document's own fault is set aside.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
-import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 from elasticsearch import AsyncElasticsearch
 
 from devstack.stack import StackUrls
 from indexer.settings import IndexerSettings
-from tests.indexer_support import add_product, add_seller, eventually, indexed, indexer_settings, running_indexer
-
-# Hop-by-hop, or recomputed by aiohttp for the body it sends (an answer is passed back
-# decompressed).
-_NOT_FORWARDED = {
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "content-encoding",
-    "keep-alive",
-    "accept-encoding",
-}
-
-
-@contextlib.asynccontextmanager
-async def request_size_limit(target: str, max_bytes: int) -> AsyncIterator[str]:
-    """An HTTP front of the engine that answers 413 to a body over ``max_bytes`` and forwards
-    anything else, as ``http.max_content_length`` does (the shared dev node's limit cannot be
-    changed for one test). Yields its URL."""
-    async with aiohttp.ClientSession() as session:
-
-        async def forward(request: web.Request) -> web.StreamResponse:
-            body = await request.read()
-            if len(body) > max_bytes:
-                return web.json_response({"error": "content too long"}, status=413)
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
-            async with session.request(
-                request.method, target + request.rel_url.raw_path_qs, data=body, headers=headers
-            ) as answer:
-                payload = await answer.read()
-                kept = {k: v for k, v in answer.headers.items() if k.lower() not in _NOT_FORWARDED}
-                return web.Response(status=answer.status, body=payload, headers=kept)
-
-        app = web.Application(client_max_size=64 * 2**20)
-        app.router.add_route("*", "/{tail:.*}", forward)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        try:
-            port = runner.addresses[0][1]
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            await runner.cleanup()
+from tests.indexer_support import (
+    add_product,
+    add_seller,
+    engine_front,
+    eventually,
+    indexed,
+    indexer_settings,
+    running_indexer,
+)
 
 
 @pytest.fixture
@@ -116,10 +75,10 @@ async def test_a_batch_over_the_engine_request_limit_is_split_and_only_a_documen
 ) -> None:
     alias = settings.search_index
     seller = await add_seller(db)
-    async with request_size_limit(settings.elasticsearch_node, max_bytes=8_000) as front:
+    async with engine_front(settings.elasticsearch_node, max_bytes=8_000) as front:
         from dataclasses import replace
 
-        async with running_indexer(replace(settings, elasticsearch_node=front)) as metrics:
+        async with running_indexer(replace(settings, elasticsearch_node=front.url)) as metrics:
             async with db.transaction():  # one batch: ~30 KB, over the limit as a whole
                 ids = [await add_product(db, seller, f"Scroll {n}") for n in range(20)]
                 await db.execute(
