@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -37,6 +41,7 @@ from tests.indexer_support import (
     searchable,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 NEW_CONSTRAINTS = (
     "products_created_at_finite",
     "products_updated_at_finite",
@@ -185,3 +190,25 @@ async def test_migrate_names_the_rows_that_violate_the_new_constraints(old_db: a
     # New poison is refused at once, validated or not.
     with pytest.raises(asyncpg.CheckViolationError):
         await old_db.execute("UPDATE products SET price = 'NaN' WHERE id = $1", ids["before"])
+
+
+async def test_hos_search_migrate_prints_the_violating_rows_and_validates_the_rest(
+    database_url: str, old_db: asyncpg.Connection
+) -> None:
+    ids = await _poison(old_db, await add_seller(old_db))
+    await old_db.execute("ALTER TABLE products ADD CONSTRAINT products_price_finite CHECK (price <> 'NaN') NOT VALID")
+    await old_db.execute(
+        "ALTER TABLE products ADD CONSTRAINT products_updated_at_finite CHECK (isfinite(updated_at)) NOT VALID"
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "hos_search", "migrate"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"products.products_price_finite: 1 existing row(s) violate it (id {ids['nan']})" in result.stderr
+    assert "products.products_updated_at_finite: validated" in result.stdout
