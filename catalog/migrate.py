@@ -4,6 +4,11 @@ Migrations are the ``NNNN_name.sql`` files beside this module. Each runs in its 
 transaction and is recorded in ``schema_migrations`` with a checksum; a recorded migration
 whose file has since changed is an error, not something to re-run. A session-level advisory
 lock makes concurrent ``hos-search migrate`` runs take turns.
+
+A migration may add a constraint ``NOT VALID`` (it holds for new rows at once, and the migration
+cannot fail on old ones); :func:`validate_constraints` then checks each such constraint against
+the rows already there, validates it when none violates it, and otherwise names the rows that
+do — so the operator fixes those rows instead of facing a migration that fails blindly.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import asyncpg
 
 from catalog.errors import CatalogError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# How many violating rows a report names per constraint (the count is always whole).
+VIOLATIONS_NAMED: Final = 20
 # An arbitrary constant naming "the catalog migration lock" for pg_advisory_lock.
 _LOCK_KEY = 0x686F735F6D6967  # "hos_mig"
 
@@ -88,3 +96,48 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+@dataclass(frozen=True)
+class ConstraintCheck:
+    """One ``NOT VALID`` constraint checked: validated now, or the rows that violate it."""
+
+    table: str
+    constraint: str
+    violations: int  # 0: validated now
+    row_ids: tuple[int, ...]  # the first VIOLATIONS_NAMED of them, by id
+
+    def __str__(self) -> str:
+        if not self.violations:
+            return f"{self.table}.{self.constraint}: validated"
+        named = ", ".join(map(str, self.row_ids)) + (", ..." if self.violations > len(self.row_ids) else "")
+        return (
+            f"{self.table}.{self.constraint}: {self.violations} existing row(s) violate it (id {named}); "
+            "new rows are held to it already; fix these and run migrate again to validate it"
+        )
+
+
+_NOT_VALID_SQL = """
+SELECT c.conrelid::regclass::text AS tab, c.conname AS name, pg_get_expr(c.conbin, c.conrelid) AS expr
+  FROM pg_constraint c
+  JOIN pg_namespace n ON n.oid = c.connamespace
+ WHERE c.contype = 'c' AND NOT c.convalidated AND n.nspname = current_schema()
+ ORDER BY 1, 2
+"""
+
+
+async def validate_constraints(conn: asyncpg.Connection) -> list[ConstraintCheck]:
+    """Check every ``NOT VALID`` check constraint; validate those no row violates."""
+    checks: list[ConstraintCheck] = []
+    for constraint in await conn.fetch(_NOT_VALID_SQL):
+        table, name, expr = constraint["tab"], constraint["name"], constraint["expr"]
+        # A CHECK passes when its expression is NULL, so only a false one is a violation.
+        where = f"NOT coalesce(({expr}), true)"
+        violations = int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {where}"))
+        if violations:
+            ids = await conn.fetch(f"SELECT id FROM {table} WHERE {where} ORDER BY id LIMIT {VIOLATIONS_NAMED}")
+            checks.append(ConstraintCheck(table, name, violations, tuple(int(r["id"]) for r in ids)))
+        else:
+            await conn.execute(f'ALTER TABLE {table} VALIDATE CONSTRAINT "{name}"')
+            checks.append(ConstraintCheck(table, name, 0, ()))
+    return checks

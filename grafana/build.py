@@ -377,6 +377,13 @@ INDEXER = _dashboard(
             description="Engine and database failures, and documents the engine rejected (bulk_item_rejected).",
         ),
         _panel(
+            "Products set aside",
+            [("sum by (stage) (increase(search_indexer_dead_lettered_total[1h]))", "{{stage}} / h")],
+            "short",
+            description="Products not indexed: no document could be built from the row (document) or the engine "
+            "refused it for its own fault (engine). Each is in the table search_dead_letters.",
+        ),
+        _panel(
             "Reconnects by server",
             [("sum by (server) (increase(search_indexer_reconnects_total[15m]))", "{{server}}")],
             "short",
@@ -387,9 +394,11 @@ INDEXER = _dashboard(
             [
                 ("max(search_indexer_checkpoint_seq)", "checkpoint seq"),
                 ("sum(increase(search_indexer_outbox_pruned_total[1h]))", "rows pruned / h"),
+                ("sum(increase(search_indexer_checkpoints_expired_total[1h]))", "abandoned checkpoints forgotten / h"),
             ],
             "short",
-            description="The checkpoint only moves forward; pruned rows are behind every checkpoint.",
+            description="The checkpoint only moves forward; pruned rows are behind every checkpoint. The "
+            "checkpoint of an indexer name not seen for INDEXER_CHECKPOINT_EXPIRY_S is forgotten.",
         ),
         _panel(
             "Active indexer and hot standby",

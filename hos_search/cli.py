@@ -100,14 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _migrate(env: dict[str, str]) -> int:
     from catalog.connections import connect_postgres
-    from catalog.migrate import migrate
+    from catalog.migrate import migrate, validate_constraints
 
     conn = await connect_postgres(database_url(env))
     try:
         applied = await migrate(conn)
+        checks = await validate_constraints(conn)
     finally:
         await conn.close()
     print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    for check in checks:
+        print(f"constraint {check}", file=sys.stderr if check.violations else sys.stdout)
     return 0
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
+from catalog.document import PRODUCT_ROWS_SQL, UnindexableRow, is_searchable, product_document
+from indexer import dead_letters
 from indexer.metrics import IndexerMetrics
 from indexer.outbox import Change, OutboxCursor, Window, read_window
 from indexer.sink import Action, Sink, SinkResult
@@ -52,13 +53,30 @@ SELECT v.product_id AS version_of, v.version, r.*
 
 
 def action_for(product_id: int, version: int, row: asyncpg.Record | None) -> Action:
-    """Index the row if it is searchable, else delete; the seller is known while the row exists."""
+    """Index the row if it is searchable, else delete; the seller is known while the row exists.
+    A row no document can be made of is deleted from the index and set aside (its reason)."""
     if row is None or row["id"] is None:
         return Action(product_id, version, None)  # deleted: its seller went with the row
     seller_id = int(row["seller_id"])
     if not is_searchable(row):
         return Action(product_id, version, None, seller_id)
-    return Action(product_id, version, product_document(row), seller_id)
+    try:
+        return Action(product_id, version, product_document(row), seller_id)
+    except UnindexableRow as exc:
+        return Action(product_id, version, None, seller_id, set_aside=exc.reason)
+
+
+async def record_outcome(
+    conn: asyncpg.Connection, actions: Iterable[Action], result: SinkResult, metrics: IndexerMetrics
+) -> None:
+    """The dead-letter table after a write: products set aside now are recorded (document or
+    engine), products indexed or deleted now are cleared (a change fixed them)."""
+    aside = [(action.product_id, action.set_aside) for action in actions if action.set_aside is not None]
+    refused = [(action.product_id, reason) for action, reason in result.rejections]
+    recorded = {product_id for product_id, _ in aside}
+    await dead_letters.clear(conn, [a.product_id for a in result.changed if a.product_id not in recorded])
+    await dead_letters.set_aside(conn, aside, metrics, "document")
+    await dead_letters.set_aside(conn, refused, metrics, "engine")
 
 
 async def fetch_actions(conn: asyncpg.Connection, changes: Iterable[Change], *, above: int) -> list[Action]:
@@ -103,6 +121,7 @@ async def run_batch(
         if written is None:
             return None
         result = written
+        await record_outcome(conn, actions, result, metrics)
         metrics.documents_indexed.inc(result.indexed)
         metrics.documents_deleted.inc(result.deleted)
         metrics.version_conflicts.inc(result.conflicts)

@@ -5,6 +5,12 @@ row at the lowest checkpoint while it builds, so pruning keeps every change it m
 releases it when done. A reindex that died after its alias swap leaves its hold row behind; the
 streamer adopts it (re-reading from there). Which seq is safe to store is decided by the cursor
 in :mod:`indexer.outbox`; pruning rows behind every checkpoint is there too.
+
+A streaming indexer's row is *seen* (``seen_at``) whenever that indexer prunes. A row of another
+name not seen for ``INDEXER_CHECKPOINT_EXPIRY_S`` belongs to an indexer nobody runs any more
+(an ``INDEXER_NAME`` renamed or retired): :func:`expire_checkpoints` deletes it, since its
+``last_seq`` would hold pruning back forever (issue 23). Reindex holds (``reindex:<alias>``) are
+never expired here: a running reindex holds its advisory lock, and a dead one's hold is adopted.
 """
 
 from __future__ import annotations
@@ -80,3 +86,20 @@ async def adopt_abandoned_hold(conn: asyncpg.Connection, name: str, hold: str, l
         return int(seq)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", lock)
+
+
+async def expire_checkpoints(conn: asyncpg.Connection, name: str, older_than_s: float) -> list[tuple[str, int]]:
+    """Mark ``name`` seen now; delete the rows of other streams not seen for ``older_than_s``.
+
+    Returns the (name, last_seq) of each row deleted, for the log.
+    """
+    await conn.execute("UPDATE search_indexer_checkpoint SET seen_at = now() WHERE name = $1", name)
+    rows = await conn.fetch(
+        """DELETE FROM search_indexer_checkpoint
+            WHERE name <> $1 AND name NOT LIKE 'reindex:%'
+              AND seen_at < now() - make_interval(secs => $2)
+        RETURNING name, last_seq""",
+        name,
+        older_than_s,
+    )
+    return [(str(r["name"]), int(r["last_seq"])) for r in rows]

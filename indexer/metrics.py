@@ -42,6 +42,13 @@ class IndexerMetrics:
             registry=r,
         )
         self.errors = Counter("search_indexer_errors_total", "Errors by kind", ["kind"], registry=r)
+        self.dead_lettered = Counter(
+            "search_indexer_dead_lettered_total",
+            "Products set aside (search_dead_letters): no document could be built (stage=document) "
+            "or the engine refused it for its own fault (stage=engine)",
+            ["stage"],
+            registry=r,
+        )
         self.reconnects = Counter("search_indexer_reconnects_total", "Reconnections by server", ["server"], registry=r)
         self.last_success = Gauge(
             "search_indexer_last_success_timestamp_seconds", "Unix time of the last successful batch", registry=r
@@ -49,6 +56,12 @@ class IndexerMetrics:
         self.checkpoint = Gauge("search_indexer_checkpoint_seq", "Outbox seq of the stored checkpoint", registry=r)
         self.pruned = Counter(
             "search_indexer_outbox_pruned_total", "Outbox rows deleted behind the checkpoint", registry=r
+        )
+        self.checkpoints_expired = Counter(
+            "search_indexer_checkpoints_expired_total",
+            "Checkpoint rows of other indexer names not seen for INDEXER_CHECKPOINT_EXPIRY_S, deleted so "
+            "that pruning can proceed",
+            registry=r,
         )
         self.reindex_documents = Counter(
             "search_indexer_reindex_documents_total", "Documents bulk-loaded by full reindexes", registry=r

@@ -60,16 +60,17 @@ import asyncpg
 from elasticsearch import AsyncElasticsearch
 
 from catalog.connections import connect_postgres
-from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
+from catalog.document import PRODUCT_ROWS_SQL, UnindexableRow, is_searchable, product_document
 from catalog.mapping import index_mappings, index_settings, is_version_of, live_settings, versioned_index_name
-from indexer.batch import run_batch
+from indexer import dead_letters
+from indexer.batch import record_outcome, run_batch
 from indexer.checkpoint import advance_checkpoint, hold_checkpoint, release_checkpoint
 from indexer.errors import IndexerError
 from indexer.listener import close_quietly
 from indexer.metrics import IndexerMetrics
 from indexer.outbox import OutboxCursor, read_horizon
 from indexer.settings import IndexerSettings
-from indexer.sink import Action, Sink
+from indexer.sink import Action, Sink, SinkResult
 
 log = logging.getLogger("hos_search.indexer.reindex")
 
@@ -250,10 +251,14 @@ async def _load(
     """
     documents = 0
     in_flight: set[asyncio.Future[None]] = set()
+    aside: list[tuple[int, str]] = []  # rows no document could be made of
+    refused = SinkResult()  # documents the engine refused for their own fault
 
     async def write(chunk: list[Action]) -> None:
-        if await sink.write(index, chunk, stop) is None:
+        written = await sink.write(index, chunk, stop)
+        if written is None:
             raise ReindexError("stopped while loading")
+        refused.rejections.extend(written.rejections)
 
     async def settle(until: int) -> None:
         nonlocal in_flight
@@ -271,7 +276,11 @@ async def _load(
             async for row in conn.cursor(_LOAD_SQL, prefetch=LOAD_CHUNK):
                 if not is_searchable(row):
                     continue
-                chunk.append(Action(row["id"], row["version"], product_document(row)))
+                try:
+                    chunk.append(Action(row["id"], row["version"], product_document(row)))
+                except UnindexableRow as exc:
+                    aside.append((row["id"], exc.reason))  # one row never stops a rebuild
+                    continue
                 if len(chunk) >= LOAD_CHUNK:
                     documents += len(chunk)
                     in_flight.add(asyncio.ensure_future(write(chunk)))
@@ -287,6 +296,8 @@ async def _load(
         for task in in_flight:
             task.cancel()
         await asyncio.gather(*in_flight, return_exceptions=True)
+    await dead_letters.set_aside(conn, aside, metrics, "document")
+    await record_outcome(conn, (), refused, metrics)
     metrics.reindex_documents.inc(documents)
     cursor = OutboxCursor.after_snapshot(floor=floor, max_visible=horizon.max_visible, running=horizon.running)
     return cursor, documents

@@ -55,7 +55,7 @@ from catalog.connections import ServerUnreachable, connect_postgres
 from catalog.engine import create_engine_client
 from catalog.retry import AT_START, RECONNECT
 from indexer.batch import run_batch
-from indexer.checkpoint import adopt_abandoned_hold, advance_checkpoint, read_checkpoint
+from indexer.checkpoint import adopt_abandoned_hold, advance_checkpoint, expire_checkpoints, read_checkpoint
 from indexer.election import STANDBY_POLL_S, Lease, LockLost, elect
 from indexer.generation import Generation, settle_after
 from indexer.listener import Listener, ListenerLost, close_quietly
@@ -487,6 +487,13 @@ class Streamer:
         if now - self._last_prune < self._settings.prune_interval_s:
             return False
         self._last_prune = now
+        for stale, last_seq in await expire_checkpoints(conn, self._settings.name, self._settings.checkpoint_expiry_s):
+            self._metrics.checkpoints_expired.inc()
+            log.warning(
+                f"forgot the checkpoint of indexer {stale!r} (at seq {last_seq}): not seen for over "
+                f"{self._settings.checkpoint_expiry_s:g} s, it held outbox pruning back; if that "
+                "indexer comes back, it must reindex"
+            )
         deleted = await prune(conn, batch=_PRUNE_BATCH)
         if deleted:
             self._metrics.pruned.inc(deleted)

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from catalog.config import ConfigError, Seconds, SharedSettings, env_interval, env_str, read_settings, setting
 from catalog.mapping import DEFAULT_REFRESH_INTERVAL
 
+# A week: an indexer down for maintenance keeps its place; one retired stops holding pruning back.
+DEFAULT_CHECKPOINT_EXPIRY_S = 7 * 86_400.0
+# Several prune intervals at least, so that a live indexer is never taken for an abandoned one.
+MIN_CHECKPOINT_EXPIRY_S = 300.0
+
 
 def _name(env: Mapping[str, str], name: str, default: str) -> str:
     value = env_str(env, name, default)
@@ -43,6 +48,10 @@ class IndexerSettings(SharedSettings):
     keepalive_s: float = setting("INDEXER_KEEPALIVE_S", 5.0, minimum=0.1)
     bulk_timeout_s: float = setting("INDEXER_BULK_TIMEOUT_S", 30.0, minimum=0.1)
     prune_interval_s: float = setting("INDEXER_PRUNE_INTERVAL_S", 10.0, minimum=0.1)
+    # Another indexer name's checkpoint not seen for this long is deleted (indexer.checkpoint).
+    checkpoint_expiry_s: float = setting(
+        "INDEXER_CHECKPOINT_EXPIRY_S", DEFAULT_CHECKPOINT_EXPIRY_S, minimum=MIN_CHECKPOINT_EXPIRY_S
+    )
     # The election lock's lease (indexer.election): Postgres ends a holder's session after this
     # long without hearing from it, and a standby takes over. At most an hour:
     # idle_session_timeout is milliseconds in an int, and an hour is already no lease.

@@ -4,11 +4,20 @@ One bulk request per batch. Each item's outcome is one of:
 
 - done: indexed, deleted, a delete of a document that is not there (404), or a version
   conflict (409 — the index already holds data at least as new: "done", not an error);
-- retryable: 429, 5xx, or the whole request failed (connection refused or reset, timeout,
-  engine answering 5xx/429) — retried with capped, jittered backoff, forever, until it lands
-  or the indexer is told to stop;
-- permanent: any other 4xx for one document (a mapping rejection): logged with the product id,
-  counted, and dropped so that one bad row cannot block the stream.
+- retryable: anything that is not the document's fault — 429, 5xx, 401 and 403 (security: a
+  key rotated or a role changed; ``cluster_block_exception``: the index set read-only by a full
+  disk, a snapshot restore or a shrink), the index missing, or the whole request failed
+  (connection refused or reset, timeout, the engine refusing the request) — retried with capped,
+  jittered backoff, forever, until it lands or the indexer is told to stop. The stream pauses
+  there: the checkpoint never passes a change that has not landed (issue 23: 403 and 429 were
+  dropped and the checkpoint moved past them);
+- permanent: the document's own fault (400, or an error type in :data:`DOCUMENT_ERRORS`: a
+  mapping rejection, say) — returned in :attr:`SinkResult.rejections` for the dead-letter table,
+  so that one bad row cannot block the stream.
+
+A whole request the engine finds too large (413, ``http.max_content_length``) is split in
+halves and each half sent, down to single documents; a single document still too large is the
+document's fault (issue 23: a 413 was retried forever, unsplit).
 
 The sink never advances a checkpoint and never reads Postgres; :meth:`Sink.write` returns only
 when every action is done or permanently failed (a :class:`SinkResult` counting each outcome
@@ -23,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
@@ -39,17 +48,28 @@ log = logging.getLogger("hos_search.indexer.sink")
 VERSION_TYPE = "external_gte"
 
 
+class _TooLarge:
+    """The engine answered 413 to a whole bulk request."""
+
+
+TOO_LARGE: Final = _TooLarge()
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """Index ``document`` as product ``product_id`` at ``version``, or delete it (no document).
 
-    ``seller_id`` is the product's seller when known (None: the row is gone).
+    ``seller_id`` is the product's seller when known (None: the row is gone). ``set_aside``
+    is why no document could be built from the row, when it could not: the action is then a
+    delete (the index must not keep showing what the row no longer says), and the caller
+    records the product in ``search_dead_letters`` (:mod:`indexer.dead_letters`).
     """
 
     product_id: int
     version: int
     document: dict[str, Any] | None
     seller_id: int | None = None
+    set_aside: str | None = None
 
     @property
     def is_delete(self) -> bool:
@@ -71,6 +91,8 @@ class SinkResult:
     deleted: int = 0
     conflicts: int = 0  # newer data was already there
     rejected: int = 0  # permanent per-document failures
+    # Each permanently refused action with the engine's reason, for the dead-letter table.
+    rejections: list[tuple[Action, str]] = field(default_factory=list)
     # The actions counted in ``indexed`` or ``deleted``: kept as they are (not as tags) so that
     # writes whose tags nobody reads (a reindex's load) cost one append each.
     changed: list[Action] = field(default_factory=list)
@@ -99,13 +121,29 @@ def bulk_body(actions: Sequence[Action]) -> bytes:
     return b"\n".join(lines)
 
 
+# Error types that are the document's fault whatever the status says.
+DOCUMENT_ERRORS = frozenset(
+    {
+        "mapper_parsing_exception",
+        "document_parsing_exception",
+        "strict_dynamic_mapping_exception",
+        "illegal_argument_exception",
+        "x_content_parse_exception",
+        "json_parse_exception",
+        "max_bytes_length_exceeded_exception",
+    }
+)
+TOO_LARGE_REASON = "status 413: the document alone is larger than the engine takes in one request"
+
+
 def classify(status: int, error: dict[str, Any] | None, *, is_delete: bool) -> str:
     """``done``, ``retry`` or ``permanent`` for one bulk item."""
     if status < 300 or status == 409 or (is_delete and status == 404 and not _index_missing(error)):
         return "done"
-    if status == 429 or status >= 500 or _index_missing(error):
-        return "retry"
-    return "permanent"
+    kind = error.get("type") if isinstance(error, dict) else None
+    if status == 400 or kind in DOCUMENT_ERRORS:
+        return "permanent"
+    return "retry"  # 401, 403, 429, 5xx, a missing index, anything not known to be the document's
 
 
 def _index_missing(error: dict[str, Any] | None) -> bool:
@@ -151,9 +189,11 @@ class Sink:
         :meth:`indexer.election.Lease.holds`, never starts a request).
         """
         result = SinkResult()
-        pending = list(actions)
+        # Groups still to write, in order; a group the engine finds too large becomes two.
+        groups = [list(actions)] if actions else []
         attempt = 0
-        while pending:
+        while groups:
+            pending = groups[0]
             if stop.is_set() or (fence is not None and not fence()):
                 return None
             request = asyncio.ensure_future(self._bulk(index, pending, alias))
@@ -171,6 +211,16 @@ class Sink:
             if abandoned:
                 return None
             items = request.result()
+            if isinstance(items, _TooLarge):
+                groups.pop(0)
+                if len(pending) == 1:
+                    result.rejected += 1
+                    result.rejections.append((pending[0], TOO_LARGE_REASON))
+                else:
+                    half = len(pending) // 2
+                    groups[:0] = [pending[:half], pending[half:]]
+                    log.warning("bulk into %s: %d actions too large for one request; split in two", index, len(pending))
+                continue
             retry: list[Action] = []
             if items is None:
                 retry = pending
@@ -178,7 +228,9 @@ class Sink:
                 for action, item in zip(pending, items, strict=True):
                     self._settle(action, item, result, retry)
             if not retry:
-                break
+                groups.pop(0)
+                attempt = 0
+                continue
             attempt += 1
             delay = WRITE.delay(attempt)
             log.warning(
@@ -191,11 +243,14 @@ class Sink:
             )
             if await wait_or_stop(stop, delay):
                 return None
-            pending = retry
+            groups[0] = retry
         return result
 
-    async def _bulk(self, index: str, actions: Sequence[Action], alias: bool) -> list[dict[str, Any]] | None:
-        """The per-item results in request order, or ``None`` when the request failed as a whole."""
+    async def _bulk(
+        self, index: str, actions: Sequence[Action], alias: bool
+    ) -> list[dict[str, Any]] | _TooLarge | None:
+        """The per-item results in request order, :data:`TOO_LARGE` when the engine refused the
+        request for its size (413), or ``None`` when the request failed as a whole."""
         started = time.perf_counter()
         try:
             response = await self._engine.bulk(
@@ -207,7 +262,14 @@ class Sink:
             self._metrics.errors.labels(kind="engine_unreachable").inc()
             log.warning("bulk into %s: engine unreachable: %s", index, exc)
             return None
-        except (ApiError, TransportError) as exc:
+        except ApiError as exc:
+            if exc.meta.status == 413:
+                self._metrics.errors.labels(kind="bulk_too_large").inc()
+                return TOO_LARGE
+            self._metrics.errors.labels(kind="engine_request").inc()
+            log.warning("bulk into %s: engine refused the request: %s", index, exc)
+            return None
+        except TransportError as exc:
             self._metrics.errors.labels(kind="engine_request").inc()
             log.warning("bulk into %s: engine refused the request: %s", index, exc)
             return None
@@ -231,16 +293,15 @@ class Sink:
                 result.changed.append(action)
         elif outcome == "retry":
             self._metrics.errors.labels(kind="bulk_item_retryable").inc()
+            log.warning(
+                "bulk: product %d not written, retried: status %d %s", action.product_id, status, _reason(error)
+            )
             retry.append(action)
         else:
             self._metrics.errors.labels(kind="bulk_item_rejected").inc()
             result.rejected += 1
-            log.error(
-                "bulk: product %d rejected by the engine (status %d), skipped: %s",
-                action.product_id,
-                status,
-                _reason(error),
-            )
+            # Logged with its id where it is recorded (indexer.dead_letters), every id of a batch.
+            result.rejections.append((action, f"status {status}: {_reason(error)}"))
 
 
 def _reason(error: dict[str, Any] | str | None) -> str:

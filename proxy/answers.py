@@ -34,7 +34,7 @@ from itertools import chain
 from typing import Any, Final
 
 from catalog.mapping import PRICE_BUCKETS
-from proxy.images import ImageUrls
+from proxy.images import ImageUrls, safe_image_url
 from proxy.params import MAX_RESULT_WINDOW, SearchRequest, SuggestRequest
 from proxy.query import (
     FACET_VALUES,
@@ -91,7 +91,7 @@ def _item(hit: Mapping[str, Any], images: ImageUrls | None) -> dict[str, Any]:
         "in_stock": bool(source.get("in_stock", False)),
         "rating": source.get("rating"),
         "seller": {"id": _str_or_none(seller.get("id")), "name": seller.get("name")},
-        "image_url": image_url if images is None else images.url(image_url),
+        "image_url": safe_image_url(image_url) if images is None else images.url(image_url),
         "created_at": source.get("created_at"),
     }
     if images is not None and images.widths:

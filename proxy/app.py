@@ -45,6 +45,7 @@ from proxy.openapi import openapi_bytes
 from proxy.ratelimit.identity import KeyLimit
 from proxy.ratelimit.limiter import Limiter
 from proxy.ratelimit.script import RedisBuckets
+from proxy.readiness import Recent
 from proxy.routes import add_routes
 from proxy.settings import ProxySettings
 from proxy.state import (
@@ -59,6 +60,7 @@ from proxy.state import (
     OPENAPI,
     OPENAPI_ETAG,
     POSTGRES,
+    READINESS,
     READYZ_DETAILS,
     REDIS,
     SETTINGS,
@@ -105,6 +107,7 @@ def create_app(settings: ProxySettings) -> web.Application:
     )
     app[IMAGES] = ImageUrls(settings.cdn_url, settings.cdn_image_widths, settings.cdn_image_resize)
     app[READYZ_DETAILS] = settings.readyz_details
+    app[READINESS] = Recent(settings.readyz_cache)
     add_routes(app, metrics_route=not settings.metrics_port)
     add_storefront_routes(app)
     app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _fallback, _cache, _rate_limiter))
@@ -294,6 +297,7 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
         trusted=settings.trusted_proxies,
         timeout=settings.redis_timeout,
         fallback=settings.rate_limit_fallback,
+        ipv6_prefix=settings.rate_limit_ipv6_prefix,
         on_round_trip=app[METRICS].count_ratelimit_round_trip,
     )
     yield

@@ -13,15 +13,45 @@ URLs are rewritten when an answer is made, by the shaping code (``proxy.answers`
 engine's and the fallback's answers alike; :attr:`ImageUrls.cache_namespace` goes into the
 response cache's Redis keys, so proxies with other image settings sharing a Redis never serve
 each other's bytes, and a changed setting is never answered from an entry made before it.
+
+**Only http(s) images.** ``image_url`` is whatever a seller stored, so it is checked here before
+any client sees it (issue 23): an absolute URL whose scheme is not ``http`` or ``https``
+(``javascript:``, ``data:``, ``file:``...), a URL with control characters (a browser drops a tab
+or newline inside ``java\tscript:``) or one longer than :data:`MAX_IMAGE_URL_CHARS` is given as
+``null``. Spaces and other bytes a URL may not hold are percent-escaped, and in ``image_srcset``
+commas too, so a path cannot split the list into candidates of its own. A relative path is kept
+(it names an image on the storefront's own host, or on the CDN's).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 RESIZE_SCHEMES: Final = ("query", "cloudflare")
+# Browsers and CDNs take far longer URLs, but no product image needs one.
+MAX_IMAGE_URL_CHARS: Final = 2048
+_SCHEMES: Final = ("http", "https")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+# What a URL may hold as it is; anything else (a space, non-ASCII...) is percent-escaped.
+_URL_SAFE: Final = "/:?#[]@!$&'()*+,;=%-._~"
+
+
+def safe_image_url(raw: object) -> str | None:
+    """``raw`` fit to give a client as an image URL, or None (see the module docstring)."""
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_IMAGE_URL_CHARS or _CONTROLS.search(raw):
+        return None
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return None
+    if parts.scheme and parts.scheme not in _SCHEMES:
+        return None
+    if parts.scheme and not parts.hostname:
+        return None
+    return quote(raw, safe=_URL_SAFE)
 
 
 class ImageUrls:
@@ -40,17 +70,21 @@ class ImageUrls:
         settings = repr((self.base, widths, resize)).encode()
         self.cache_namespace = "" if self.base is None else hashlib.blake2b(settings, digest_size=6).hexdigest() + "|"
 
-    def url(self, original: str | None) -> str | None:
-        """``original`` on the CDN's host, its path and query kept; unchanged without a CDN."""
-        if original is None or self.base is None:
-            return original
-        return self.base + _path_and_query(original)
+    def url(self, original: object) -> str | None:
+        """``original`` on the CDN's host, its path and query kept; without a CDN as stored,
+        escaped; None when it is not an http(s) URL (:func:`safe_image_url`)."""
+        safe = safe_image_url(original)
+        if safe is None or self.base is None:
+            return safe
+        return self.base + _path_and_query(safe)
 
-    def srcset(self, original: str | None) -> str | None:
+    def srcset(self, original: object) -> str | None:
         """The ``srcset`` of the resized variants of ``original``; None without an image."""
-        if original is None or not self.widths:
+        safe = safe_image_url(original)
+        if safe is None or not self.widths:
             return None
-        return ", ".join(f"{self._variant(original, width)} {width}w" for width in self.widths)
+        # A comma in a candidate's URL would read as the end of that candidate.
+        return ", ".join(f"{self._variant(safe, width).replace(',', '%2C')} {width}w" for width in self.widths)
 
     def _variant(self, original: str, width: int) -> str:
         if self.resize == "cloudflare":

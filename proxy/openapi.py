@@ -199,7 +199,6 @@ def _problem(description: str) -> dict[str, Any]:
     }
 
 
-_PROBLEM_RESPONSE = _problem("A problem (RFC 9457).")
 # Every path answers these two, whatever the operation (proxy.middleware.problems).
 _METHOD_NOT_ALLOWED = {
     "description": "The path exists, but not for this method (only GET, and HEAD where GET is; OPTIONS for CORS "
@@ -211,6 +210,11 @@ _SERVER_ERROR = _problem(
     "An unexpected error: logged with its traceback under the request id, never described in the answer."
 )
 _EVERY_PATH = {"405": _METHOD_NOT_ALLOWED, "500": _SERVER_ERROR}
+_BAD_QUERY = _problem(
+    "A parameter is invalid; `invalid_params` names each. A known parameter's name must be sent plain: "
+    "a percent-encoded one (`pag%65=6`) is refused, naming the parameter (a CDN keying on parameter "
+    "names would otherwise cache page 6 as page 1). Values not UTF-8 once decoded are refused too."
+)
 _UNAVAILABLE = {
     "description": "Neither the engine nor the Postgres fallback could answer (down, or over the "
     "fallback's concurrency cap); a stale cached answer would have been served instead if there "
@@ -265,12 +269,15 @@ _SCHEMAS: dict[str, Any] = {
             },
             "image_url": {
                 "type": ["string", "null"],
-                "description": "On the CDN's host when the proxy has one (CDN_URL), the image's path kept.",
+                "description": "On the CDN's host when the proxy has one (CDN_URL), the image's path kept. "
+                "Only http(s) URLs (or a path): any other scheme, control characters or more than 2048 "
+                "characters as stored give null; characters a URL may not hold are percent-escaped.",
             },
             "image_srcset": {
                 "type": ["string", "null"],
                 "description": "Present when the proxy has image widths for its CDN (CDN_IMAGE_WIDTHS): an HTML "
-                "`srcset` of the CDN's resized variants (`<url> 400w, …`); null without an image.",
+                "`srcset` of the CDN's resized variants (`<url> 400w, …`); null without an image. Commas "
+                "in a URL are escaped (%2C), so each width is one candidate.",
             },
             "created_at": {"type": "string", "format": "date-time"},
             "highlight": {
@@ -532,7 +539,7 @@ def openapi_document() -> dict[str, Any]:
             "How many suggestions at most.",
         ),
     ]
-    errors = {"400": _PROBLEM_RESPONSE, "429": _RATE_LIMITED, "503": _UNAVAILABLE}
+    errors = {"400": _BAD_QUERY, "429": _RATE_LIMITED, "503": _UNAVAILABLE}
     return {
         "openapi": "3.1.0",
         "info": {

@@ -37,6 +37,10 @@ this parser accepts exactly what it calls valid):
 
 - Percent-escaped bytes that are not UTF-8 in a known parameter are a 400 (aiohttp would
   otherwise hand us U+FFFD replacement characters): see :func:`invalid_utf8_params`.
+- **A known parameter's name must be sent plain**: ``pag%65=6`` is a 400 naming ``page``
+  (:func:`encoded_param_names`). Decoded, it would be ``page=6``, but a CDN whose cache key lists
+  parameter names (``docs/cdn.md``) does not decode names, would key it as the page-1 URL, and
+  serve page 6 to everyone asking for page 1 (issue 23). Unknown names may be encoded as they like.
 
 This module never builds engine queries, never performs I/O and never raises anything but
 :class:`InvalidParameters` for bad input.
@@ -352,6 +356,33 @@ def invalid_utf8_params(raw_query: str, names: Collection[str] = SEARCH_PARAMS) 
         except UnicodeDecodeError:
             bad.append(name)
     return bad
+
+
+ENCODED_NAME_REASON: Final = "must be sent as its plain name, not percent-encoded"
+
+
+def encoded_param_names(raw_query: str, names: Collection[str] = SEARCH_PARAMS) -> list[str]:
+    """Which of ``names`` appear with a percent-encoded name (``pag%65``), in query order."""
+    encoded: list[str] = []
+    for pair in raw_query.split("&"):
+        raw_name = pair.partition("=")[0]
+        if "%" not in raw_name:
+            continue
+        try:
+            name = unquote_to_bytes(raw_name.replace("+", " ")).decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # a name that is not UTF-8 is not one of ours
+        if name in names and name not in encoded:
+            encoded.append(name)
+    return encoded
+
+
+def escape_problems(raw_query: str, names: Collection[str] = SEARCH_PARAMS) -> list[tuple[str, str]]:
+    """What percent-escapes break in a raw query string: known names encoded, values not UTF-8."""
+    if "%" not in raw_query:  # the common case: nothing escaped, nothing to check
+        return []
+    problems = [(name, ENCODED_NAME_REASON) for name in encoded_param_names(raw_query, names)]
+    return problems + [(name, "is not valid UTF-8") for name in invalid_utf8_params(raw_query, names)]
 
 
 _ID_REASON: Final = f"must be an integer from 1 to {MAX_ID}"

@@ -10,14 +10,22 @@ first its ``TimeoutError`` escaped ``asyncio.gather``.)
 :func:`readiness` is pure: from the checks to the status and body. This module never logs (a
 probe runs every few seconds, and the body says what is down) and never puts an exception's
 message in the body — only its class name.
+
+**One check per worker at a time, reused for a while** (:class:`Recent`, ``READYZ_CACHE_MS``,
+default 1 s): ``/readyz`` is answered from the last check while it is that recent, and
+concurrent requests share the one check in flight. A flood of ``/readyz`` therefore makes at
+most one call to each dependency per worker per period, through one connection of each pool,
+and never takes the engine guard's slots (``proxy.shedding``) from searches (issue 23: each
+``/readyz`` called the engine, Redis and Postgres through the shared pools).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 
 # Kubernetes' default probe timeout is 1 s: an answer later than that counts as a failure anyway,
 # whatever it says. Each probe gets the whole budget; they run concurrently.
@@ -74,3 +82,38 @@ def readiness(checks: Mapping[str, Check], *, fallback: bool, breaker: str) -> t
         "checks": {name: {"ok": check.ok, "detail": check.detail} for name, check in checks.items()},
     }
     return status, body
+
+
+T = TypeVar("T")
+
+
+class Recent(Generic[T]):
+    """The result of an async check, reused for ``max_age_s`` and shared while one runs.
+
+    ``checks`` counts the checks actually run. The check must not raise (:func:`probe` never
+    does); a cancelled caller never cancels the check others are waiting for.
+    """
+
+    def __init__(self, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_age = max_age_s
+        self._clock = clock
+        self._last: tuple[float, T] | None = None
+        self._running: asyncio.Future[T] | None = None
+        self.checks = 0
+
+    async def get(self, check: Callable[[], Awaitable[T]]) -> T:
+        last = self._last
+        if last is not None and self._clock() - last[0] < self._max_age:
+            return last[1]
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._run(check))
+        return await asyncio.shield(self._running)
+
+    async def _run(self, check: Callable[[], Awaitable[T]]) -> T:
+        self.checks += 1
+        try:
+            result = await check()
+            self._last = (self._clock(), result)
+            return result
+        finally:
+            self._running = None

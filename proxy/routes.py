@@ -41,7 +41,7 @@ from proxy.params import (
     SUGGEST_PARAMS,
     SearchRequest,
     SuggestRequest,
-    invalid_utf8_params,
+    escape_problems,
     parse_id,
     parse_search,
     parse_suggest,
@@ -58,7 +58,7 @@ from proxy.producers import (
     produce_suggestions,
 )
 from proxy.ratelimit.costs import cost_of
-from proxy.readiness import probe, readiness
+from proxy.readiness import Check, probe, readiness
 from proxy.state import (
     CACHE,
     ENGINE,
@@ -70,6 +70,7 @@ from proxy.state import (
     OPENAPI,
     OPENAPI_ETAG,
     POSTGRES,
+    READINESS,
     READYZ_DETAILS,
     REDIS,
     SETTINGS,
@@ -102,11 +103,11 @@ def _entry_bytes(raw: str, key: str) -> int:
 
 def _query(raw: str, names: frozenset[str]) -> Any:
     """The parameters of the raw query string ``raw`` (as ``request.query`` decodes them), after
-    refusing known parameters whose bytes are not UTF-8."""
-    if "%" in raw:  # only percent-escapes can smuggle invalid bytes; plain ASCII is fine
-        bad = invalid_utf8_params(raw, names)
-        if bad:
-            raise InvalidParameters([(name, "is not valid UTF-8") for name in bad])
+    refusing known parameters whose names are percent-encoded or whose bytes are not UTF-8
+    (``proxy.params.escape_problems``)."""
+    problems = escape_problems(raw, names)
+    if problems:
+        raise InvalidParameters(problems)
     # parse_qsl, as yarl decodes request.query, but without yarl's cache of URL objects (it
     # would keep the last query strings parsed here, up to 64 KiB each).
     return MultiDict(parse_qsl(raw, keep_blank_values=True))
@@ -329,18 +330,21 @@ async def _ping_postgres(pool: asyncpg.Pool) -> tuple[bool, str]:
     return True, "ok"
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Each dependency's state; 503 when search cannot be served (see ``proxy.readiness``)."""
-    app = request.app
+async def check_dependencies(app: web.Application) -> dict[str, Check]:
+    """Probe every dependency once (see ``proxy.readiness``)."""
     # Each probe is bounded and never raises, so gather cannot fail and this is never a 500.
     engine, redis, postgres = await asyncio.gather(
         probe(app[ENGINE].ready()), probe(_ping_redis(app[REDIS])), probe(_ping_postgres(app[POSTGRES]))
     )
-    status, body = readiness(
-        {"elasticsearch": engine, "redis": redis, "postgres": postgres},
-        fallback=app[FALLBACK] is not None,
-        breaker=app[ENGINE_GUARD].breaker.state,
-    )
+    return {"elasticsearch": engine, "redis": redis, "postgres": postgres}
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Each dependency's state; 503 when search cannot be served (see ``proxy.readiness``)."""
+    app = request.app
+    # One check per worker at a time, reused for READYZ_CACHE_MS: a flood costs the engine nothing.
+    checks = await app[READINESS].get(lambda: check_dependencies(app))
+    status, body = readiness(checks, fallback=app[FALLBACK] is not None, breaker=app[ENGINE_GUARD].breaker.state)
     return web.Response(
         status=503 if status == "unavailable" else 200,
         # The states of the dependencies are for operators; a public listener may say less.

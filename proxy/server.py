@@ -11,7 +11,12 @@ finish (bounded by ``shutdown_timeout_s``), then closes its pools.
 With ``METRICS_PORT`` set, ``/metrics`` leaves the public listener (404 there) for an internal
 one served by the supervisor (on ``METRICS_HOST``, default 127.0.0.1): it reads every worker's
 metric files, so it aggregates them all and outlives any one worker. The proxy then always runs
-under the supervisor, even with one worker.
+under the supervisor, even with one worker. The internal listener answers the probes too,
+``/healthz`` and ``/readyz``, by asking a worker over loopback (:data:`PROBE_TIMEOUT_S`) and
+passing its answer on, so that Kubernetes' probes and Prometheus need only the internal port
+(issue 23: the manifests had both on the public one). Each worker reuses its readiness check
+for ``READYZ_CACHE_MS`` (``proxy.readiness``), so probes cost the engine at most one call a
+second per worker whichever listener they come to.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import uvloop
@@ -35,6 +42,8 @@ from aiohttp import web
 
 from catalog.processes import stop_processes
 from proxy.app import create_app
+from proxy.connections import install as limit_connections
+from proxy.connections import server_options
 from proxy.errors import ProxyError
 from proxy.fastpath import install as install_fast_path
 from proxy.http_caching import NO_STORE
@@ -79,6 +88,7 @@ async def _serve(settings: ProxySettings, host: str, port: int, *, reuse_port: b
         access_log=access_log,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout_s,
+        **server_options(settings.http_keepalive_timeout_s),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,6 +97,9 @@ async def _serve(settings: ProxySettings, host: str, port: int, *, reuse_port: b
     await runner.setup()
     try:
         install_fast_path(runner)
+        limit_connections(
+            runner, header_timeout_s=settings.http_header_timeout_s, max_connections=settings.http_max_connections
+        )
         await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
         await stop.wait()
     finally:
@@ -94,15 +107,22 @@ async def _serve(settings: ProxySettings, host: str, port: int, *, reuse_port: b
         await runner.cleanup()
 
 
+# Kubernetes' probe timeout is 1 s by default; a worker answers /readyz within 0.8 s.
+PROBE_TIMEOUT_S = 2.0
+PROBE_PATHS = ("/healthz", "/readyz")
+
+
 class MetricsListener(ThreadingHTTPServer):
     """The internal ``/metrics`` listener (``METRICS_PORT``): every worker's values, from the
-    multiprocess directory; anything else is a 404. Runs in a thread of the supervisor."""
+    multiprocess directory; ``/healthz`` and ``/readyz`` as a worker answers them on
+    ``workers_url``; anything else is a 404. Runs in a thread of the supervisor."""
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, directory: str) -> None:
+    def __init__(self, host: str, port: int, directory: str, workers_url: str | None = None) -> None:
         self.address_family = _family(host)
         self.directory = directory
+        self.workers_url = workers_url
         try:
             super().__init__((host, port), _MetricsHandler)
         except OSError as exc:
@@ -118,7 +138,11 @@ class _MetricsHandler(BaseHTTPRequestHandler):
     server: MetricsListener
 
     def do_GET(self) -> None:  # the name http.server dispatches GET to
-        if self.path.split("?", 1)[0] != "/metrics":
+        path = self.path.split("?", 1)[0]
+        if path in PROBE_PATHS and self.server.workers_url is not None:
+            self._answer(*_ask_a_worker(self.server.workers_url + path))
+            return
+        if path != "/metrics":
             self._answer(404, b"not found\n", "text/plain; charset=utf-8")
             return
         self._answer(200, multiprocess_exposition(self.server.directory), CONTENT_TYPE)
@@ -135,6 +159,26 @@ class _MetricsHandler(BaseHTTPRequestHandler):
         pass  # a scrape every few seconds is not news
 
 
+def _ask_a_worker(url: str) -> tuple[int, bytes, str]:
+    """A worker's answer to a probe (status, body, content type); 503 when none answers in time."""
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
+            return response.status, response.read(), response.headers.get("Content-Type", "application/json")
+    except urllib.error.HTTPError as answer:  # 503 from /readyz: an answer, passed on
+        return answer.code, answer.read(), answer.headers.get("Content-Type", "application/json")
+    except (OSError, TimeoutError):
+        return 503, b'{"status":"unavailable"}', "application/json"
+
+
+def _loopback_url(host: str, port: int) -> str:
+    """How the supervisor reaches its workers: their address, or loopback when they take any."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def supervise(
     host: str,
     port: int,
@@ -149,7 +193,7 @@ def supervise(
     """
     metrics_dir = tempfile.mkdtemp(prefix="hos-proxy-metrics-")
     try:
-        listener = MetricsListener(*metrics_at, metrics_dir) if metrics_at else None
+        listener = MetricsListener(*metrics_at, metrics_dir, _loopback_url(host, port)) if metrics_at else None
     except PortInUse:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         raise

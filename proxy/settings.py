@@ -25,7 +25,13 @@ from catalog.config import (
 from proxy.http_caching import SCOPES
 from proxy.images import RESIZE_SCHEMES
 from proxy.ratelimit.costs import DEFAULT_COSTS, costs_from_env
-from proxy.ratelimit.identity import KeyLimit, api_keys_from_env
+from proxy.ratelimit.identity import (
+    DEFAULT_IPV6_PREFIX,
+    MAX_IPV6_PREFIX,
+    MIN_IPV6_PREFIX,
+    KeyLimit,
+    api_keys_from_env,
+)
 from proxy.ratelimit.limiter import FALLBACKS, Fallback
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms
 
@@ -66,6 +72,10 @@ class ProxySettings(SharedSettings):
     rate_limit_keys: Mapping[str, KeyLimit] = field(default_factory=dict)
     # Tokens per request by route (RATE_LIMIT_COSTS, bounded by RATE_LIMIT_MAX; proxy.ratelimit.costs).
     rate_limit_costs: Mapping[str, float] = field(default_factory=lambda: DEFAULT_COSTS)
+    # IPv6 clients share a bucket per network of this prefix length (proxy.ratelimit.identity).
+    rate_limit_ipv6_prefix: int = setting(
+        "RATE_LIMIT_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, minimum=MIN_IPV6_PREFIX, maximum=MAX_IPV6_PREFIX
+    )
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
         "TRUSTED_PROXIES", (), read=_networks
     )
@@ -115,8 +125,15 @@ class ProxySettings(SharedSettings):
     # /metrics on an internal listener of the supervisor instead of the public one (0: off).
     metrics_host: str = setting("METRICS_HOST", "127.0.0.1")
     metrics_port: int = setting("METRICS_PORT", 0, minimum=0, maximum=65_535)
+    # Client connections (proxy.connections): idle keep-alive, the first request's headers,
+    # connections per worker.
+    http_keepalive_timeout_s: float = setting("HTTP_KEEPALIVE_TIMEOUT_S", 75.0, minimum=1.0, maximum=3_600.0)
+    http_header_timeout_s: float = setting("HTTP_HEADER_TIMEOUT_S", 10.0, minimum=0.1, maximum=300.0)
+    http_max_connections: int = setting("HTTP_MAX_CONNECTIONS", 1_000, minimum=1, maximum=100_000)
     # /readyz says each dependency's state; false: the status alone.
     readyz_details: bool = setting("READYZ_DETAILS", True)
+    # /readyz reuses one check per worker for this long (proxy.readiness.Recent); 0: every time.
+    readyz_cache_ms: int = setting("READYZ_CACHE_MS", 1_000, minimum=0, maximum=60_000)
 
     # The durations above in seconds (each from its ``_ms`` field).
     engine_timeout = Seconds()
@@ -127,6 +144,7 @@ class ProxySettings(SharedSettings):
     cache_revalidate = Seconds()
     cache_max_stale = Seconds()
     cache_lock_wait = Seconds()
+    readyz_cache = Seconds()
 
     @property
     def engine_slots(self) -> int:

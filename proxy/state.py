@@ -19,6 +19,7 @@ from proxy.http_caching import HttpCaching
 from proxy.images import ImageUrls
 from proxy.metrics import ProxyMetrics
 from proxy.ratelimit.limiter import Limiter
+from proxy.readiness import Check, Recent
 from proxy.settings import ProxySettings
 from proxy.synonyms import SynonymsHolder
 
@@ -33,6 +34,8 @@ HTTP_CACHING = web.AppKey("http_caching", HttpCaching)
 IMAGES = web.AppKey("images", ImageUrls)
 # False: /readyz answers its status alone (READYZ_DETAILS=false).
 READYZ_DETAILS = web.AppKey("readyz_details", bool)
+# The last readiness check of this worker, reused for READYZ_CACHE_MS (proxy.readiness.Recent).
+READINESS = web.AppKey("readiness", Recent[dict[str, Check]])
 SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
 CACHE = web.AppKey("cache", ResponseCache)
 LIMITER = web.AppKey("limiter", Limiter)

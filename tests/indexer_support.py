@@ -12,12 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
+from aiohttp import web
 from elasticsearch import AsyncElasticsearch
 
 from devstack.stack import StackUrls
@@ -280,3 +282,58 @@ class TcpProxy:
 
         await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers.difference_update((writer, up_writer))
+
+
+# Hop-by-hop, or recomputed by aiohttp for the body it sends (an answer is passed back
+# decompressed).
+_NOT_FORWARDED = {
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "content-encoding",
+    "keep-alive",
+    "accept-encoding",
+}
+
+
+@dataclass
+class EngineFront:
+    """An HTTP front of the engine (:func:`engine_front`): its URL and the paths it forwarded."""
+
+    url: str = ""
+    paths: list[str] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def engine_front(target: str, *, max_bytes: int | None = None) -> AsyncIterator[EngineFront]:
+    """An HTTP front of the engine that forwards every request and records its path; with
+    ``max_bytes``, a body over it is answered 413 as ``http.max_content_length`` does (the shared
+    dev node's limit cannot be changed for one test)."""
+    seen = EngineFront()
+    async with aiohttp.ClientSession() as session:
+
+        async def forward(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            if max_bytes is not None and len(body) > max_bytes:
+                return web.json_response({"error": "content too long"}, status=413)
+            seen.paths.append(request.path)
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+            async with session.request(
+                request.method, target + request.rel_url.raw_path_qs, data=body, headers=headers
+            ) as answer:
+                payload = await answer.read()
+                kept = {k: v for k, v in answer.headers.items() if k.lower() not in _NOT_FORWARDED}
+                return web.Response(status=answer.status, body=payload, headers=kept)
+
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            seen.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            yield seen
+        finally:
+            await runner.cleanup()

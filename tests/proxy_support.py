@@ -76,6 +76,22 @@ async def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 3
     raise AssertionError("proxy did not become healthy")
 
 
+@contextlib.asynccontextmanager
+async def running_proxy(env: dict[str, str], *, workers: int = 1) -> AsyncIterator[tuple[subprocess.Popen[str], str]]:
+    """A healthy ``python -m proxy`` process (:func:`spawn_proxy`), terminated on the way out."""
+    proc, url = spawn_proxy(env, workers=workers)
+    try:
+        await wait_healthy(url, proc)
+        yield proc, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 async def following(client: TestClient) -> None:
     """Wait until the in-process proxy behind ``client`` follows the catalog generation
     (before that its cache is blind, and a second request may not be a HIT)."""

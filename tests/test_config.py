@@ -67,6 +67,14 @@ ROOT = Path(__file__).resolve().parent.parent
         (ProxySettings.from_env, {"CACHE_L1_MAX_MB": "lots"}, "CACHE_L1_MAX_MB"),
         (ProxySettings.from_env, {"CACHE_LOCK_WAIT_MS": "60000"}, "CACHE_LOCK_WAIT_MS"),
         (ProxySettings.from_env, {"CACHE_STALE_IF_ERROR_S": "x"}, "CACHE_STALE_IF_ERROR_S"),
+        (IndexerSettings.from_env, {"INDEXER_CHECKPOINT_EXPIRY_S": "10"}, "INDEXER_CHECKPOINT_EXPIRY_S"),
+        (IndexerSettings.from_env, {"INDEXER_CHECKPOINT_EXPIRY_S": "a week"}, "INDEXER_CHECKPOINT_EXPIRY_S"),
+        (ProxySettings.from_env, {"RATE_LIMIT_IPV6_PREFIX": "129"}, "RATE_LIMIT_IPV6_PREFIX"),
+        (ProxySettings.from_env, {"HTTP_HEADER_TIMEOUT_S": "0"}, "HTTP_HEADER_TIMEOUT_S"),
+        (ProxySettings.from_env, {"HTTP_KEEPALIVE_TIMEOUT_S": "7200"}, "HTTP_KEEPALIVE_TIMEOUT_S"),
+        (ProxySettings.from_env, {"HTTP_MAX_CONNECTIONS": "0"}, "HTTP_MAX_CONNECTIONS"),
+        (ProxySettings.from_env, {"RATE_LIMIT_IPV6_PREFIX": "8"}, "RATE_LIMIT_IPV6_PREFIX"),
+        (ProxySettings.from_env, {"RATE_LIMIT_IPV6_PREFIX": "/64"}, "RATE_LIMIT_IPV6_PREFIX"),
     ],
 )
 def test_bad_values_name_their_variable(reader, env: dict[str, str], named: str) -> None:  # type: ignore[no-untyped-def]

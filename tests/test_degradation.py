@@ -31,8 +31,9 @@ def _settings(catalog: SearchCatalog, urls: StackUrls, engine_url: str, **overri
         "engine_timeout_ms": 1_000,
         "engine_breaker_failures": 3,
         "engine_breaker_cooldown_ms": 500,
-        # Answers must come from a backend each time, not from an earlier answer.
+        # Answers must come from a backend each time, not from an earlier answer; /readyz too.
         "cache_enabled": False,
+        "readyz_cache_ms": 0,
     }
     return proxy_settings(catalog, urls, **{**base, **overrides})
 

@@ -23,6 +23,7 @@ import contextlib
 import copy
 import functools
 import io
+import ipaddress
 import json
 import math
 import os
@@ -1196,6 +1197,7 @@ def manifest_problems(docs: list[dict[str, Any]], *, namespace: str | None = Non
         f"nothing runs hos-search {command}" for command in ("proxy", "indexer", "migrate") if command not in runs
     ]
     problems += _wiring_problems(manifests, runs)
+    problems += _network_problems(manifests)
     return problems
 
 
@@ -1262,7 +1264,7 @@ def _workload_problems(manifests: _Manifests, workload: dict[str, Any], runs: _R
             if mount["name"] not in volumes:
                 problems.append(f"{cwhere}: mounts volume {mount['name']}, which the pod does not have")
         if command == "proxy":
-            problems += _proxy_problems(cwhere, template, container, options)
+            problems += _proxy_problems(cwhere, template, container, options, _container_env(container, manifests))
         if command == "indexer":
             problems += _indexer_problems(cwhere, workload, container, manifests.config)
         if command == "migrate" and (
@@ -1281,8 +1283,22 @@ def _probe_port(container: dict[str, Any], probe: str) -> Any:
     return _ports(container).get(port, port)
 
 
+def _container_env(container: dict[str, Any], manifests: _Manifests) -> dict[str, str]:
+    """The settings a container gets from the ConfigMaps it names."""
+    config = manifests.config
+    return {
+        key: value
+        for source in container.get("envFrom", [])
+        for key, value in config.get(source.get("configMapRef", {}).get("name"), {}).items()
+    }
+
+
 def _proxy_problems(
-    where: str, template: dict[str, Any], container: dict[str, Any], options: argparse.Namespace
+    where: str,
+    template: dict[str, Any],
+    container: dict[str, Any],
+    options: argparse.Namespace,
+    env: dict[str, str],
 ) -> list[str]:
     problems = []
     if options.host != "0.0.0.0" or options.port != PROXY_PORT:
@@ -1294,18 +1310,45 @@ def _proxy_problems(
         problems.append(f"{where}: {options.workers} workers on a CPU limit of {limit}")
     if options.workers > 1 and "/tmp" not in {m["mountPath"] for m in container.get("volumeMounts", [])}:
         problems.append(f"{where}: the workers' metric files need a writable /tmp")
+    # Probes and the scrape go to the internal listener, never the public port (issue 23).
+    internal = int(env.get("METRICS_PORT") or 0)
+    if not internal or env.get("METRICS_HOST") != "0.0.0.0" or internal not in _ports(container).values():
+        problems.append(f"{where}: no internal listener (METRICS_PORT on 0.0.0.0, a containerPort)")
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-        if (
-            container.get(probe, {}).get("httpGet", {}).get("path") != path
-            or _probe_port(container, probe) != options.port
-        ):
-            problems.append(f"{where}: {probe} is not {path} on port {options.port}")
+        if container.get(probe, {}).get("httpGet", {}).get("path") != path or _probe_port(container, probe) != internal:
+            problems.append(f"{where}: {probe} is not {path} on the internal port {internal}")
     annotations = template.get("metadata", {}).get("annotations", {})
-    if (
-        annotations.get("prometheus.io/port") != str(options.port)
-        or annotations.get("prometheus.io/path") != "/metrics"
-    ):
-        problems.append(f"{where}: Prometheus annotations do not name /metrics on {options.port}")
+    if annotations.get("prometheus.io/port") != str(internal) or annotations.get("prometheus.io/path") != "/metrics":
+        problems.append(f"{where}: Prometheus annotations do not name /metrics on the internal port {internal}")
+    for network in filter(None, (part.strip() for part in env.get("TRUSTED_PROXIES", "").split(","))):
+        if ipaddress.ip_network(network).num_addresses > 2**16:
+            problems.append(f"{where}: TRUSTED_PROXIES {network} is wider than the ingress controllers' addresses")
+    return problems
+
+
+def _network_problems(manifests: _Manifests) -> list[str]:
+    """Each Deployment's pods are admitted only by a NetworkPolicy naming who may connect, and
+    the proxy's Service exposes only its public port."""
+    problems = []
+    for deployment in manifests.kind("Deployment"):
+        where = f"Deployment/{deployment['metadata']['name']}"
+        labels = deployment["spec"]["template"].get("metadata", {}).get("labels", {})
+        policies = [
+            p
+            for p in manifests.kind("NetworkPolicy")
+            if _matches(p["spec"]["podSelector"].get("matchLabels", {}), labels)
+            and "Ingress" in p["spec"].get("policyTypes", [])
+        ]
+        if not policies:
+            problems.append(f"{where}: no NetworkPolicy admits who may connect")
+        for policy in policies:
+            for rule in policy["spec"].get("ingress", []):
+                if not rule.get("from") or not rule.get("ports"):
+                    problems.append(f"NetworkPolicy/{policy['metadata']['name']}: a rule admits anyone or any port")
+    for service in manifests.kind("Service"):
+        for port in service["spec"].get("ports", []):
+            if port.get("targetPort") == "internal":
+                problems.append(f"Service/{service['metadata']['name']}: exposes the internal listener")
     return problems
 
 
@@ -1434,6 +1477,29 @@ def _change(change: Callable[[list[dict[str, Any]]], None]) -> list[str]:
             "readinessProbe is not /readyz",
         ),
         (lambda d: _container(d, "hos-search-proxy").pop("livenessProbe"), "livenessProbe is not /healthz"),
+        (
+            lambda d: _container(d, "hos-search-proxy")["readinessProbe"]["httpGet"].update(port="http"),
+            "readinessProbe is not /readyz on the internal port",
+        ),
+        (
+            lambda d: _find(d, "ConfigMap", "hos-search-config")["data"].pop("METRICS_PORT"),
+            "no internal listener",
+        ),
+        (
+            lambda d: _find(d, "ConfigMap", "hos-search-config")["data"].update(TRUSTED_PROXIES="10.0.0.0/8"),
+            "wider than the ingress controllers",
+        ),
+        (lambda d: d.remove(_find(d, "NetworkPolicy", "hos-search-proxy")), "no NetworkPolicy admits"),
+        (
+            lambda d: _find(d, "NetworkPolicy", "hos-search-proxy")["spec"]["ingress"][0].pop("from"),
+            "a rule admits anyone",
+        ),
+        (
+            lambda d: _find(d, "Service", "hos-search-proxy")["spec"]["ports"].append(
+                {"name": "internal", "port": 9090, "targetPort": "internal"}
+            ),
+            "exposes the internal listener",
+        ),
         (lambda d: _container(d, "hos-search-proxy")["args"].__setitem__(6, "4"), "4 workers on a CPU limit"),
         (lambda d: _container(d, "hos-search-proxy").update(args=["proxy", "--prot", "8080"]), "refused"),
         (lambda d: _container(d, "hos-search-proxy")["resources"].pop("limits"), "no limits"),

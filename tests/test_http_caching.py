@@ -31,7 +31,7 @@ from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.http_caching import HttpCaching, entity_tag, none_match
-from proxy.images import ImageUrls
+from proxy.images import ImageUrls, safe_image_url
 from proxy.ratelimit.identity import KeyLimit
 from proxy.settings import ProxySettings
 from proxy.state import METRICS, SETTINGS
@@ -445,6 +445,39 @@ def test_image_urls_keep_the_path_and_query_under_the_cdn_prefix() -> None:
     assert none.cache_namespace == "" and images.cache_namespace not in ("", cloudflare.cache_namespace)
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        "java\tscript:alert(1)",
+        " javascript:alert(1)",
+        "data:image/svg+xml;base64,PHN2Zz4=",
+        "file:///etc/passwd",
+        "https://images.example/a.jpg\n",
+        "https://" + "a" * 3000 + ".example/a.jpg",
+        "https://[::1/a.jpg",
+        "https:///no-host.jpg",
+    ],
+)
+def test_an_image_url_that_is_not_http_is_given_as_null(stored: str) -> None:
+    for images in (ImageUrls(), ImageUrls("https://cdn.example.com", (400,))):
+        assert images.url(stored) is None and images.srcset(stored) is None
+    assert safe_image_url(stored) is None
+
+
+def test_a_comma_or_space_in_an_image_path_cannot_split_the_srcset() -> None:
+    images = ImageUrls("https://cdn.example.com", (200, 400))
+    stored = "https://images.example/a.jpg, https://evil.example/b.jpg 9000w"
+    srcset = images.srcset(stored)
+    assert srcset is not None
+    candidates = srcset.split(", ")
+    assert len(candidates) == 2 and all(len(candidate.split(" ")) == 2 for candidate in candidates)
+    assert candidates[0].startswith("https://cdn.example.com/a.jpg%2C%20https://evil.example/b.jpg%209000w")
+    assert images.url(stored) == "https://cdn.example.com/a.jpg,%20https://evil.example/b.jpg%209000w"
+    assert ImageUrls().url("https://images.example/a b.jpg") == "https://images.example/a%20b.jpg"
+
+
 # --- pure rules -----------------------------------------------------------------------------------
 
 
@@ -603,6 +636,11 @@ async def test_metrics_on_an_internal_port_aggregate_every_worker_and_leave_the_
                     assert response.status == 200
             async with session.get(internal + "/nothing-here") as other:
                 assert other.status == 404
+            # The probes too, as a worker answers them: Kubernetes needs only the internal port.
+            async with session.get(internal + "/readyz") as ready:
+                assert ready.status == 200 and (await ready.json())["status"] == "ready"
+            async with session.get(internal + "/healthz") as alive:
+                assert alive.status == 200 and (await alive.json()) == {"status": "ok"}
 
             async def counted() -> float:
                 async with session.get(internal + "/metrics") as response:

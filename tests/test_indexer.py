@@ -358,6 +358,48 @@ async def test_outbox_is_pruned_behind_the_checkpoint(
         await eventually(pruned, what="outbox pruned")
 
 
+async def test_an_abandoned_indexer_name_no_longer_stops_pruning(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    # An INDEXER_NAME renamed a while ago: its row sits at seq 0, last seen an hour ago.
+    await db.execute(
+        "INSERT INTO search_indexer_checkpoint (name, last_seq, seen_at)"
+        " VALUES ('retired', 0, now() - interval '1 hour')"
+    )
+    seller = await add_seller(db)
+    await add_products(db, seller, 50)
+    async with running_indexer(replace(settings, checkpoint_expiry_s=600)) as metrics:
+
+        async def pruned() -> bool:
+            await add_product(db, seller, "Nudge")  # a batch after the prune interval triggers a prune
+            left = await db.fetchval("SELECT count(*) FROM search_outbox WHERE seq <= $1", await checkpoint(db))
+            return left == 0 and metrics.pruned._value.get() >= 50
+
+        await eventually(pruned, what="outbox pruned past the abandoned name's checkpoint")
+        names = {r["name"] for r in await db.fetch("SELECT name FROM search_indexer_checkpoint")}
+        assert names == {"main"}
+        assert metrics.checkpoints_expired._value.get() == 1
+
+
+async def test_only_other_streams_unseen_for_the_expiry_are_forgotten(db: asyncpg.Connection) -> None:
+    from indexer.checkpoint import expire_checkpoints
+
+    await db.execute(
+        """INSERT INTO search_indexer_checkpoint (name, last_seq, seen_at) VALUES
+             ('main', 5, now() - interval '2 hours'), ('retired', 1, now() - interval '2 hours'),
+             ('reindex:products', 2, now() - interval '2 hours'), ('recent', 3, now() - interval '10 minutes')"""
+    )
+    assert await expire_checkpoints(db, "main", 3600) == [("retired", 1)]
+    rows = {
+        r["name"]: r["fresh"]
+        for r in await db.fetch(
+            "SELECT name, seen_at > now() - interval '1 minute' AS fresh FROM search_indexer_checkpoint"
+        )
+    }
+    # Its own row is seen now; a reindex hold is never expired here; a recent one stays.
+    assert rows == {"main": True, "reindex:products": False, "recent": False}
+
+
 async def test_reindex_under_concurrent_writes_loses_nothing_and_swaps_atomically(
     settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch, database_url: str
 ) -> None:

@@ -29,6 +29,8 @@ from proxy.params import (
     TEXT_PATTERN,
     SearchRequest,
     SuggestRequest,
+    encoded_param_names,
+    escape_problems,
     invalid_utf8_params,
     parse_search,
     parse_suggest,
@@ -170,6 +172,22 @@ def test_query_syntax_characters_are_plain_text(text: str) -> None:
 )
 def test_parameters_that_are_not_utf8_are_named(raw: str, bad: list[str]) -> None:
     assert invalid_utf8_params(raw) == bad
+
+
+@pytest.mark.parametrize(
+    ("raw", "encoded"),
+    [
+        ("pag%65=6", ["page"]),
+        ("%70%61%67%65=6&q=a&%71=b", ["page", "q"]),
+        ("page=6&q=wand", []),
+        ("utm%5Fsource=x&q=wand", []),
+        ("q=pag%65", []),
+        ("%FF=1", []),
+    ],
+)
+def test_known_names_sent_percent_encoded_are_named(raw: str, encoded: list[str]) -> None:
+    assert encoded_param_names(raw) == encoded
+    assert [name for name, _ in escape_problems(raw)] == encoded
 
 
 def test_utf8_check_is_per_endpoint() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 
 @pytest.fixture
@@ -77,6 +79,35 @@ async def test_bad_search_parameters_are_named(client: TestClient, query: str, p
 async def test_bad_suggestion_parameters_are_named(client: TestClient, query: str, parameter: str) -> None:
     body = await _problem(client, f"/api/search/suggestions?{query}")
     assert parameter in _named(body), body
+
+
+async def _get_as_written(client: TestClient, path: str) -> ClientResponse:
+    # yarl would decode %65 to "e" before sending: the bytes must go out as written.
+    return await client.session.get(client.make_url("").join(URL(path, encoded=True)))
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/api/search?q=wand&pag%65=6", "page"),
+        ("/api/search?%71=wand", "q"),
+        ("/api/search?q=wand&%73%69%7A%65=5", "size"),
+        ("/api/search?categor%79=props", "category"),
+        ("/api/search/suggestions?%71=har", "q"),
+    ],
+)
+async def test_a_known_parameter_with_a_percent_encoded_name_is_refused(
+    client: TestClient, path: str, parameter: str
+) -> None:
+    response = await _get_as_written(client, path)
+    assert response.status == 400, await response.text()
+    body = await response.json()
+    assert _named(body) == {parameter} and "percent-encoded" in body["invalid_params"][0]["reason"]
+
+
+async def test_an_unknown_parameter_may_have_an_encoded_name(client: TestClient) -> None:
+    response = await _get_as_written(client, "/api/search?utm%5Fsource=x&q=wand")
+    assert response.status == 200
 
 
 async def test_every_problem_is_listed_at_once(client: TestClient) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from proxy.readiness import Check, probe, readiness
+from proxy.readiness import Check, Recent, probe, readiness
 
 
 async def _answers(ok: bool, detail: str) -> tuple[bool, str]:
@@ -75,3 +75,38 @@ def test_the_proxy_is_unavailable_only_when_neither_backend_can_answer(
     assert body["backend"] == backend and body["engine_breaker"] == breaker
     assert body["checks"]["elasticsearch"] == {"ok": engine, "detail": "e"}
     assert set(body["checks"]) == {"elasticsearch", "redis", "postgres"}
+
+
+async def test_a_recent_check_is_reused_and_concurrent_callers_share_one() -> None:
+    now = [100.0]
+    recent: Recent[int] = Recent(1.0, clock=lambda: now[0])
+    release = asyncio.Event()
+
+    async def check() -> int:
+        await release.wait()
+        return recent.checks
+
+    waiting = [asyncio.ensure_future(recent.get(check)) for _ in range(50)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*waiting) == [1] * 50 and recent.checks == 1
+    now[0] += 0.99
+    assert await recent.get(check) == 1 and recent.checks == 1  # still recent
+    now[0] += 0.02
+    assert await recent.get(check) == 2 and recent.checks == 2  # a second later: checked again
+
+
+async def test_a_caller_cancelled_does_not_cancel_the_check_others_wait_for() -> None:
+    recent: Recent[str] = Recent(1.0)
+    release = asyncio.Event()
+
+    async def check() -> str:
+        await release.wait()
+        return "ok"
+
+    first = asyncio.ensure_future(recent.get(check))
+    second = asyncio.ensure_future(recent.get(check))
+    await asyncio.sleep(0)
+    first.cancel()
+    release.set()
+    assert await second == "ok" and recent.checks == 1

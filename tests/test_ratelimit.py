@@ -18,7 +18,7 @@ from proxy.app import create_app
 from proxy.ratelimit.identity import KeyLimit
 from proxy.state import LIMITER
 from tests.conftest import SearchCatalog, proxy_settings
-from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
+from tests.proxy_support import proxy_env, running_proxy, spawn_proxy, wait_healthy
 
 API_KEY = "partner-acme-7Hq2xLp9Vw"
 SLOW_REFILL_MS = 3_600_000  # an hour: nothing refills within a test
@@ -122,6 +122,69 @@ async def test_a_trusted_proxy_s_clients_each_get_their_own_bucket(
         first = await _statuses(client, "/api/search?q=dragon", 6, **{"X-Forwarded-For": "198.51.100.7"})
         second = await _statuses(client, "/api/search?q=dragon", 6, **{"X-Forwarded-For": "1.1.1.1, 198.51.100.8"})
         assert first == second == [200] * 5 + [429]
+
+
+async def test_many_ipv6_addresses_of_one_network_behind_a_trusted_proxy_share_one_budget(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    import ipaddress
+
+    settings = _settings(search_catalog, stack_urls, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+    async with TestClient(TestServer(create_app(settings))) as client:
+        # One host rotating through its /64: a fresh address each request, one budget for all.
+        statuses = [
+            (await client.get("/api/search?q=dragon", headers={"X-Forwarded-For": f"2001:db8:7:8:{n:x}::{n:x}"})).status
+            for n in range(1, 8)
+        ]
+        assert statuses == [200] * 5 + [429, 429]
+        other = await client.get("/api/search?q=dragon", headers={"X-Forwarded-For": "2001:db8:7:9::1"})
+        assert other.status == 200  # the next /64 is someone else
+        mapped = await _statuses(client, "/api/search?q=dragon", 6, **{"X-Forwarded-For": "::ffff:198.51.100.9"})
+        assert mapped == [200] * 5 + [429]
+        assert (await client.get("/api/search?q=dragon", headers={"X-Forwarded-For": "198.51.100.9"})).status == 429
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_thousands_of_requests_with_large_varied_headers_leave_the_proxy_s_memory_flat(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    env = proxy_env(
+        search_catalog,
+        stack_urls,
+        RATE_LIMIT_ENABLED="true",
+        RATE_LIMIT_MAX="1000000",
+        TRUSTED_PROXIES="127.0.0.0/8",
+        CACHE_ENABLED="true",
+    )
+    async with running_proxy(env) as (proc, url):
+        filler = "x" * 7_000
+
+        def headers(n: int) -> dict[str, str]:
+            # Every request a new identity's worth of bytes: a junk-padded chain and a long unknown key.
+            return {"X-Forwarded-For": f"{filler}{n}, 198.51.{n // 256 % 256}.{n % 256}", "X-API-Key": f"{n}{filler}"}
+
+        async with aiohttp.ClientSession(url) as session:
+
+            async def send(first: int, count: int) -> None:
+                for n in range(first, first + count):
+                    async with session.get("/api/search?q=wand", headers=headers(n)) as response:
+                        assert response.status == 200, await response.text()
+                        await response.read()
+
+            async def sends(first: int, count: int) -> None:
+                await asyncio.gather(*(send(first + i * count // 8, count // 8) for i in range(8)))
+
+            await sends(0, 800)  # warm: pools, caches, allocator arenas
+            start = _rss_bytes(proc.pid)
+            await sends(800, 4_000)  # 4,000 x 14 KB of headers = 56 MB if any of it were kept
+            grown = _rss_bytes(proc.pid) - start
+        assert grown < 6 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB"
 
 
 async def test_tokens_refill_at_the_configured_rate(search_catalog: SearchCatalog, stack_urls: StackUrls) -> None:

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from catalog.config import ConfigError
 from proxy.ratelimit.identity import (
+    MAX_FORWARDED_HOPS,
     Client,
     KeyLimit,
+    address_id,
     api_keys_from_env,
     client_address,
     identify,
@@ -146,8 +148,36 @@ def test_no_address_is_the_shared_unknown_client() -> None:
     assert identify(None, [], KEY, TRUSTED, KEYS).id == key_id(KEY)
 
 
-def test_an_ipv6_client_is_its_compressed_address() -> None:
-    assert identify("2001:db8:0::7", [], None, TRUSTED, KEYS).id == "ip:2001:db8::7"
+def test_an_ipv6_client_is_its_network_by_default() -> None:
+    assert identify("2001:db8:0:1::7", [], None, TRUSTED, KEYS).id == "ip:2001:db8:0:1::/64"
+
+
+def test_at_prefix_128_an_ipv6_client_is_its_compressed_address() -> None:
+    assert identify("2001:db8:0::7", [], None, TRUSTED, KEYS, ipv6_prefix=128).id == "ip:2001:db8::7"
+
+
+def test_addresses_of_one_network_behind_a_trusted_proxy_share_one_client() -> None:
+    ids = {identify("10.0.0.1", [f"2001:db8:5:6:{n:x}::{n:x}"], None, TRUSTED, KEYS).id for n in range(1, 500)}
+    assert ids == {"ip:2001:db8:5:6::/64"}
+    assert identify("10.0.0.1", ["2001:db8:5:7::1"], None, TRUSTED, KEYS).id == "ip:2001:db8:5:7::/64"
+    assert identify("10.0.0.1", ["2001:db8:5:7::1"], None, TRUSTED, KEYS, ipv6_prefix=48).id == "ip:2001:db8:5::/48"
+
+
+def test_an_ipv4_mapped_client_is_its_ipv4_address_not_a_network() -> None:
+    assert identify("10.0.0.1", ["::ffff:203.0.113.9"], None, TRUSTED, KEYS).id == "ip:203.0.113.9"
+    assert identify("::ffff:203.0.113.9", [], None, TRUSTED, KEYS).id == "ip:203.0.113.9"
+
+
+def test_a_long_chain_of_trusted_hops_is_read_only_to_the_hop_limit() -> None:
+    chain = ["203.0.113.7", *["10.0.0.2"] * (MAX_FORWARDED_HOPS + 5)]
+    # The client far left is past the limit: the walk stops at the last trusted hop it read.
+    assert address("10.0.0.1", ", ".join(chain)) == "10.0.0.2"
+    within = ["203.0.113.8", *["10.0.0.2"] * (MAX_FORWARDED_HOPS - 1)]
+    assert address("10.0.0.1", ", ".join(within)) == "203.0.113.8"
+
+
+def test_an_overlong_entry_is_junk() -> None:
+    assert address("10.0.0.1", "203.0.113.7, " + "1" * 10_000) == "10.0.0.1"
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -174,7 +204,7 @@ forged_entries = st.lists(
 def test_an_untrusted_peer_is_itself_whatever_it_sends(
     peer: ipaddress.IPv4Address | ipaddress.IPv6Address, forwarded_for: list[str]
 ) -> None:
-    expected = f"ip:{_normalised(peer)}"
+    expected = address_id(_normalised(peer))
     assert identify(str(peer), forwarded_for, None, TRUSTED, KEYS).id == expected
     assert identify(str(peer), forwarded_for, OTHER_KEY, TRUSTED, KEYS).id == expected
 
@@ -196,7 +226,7 @@ def test_behind_one_trusted_proxy_the_client_is_what_the_proxy_appended(
         forwarded_for = [*forged, str(client)]
     else:
         forwarded_for = [*forged[:-1], f"{forged[-1]}, {client}"]
-    assert identify(proxy, forwarded_for, None, TRUSTED, KEYS).id == f"ip:{_normalised(client)}"
+    assert identify(proxy, forwarded_for, None, TRUSTED, KEYS).id == address_id(_normalised(client))
 
 
 # --- configuration -----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ KINDS = (
     "job-batch-v1",
     "horizontalpodautoscaler-autoscaling-v2",
     "poddisruptionbudget-policy-v1",
+    "networkpolicy-networking-v1",
 )
 OUT = Path(__file__).resolve().parent / "k8s"
 

@@ -43,7 +43,7 @@ from typing import Any, Final
 
 import orjson
 
-from catalog.document import PRODUCT_ROWS_SQL, product_document
+from catalog.document import PRODUCT_ROWS_SQL, UnindexableRow, product_document
 from catalog.mapping import PRICE_BUCKETS
 from proxy.answers import starts_near
 from proxy.params import SearchRequest, Sort, SuggestRequest
@@ -277,7 +277,11 @@ def _source(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _decoded_source(row: Mapping[str, Any]) -> dict[str, Any]:
     """The same for a product row that came back as JSON, with its timestamps as text."""
-    return _source({**row, **{c: datetime.fromisoformat(row[c]) for c in ("created_at", "updated_at")}})
+    try:
+        stamps = {c: datetime.fromisoformat(row[c]) for c in ("created_at", "updated_at")}
+    except (TypeError, ValueError):  # "-infinity" as Postgres writes it (issue 23)
+        raise UnindexableRow(row.get("id"), "a timestamp is not finite") from None
+    return _source({**row, **stamps})
 
 
 def highlight(name: str, terms: Sequence[str], *, typo: bool) -> str | None:
@@ -299,8 +303,13 @@ def highlight(name: str, terms: Sequence[str], *, typo: bool) -> str | None:
     return "".join(parts)
 
 
-def _hit(row: Mapping[str, Any], strategy: SearchStrategy) -> dict[str, Any]:
-    source = _decoded_source(row)
+def _hit(row: Mapping[str, Any], strategy: SearchStrategy) -> dict[str, Any] | None:
+    """The hit of a matched row; None for a row the index would not hold either (it is set
+    aside by the indexer, which logs it: a search showing it must not fail)."""
+    try:
+        source = _decoded_source(row)
+    except UnindexableRow:
+        return None
     hit: dict[str, Any] = {"_id": source["id"], "_source": source}
     marked = highlight(source["name"], strategy.terms, typo=strategy.typo)
     if marked is not None:
@@ -329,7 +338,7 @@ def search_response(row: Mapping[str, Any] | None, strategy: SearchStrategy | No
     if row is None or strategy is None:
         row, hits = {"total": 0}, []
     else:
-        hits = [_hit(product, strategy) for product in _json(row["hits"]) or ()]
+        hits = [hit for product in _json(row["hits"]) or () if (hit := _hit(product, strategy)) is not None]
     return _response(
         int(row["total"]),
         hits,
@@ -489,9 +498,12 @@ def product_statement(product_id: int) -> Statement:
 
 def product_response(row: Mapping[str, Any] | None, took_ms: int = 0) -> dict[str, Any]:
     """The engine-shaped answer ``proxy.query.build_product`` asks for: one hit, or none."""
-    if row is None:
+    try:
+        source = None if row is None else _source(row)
+    except UnindexableRow:
+        source = None  # not in the index either: not found, as the engine would say
+    if source is None:
         return _response(0, [], took_ms)
-    source = _source(row)
     return _response(1, [{"_id": source["id"], "_source": source}], took_ms)
 
 

@@ -15,9 +15,12 @@ Decisions:
   stored key's, so timing tells an attacker nothing about a key's characters.
 - **Otherwise the client is its address**, ``ip:<address>``: IPv6 compressed (``2001:db8::1``),
   an IPv4-mapped IPv6 address as its IPv4 (``::ffff:192.0.2.1`` is ``192.0.2.1``), a zone
-  (``%eth0``) dropped. Each IPv6 address is its own client. A host usually holds a whole /64 and
-  can rotate within it; grouping IPv6 clients by /64 would close that gap at the cost of sharing
-  a bucket between the hosts of one network, and would be a setting of its own.
+  (``%eth0``) dropped.
+- **IPv6 clients are grouped by network** (``RATE_LIMIT_IPV6_PREFIX``, default 64): a host is
+  usually assigned a whole /64 and can rotate its source address within it at will, so per
+  address it would get a fresh budget with every request (and evict others from the per-worker
+  state). The client is then ``ip:2001:db8:1:2::/64``; the hosts of one /64 share a bucket.
+  128 keeps one bucket per address (``ip:2001:db8::1``). IPv4 is never grouped.
 - **``X-Forwarded-For`` is believed only from a trusted peer** (``TRUSTED_PROXIES``). Anyone can
   write the header, so from any other peer it is ignored and the client is the peer itself.
 - **From a trusted peer, the right-most untrusted address is the client.** Each proxy appends
@@ -31,6 +34,9 @@ Decisions:
   ``192.0.2.1:5678``, ``[2001:db8::1]:443`` and ``[2001:db8::1]`` are the address alone;
   ``2001:db8::1:443`` is an IPv6 address (unbracketed IPv6 takes no port).
 - **If every entry is trusted**, the client is the left-most one (a request from inside).
+- **Bounded work**: at most :data:`MAX_FORWARDED_HOPS` entries are read from the right (a chain
+  of trusted hops longer than that stops the walk as junk does), and an entry longer than
+  :data:`MAX_ENTRY_CHARS` is junk, so a megabyte of header costs no more than a few entries.
 - **No address at all** (no peer, or one that is not an IP address): the shared ``ip:unknown``.
 - Only ``X-Forwarded-For`` is read, not the RFC 7239 ``Forwarded`` header.
 
@@ -72,6 +78,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 UNKNOWN_CLIENT_ID: Final = "ip:unknown"
+DEFAULT_IPV6_PREFIX: Final = 64
+# Wider than any network a single host is assigned; narrower than the whole address.
+MIN_IPV6_PREFIX: Final = 32
+MAX_IPV6_PREFIX: Final = 128
+# Real chains are a CDN, a load balancer and an ingress or two; anything longer is junk.
+MAX_FORWARDED_HOPS: Final = 16
+# "[ffff:...:ffff%zone]:65535" fits with room for a zone name; longer is not an address.
+MAX_ENTRY_CHARS: Final = 64
 KEY_ID_HEX_CHARS: Final = 16
 MIN_KEY_CHARS: Final = 16
 MAX_KEY_CHARS: Final = 200
@@ -140,6 +154,31 @@ def _trusted(address: IPAddress, trusted: tuple[Network, ...]) -> bool:
     return any(address in network for network in trusted)
 
 
+def _client_address(peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]) -> IPAddress | None:
+    if peer is None:
+        return None
+    hop = _address(peer)
+    if hop is None:
+        return None
+    if not forwarded_for or not _trusted(hop, trusted):
+        return hop
+    # rsplit from the right: entries beyond the hop limit are never even split apart.
+    entries = ",".join(forwarded_for).rsplit(",", MAX_FORWARDED_HOPS)
+    if len(entries) > MAX_FORWARDED_HOPS:
+        del entries[0]  # the unread rest: the walk stops before it, as at junk
+    for raw in reversed(entries):
+        entry = raw.strip()
+        if not entry:
+            continue
+        address = _forwarded_address(entry) if len(entry) <= MAX_ENTRY_CHARS else None
+        if address is None:
+            break  # junk: nothing further left is believed; the last trusted hop is the client
+        if not _trusted(address, trusted):
+            return address
+        hop = address
+    return hop
+
+
 def client_address(peer: str | None, forwarded_for: list[str], trusted: tuple[Network, ...]) -> str | None:
     """The client's normalised address, or None when the peer is missing or not an IP address.
 
@@ -147,25 +186,16 @@ def client_address(peer: str | None, forwarded_for: list[str], trusted: tuple[Ne
     ``X-Forwarded-For`` value, in order (``request.headers.getall(..., [])``); ``trusted`` is
     ``TRUSTED_PROXIES``. See the module docstring for the rules.
     """
-    if peer is None:
-        return None
-    hop = _address(peer)
-    if hop is None:
-        return None
-    if not forwarded_for or not _trusted(hop, trusted):
-        return str(hop)
-    entries = ",".join(forwarded_for).split(",")
-    for raw in reversed(entries):
-        entry = raw.strip()
-        if not entry:
-            continue
-        address = _forwarded_address(entry)
-        if address is None:
-            break  # junk: nothing further left is believed; the last trusted hop is the client
-        if not _trusted(address, trusted):
-            return str(address)
-        hop = address
-    return str(hop)
+    address = _client_address(peer, forwarded_for, trusted)
+    return None if address is None else str(address)
+
+
+def address_id(address: IPAddress, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> str:
+    """The bucket id of an address: ``ip:<IPv4>``, or ``ip:<IPv6 network>/<prefix>`` (the
+    address itself at 128)."""
+    if isinstance(address, ipaddress.IPv4Address) or ipv6_prefix >= MAX_IPV6_PREFIX:
+        return f"ip:{address}"
+    return f"ip:{ipaddress.IPv6Network((address, ipv6_prefix), strict=False)}"
 
 
 # --- identities ------------------------------------------------------------------------------
@@ -182,14 +212,16 @@ def identify(
     api_key: str | None,
     trusted: tuple[Network, ...],
     keys: Mapping[str, KeyLimit],
+    ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
 ) -> Client:
-    """The client a request counts against: a known API key, else its address, else ``ip:unknown``."""
+    """The client a request counts against: a known API key, else its address (IPv6 by its
+    ``ipv6_prefix`` network), else ``ip:unknown``."""
     if api_key:
         limit = keys.get(api_key)
         if limit is not None:
             return Client(key_id(api_key), limit)
-    address = client_address(peer, forwarded_for, trusted)
-    return Client(UNKNOWN_CLIENT_ID if address is None else "ip:" + address, None)
+    address = _client_address(peer, forwarded_for, trusted)
+    return Client(UNKNOWN_CLIENT_ID if address is None else address_id(address, ipv6_prefix), None)
 
 
 # --- configuration ---------------------------------------------------------------------------

@@ -24,15 +24,23 @@ locally for at most :data:`LEASE_SECONDS`. The tokens are taken from the shared 
 so no worker ever admits more than the bucket allows; a lease left unspent is lost (at most
 ``LEASE_SHARE`` of the budget per lease period). Near the limit every request is decided in
 Redis, exactly.
+
+**Bounded memory.** What a worker remembers per client (identities, leases, fallback buckets)
+is bounded by bytes, not only by count, and keyed by what identity reads: the peer and the
+``X-Forwarded-For`` values a trusted proxy sent, only while those are short
+(:data:`MAX_REMEMBERED_FORWARDED_CHARS`); a known ``X-API-Key`` is looked up in the configured
+keys and never remembered, an unknown one is ignored. Headers an attacker makes large or varied
+are read, never kept (issue 23: 50 requests with 1 MB of headers kept 47 MB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, TypeVar, get_args
+from typing import Final, Generic, Literal, TypeVar, get_args
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -40,14 +48,20 @@ from redis.exceptions import RedisError
 from proxy.breaker import Breaker
 from proxy.ratelimit.batch import Batcher
 from proxy.ratelimit.bucket import Bucket, Decision, take
-from proxy.ratelimit.identity import Client, KeyLimit, Network, identify
+from proxy.ratelimit.identity import DEFAULT_IPV6_PREFIX, Client, KeyLimit, Network, identify, key_id
 from proxy.ratelimit.script import RedisBuckets
 
 Fallback = Literal["local", "open", "closed"]
 FALLBACKS: Final = get_args(Fallback)
 
-# Clients remembered per worker (identities, leases, fallback buckets), at most each.
-_CLIENTS_KEPT: Final = 100_000
+# What a worker remembers per client, at most, in bytes: identities, leases, fallback buckets.
+IDENTITIES_MAX_BYTES: Final = 4 << 20
+LEASES_MAX_BYTES: Final = 8 << 20
+LOCAL_BUCKETS_MAX_BYTES: Final = 8 << 20
+# Longer X-Forwarded-For values are read each time, never remembered (a real chain is < 100).
+MAX_REMEMBERED_FORWARDED_CHARS: Final = 256
+# An entry's bookkeeping beyond its strings: the dict slot, the tuple, the value object.
+_ENTRY_OVERHEAD: Final = 200
 # Leases (see the module docstring).
 LEASE_MIN_CAPACITY: Final = 100
 LEASE_SHARE: Final = 0.05
@@ -57,12 +71,40 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def _remember(store: dict[K, V], key: K, value: V) -> None:
-    """``store[key] = value``, keeping at most ``_CLIENTS_KEPT``: when full, the oldest half goes."""
-    if key not in store and len(store) >= _CLIENTS_KEPT:
-        for old in list(store)[: _CLIENTS_KEPT // 2]:
-            del store[old]
-    store[key] = value
+class Remembered(Generic[K, V]):
+    """A dict bounded by an estimate of its bytes: when a new entry would pass ``max_bytes``, the
+    oldest entries go until half the budget is free (one sweep pays for many insertions)."""
+
+    __slots__ = ("_entries", "bytes", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[K, tuple[V, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K) -> V | None:
+        found = self._entries.get(key)
+        return None if found is None else found[0]
+
+    def put(self, key: K, value: V, size: int) -> None:
+        """``self[key] = value``, counted as ``size`` bytes."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        if self.bytes + size > self.max_bytes:
+            for stale in list(self._entries):
+                if self.bytes + size <= self.max_bytes // 2:
+                    break
+                self.bytes -= self._entries.pop(stale)[1]
+        self._entries[key] = (value, size)
+        self.bytes += size
+
+
+def _id_size(client_id: str) -> int:
+    return _ENTRY_OVERHEAD + sys.getsizeof(client_id)
 
 
 @dataclass(slots=True)
@@ -93,21 +135,24 @@ class Limiter:
         trusted: tuple[Network, ...],
         timeout: float,
         fallback: Fallback,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
         breaker: Breaker | None = None,
         on_round_trip: Callable[[float, bool], None] = lambda seconds, failed: None,
     ) -> None:
         self._default = default
-        self._keys = keys
+        # A known key's client, made once: the raw key is looked up, never remembered.
+        self._key_clients = {key: Client(key_id(key), limit) for key, limit in keys.items()}
         self._trusted = trusted
+        self._ipv6_prefix = ipv6_prefix
         self._timeout = timeout
         self._fallback = fallback
         self.breaker = breaker or Breaker()
         self._on_round_trip = on_round_trip
         self._batcher = Batcher(buckets, timeout, self._round_trip_done)
-        self._local: dict[str, Bucket] = {}
-        self._leases: dict[str, _Lease] = {}
+        self._local: Remembered[str, Bucket] = Remembered(LOCAL_BUCKETS_MAX_BYTES)
+        self._leases: Remembered[str, _Lease] = Remembered(LEASES_MAX_BYTES)
         self._leasing: dict[str, asyncio.Future[None]] = {}  # a lease request in flight, per client
-        self._clients: dict[tuple[str | None, tuple[str, ...], str | None], Client] = {}
+        self.identities: Remembered[tuple[str | None, str], Client] = Remembered(IDENTITIES_MAX_BYTES)
         self.redis_calls = 0  # decisions that went to Redis (the tests count leases with it)
 
     def _round_trip_done(self, seconds: float, failed: bool) -> None:
@@ -123,13 +168,23 @@ class Limiter:
 
     def client(self, request: web.BaseRequest) -> Client:
         """Who sent ``request``: :func:`~proxy.ratelimit.identity.identify`, remembered per
-        (peer, X-Forwarded-For, X-API-Key) — it is pure, and the same clients come back."""
+        (peer, X-Forwarded-For) while that is short — it is pure, and the same clients come back."""
         headers = request.headers
-        seen = (request.remote, tuple(headers.getall("X-Forwarded-For", ())), headers.get("X-API-Key"))
-        client = self._clients.get(seen)
+        api_key = headers.get("X-API-Key")
+        if api_key:
+            known = self._key_clients.get(api_key)
+            if known is not None:
+                return known
+        forwarded = headers.getall("X-Forwarded-For", [])
+        joined = forwarded[0] if len(forwarded) == 1 else ",".join(forwarded)
+        if len(joined) > MAX_REMEMBERED_FORWARDED_CHARS:
+            return identify(request.remote, forwarded, None, self._trusted, {}, self._ipv6_prefix)
+        seen = (request.remote, joined)
+        client = self.identities.get(seen)
         if client is None:
-            client = identify(seen[0], list(seen[1]), seen[2], self._trusted, self._keys)
-            _remember(self._clients, seen, client)
+            client = identify(seen[0], [joined] if joined else [], None, self._trusted, {}, self._ipv6_prefix)
+            size = _ENTRY_OVERHEAD + sys.getsizeof(seen[0] or "") + sys.getsizeof(joined) + sys.getsizeof(client.id)
+            self.identities.put(seen, client, size)
         return client
 
     async def admit(self, request: web.BaseRequest, cost: float) -> Admission:
@@ -183,11 +238,8 @@ class Limiter:
 
     def _keep_lease(self, client_id: str, tokens: float, decision: Decision) -> None:
         """Remember the decision (its remaining decides the next lease) and any leased tokens."""
-        _remember(
-            self._leases,
-            client_id,
-            _Lease(tokens, time.monotonic() + LEASE_SECONDS, decision.remaining, decision.reset_ms),
-        )
+        lease = _Lease(tokens, time.monotonic() + LEASE_SECONDS, decision.remaining, decision.reset_ms)
+        self._leases.put(client_id, lease, _id_size(client_id))
 
     def _from_lease(self, client_id: str, cost: float) -> Decision | None:
         lease = self._leases.get(client_id)
@@ -206,7 +258,7 @@ class Limiter:
         now_ms = int(time.monotonic() * 1000)
         if self._fallback == "local":
             decision = take(self._local.get(client_id), now_ms, cost, limit.max, limit.ttl_ms)
-            _remember(self._local, client_id, decision.bucket)
+            self._local.put(client_id, decision.bucket, _id_size(client_id))
             return decision
         allowed = self._fallback == "open"
         return Decision(

@@ -1,0 +1,105 @@
+"""What the engine refuses is retried, split or set aside by its cause — never dropped unread.
+
+A read-only index (``index.blocks.write``: a full disk, a snapshot restore, a shrink) pauses the
+stream; a batch over the engine's request size is split down to single documents; only a
+document's own fault is set aside.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from elasticsearch import AsyncElasticsearch
+
+from devstack.stack import StackUrls
+from indexer.settings import IndexerSettings
+from tests.indexer_support import (
+    add_product,
+    add_seller,
+    engine_front,
+    eventually,
+    indexed,
+    indexer_settings,
+    running_indexer,
+    searchable,
+)
+
+
+@pytest.fixture
+def settings(stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str) -> IndexerSettings:
+    return indexer_settings(stack_urls, database_url, index_alias, redis_prefix)
+
+
+async def _checkpoint(db: asyncpg.Connection) -> int:
+    return int(
+        await db.fetchval("SELECT coalesce(max(last_seq), 0) FROM search_indexer_checkpoint WHERE name = 'main'")
+    )
+
+
+async def test_a_read_only_index_pauses_the_stream_without_losing_a_change_and_it_resumes_when_lifted(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    alias = settings.search_index
+    seller = await add_seller(db)
+    async with running_indexer(settings) as metrics:
+        first = await add_product(db, seller, "Before The Block")
+        await eventually(lambda: indexed(engine, alias, first), what="a change before the block")
+        await engine.indices.put_settings(index=alias, settings={"index.blocks.write": True})
+        try:
+            blocked = await add_product(db, seller, "During The Block")
+            seq = int(await db.fetchval("SELECT max(seq) FROM search_outbox"))
+
+            async def refused() -> bool:
+                errors = metrics.errors
+                return (
+                    errors.labels(kind="bulk_item_retryable")._value.get()
+                    + errors.labels(kind="engine_request")._value.get()
+                ) >= 2
+
+            await eventually(refused, what="the blocked write refused and retried")
+            assert await indexed(engine, alias, blocked) is None
+            assert await _checkpoint(db) < seq  # the stream waits at the change; nothing is skipped
+            assert metrics.dead_lettered.labels(stage="engine")._value.get() == 0
+        finally:
+            await engine.indices.put_settings(index=alias, settings={"index.blocks.write": None})
+        await eventually(lambda: indexed(engine, alias, blocked), what="the change once the block is lifted")
+
+        async def past() -> bool:
+            return await _checkpoint(db) >= seq
+
+        await eventually(past, what="the checkpoint past the change")
+        assert await db.fetchval("SELECT count(*) FROM search_dead_letters") == 0
+
+
+async def test_a_batch_over_the_engine_request_limit_is_split_and_only_a_document_too_large_alone_is_set_aside(
+    settings: IndexerSettings, db: asyncpg.Connection, engine: AsyncElasticsearch
+) -> None:
+    alias = settings.search_index
+    seller = await add_seller(db)
+    async with engine_front(settings.elasticsearch_node, max_bytes=8_000) as front:
+        from dataclasses import replace
+
+        async with running_indexer(replace(settings, elasticsearch_node=front.url)) as metrics:
+            async with db.transaction():  # one batch: ~30 KB, over the limit as a whole
+                ids = [await add_product(db, seller, f"Scroll {n}") for n in range(20)]
+                await db.execute(
+                    "UPDATE products SET description = repeat('parchment ', 100) WHERE id = ANY($1::bigint[])", ids
+                )
+                huge = await add_product(db, seller, "Unabridged Scroll")
+                await db.execute("UPDATE products SET description = repeat('parchment ', 990) WHERE id = $1", huge)
+            for product_id in ids:
+                await eventually(
+                    lambda product_id=product_id: searchable(engine, alias, product_id), what="a split write"
+                )
+
+            async def set_aside() -> bool:
+                return bool(await db.fetchval("SELECT count(*) FROM search_dead_letters WHERE product_id = $1", huge))
+
+            await eventually(set_aside, what="the document too large alone set aside")
+            reason = await db.fetchval("SELECT reason FROM search_dead_letters WHERE product_id = $1", huge)
+            assert "413" in reason
+            assert await indexed(engine, alias, huge) is None
+            assert metrics.errors.labels(kind="bulk_too_large")._value.get() >= 3  # the batch, then halves
+            assert metrics.dead_lettered.labels(stage="engine")._value.get() == 1
+            later = await add_product(db, seller, "After The Scrolls")
+            await eventually(lambda: indexed(engine, alias, later), what="the stream carrying on")
