@@ -256,6 +256,8 @@ ROUTES: Final[tuple[Route[Any], ...]] = (
         cost=_flat_cost("seller"),
     ),
 )
+# A request's (key, parsed request), once its route has parsed it.
+PARSED: Final = web.RequestKey("parsed", tuple)
 # By template (aiohttp's canonical form of a matched resource): how middleware finds a route.
 ROUTES_BY_PATH: Final[Mapping[str, Route[Any]]] = {route.path: route for route in ROUTES}
 
@@ -273,9 +275,10 @@ def request_cost(route: Route[Any], costs: Mapping[str, float], request: web.Req
     """What ``request`` costs on ``route``, from its parsed form; a request that does not parse
     pays the route's own price (and gets its 400 from the handler)."""
     try:
-        return route.cost(costs, route.parse(request)[1])
+        parsed = request[PARSED] = route.parse(request)  # the handler reuses it (long queries are not memoised)
     except ProblemError:  # the handler's parse raises it again, inside the problems middleware
         return costs[route.name]
+    return route.cost(costs, parsed[1])
 
 
 def answer_headers(caching: HttpCaching, served: Served, *, keyed: bool) -> dict[str, str]:
@@ -324,7 +327,8 @@ def handler(route: Route[P]) -> Callable[[web.Request], Awaitable[web.Response]]
 
     async def handle(request: web.Request) -> web.Response:
         app = request.app
-        key, parsed = route.parse(request)
+        # Parsed once: by the rate-limit middleware when limiting is on, else here.
+        key, parsed = request.get(PARSED) or route.parse(request)
         calls = Calls()
         fallback = app[FALLBACK] is not None
         served = await app[CACHE].answer(
