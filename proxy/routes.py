@@ -215,22 +215,50 @@ _SUGGEST: Final[ParsedQueries[SuggestRequest]] = ParsedQueries(parse_suggest, SU
 
 ROUTES: Final[tuple[Route[Any], ...]] = (
     Route(
-        "search", "/api/search", _SEARCH, _search_cache_key, produce_search, fallback_search, _search_cost,
-        memo=_SEARCH, by_backend=True,
+        name="search",
+        path="/api/search",
+        parse=_SEARCH,
+        cache_key=_search_cache_key,
+        produce=produce_search,
+        fallback=fallback_search,
+        cost=_search_cost,
+        memo=_SEARCH,
+        by_backend=True,
     ),
     Route(
-        "suggestions", "/api/search/suggestions", _SUGGEST, _same_key, produce_suggestions, fallback_suggestions,
-        _flat_cost("suggestions"), memo=_SUGGEST, by_backend=True,
+        name="suggestions",
+        path="/api/search/suggestions",
+        parse=_SUGGEST,
+        cache_key=_same_key,
+        produce=produce_suggestions,
+        fallback=fallback_suggestions,
+        cost=_flat_cost("suggestions"),
+        memo=_SUGGEST,
+        by_backend=True,
     ),
     Route(
-        "product", "/api/products/{id}", _product_id, _same_key, produce_product, fallback_product,
-        _flat_cost("product"), pattern="/api/products/{id:[^/]+}",
+        name="product",
+        path="/api/products/{id}",
+        pattern="/api/products/{id:[^/]+}",
+        parse=_product_id,
+        cache_key=_same_key,
+        produce=produce_product,
+        fallback=fallback_product,
+        cost=_flat_cost("product"),
     ),
     Route(
-        "seller", "/api/sellers/{id}", _seller_id, _same_key, produce_seller, fallback_seller,
-        _flat_cost("seller"), pattern="/api/sellers/{id:[^/]+}",
+        name="seller",
+        path="/api/sellers/{id}",
+        pattern="/api/sellers/{id:[^/]+}",
+        parse=_seller_id,
+        cache_key=_same_key,
+        produce=produce_seller,
+        fallback=fallback_seller,
+        cost=_flat_cost("seller"),
     ),
-)  # fmt: skip
+)
+# A request's (key, parsed request), once its route has parsed it.
+PARSED: Final = web.RequestKey("parsed", tuple)
 # By template (aiohttp's canonical form of a matched resource): how middleware finds a route.
 ROUTES_BY_PATH: Final[Mapping[str, Route[Any]]] = {route.path: route for route in ROUTES}
 
@@ -248,9 +276,10 @@ def request_cost(route: Route[Any], costs: Mapping[str, float], request: web.Req
     """What ``request`` costs on ``route``, from its parsed form; a request that does not parse
     pays the route's own price (and gets its 400 from the handler)."""
     try:
-        return route.cost(costs, route.parse(request)[1])
+        parsed = request[PARSED] = route.parse(request)  # the handler reuses it (long queries are not memoised)
     except ProblemError:  # the handler's parse raises it again, inside the problems middleware
         return costs[route.name]
+    return route.cost(costs, parsed[1])
 
 
 def answer_headers(caching: HttpCaching, served: Served, *, keyed: bool) -> dict[str, str]:
@@ -299,7 +328,8 @@ def handler(route: Route[P]) -> Callable[[web.Request], Awaitable[web.Response]]
 
     async def handle(request: web.Request) -> web.Response:
         app = request.app
-        key, parsed = route.parse(request)
+        # Parsed once: by the rate-limit middleware when limiting is on, else here.
+        key, parsed = request.get(PARSED) or route.parse(request)
         calls = Calls()
         fallback = app[FALLBACK] is not None
         served = await app[CACHE].answer(

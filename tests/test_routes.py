@@ -7,11 +7,12 @@ import tracemalloc
 from collections.abc import Callable
 
 import orjson
+from aiohttp import web
 
 from proxy.openapi import openapi_bytes
 from proxy.params import SEARCH_PARAMS, parse_search
 from proxy.ratelimit.costs import DEEP_PAGE, DEFAULT_COSTS
-from proxy.routes import MEMO_MAX_BYTES, MEMO_MAX_QUERY_CHARS, ROUTES, ROUTES_BY_PATH, ParsedQueries
+from proxy.routes import MEMO_MAX_BYTES, MEMO_MAX_QUERY_CHARS, ROUTES, ROUTES_BY_PATH, ParsedQueries, add_routes
 
 
 def _retained_while(fill: Callable[[], object]) -> int:
@@ -83,3 +84,12 @@ def test_every_route_is_priced_documented_and_declared_once() -> None:
         assert route.name in DEFAULT_COSTS, route.name
         assert route.path in documented, route.path
         assert documented[route.path]["get"]["operationId"] == route.name
+
+
+def test_the_router_s_templates_are_the_declared_paths() -> None:
+    # The request metrics label a response by its resource's template; the limiter and the fast
+    # path find a route by the same string.
+    app = web.Application()
+    add_routes(app)
+    templates = {resource.canonical for resource in app.router.resources()}
+    assert {route.path for route in ROUTES} <= templates
