@@ -14,11 +14,12 @@ import asyncio
 import base64
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -88,16 +89,27 @@ def _browse(proxy_url: str) -> Browse | None:
         return None  # 503 while no backend answers, or not listening yet
 
 
-def _alias_exists(engine_url: str, alias: str) -> bool:
-    """Whether the engine has the search alias (the indexer creates it once the index is built)."""
-    parts = urlsplit(engine_url)
+def _alias_exists(engine_url: str, alias: str, env: Mapping[str, str]) -> bool:
+    """Whether the engine has the search alias (the indexer creates it once the index is built).
+
+    An engine the environment names may be secured: the credentials and CA the services use
+    (``ELASTICSEARCH_API_KEY``, ``ELASTICSEARCH_USERNAME``/``_PASSWORD`` or the URL's own, and
+    ``ELASTICSEARCH_CA_CERTS``) are used here too, or "ready" would never come.
+    """
+    parts = urlsplit(engine_url.split(",")[0].strip())  # a cluster's nodes share their aliases
     host = parts.netloc.rpartition("@")[2]
     request = urllib.request.Request(f"{parts.scheme}://{host}{parts.path.rstrip('/')}/_alias/{alias}")
+    user, password = env.get("ELASTICSEARCH_USERNAME"), env.get("ELASTICSEARCH_PASSWORD")
     if parts.username is not None:
-        token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+        user, password = unquote(parts.username), unquote(parts.password or "")
+    if env.get("ELASTICSEARCH_API_KEY"):
+        request.add_header("Authorization", f"ApiKey {env['ELASTICSEARCH_API_KEY']}")
+    elif user:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
+    context = ssl.create_default_context(cafile=env.get("ELASTICSEARCH_CA_CERTS") or None)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return response.status == 200
     except OSError:
         return False  # 404 until the alias exists
@@ -123,6 +135,7 @@ def _wait_for_catalog(
     proxy_url: str,
     engine_url: str,
     alias: str,
+    env: Mapping[str, str],
     expected: int,
     children: dict[str, subprocess.Popen[bytes]],
     stop: Callable[[], bool],
@@ -132,7 +145,7 @@ def _wait_for_catalog(
     ends the wait."""
     started = last_report = time.monotonic()
     while not stop():
-        exists = _alias_exists(engine_url, alias)
+        exists = _alias_exists(engine_url, alias, env)
         browse = _browse(proxy_url) if exists else None
         if engine_serves_catalog(browse, exists, expected):
             return True
@@ -222,7 +235,7 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
                 print("hos-search dev: the proxy did not start; see its output above", file=sys.stderr)
                 return 1
             if "indexer" in children and not _wait_for_catalog(
-                proxy_url, urls.elasticsearch_node, alias, active, children, lambda: stop_requested
+                proxy_url, urls.elasticsearch_node, alias, env, active, children, lambda: stop_requested
             ):
                 return 0 if stop_requested else 1
             lines["PROXY_URL"] = proxy_url

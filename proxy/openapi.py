@@ -7,8 +7,9 @@ and generates requests from each parameter's schema to check that the server acc
 the values the document calls valid (``tests/test_openapi_contract.py``).
 
 Conventions of the parameters, stated here once: numbers are sent in plain decimal notation;
-an empty value of an optional parameter is the same as leaving it out (``allowEmptyValue``),
-because HTML forms send unset fields empty; array parameters are sent repeated
+an empty value of an optional parameter is the same as leaving it out, because HTML forms send
+unset fields empty (the schemas of text and lists of text admit the empty text themselves; the
+others say ``allowEmptyValue``); array parameters are sent repeated
 (``category=a&category=b``) and may also be comma-separated (``category=a,b``), which is why
 their values cannot contain a comma; those values are trimmed, and blank ones ignored. The
 ``id`` of a detail path (``/api/products/{id}``, ``/api/sellers/{id}``) is a string of decimal
@@ -24,6 +25,7 @@ headers of ``components.headers``, defined once there; ``Age`` is present exactl
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -66,16 +68,33 @@ def _values(items: dict[str, Any]) -> dict[str, Any]:
 _FILTER_VALUES = _values({"type": "string", "maxLength": MAX_FILTER_VALUE_CHARS, "pattern": FILTER_VALUE_PATTERN})
 
 
+def _admits_empty(schema: dict[str, Any]) -> bool:
+    """Whether ``schema`` itself admits the empty text (``name=``): a string it allows, or a list
+    of one such string."""
+    if schema.get("type") == "array":
+        return _admits_empty(schema["items"])
+    return (
+        schema.get("type") == "string"
+        and "enum" not in schema
+        and not schema.get("minLength")
+        and re.search(schema.get("pattern", ""), "") is not None
+    )
+
+
 def _param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     """An optional query parameter; an empty value means "not given" (see the module docstring)."""
     param: dict[str, Any] = {
         "name": name,
         "in": "query",
         "required": False,
-        "allowEmptyValue": True,
         "schema": schema,
         "description": description + _EMPTY_IS_ABSENT,
     }
+    # Only where the schema does not already admit it: a fuzzer reads allowEmptyValue as a second
+    # alternative ("" or the schema), and then called category=true (a list of one value, which the
+    # server rightly accepts) a violation of both (issue 20).
+    if not _admits_empty(schema):
+        param["allowEmptyValue"] = True
     if schema.get("type") == "array":
         param["style"] = "form"
         param["explode"] = True
@@ -461,7 +480,9 @@ def _id_param(of: str) -> dict[str, Any]:
         "name": "id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": "^[0-9]+$", "maxLength": _MAX_ID_DIGITS},
+        # Not all zeros: 0 is outside the range, and a pattern can say that much (a fuzzer sent
+        # /api/products/0 as valid and got the 400).
+        "schema": {"type": "string", "pattern": "^0*[1-9][0-9]*$", "maxLength": _MAX_ID_DIGITS},
         "description": f"The {of}'s id: an integer from 1 to {MAX_ID}, written in decimal digits only (no sign, "
         f"point, exponent or spaces). Leading zeros are allowed (`007` is 7), up to {_MAX_ID_DIGITS} digits in all.",
         "example": "42",

@@ -209,7 +209,9 @@ async def search_catalog(stack_urls: StackUrls, template_database: str) -> Async
     await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
     url = database_url_for(stack_urls.database_url, name)
     conn = await asyncpg.connect(url)
-    client, _ = await create_engine_client(stack_urls.elasticsearch_node)
+    # Set-up, not a test of speed: the bulk load with refresh=True outlasted the client's 5 s
+    # default on a machine with a load average above 10, and every test of the file errored.
+    client, _ = await create_engine_client(stack_urls.elasticsearch_node, request_timeout=60)
     alias = f"s{uuid.uuid4().hex[:10]}_products"
     try:
         await seed_catalog(conn, SEARCH_CATALOG_PRODUCTS, seed=SEARCH_CATALOG_SEED)

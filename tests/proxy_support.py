@@ -119,3 +119,9 @@ def metric(client: TestClient, name: str, **labels: str) -> float:
     metrics = client.server.app[METRICS]
     metrics.flush()
     return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def scraped(text: str, sample: str) -> float:
+    """The sum of ``sample`` (a name with its labels as exposed, e.g. ``x_total{route="search"}``)
+    over a proxy process's ``/metrics`` text: every worker's lines, 0 when there are none."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample))

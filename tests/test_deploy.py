@@ -79,7 +79,7 @@ def _normalise(name: str) -> str:
 DEV_DISTRIBUTIONS = {_normalise(_dist_name(r)) for r in _requirements("options.extras_require", "dev")}
 
 
-_SETTING_LINE = re.compile(r"^#?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+_SETTING_LINE = re.compile(r"^(?:# ?)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 
 
 @functools.cache

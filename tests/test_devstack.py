@@ -229,3 +229,14 @@ def test_ready_means_the_engine_serves_the_whole_catalog(
     browse: Browse | None, alias_exists: bool, ready: bool
 ) -> None:
     assert engine_serves_catalog(browse, alias_exists, 300) is ready
+
+
+def test_hos_search_dev_refuses_a_bad_index_name_in_one_line_before_starting_anything() -> None:
+    env = {**os.environ, "SEARCH_INDEX": "Not An Alias"}
+    result = subprocess.run(
+        [sys.executable, "-m", "hos_search", "dev", "--port", "0"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "SEARCH_INDEX" in line and "Traceback" not in result.stderr
+    assert result.stdout == ""  # no server was started: nothing printed about one

@@ -13,7 +13,7 @@ SERVER_URLS = ("ELASTICSEARCH_NODE", "DATABASE_URL", "REDIS_URL")
 
 def _example_settings() -> set[str]:
     text = (ROOT / ".env.example").read_text()
-    return set(re.findall(r"^#?([A-Z][A-Z0-9_]*)=", text, re.MULTILINE))
+    return set(re.findall(r"^(?:# ?)?([A-Z][A-Z0-9_]*)=", text, re.MULTILINE))
 
 
 def _documented_settings() -> set[str]:

