@@ -153,7 +153,18 @@ def database_url(env: Mapping[str, str]) -> str:
 
 
 def redis_url(env: Mapping[str, str]) -> str:
-    return env_url(env, "REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix"))
+    """One URL, or (for a Redis Cluster) several comma-separated: each is checked."""
+    raw = env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)
+    for part in raw.split(","):
+        env_url({"REDIS_URL": part}, "REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix"))
+    return raw
+
+
+def redis_cluster(env: Mapping[str, str]) -> bool:
+    clustered = env_bool(env, "REDIS_CLUSTER", False)
+    if clustered and redis_url(env).startswith("unix"):
+        raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL to name TCP nodes (redis:// or rediss://)")
+    return clustered
 
 
 def elasticsearch_node(env: Mapping[str, str]) -> str:
@@ -171,6 +182,7 @@ def search_index(env: Mapping[str, str]) -> str:
 class SharedSettings(TypedDict):
     database_url: str
     redis_url: str
+    redis_cluster: bool
     redis_key_prefix: str
     elasticsearch_node: str
     search_index: str
@@ -184,6 +196,7 @@ def shared_settings(env: Mapping[str, str]) -> SharedSettings:
     return SharedSettings(
         database_url=database_url(env),
         redis_url=redis_url(env),
+        redis_cluster=redis_cluster(env),
         redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX),
         elasticsearch_node=elasticsearch_node(env),
         search_index=search_index(env),

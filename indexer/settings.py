@@ -30,6 +30,7 @@ from catalog.mapping import DEFAULT_REFRESH_INTERVAL
 class IndexerSettings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
+    redis_cluster: bool = False  # REDIS_CLUSTER: REDIS_URL names nodes of a Redis Cluster
     redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
     elasticsearch_node: str = DEFAULT_ELASTICSEARCH_NODE
     search_index: str = DEFAULT_SEARCH_INDEX

@@ -26,9 +26,9 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import orjson
 from aiohttp import web
-from redis.asyncio import Redis
 
 from catalog.generation import product_tag, seller_tag
+from catalog.redis_client import RedisClient
 from proxy.cache.keys import product_key, request_key, seller_key
 from proxy.cache.response_cache import FALLBACK_BACKEND, Produced, Producer, ResponseCache, Served
 from proxy.engine import EngineGateway
@@ -77,7 +77,7 @@ class SynonymsHolder:
 
 ENGINE = web.AppKey("engine", EngineGateway)
 METRICS = web.AppKey("metrics", ProxyMetrics)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 OPENAPI = web.AppKey("openapi", bytes)
 OPENAPI_ETAG = web.AppKey("openapi_etag", str)
@@ -367,7 +367,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type=JSON, headers={"Cache-Control": NO_STORE})
 
 
-async def _ping_redis(redis: Redis) -> tuple[bool, str]:
+async def _ping_redis(redis: RedisClient) -> tuple[bool, str]:
     await redis.ping()
     return True, "ok"
 

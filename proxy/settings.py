@@ -41,6 +41,7 @@ class ProxySettings:
     search_index: str = DEFAULT_SEARCH_INDEX
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
+    redis_cluster: bool = False  # REDIS_CLUSTER: REDIS_URL names nodes of a Redis Cluster
     redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
     rate_limit_enabled: bool = True
     rate_limit_max: int = 100

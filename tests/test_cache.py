@@ -7,7 +7,6 @@ channel exactly as the indexer publishes them (``catalog.generation`` is that co
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,10 +26,12 @@ from proxy.app import SETTINGS, create_app
 from proxy.routes import CACHE
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import add_product, add_seller, eventually, indexer_settings, running_indexer
-from tests.proxy_support import following, proxy_env, spawn_proxy, wait_healthy
-
-# The freshness promise: a committed change is visible through the proxy within this.
-VISIBLE_WITHIN_S = 2.0
+from tests.proxy_support import (
+    VISIBLE_WITHIN_S,
+    following,
+    one_engine_search_for_a_hundred_cold_requests,
+    visible_after,
+)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -169,18 +170,6 @@ async def test_stale_if_error_serves_the_last_answer_when_the_engine_fails(
 # --- freshness end to end: Postgres -> indexer -> announcement -> proxy ---------------------------
 
 
-async def _visible(client: TestClient, path: str, check: Any, started: float) -> float:
-    """Seconds from ``started`` until ``check(status, body)`` holds for ``path``."""
-    deadline = started + 10
-    while True:
-        response = await client.get(path)
-        body = await response.json()
-        if check(response.status, body):
-            return time.monotonic() - started
-        assert time.monotonic() < deadline, f"{path} still shows {body}"
-        await asyncio.sleep(0.02)
-
-
 async def test_an_update_and_a_delete_are_visible_through_the_cache_within_two_seconds(
     stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str, db: asyncpg.Connection
 ) -> None:
@@ -208,8 +197,8 @@ async def test_an_update_and_a_delete_are_visible_through_the_cache_within_two_s
             def new_price_listed(status: int, body: Any) -> bool:
                 return any(item["id"] == str(wand) and item["price"] == 35.5 for item in body["items"])
 
-            listed = await _visible(client, search, new_price_listed, started)
-            detail = await _visible(client, product, lambda status, body: body.get("price") == 35.5, started)
+            listed = await visible_after(client, search, new_price_listed, started)
+            detail = await visible_after(client, product, lambda status, body: body.get("price") == 35.5, started)
             assert max(listed, detail) <= VISIBLE_WITHIN_S, (listed, detail)
 
             started = time.monotonic()
@@ -218,7 +207,7 @@ async def test_an_update_and_a_delete_are_visible_through_the_cache_within_two_s
             def gone(status: int, body: Any) -> bool:
                 return all(item["id"] != str(cloak) for item in body["items"])
 
-            removed = await _visible(client, search, gone, started)
+            removed = await visible_after(client, search, gone, started)
             assert removed <= VISIBLE_WITHIN_S, removed
             await _get(client, f"/api/products/{cloak}", status=404)
 
@@ -226,52 +215,10 @@ async def test_an_update_and_a_delete_are_visible_through_the_cache_within_two_s
 # --- stampedes -----------------------------------------------------------------------------------
 
 
-async def _engine_searches(engine: AsyncElasticsearch, index: str) -> int:
-    """The engine's own count of searches on ``index`` (0 on an engine that keeps none: osmem)."""
-    stats = await engine.indices.stats(index=index, metric="search")
-    return int(stats["indices"][index]["primaries"]["search"]["query_total"])
-
-
-async def _proxy_searches(session: aiohttp.ClientSession) -> float:
-    """Engine searches the proxy made, summed over its workers (``/metrics`` aggregates them)."""
-    async with session.get("/metrics") as response:
-        text = await response.text()
-    name = 'search_proxy_backend_duration_seconds_count{backend="elasticsearch",operation="search"}'
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 async def test_a_hundred_identical_cold_requests_over_two_workers_make_one_engine_search(
     search_catalog: SearchCatalog, stack_urls: StackUrls, engine: AsyncElasticsearch
 ) -> None:
-    # Generous Redis timeout and lock wait: on a loaded machine Redis may take over 50 ms and
-    # the engine over a second, and the cache would rightly skip Redis or stop waiting and ask
-    # the engine itself. This test is about coalescing, not about those bounds.
-    env = proxy_env(search_catalog, stack_urls, CACHE_LOCK_WAIT_MS="8000", REDIS_TIMEOUT_MS="1000")
-    proc, url = spawn_proxy(env, workers=2)
-    try:
-        await wait_healthy(url, proc)
-        await asyncio.sleep(1.5)  # both workers subscribed (fill notices travel by pub/sub)
-        path = f"/api/search?q=wand&min_price={time.time() % 97:.2f}"  # never asked before
-        engine_before = await _engine_searches(engine, search_catalog.index)
-        # One connection per request: SO_REUSEPORT spreads connections, so both workers get some.
-        connector = aiohttp.TCPConnector(limit=0, force_close=True)
-        async with aiohttp.ClientSession(url, connector=connector) as session:
-            proxy_before = await _proxy_searches(session)
-
-            async def one() -> bytes:
-                async with session.get(path) as response:
-                    assert response.status == 200
-                    return await response.read()
-
-            bodies = await asyncio.gather(*(one() for _ in range(100)))
-            assert len(set(bodies)) == 1
-            assert await _proxy_searches(session) - proxy_before == 1
-        engine_searches = await _engine_searches(engine, search_catalog.index) - engine_before
-        # The engine's own count agrees, where it keeps one (OpenSearch does; osmem reports 0).
-        assert engine_searches in ({1} if engine_before or engine_searches else {0})
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 30)
+    await one_engine_search_for_a_hundred_cold_requests(search_catalog, stack_urls, engine)
 
 
 # --- Redis trouble -------------------------------------------------------------------------------
