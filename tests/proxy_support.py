@@ -171,3 +171,11 @@ async def one_engine_search_for_a_hundred_cold_requests(
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)
+
+
+async def timed_get(client: TestClient, path: str) -> tuple[int, dict[str, str], Any, float]:
+    """GET ``path``: the status, headers, JSON body (problem+json too) and seconds it took."""
+    started = time.monotonic()
+    response = await client.get(path)
+    body = await response.json(content_type=None)
+    return response.status, dict(response.headers), body, time.monotonic() - started
