@@ -10,16 +10,27 @@ sends a random ``X-Forwarded-For`` from a trusted peer) — many cold buckets, e
 Redis, in batches (``proxy/ratelimit/batch.py``). Rounds alternate the three so machine noise
 hits all alike. Prints req/s, p50/p99, the ratio on/off for each, and the latency the limiter
 adds. Goal (issue 10): on ≥ 0.85 × off.
+
+``--cluster`` (issue 22) adds, in the same run, the same three proxies on a Redis Cluster (3
+primaries + 3 replicas of real redis-server on loopback, ``REDIS_CLUSTER=true``; the 10,000
+clients' buckets spread over all slots), alternating with the single-Redis ones; then a
+primary's failover: a cluster proxy under a steady load of one hot client, the primary owning
+that client's slot SIGKILLed, and measured: the time until the limiter is back on Redis (its
+fallback gauge at 0 and a round trip succeeding), answers slower than ``REDIS_TIMEOUT_MS``
+(before and after the kill, same length of time), and 5xx answers (goal 0).
 Needs ``wrk`` (``apt-get install -y wrk``). Everything listens on 127.0.0.1 and is stopped on exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
 import shutil
 import statistics
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +38,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository root is not on sys.path
 
-from devstack.servers import free_port  # noqa: E402
-from load.bench_cache import HOT_URL, WrkRun, _await_proxy, _cpus, _spawn, run_wrk  # noqa: E402
+from catalog.redis_client import slot_of  # noqa: E402
+from devstack.servers import RedisClusterServers, free_port, start_redis_cluster  # noqa: E402
+from load.bench_cache import HOT_URL, WrkRun, _await_proxy, _cpus, _metric, _scrape, _spawn, run_wrk  # noqa: E402
 from load.benchkit import BenchCatalog, bench_catalog  # noqa: E402
 from load.report import Results  # noqa: E402
+from proxy.ratelimit.script import bucket_key  # noqa: E402
 
 GOAL = 0.85
 CLIENTS = 10_000
@@ -64,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the figures here (load/report.py reads them)")
+    parser.add_argument("--cluster", action="store_true", help="also on a Redis Cluster, and a primary's failover")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench_ratelimit: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
@@ -71,20 +85,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Results("ratelimit")
     try:
         with bench_catalog("ratelimit", args.products) as catalog:
-            _measure(catalog, args, results)
+            cluster = start_redis_cluster(catalog.workdir / "redis-cluster") if args.cluster else None
+            try:
+                _measure(catalog, args, results, cluster)
+                if cluster is not None:
+                    _measure_failover(catalog, cluster, results)
+            finally:
+                if cluster is not None:
+                    cluster.stop()
     finally:
         if args.json:
             results.write(args.json)
     return 0
 
 
-def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) -> None:
+BIG_BUCKET = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
+
+
+def _measure(
+    catalog: BenchCatalog, args: argparse.Namespace, results: Results, cluster: RedisClusterServers | None = None
+) -> None:
     server_cpu, wrk_cpu = _cpus()
     children = catalog.children
     common = catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32")
-    big_bucket = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
     off = _proxy({**common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
-    on = _proxy({**common, **big_bucket}, server_cpu, children)
+    on = _proxy({**common, **BIG_BUCKET}, server_cpu, children)
     script = catalog.workdir / "many_clients.lua"
     script.write_text(MANY_CLIENTS_LUA)
     targets = {
@@ -92,6 +117,15 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
         "limiter on, one client": (on, None),
         f"limiter on, {CLIENTS:,} clients": (on, script),
     }
+    if cluster is not None:
+        on_cluster = {**common, "REDIS_URL": cluster.url, "REDIS_CLUSTER": "true"}
+        cluster_off = _proxy({**on_cluster, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
+        cluster_on = _proxy({**on_cluster, **BIG_BUCKET}, server_cpu, children)
+        targets |= {
+            "Redis Cluster: limiter off": (cluster_off, None),
+            "Redis Cluster: limiter on, one client": (cluster_on, None),
+            f"Redis Cluster: limiter on, {CLIENTS:,} clients": (cluster_on, script),
+        }
     runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
     for _ in range(args.rounds):
         for name, (base, lua) in targets.items():
@@ -103,11 +137,15 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
         p99 = statistics.median(r.p99_ms for r in rs)
         problems = "; ".join(r.problems for r in rs if r.problems)
         print(f"{name:<44} {median[name]:>9,.0f} {p50:>8.2f} {p99:>8.2f} {problems}")
-    base_p50 = statistics.median(r.p50_ms for r in runs["limiter off"])
-    base_p99 = statistics.median(r.p99_ms for r in runs["limiter off"])
     print()
-    for name in list(targets)[1:]:
-        ratio = median[name] / median["limiter off"]
+    for name in targets:
+        # Each "on" against the "off" of the same Redis (one server, or the cluster).
+        off_name = name.split("limiter")[0] + "limiter off"
+        if name == off_name:
+            continue
+        base_p50 = statistics.median(r.p50_ms for r in runs[off_name])
+        base_p99 = statistics.median(r.p99_ms for r in runs[off_name])
+        ratio = median[name] / median[off_name]
         added50 = statistics.median(r.p50_ms for r in runs[name]) - base_p50
         added99 = statistics.median(r.p99_ms for r in runs[name]) - base_p99
         met = "met" if ratio >= GOAL else "NOT met"
@@ -116,14 +154,93 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
             f"cache-hit throughput, {name}",
             median[name],
             "req/s",
-            baseline=median["limiter off"],
-            baseline_label="limiter off, same proxy build",
+            baseline=median[off_name],
+            baseline_label=f"{off_name}, same proxy build",
             goal=f"≥ {GOAL} × off",
             met=ratio >= GOAL,
             notes=f"adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; {args.rounds} x {args.seconds} s, alternating",
         )
     pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
     results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
+
+
+FAILOVER_LOAD_S = 12.0
+KILL_AFTER_S = 3.0
+FAILOVER_CONNECTIONS = 8
+
+
+def _measure_failover(catalog: BenchCatalog, cluster: RedisClusterServers, results: Results) -> None:
+    """SIGKILL the primary owning a hot client's slot under load; see the module's docstring."""
+    server_cpu, _ = _cpus()
+    env = catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32", REDIS_URL=cluster.url, REDIS_CLUSTER="true", **BIG_BUCKET)
+    env["REDIS_KEY_PREFIX"] = f"{catalog.alias}-failover:"
+    timeout_s = int(env.get("REDIS_TIMEOUT_MS") or 50) / 1000
+    base = _proxy(env, server_cpu, catalog.children)
+    hot = "198.51.100.7"
+    victim = cluster.primary_of(slot_of(bucket_key(env["REDIS_KEY_PREFIX"], "ip:" + hot)))
+    answers, back_after = asyncio.run(_failover_load(base, hot, victim.process))
+    before = [(seconds, status) for at, seconds, status in answers if at < KILL_AFTER_S]
+    after = [(seconds, status) for at, seconds, status in answers if at >= KILL_AFTER_S]
+    slow_before = sum(seconds > timeout_s for seconds, _ in before)
+    slow_after = sum(seconds > timeout_s for seconds, _ in after)
+    errors = sum(status >= 500 for _, _, status in answers)
+    print(f"\nfailover: limiter back on Redis {back_after:.2f} s after the SIGKILL; 5xx: {errors}")
+    over = f"answers over {timeout_s * 1000:.0f} ms"
+    print(f"{over}: {slow_after} of {len(after)} after the kill, {slow_before} of {len(before)} before it")
+    results.add(
+        "Redis Cluster failover: SIGKILL of a primary to the limiter back on Redis",
+        back_after,
+        "s",
+        notes=f"cluster-node-timeout 1 s; {FAILOVER_CONNECTIONS} connections of one hot client",
+    )
+    results.add(
+        "Redis Cluster failover: answers over the Redis timeout",
+        slow_after,
+        "answers",
+        goal="0",
+        met=slow_after == 0,
+        notes=f"of {len(after)} in the {FAILOVER_LOAD_S - KILL_AFTER_S:.0f} s after the kill; {slow_before} of "
+        f"{len(before)} in the {KILL_AFTER_S:.0f} s before it (the machine's own noise)",
+    )
+    results.add("Redis Cluster failover: 5xx answers", errors, "answers", goal="0", met=errors == 0)
+
+
+async def _failover_load(
+    base: str, hot: str, victim: subprocess.Popen[bytes]
+) -> tuple[list[tuple[float, float, int]], float]:
+    """(seconds since start, latency, status) of every answer, and the seconds from the kill until
+    the limiter answered from Redis again (nan if it did not within the run)."""
+    import aiohttp
+
+    answers: list[tuple[float, float, int]] = []
+    started = time.monotonic()
+    back_after = math.nan
+    async with aiohttp.ClientSession(base) as session:
+
+        async def client() -> None:
+            while (now := time.monotonic() - started) < FAILOVER_LOAD_S:
+                sent = time.monotonic()
+                async with session.get(HOT_URL, headers={"X-Forwarded-For": hot}) as response:
+                    await response.read()
+                answers.append((now, time.monotonic() - sent, response.status))
+
+        async def killer() -> None:
+            nonlocal back_after
+            await asyncio.sleep(KILL_AFTER_S)
+            victim.kill()
+            killed = time.monotonic()
+            fell_back = False
+            while time.monotonic() - started < FAILOVER_LOAD_S:
+                samples = await _scrape(session, base)
+                falling_back = _metric(samples, "search_proxy_ratelimit_fallback_active") > 0
+                fell_back = fell_back or falling_back
+                if fell_back and not falling_back:
+                    back_after = time.monotonic() - killed
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(killer(), *(client() for _ in range(FAILOVER_CONNECTIONS)))
+    return answers, back_after
 
 
 if __name__ == "__main__":

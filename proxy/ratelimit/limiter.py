@@ -171,7 +171,12 @@ class Limiter:
                 return Admission(decision, limit, policy, "redis")
             finally:
                 if leasing is not None:
-                    del self._leasing[client.id]
+                    # Another request may have put its own lease in flight meanwhile (both waited
+                    # on one that brought no lease): remove only ours, and always wake our waiters.
+                    # An unconditional del raised KeyError here under a Redis Cluster failover,
+                    # which answered 500 and left the waiters hanging for good.
+                    if self._leasing.get(client.id) is leasing:
+                        del self._leasing[client.id]
                     leasing.set_result(None)
         return Admission(self._fall_back(client.id, cost, limit), limit, policy, self._fallback)
 
