@@ -161,10 +161,8 @@ def redis_url(env: Mapping[str, str]) -> str:
 
 
 def redis_cluster(env: Mapping[str, str]) -> bool:
-    clustered = env_bool(env, "REDIS_CLUSTER", False)
-    if clustered and redis_url(env).startswith("unix"):
-        raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL to name TCP nodes (redis:// or rediss://)")
-    return clustered
+    """``REDIS_CLUSTER``: REDIS_URL names nodes of a Redis Cluster (never guessed from the server)."""
+    return env_bool(env, "REDIS_CLUSTER", False)
 
 
 def elasticsearch_node(env: Mapping[str, str]) -> str:
