@@ -12,16 +12,22 @@ its path needs. Pure wiring: no client is kept here, and nothing runs at import 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
 
 # Either client: they share the commands the services use (GET, SET, pipelines, EVALSHA, ...).
 RedisClient = aioredis.Redis | RedisCluster
+
+# Every way a Redis call fails. The cluster client's RedisClusterException (no node reachable, a
+# slot not covered) is no RedisError: caught as one, it answered a request with a 500 when every
+# node of a cluster was gone (seen in load/bench_cache.py --only cluster).
+REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def node_urls(redis_url: str) -> list[str]:

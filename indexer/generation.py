@@ -37,11 +37,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from redis.exceptions import RedisError
-
 from catalog.config import interval_seconds
 from catalog.generation import MAX_TAGS, Announcement, generation_key
-from catalog.redis_client import RedisClient
+from catalog.redis_client import REDIS_ERRORS, RedisClient
 from indexer.metrics import IndexerMetrics
 
 log = logging.getLogger("hos_search.indexer.generation")
@@ -201,7 +199,7 @@ class Generation:
             value = await self._client.incr(self.key)
             # On a Redis Cluster a classic PUBLISH reaches every node, so every proxy's subscriber.
             await self._client.publish(self.key, Announcement.of(int(value), tags).encode())
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._metrics.errors.labels(kind="redis").inc()
             log.warning("generation bump failed: %s", exc)
             return None

@@ -26,6 +26,13 @@ catalog and indexes it behind a fresh alias (a real reindex), then measures, in 
    probe takes a product shown by one of the hottest URLs, commits a new price for it and polls
    that URL every 20 ms until the new price shows (10 s at most, else a timeout): p50/p99/max
    (goal p99 ≤ 2 s, at the same time as the hit ratio).
+``--only cluster`` (issue 22, not part of the default run): cache-hit throughput and hit ratio
+under churn on a Redis Cluster (3 primaries + 3 replicas on loopback) against one Redis, same run:
+two 1-worker proxies whose L1 holds only 64 entries (so most answers come from L2, in Redis),
+``wrk`` over 200 distinct search URLs (each asked once first), rounds alternating, while every
+0.5 s 2 random product tags are announced on each Redis as the indexer announces them (entries
+showing them turn stale).
+
 3. **Stampede**: 1,000 identical requests for a URL never asked before, sent at once on 1,000
    open connections to the 2-worker proxy, for 3 such URLs: how many engine requests each caused
    (proxy counter and engine ``query_total``). Expected: exactly 1.
@@ -72,8 +79,10 @@ import orjson  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from yarl import URL  # noqa: E402
 
+from catalog.generation import Announcement, generation_key, product_tag  # noqa: E402
+from catalog.redis_client import open_redis  # noqa: E402
 from devstack.databases import ScratchDatabases  # noqa: E402
-from devstack.servers import child_setup, free_port, wait_http  # noqa: E402
+from devstack.servers import child_setup, free_port, start_redis_cluster, wait_http  # noqa: E402
 from devstack.stack import DevStack, StackUrls  # noqa: E402
 from load.bench_proxy import cleanup, prepare_catalog  # noqa: E402
 from load.report import Results  # noqa: E402
@@ -277,6 +286,111 @@ def run_wrk(
         latency.get("99", float("nan")),
         "; ".join(problems),
     )
+
+
+CHURN_URLS = 200
+CHURN_TAGS_PER_TICK = 2
+CHURN_TICK_S = 0.5
+CHURN_L1_ENTRIES = "64"
+
+
+def phase_cluster_churn(
+    env: dict[str, str], args: argparse.Namespace, children: list[subprocess.Popen[bytes]], results: Results
+) -> None:
+    """``--only cluster``: cache hits under churn, Redis Cluster against one Redis (module docstring)."""
+    server_cpu, wrk_cpu = _cpus()
+    workdir = Path(tempfile.mkdtemp(prefix="hos-bench-cluster-"))
+    cluster = start_redis_cluster(workdir / "redis-cluster")
+    try:
+        common = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        common["CACHE_L1_MAX_ENTRIES"] = CHURN_L1_ENTRIES
+        envs = {
+            "one Redis": common,
+            "Redis Cluster": {
+                **common,
+                "REDIS_URL": cluster.url,
+                "REDIS_CLUSTER": "true",
+                "REDIS_KEY_PREFIX": common["REDIS_KEY_PREFIX"].rstrip(":") + "-cluster:",
+            },
+        }
+        bases = {}
+        for name, proxy_env in envs.items():
+            port = free_port()
+            command = [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+            proc = _spawn(command, proxy_env, server_cpu)
+            children.append(proc)
+            bases[name] = _await_proxy(proc, f"http://127.0.0.1:{port}", 1)
+        script = workdir / "churn.lua"
+        script.write_text(
+            f"math.randomseed(7)\nrequest = function()\n"
+            f'  return wrk.format(nil, "/api/search?q=wand&min_price=" .. math.random(0, {CHURN_URLS - 1}))\nend\n'
+        )
+        import urllib.request
+
+        for base in bases.values():  # every URL asked once: the runs measure a warm cache
+            for n in range(CHURN_URLS):
+                with urllib.request.urlopen(f"{base}/api/search?q=wand&min_price={n}", timeout=30) as response:
+                    response.read()
+        runs: dict[str, list[tuple[WrkRun, float]]] = {name: [] for name in bases}
+        for _ in range(args.rounds):
+            for name, base in bases.items():
+                before = _scrape_sync(base)
+                run = asyncio.run(
+                    _with_churn(envs[name], lambda base=base: run_wrk(base + HOT_URL, args.seconds, wrk_cpu, script))
+                )
+                after = _scrape_sync(base)
+                answered = {
+                    c: _delta(before, after, "search_proxy_cache_responses_total", cache=c)
+                    for c in ("hit", "stale", "miss", "bypass")
+                }
+                ratio = (answered["hit"] + answered["stale"]) / max(1.0, sum(answered.values()))
+                runs[name].append((run, ratio))
+        print(f"\n{'cache under churn, 1 worker, L1 of 64, wrk -c50':<44} {'req/s':>9} {'p99 ms':>8} {'hit ratio':>10}")
+        medians = {}
+        for name, measured in runs.items():
+            rps = statistics.median(run.rps for run, _ in measured)
+            hit = statistics.median(ratio for _, ratio in measured)
+            p99 = statistics.median(run.p99_ms for run, _ in measured)
+            medians[name] = (rps, hit)
+            print(f"{name:<44} {rps:>9,.0f} {p99:>8.2f} {hit:>10.3f}")
+        (one_rps, one_hit), (cluster_rps, cluster_hit) = medians["one Redis"], medians["Redis Cluster"]
+        notes = f"{CHURN_URLS} URLs, L1 {CHURN_L1_ENTRIES} entries, {CHURN_TAGS_PER_TICK} tags per {CHURN_TICK_S} s"
+        results.add(
+            "cache throughput under churn, Redis Cluster",
+            cluster_rps,
+            "req/s",
+            baseline=one_rps,
+            baseline_label="one Redis, same run",
+            notes=f"{notes}; {args.rounds} x {args.seconds} s, alternating",
+        )
+        results.add(
+            "cache hit ratio under churn, Redis Cluster",
+            cluster_hit,
+            "ratio",
+            baseline=one_hit,
+            baseline_label="one Redis, same run",
+            notes=notes,
+        )
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _with_churn(env: dict[str, str], run: Any) -> Any:
+    """``run()`` (blocking, in a thread) while product tags are announced on ``env``'s Redis."""
+    client = open_redis(env["REDIS_URL"], cluster=env.get("REDIS_CLUSTER") == "true", max_connections=2)
+    key = generation_key(env["REDIS_KEY_PREFIX"])
+    rng = random.Random(11)
+    work = asyncio.ensure_future(asyncio.to_thread(run))
+    try:
+        while not work.done():
+            generation = int(await client.incr(key))
+            tags = {product_tag(rng.randint(1, 2_000)) for _ in range(CHURN_TAGS_PER_TICK)}
+            await client.publish(key, Announcement.of(generation, tags).encode())
+            await asyncio.wait([work], timeout=CHURN_TICK_S)
+        return work.result()
+    finally:
+        await client.aclose()
 
 
 def phase_throughput(
@@ -1003,7 +1117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=20_000)
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds of the Zipf load")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds of Zipf load before it")
-    parser.add_argument("--only", choices=["throughput", "zipf", "stampede"], help="one part (default: all three)")
+    parser.add_argument(
+        "--only", choices=["throughput", "zipf", "stampede", "cluster"], help="one part (default: the first three)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="wrk rounds per server (throughput)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds per wrk run (throughput)")
     parser.add_argument("--seed", type=int, default=42)
@@ -1016,7 +1132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_fixed(args.serve_fixed, args.port, args.kind)
         return 0
     parts = [args.only] if args.only else ["throughput", "zipf", "stampede"]
-    if "throughput" in parts and shutil.which("wrk") is None:
+    if {"throughput", "cluster"} & set(parts) and shutil.which("wrk") is None:
         print("bench_cache: wrk is not on PATH; install it: apt-get update && apt-get install -y wrk", file=sys.stderr)
         return 2
     if args.rounds < 1 or args.seconds < 1 or args.duration <= 0 or args.warmup < 0 or args.products < 100:
@@ -1047,6 +1163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "RATE_LIMIT_ENABLED": "false",
             "CACHE_ENABLED": "true",
         }
+        if "cluster" in parts:
+            phase_cluster_churn(env, args, children, results)
         if "throughput" in parts:
             ratio = phase_throughput(env, args, children, results)
             summary.append(

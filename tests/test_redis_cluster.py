@@ -281,3 +281,30 @@ def cluster_healthy(cluster: RedisClusterServers) -> bool:
     except Exception:
         return False
     return True
+
+
+async def test_with_every_node_of_the_cluster_gone_requests_still_answer_without_5xx(
+    search_catalog: SearchCatalog, cluster_urls: StackUrls, cluster: RedisClusterServers
+) -> None:
+    """Last: it kills the whole cluster. The cluster client's own failure (no node reachable) is
+    no RedisError; before it was caught as one, a request here answered 500."""
+    settings = proxy_settings(
+        search_catalog, cluster_urls, rate_limit_enabled=True, rate_limit_max=1000, trusted_proxies=LOOPBACK
+    )
+    async with TestClient(TestServer(create_app(settings))) as client:
+        await following(client)
+        assert (await client.get("/api/search?q=wand")).status == 200
+        for node in cluster.nodes:
+            node.process.kill()
+            node.process.wait(10)
+        statuses = []
+        for round_ in range(3):
+            for page in range(1, 7):  # new keys: each asks Redis (the cache's L2, the limiter)
+                response = await client.get(f"/api/search?q=wand&page={page}&size={10 + round_}")
+                await response.read()
+                statuses.append(response.status)
+            # Past the breakers' cooldown and the client's minimum refresh interval (1 s each):
+            # the next calls probe Redis, and the client looks for the cluster again — and finds
+            # no node at all.
+            await asyncio.sleep(1.1)
+        assert set(statuses) == {200}, statuses

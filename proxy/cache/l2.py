@@ -22,9 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
-from catalog.redis_client import RedisClient
+from catalog.redis_client import REDIS_ERRORS, RedisClient
 from proxy.breaker import Breaker
 from proxy.cache.entry import Entry
 from proxy.cache.keys import fills_channel, lock_key, storage_key
@@ -127,7 +126,7 @@ class RedisTier:
         try:
             async with asyncio.timeout(self._timeout):
                 answer = await call()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self._on_error(operation)
             if self._breaker.failed():
                 log.warning(

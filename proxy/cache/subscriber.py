@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from catalog.generation import Announcement, generation_key
-from catalog.redis_client import RedisClient
+from catalog.redis_client import REDIS_ERRORS, RedisClient
 from catalog.retry import SUBSCRIBE
 from proxy.cache.freshness import CatalogView
 from proxy.cache.keys import fills_channel
@@ -87,7 +86,7 @@ class Subscriber:
                         message = await pubsub.get_message(timeout=self._check_interval)
                         if message is not None and message.get("type") == "message":
                             self._dispatch(message["channel"], message["data"])
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if self.subscribed:
                     log.warning("cache: generation subscription lost (%s); reconnecting", type(exc).__name__)
                 self.subscribed = False
@@ -125,7 +124,7 @@ class Subscriber:
             try:
                 raw = await self._commands.get(self._key)
                 generation = int(raw or 0)
-            except (RedisError, OSError, TimeoutError, ValueError):
+            except (*REDIS_ERRORS, ValueError):
                 self._view.lose(time.time())
                 self._report()
                 continue

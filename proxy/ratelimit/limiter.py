@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Final, Literal, TypeVar, get_args
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
+from catalog.redis_client import REDIS_ERRORS
 from proxy.breaker import Breaker
 from proxy.ratelimit.batch import Batcher
 from proxy.ratelimit.bucket import Bucket, Decision, take
@@ -164,7 +164,7 @@ class Limiter:
                     async with asyncio.timeout_at(deadline):
                         decision = await self._batcher.take(client.id, cost, limit.max, limit.ttl_ms)
                     lease = 0.0
-            except (RedisError, OSError, TimeoutError):
+            except REDIS_ERRORS:
                 pass  # the batch told the breaker
             else:
                 self._keep_lease(client.id, lease if decision.allowed else 0.0, decision)
