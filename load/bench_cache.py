@@ -301,6 +301,7 @@ def phase_cluster_churn(
     server_cpu, wrk_cpu = _cpus()
     workdir = Path(tempfile.mkdtemp(prefix="hos-bench-cluster-"))
     cluster = start_redis_cluster(workdir / "redis-cluster")
+    mine: list[subprocess.Popen[bytes]] = []
     try:
         common = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         common["CACHE_L1_MAX_ENTRIES"] = CHURN_L1_ENTRIES
@@ -319,6 +320,7 @@ def phase_cluster_churn(
             command = [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
             proc = _spawn(command, proxy_env, server_cpu)
             children.append(proc)
+            mine.append(proc)
             bases[name] = _await_proxy(proc, f"http://127.0.0.1:{port}", 1)
         script = workdir / "churn.lua"
         script.write_text(
@@ -372,6 +374,8 @@ def phase_cluster_churn(
             notes=notes,
         )
     finally:
+        for proc in mine:  # before the cluster: a proxy outliving its Redis only logs errors
+            _stop(proc)
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
