@@ -197,9 +197,16 @@ BENCHES = [
     ),
     Bench(
         "ratelimit",
-        "the limiter on against off, on cache hits",
-        ["load/bench_ratelimit.py"],
-        ["load/bench_ratelimit.py", "--rounds", "1", "--seconds", "4"],
+        "the limiter on against off, on cache hits, on one Redis and a Redis Cluster; a primary's failover",
+        ["load/bench_ratelimit.py", "--cluster"],
+        ["load/bench_ratelimit.py", "--cluster", "--rounds", "1", "--seconds", "4"],
+        900,
+    ),
+    Bench(
+        "cache-cluster",
+        "cache throughput and hit ratio under churn, Redis Cluster against one Redis",
+        ["load/bench_cache.py", "--only", "cluster", "--products", "5000"],
+        ["load/bench_cache.py", "--only", "cluster", "--products", "2000", "--rounds", "1", "--seconds", "4"],
         900,
     ),
     Bench(
