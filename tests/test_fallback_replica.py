@@ -1,5 +1,5 @@
 """The Postgres fallback on a real streaming replica (``FALLBACK_DATABASE_URL``): it reads there
-and only there, never writes, and refuses quickly (503, ``Retry-After``) while the replica lags
+and only there, and refuses quickly (503, ``Retry-After``) while the replica lags
 or is gone — the engine path untouched.
 
 Each test gets a replica of the session's Postgres (``pg_basebackup -R`` from the embedded
@@ -101,7 +101,7 @@ async def _engine_path_untouched(catalog: SearchCatalog, urls: StackUrls, replic
         assert status == 200 and headers["X-Search-Backend"] == "elasticsearch"
 
 
-async def test_the_fallback_reads_from_the_replica_only_and_cannot_write(
+async def test_the_fallback_reads_from_the_replica_only(
     on_replica: TestClient, search_catalog: SearchCatalog, replica: ServerProcess
 ) -> None:
     primary_before = await _fallback_connections(search_catalog.database_url)
