@@ -160,7 +160,11 @@ def database_url(env: Mapping[str, str]) -> str:
 
 
 def redis_url(env: Mapping[str, str]) -> str:
-    return env_url(env, "REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix"))
+    """One URL, or (for a Redis Cluster) several comma-separated: each is checked."""
+    raw = env_str(env, "REDIS_URL", DEFAULT_REDIS_URL)
+    for part in raw.split(","):
+        env_url({"REDIS_URL": part}, "REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix"))
+    return raw
 
 
 def elasticsearch_node(env: Mapping[str, str]) -> str:
@@ -261,6 +265,8 @@ class SharedSettings:
 
     database_url: str = setting("DATABASE_URL", DEFAULT_DATABASE_URL, read=_reader(_DATABASE_URL))
     redis_url: str = setting("REDIS_URL", DEFAULT_REDIS_URL, read=_reader(_REDIS_URL))
+    # REDIS_URL names nodes of a Redis Cluster (never guessed from the server; catalog.redis_client).
+    redis_cluster: bool = setting("REDIS_CLUSTER", False)
     redis_key_prefix: str = setting("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX)
     elasticsearch_node: str = setting(
         "ELASTICSEARCH_NODE", DEFAULT_ELASTICSEARCH_NODE, read=_reader(_ELASTICSEARCH_NODE)

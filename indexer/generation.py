@@ -37,11 +37,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from catalog.cache_generation import MAX_TAGS, Announcement, generation_key
 from catalog.config import interval_seconds
+from catalog.redis_client import REDIS_ERRORS, RedisClient
 from indexer.metrics import IndexerMetrics
 
 log = logging.getLogger("hos_search.indexer.generation")
@@ -139,7 +137,7 @@ class Schedule:
 class Generation:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         prefix: str,
         metrics: IndexerMetrics,
         *,
@@ -198,11 +196,10 @@ class Generation:
         """INCR the generation and announce ``tags`` (None: everything); the new value, or None
         (logged and counted) when Redis did not answer."""
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.incr(self.key)
-                (value,) = await pipe.execute()
+            value = await self._client.incr(self.key)
+            # On a Redis Cluster a classic PUBLISH reaches every node, so every proxy's subscriber.
             await self._client.publish(self.key, Announcement.of(int(value), tags).encode())
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._metrics.errors.labels(kind="redis").inc()
             log.warning("generation bump failed: %s", exc)
             return None

@@ -45,7 +45,6 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import AsyncElasticsearch
@@ -53,6 +52,7 @@ from elasticsearch import AsyncElasticsearch
 from catalog.config import ConfigError, redact_url
 from catalog.connections import ServerUnreachable, connect_postgres
 from catalog.engine import create_engine_client
+from catalog.redis_client import RedisClient, open_redis
 from catalog.retry import AT_START, RECONNECT
 from indexer.batch import run_batch
 from indexer.checkpoint import adopt_abandoned_hold, advance_checkpoint, expire_checkpoints, read_checkpoint
@@ -138,7 +138,7 @@ async def run_indexer(
             stack.callback(server.shutdown)
         engine = await open_engine(settings)
         stack.push_async_callback(engine.close)
-        redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        redis = _open_redis(settings)
         stack.push_async_callback(redis.aclose)
         # Re-announce changes once the live index has refreshed (see indexer.generation).
         settle = settle_after(settings.refresh_interval)
@@ -155,6 +155,17 @@ async def run_indexer(
         await streamer.run(stop, reindex_on_start=reindex_on_start or settings.sync_on_startup, ready=ready)
 
 
+def _open_redis(settings: IndexerSettings) -> RedisClient:
+    """The indexer's one Redis client (one server or a cluster: ``catalog.redis_client``)."""
+    return open_redis(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=8,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+    )
+
+
 async def run_reindex(
     settings: IndexerSettings, stop: asyncio.Event, metrics: IndexerMetrics | None = None
 ) -> ReindexResult:
@@ -164,7 +175,7 @@ async def run_reindex(
     async with AsyncExitStack() as stack:
         engine = await open_engine(settings)
         stack.push_async_callback(engine.close)
-        redis = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        redis = _open_redis(settings)
         stack.push_async_callback(redis.aclose)
         sink = Sink(engine, metrics, timeout=settings.bulk_timeout_s)
         result = await reindex(settings, engine, sink, metrics, stop)

@@ -17,12 +17,12 @@ import threading
 from collections.abc import AsyncIterator
 
 import asyncpg
-import redis.asyncio as aioredis
 from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from catalog.config import redact_url
+from catalog.redis_client import open_redis, subscription_urls
 from proxy.breaker import Breaker
 from proxy.cache.freshness import CatalogView, Policy
 from proxy.cache.l1 import LRU
@@ -198,16 +198,19 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     timeout = settings.redis_timeout
     # A blocking pool: a burst waits (within the timeout) for one of its connections instead of
     # failing with MaxConnectionsError when redis-py's default pool of 100 runs out.
-    pool = aioredis.BlockingConnectionPool.from_url(
+    # On a Redis Cluster no retry either: a failed call asks the client for a new slot table, and
+    # the next call (a later request) uses it, so a failover heals without anyone waiting.
+    app[REDIS] = open_redis(
         settings.redis_url,
+        cluster=settings.redis_cluster,
         max_connections=_REDIS_CONNECTIONS,
+        blocking=True,
         timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
     )
-    app[REDIS] = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
     yield
     await app[REDIS].aclose()
 
@@ -220,11 +223,13 @@ async def _fallback(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     fallback = await PostgresFallback.open(
-        settings.database_url,
+        settings.fallback_database_url or settings.database_url,
         pool_size=settings.fallback_pool_size,
         statement_timeout_ms=settings.fallback_statement_timeout_ms,
         max_concurrency=settings.fallback_max_concurrency,
         queue_wait=settings.fallback_queue,
+        # Only a replica lags: the primary (DATABASE_URL) needs no watcher.
+        replica_max_lag_ms=settings.fallback_max_lag_ms if settings.fallback_database_url else 0,
     )
     app[FALLBACK] = fallback
     yield
@@ -282,13 +287,14 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
     context around every read) cost more than the rest of a batched round trip.
     """
     settings = app[SETTINGS]
-    client = aioredis.Redis.from_pool(
-        aioredis.ConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=4,
-            socket_connect_timeout=settings.redis_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+    client = open_redis(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        max_connections=4,
+        socket_connect_timeout=settings.redis_timeout,
+        # No read timeout on a cluster either: redis-py's default (5 s) is beyond every bound here.
+        socket_timeout=None,
+        retry=Retry(NoBackoff(), 0),
     )
     app[LIMITER] = Limiter(
         RedisBuckets(client, settings.redis_key_prefix),
@@ -316,8 +322,14 @@ async def _generation_subscriber(app: web.Application) -> AsyncIterator[None]:
         metrics.cache_generation.set(generation)
 
     metrics.cache_following.set(0)
+    commands = app[REDIS]
     subscriber = Subscriber(
-        settings.redis_url, settings.redis_key_prefix, cache.view, cache.notices, app[REDIS], on_state=report
+        lambda: subscription_urls(commands, settings.redis_url),
+        settings.redis_key_prefix,
+        cache.view,
+        cache.notices,
+        commands,
+        on_state=report,
     )
     task = asyncio.ensure_future(subscriber.run())
     yield

@@ -58,7 +58,8 @@ async def probe(check: Awaitable[tuple[bool, str]], budget: float = READY_BUDGET
 def readiness(checks: Mapping[str, Check], *, fallback: bool, breaker: str) -> tuple[Status, dict[str, Any]]:
     """The overall status and the ``/readyz`` body (the ``Readiness`` schema) for ``checks``.
 
-    ``checks`` has ``elasticsearch``, ``redis`` and ``postgres``; ``fallback`` says whether the
+    ``checks`` has ``elasticsearch``, ``redis`` and ``postgres`` (and ``fallback``, the fallback's
+    database, when it is enabled); ``fallback`` says whether the
     Postgres fallback is enabled, ``breaker`` the engine breaker's state (``proxy.engine_guard``).
     Searches are served by the engine when it answers and its breaker is not open, else by the
     fallback when it is enabled and Postgres answers (``degraded``, 200), else by nobody
@@ -66,7 +67,8 @@ def readiness(checks: Mapping[str, Check], *, fallback: bool, breaker: str) -> t
     closed; anything less that still serves is ``degraded``. The body names the backend.
     """
     engine = checks["elasticsearch"].ok and breaker != "open"
-    postgres_serves = fallback and checks["postgres"].ok
+    # The fallback's own check (its database may be a replica, lagging or gone) where there is one.
+    postgres_serves = fallback and checks.get("fallback", checks["postgres"]).ok
     backend = "elasticsearch" if engine else "postgres" if postgres_serves else None
     status: Status
     if backend is None:

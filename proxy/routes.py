@@ -29,8 +29,8 @@ import asyncpg
 import orjson
 from aiohttp import web
 from multidict import MultiDict
-from redis.asyncio import Redis
 
+from catalog.redis_client import RedisClient
 from proxy.cache.keys import product_key, request_key, seller_key
 from proxy.cache.response_cache import FALLBACK_BACKEND, Produced, Served
 from proxy.errors import InvalidParameters, ProblemError
@@ -350,7 +350,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type=JSON, headers={"Cache-Control": NO_STORE})
 
 
-async def _ping_redis(redis: Redis) -> tuple[bool, str]:
+async def _ping_redis(redis: RedisClient) -> tuple[bool, str]:
     await redis.ping()
     return True, "ok"
 
@@ -363,10 +363,17 @@ async def _ping_postgres(pool: asyncpg.Pool) -> tuple[bool, str]:
 async def check_dependencies(app: web.Application) -> dict[str, Check]:
     """Probe every dependency once (see ``proxy.readiness``)."""
     # Each probe is bounded and never raises, so gather cannot fail and this is never a 500.
-    engine, redis, postgres = await asyncio.gather(
-        probe(app[ENGINE].ready()), probe(_ping_redis(app[REDIS])), probe(_ping_postgres(app[POSTGRES]))
+    fallback = app[FALLBACK]
+    engine, redis, postgres, *replica = await asyncio.gather(
+        probe(app[ENGINE].ready()),
+        probe(_ping_redis(app[REDIS])),
+        probe(_ping_postgres(app[POSTGRES])),
+        *([probe(fallback.ready())] if fallback is not None else []),
     )
-    return {"elasticsearch": engine, "redis": redis, "postgres": postgres}
+    checks = {"elasticsearch": engine, "redis": redis, "postgres": postgres}
+    if replica:
+        checks["fallback"] = replica[0]  # the fallback's own database (a replica, perhaps)
+    return checks
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from catalog.config import (
     Seconds,
     SharedSettings,
     env_networks,
+    env_url,
     read_settings,
     setting,
 )
@@ -54,6 +55,13 @@ def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
 
 def _networks(env: Mapping[str, str], name: str, default: tuple[Any, ...]) -> tuple[Any, ...]:
     return env_networks(env, name) or default
+
+
+def _optional_database_url(env: Mapping[str, str], name: str, default: str) -> str:
+    """A Postgres URL, or ``default`` when the variable is unset or empty."""
+    if not env.get(name, "").strip():
+        return default
+    return env_url(env, name, default, schemes=("postgresql", "postgres"))
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,10 @@ class ProxySettings(SharedSettings):
     fallback_max_concurrency: int = setting("FALLBACK_MAX_CONCURRENCY", 4, minimum=1, maximum=1000)
     fallback_queue_ms: int = setting("FALLBACK_QUEUE_MS", 25, minimum=0, maximum=10_000)
     fallback_statement_timeout_ms: int = setting("FALLBACK_STATEMENT_TIMEOUT_MS", 1_000, minimum=10, maximum=60_000)
+    # A read replica for the fallback ("" = DATABASE_URL), refused while its replay is more than
+    # FALLBACK_MAX_LAG_MS behind (0 = no bound; proxy.fallback.postgres).
+    fallback_database_url: str = setting("FALLBACK_DATABASE_URL", "", read=_optional_database_url)
+    fallback_max_lag_ms: int = setting("FALLBACK_MAX_LAG_MS", 5_000, minimum=0, maximum=3_600_000)
     access_log: bool = setting("ACCESS_LOG", False)
     shutdown_timeout_s: float = 10.0
     # Search synonyms (proxy.synonyms); re-read on SIGHUP.

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncpg
 from aiohttp import web
-from redis.asyncio import Redis
 
+from catalog.redis_client import RedisClient
 from proxy.cache.response_cache import ResponseCache
 from proxy.engine import EngineGateway
 from proxy.engine_guard import EngineGuard
@@ -26,7 +26,7 @@ from proxy.synonyms import SynonymsHolder
 SETTINGS = web.AppKey("settings", ProxySettings)
 ENGINE = web.AppKey("engine", EngineGateway)
 METRICS = web.AppKey("metrics", ProxyMetrics)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 POSTGRES = web.AppKey("postgres", asyncpg.Pool)
 OPENAPI = web.AppKey("openapi", bytes)
 OPENAPI_ETAG = web.AppKey("openapi_etag", str)

@@ -17,13 +17,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
 from catalog.config import redact_url
 from catalog.engine import create_engine_client
 from catalog.migrate import migrate
+from catalog.redis_client import RedisClient, open_redis
 from devstack.databases import database_url_for
 from devstack.opensearch import missing_java_tools
 from devstack.stack import DevStack, StackUrls
@@ -139,9 +139,9 @@ async def index_alias(engine: AsyncElasticsearch) -> AsyncIterator[str]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def redis(stack_urls: StackUrls) -> AsyncIterator[aioredis.Redis]:
-    """A client of the stack's Redis."""
-    client = aioredis.from_url(stack_urls.redis_url)
+async def redis(stack_urls: StackUrls) -> AsyncIterator[RedisClient]:
+    """A client of the stack's Redis (one server, or a cluster with ``DEV_REDIS=cluster``)."""
+    client = open_redis(stack_urls.redis_url, cluster=stack_urls.redis_cluster, max_connections=8)
     try:
         yield client
     finally:
@@ -153,7 +153,7 @@ async def redis_prefix(stack_urls: StackUrls) -> AsyncIterator[str]:
     """A unique key prefix for this test; its keys are deleted afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     yield prefix
-    client = aioredis.from_url(stack_urls.redis_url)
+    client = open_redis(stack_urls.redis_url, cluster=stack_urls.redis_cluster, max_connections=8)
     try:
         async for key in client.scan_iter(match=f"{prefix}*", count=1000):
             await client.delete(key)
@@ -232,6 +232,7 @@ def proxy_settings(catalog: SearchCatalog, urls: StackUrls, **overrides: object)
         "search_index": catalog.alias,
         "database_url": catalog.database_url,
         "redis_url": urls.redis_url,
+        "redis_cluster": urls.redis_cluster,
         "engine_timeout_ms": 10_000,
         "cors_origins": ("https://shop.example",),
         # Each proxy its own cache: answers cached by one test never reach another.

@@ -36,6 +36,7 @@ def indexer_settings(
     base = IndexerSettings(
         database_url=database_url,
         redis_url=stack_urls.redis_url,
+        redis_cluster=stack_urls.redis_cluster,
         redis_key_prefix=redis_prefix,
         elasticsearch_node=stack_urls.elasticsearch_node,
         search_index=alias,
@@ -54,6 +55,7 @@ def settings_env(settings: IndexerSettings) -> dict[str, str]:
     return {
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
+        "REDIS_CLUSTER": str(settings.redis_cluster).lower(),
         "REDIS_KEY_PREFIX": settings.redis_key_prefix,
         "ELASTICSEARCH_NODE": settings.elasticsearch_node,
         "SEARCH_INDEX": settings.search_index,

@@ -24,11 +24,10 @@ from catalog.cache_generation import Announcement, generation_key, product_tag
 from devstack.servers import start_redis
 from devstack.stack import StackUrls
 from proxy.app import create_app
-from proxy.cache.keys import fills_channel
 from proxy.state import CACHE, SETTINGS
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import add_product, add_seller, eventually, indexer_settings, running_indexer
-from tests.proxy_support import following, proxy_env, scraped, spawn_proxy, wait_healthy
+from tests.proxy_support import following, one_engine_search_for_a_hundred_cold_requests, visible_after
 
 # Far above any answer's time, loaded machine included: a request still open after this hangs.
 HANG_S = 15.0
@@ -170,18 +169,6 @@ async def test_stale_if_error_serves_the_last_answer_when_the_engine_fails(
 # --- freshness end to end: Postgres -> indexer -> announcement -> proxy ---------------------------
 
 
-async def _visible(client: TestClient, path: str, check: Any, started: float) -> float:
-    """Seconds from ``started`` until ``check(status, body)`` holds for ``path``."""
-    deadline = started + 10
-    while True:
-        response = await client.get(path)
-        body = await response.json()
-        if check(response.status, body):
-            return time.monotonic() - started
-        assert time.monotonic() < deadline, f"{path} still shows {body}"
-        await asyncio.sleep(0.02)
-
-
 async def test_an_update_and_a_delete_become_visible_through_the_cache(
     stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str, db: asyncpg.Connection
 ) -> None:
@@ -218,8 +205,8 @@ async def test_an_update_and_a_delete_become_visible_through_the_cache(
             # cache. How soon is not asserted here (a 2 s window failed on busy machines): the
             # bound is proven against an injectable clock in tests/test_cache_units.py, and the
             # commit -> visible time is measured by the cache benchmark.
-            await _visible(client, search, new_price_listed, started)
-            await _visible(client, product, lambda status, body: body.get("price") == 35.5, started)
+            await visible_after(client, search, new_price_listed, started)
+            await visible_after(client, product, lambda status, body: body.get("price") == 35.5, started)
 
             started = time.monotonic()
             await db.execute("DELETE FROM products WHERE id = $1", cloak)
@@ -227,65 +214,17 @@ async def test_an_update_and_a_delete_become_visible_through_the_cache(
             def gone(status: int, body: Any) -> bool:
                 return all(item["id"] != str(cloak) for item in body["items"])
 
-            await _visible(client, search, gone, started)
+            await visible_after(client, search, gone, started)
             await _get(client, f"/api/products/{cloak}", status=404)
 
 
 # --- stampedes -----------------------------------------------------------------------------------
 
 
-async def _engine_searches(engine: AsyncElasticsearch, index: str) -> int:
-    """The engine's own count of searches on ``index`` (0 on an engine that keeps none: osmem)."""
-    stats = await engine.indices.stats(index=index, metric="search")
-    return int(stats["indices"][index]["primaries"]["search"]["query_total"])
-
-
-async def _proxy_searches(session: aiohttp.ClientSession) -> float:
-    """Engine searches the proxy made, summed over its workers (``/metrics`` aggregates them)."""
-    async with session.get("/metrics") as response:
-        text = await response.text()
-    name = 'search_proxy_backend_duration_seconds_count{backend="elasticsearch",operation="search"}'
-    return scraped(text, name)
-
-
 async def test_a_hundred_identical_cold_requests_over_two_workers_make_one_engine_search(
     search_catalog: SearchCatalog, stack_urls: StackUrls, engine: AsyncElasticsearch
 ) -> None:
-    # Generous Redis timeout and lock wait: on a loaded machine Redis may take over 50 ms and
-    # the engine over a second, and the cache would rightly skip Redis or stop waiting and ask
-    # the engine itself. This test is about coalescing, not about those bounds.
-    env = proxy_env(search_catalog, stack_urls, CACHE_LOCK_WAIT_MS="8000", REDIS_TIMEOUT_MS="1000")
-    proc, url = spawn_proxy(env, workers=2)
-    try:
-        await wait_healthy(url, proc)
-        # Both workers subscribed to the fill notices (they travel by pub/sub): polled, not slept.
-        channel = fills_channel(env["REDIS_KEY_PREFIX"])
-        async with aioredis.from_url(stack_urls.redis_url) as redis:
-            deadline = time.monotonic() + 30
-            while dict(await redis.pubsub_numsub(channel)).get(channel.encode(), 0) < 2:
-                assert time.monotonic() < deadline, "the two workers did not subscribe to the fill notices"
-                await asyncio.sleep(0.05)
-        path = f"/api/search?q=wand&min_price={time.time() % 97:.2f}"  # never asked before
-        engine_before = await _engine_searches(engine, search_catalog.index)
-        # One connection per request: SO_REUSEPORT spreads connections, so both workers get some.
-        connector = aiohttp.TCPConnector(limit=0, force_close=True)
-        async with aiohttp.ClientSession(url, connector=connector) as session:
-            proxy_before = await _proxy_searches(session)
-
-            async def one() -> bytes:
-                async with session.get(path) as response:
-                    assert response.status == 200
-                    return await response.read()
-
-            bodies = await asyncio.gather(*(one() for _ in range(100)))
-            assert len(set(bodies)) == 1
-            assert await _proxy_searches(session) - proxy_before == 1
-        engine_searches = await _engine_searches(engine, search_catalog.index) - engine_before
-        # The engine's own count agrees, where it keeps one (OpenSearch does; osmem reports 0).
-        assert engine_searches in ({1} if engine_before or engine_searches else {0})
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 30)
+    await one_engine_search_for_a_hundred_cold_requests(search_catalog, stack_urls, engine)
 
 
 # --- Redis trouble -------------------------------------------------------------------------------

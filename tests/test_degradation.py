@@ -19,7 +19,7 @@ from proxy.app import create_app
 from proxy.state import ENGINE_GUARD
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import TcpProxy
-from tests.proxy_support import metric, proxy_env, scraped, spawn_proxy, wait_healthy
+from tests.proxy_support import metric, proxy_env, scraped, spawn_proxy, timed_get, wait_healthy
 
 FALLBACK_APP = "hos-search-fallback"
 SEARCH = "/api/search?q=harry+potter&size=5"
@@ -48,34 +48,27 @@ async def engine_cut(stack_urls: StackUrls) -> AsyncIterator[TcpProxy]:
         await cut.close()
 
 
-async def _get(client: TestClient, path: str) -> tuple[int, dict[str, str], Any, float]:
-    started = time.monotonic()
-    response = await client.get(path)
-    body = await response.json(content_type=None)
-    return response.status, dict(response.headers), body, time.monotonic() - started
-
-
 async def test_with_the_engine_refusing_search_and_suggestions_answer_from_postgres(
     search_catalog: SearchCatalog, stack_urls: StackUrls
 ) -> None:
     refused = f"http://127.0.0.1:{free_port()}"
     async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, refused)))) as client:
-        status, headers, body, _ = await _get(client, SEARCH)
+        status, headers, body, _ = await timed_get(client, SEARCH)
         assert status == 200, body
         assert headers["X-Search-Backend"] == "postgres" and headers["X-Cache"] == "BYPASS"
         assert body["total"] > 0 and body["items"]
         assert all("harry" in item["name"].lower() or "potter" in item["name"].lower() for item in body["items"])
         assert {"query", "total", "items", "facets", "page", "pages", "relaxed"} <= set(body)
 
-        status, headers, body, _ = await _get(client, "/api/search/suggestions?q=hary")
+        status, headers, body, _ = await timed_get(client, "/api/search/suggestions?q=hary")
         assert status == 200 and headers["X-Search-Backend"] == "postgres"
         assert any("Harry Potter" in s["text"] for s in body["suggestions"]), body
 
-        status, _, body, _ = await _get(client, "/api/search?q=hary+poter&size=5")
+        status, _, body, _ = await timed_get(client, "/api/search?q=hary+poter&size=5")
         assert status == 200 and body["items"], body  # typos still find Harry Potter
         assert any("harry" in item["name"].lower() for item in body["items"])
 
-        status, _, ready, _ = await _get(client, "/readyz")
+        status, _, ready, _ = await timed_get(client, "/readyz")
         assert status == 200 and ready["status"] == "degraded" and ready["backend"] == "postgres"
         assert ready["checks"]["elasticsearch"]["ok"] is False
 
@@ -86,16 +79,16 @@ async def test_the_fallback_answers_as_the_engine_does(
     """Same parameters, same validation, same shape; the same products for a filter-only query."""
     path = "/api/search?category=figures&sort=price_asc&size=10&page=2"
     async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, engine_cut.url)))) as client:
-        status, headers, engine_body, _ = await _get(client, path)
+        status, headers, engine_body, _ = await timed_get(client, path)
         assert status == 200 and headers["X-Search-Backend"] == "elasticsearch"
         await engine_cut.close()
-        status, headers, fallback_body, _ = await _get(client, path)
+        status, headers, fallback_body, _ = await timed_get(client, path)
         assert status == 200 and headers["X-Search-Backend"] == "postgres"
         for field in ("total", "page", "pages", "size"):
             assert fallback_body[field] == engine_body[field], field
         assert [i["id"] for i in fallback_body["items"]] == [i["id"] for i in engine_body["items"]]
         assert fallback_body["facets"] == engine_body["facets"]
-        bad, headers, problem, _ = await _get(client, "/api/search?size=0")
+        bad, headers, problem, _ = await timed_get(client, "/api/search?size=0")
         assert bad == 400 and problem["invalid_params"][0]["name"] == "size"
 
 
@@ -104,28 +97,28 @@ async def test_cut_off_mid_run_the_breaker_opens_and_traffic_returns_when_the_en
 ) -> None:
     async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, engine_cut.url)))) as client:
         guard = client.server.app[ENGINE_GUARD]
-        assert (await _get(client, SEARCH))[1]["X-Search-Backend"] == "elasticsearch"
+        assert (await timed_get(client, SEARCH))[1]["X-Search-Backend"] == "elasticsearch"
         await engine_cut.close()
         backends = []
         for _ in range(6):
-            status, headers, _, _ = await _get(client, SEARCH)
+            status, headers, _, _ = await timed_get(client, SEARCH)
             assert status == 200
             backends.append(headers["X-Search-Backend"])
         assert backends == ["postgres"] * 6
         assert guard.breaker.state == "open"  # three failures in a row
-        status, _, ready, _ = await _get(client, "/readyz")
+        status, _, ready, _ = await timed_get(client, "/readyz")
         assert status == 200 and ready["engine_breaker"] == "open" and ready["backend"] == "postgres"
 
         await engine_cut.open()  # the same port: the engine is back
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            status, headers, _, _ = await _get(client, SEARCH)
+            status, headers, _, _ = await timed_get(client, SEARCH)
             if headers["X-Search-Backend"] == "elasticsearch":
                 break
             await asyncio.sleep(0.1)
         assert headers["X-Search-Backend"] == "elasticsearch"
         assert guard.breaker.state == "closed"
-        status, _, ready, _ = await _get(client, "/readyz")
+        status, _, ready, _ = await timed_get(client, "/readyz")
         assert status == 200 and ready["status"] == "ready" and ready["backend"] == "elasticsearch"
 
 
@@ -220,7 +213,7 @@ async def test_over_the_fallback_cap_requests_get_a_quick_503_and_postgres_is_un
                     await asyncio.sleep(0.005)
 
             watcher = asyncio.ensure_future(watch())
-            results = await asyncio.gather(*(_get(client, f"/api/search?q=wand&size={1 + i}") for i in range(60)))
+            results = await asyncio.gather(*(timed_get(client, f"/api/search?q=wand&size={1 + i}") for i in range(60)))
             watching = False
             await watcher
             refused_answers = [r for r in results if r[0] == 503]
@@ -247,13 +240,13 @@ async def test_with_neither_backend_the_proxy_is_unavailable(
     no_database = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
     settings = _settings(search_catalog, stack_urls, refused, database_url=no_database)
     async with TestClient(TestServer(create_app(settings))) as client:
-        status, headers, body, seconds = await _get(client, SEARCH)
+        status, headers, body, seconds = await timed_get(client, SEARCH)
         assert status == 503 and headers["Retry-After"] == "1" and body["status"] == 503
         assert seconds < 5
-        status, _, ready, _ = await _get(client, "/readyz")
+        status, _, ready, _ = await timed_get(client, "/readyz")
         assert status == 503 and ready["status"] == "unavailable" and ready["backend"] is None
     settings = _settings(search_catalog, stack_urls, refused, fallback_enabled=False)
     async with TestClient(TestServer(create_app(settings))) as client:
-        assert (await _get(client, SEARCH))[0] == 503
-        status, _, ready, _ = await _get(client, "/readyz")
+        assert (await timed_get(client, SEARCH))[0] == 503
+        status, _, ready, _ = await timed_get(client, "/readyz")
         assert status == 503 and ready["status"] == "unavailable"

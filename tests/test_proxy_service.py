@@ -79,7 +79,7 @@ async def test_healthz_and_readyz_report_every_dependency(client: TestClient) ->
     body = await response.json()
     assert response.status == 200, body
     assert body["status"] == "ready"
-    assert set(body["checks"]) == {"elasticsearch", "redis", "postgres"}
+    assert set(body["checks"]) == {"elasticsearch", "redis", "postgres", "fallback"}
     assert all(check["ok"] for check in body["checks"].values())
 
 

@@ -55,11 +55,13 @@ def digest(key: str) -> str:
 
 
 def storage_key(prefix: str, key_digest: str) -> str:
-    return f"{prefix}cache:{key_digest}"
+    # The digest in braces is the Redis Cluster hash tag: an entry and its fill lock share a
+    # slot, so the lock-and-read and the store-and-unlock pipelines go to one node.
+    return f"{prefix}cache:{{{key_digest}}}"
 
 
 def lock_key(prefix: str, key_digest: str) -> str:
-    return f"{prefix}cache-fill:{key_digest}"
+    return f"{prefix}cache-fill:{{{key_digest}}}"
 
 
 def fills_channel(prefix: str) -> str:

@@ -3,7 +3,9 @@
 Values are :meth:`Entry.encode` bytes under ``{prefix}cache:<digest>``, kept for the policy's
 ``ttl + stale_if_error`` (beyond the ttl they serve only when the engine fails). A fill of a
 missing entry is guarded by a short lock (``SET NX PX``) so that one process in the cluster asks
-the engine while the others wait for its notice (``proxy.cache.notices``).
+the engine while the others wait for its notice (``proxy.cache.notices``). An entry and its lock share a Redis
+Cluster hash slot (``proxy.cache.keys``); on a cluster the notice is a second round trip, since
+redis-py refuses PUBLISH inside a cluster pipeline.
 
 Every call is bounded by ``timeout`` (≤ 50 ms by default) and never raises: a Redis error or
 timeout is counted and answered as "nothing there". ``failures`` of them in a row open a
@@ -17,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
 
+from catalog.redis_client import REDIS_ERRORS, RedisClient
 from proxy.breaker import Breaker
 from proxy.cache.entry import FETCHED_AT_OFFSET, HEADER_SIZE, Entry
 from proxy.cache.keys import fills_channel, lock_key, storage_key
@@ -48,7 +50,7 @@ T = TypeVar("T")
 class RedisTier:
     def __init__(
         self,
-        client: Redis,
+        client: RedisClient,
         prefix: str,
         *,
         timeout: float,
@@ -59,6 +61,7 @@ class RedisTier:
         on_error: Callable[[str], None] = lambda operation: None,
     ) -> None:
         self._client = client
+        self._clustered = isinstance(client, RedisCluster)
         self._prefix = prefix
         self._timeout = timeout
         self._keep_ms = max(1, int(keep_for * 1000))
@@ -114,7 +117,7 @@ class RedisTier:
         return bool(taken), Entry.decode(data) if isinstance(data, bytes) else None
 
     async def fill(self, key_digest: str, entry: Entry, *, locked: bool) -> None:
-        """Store ``entry``; if we hold the lock, release it and tell the waiters — one round trip."""
+        """Store ``entry``; if we hold the lock, release it and tell the waiters (one round trip on one Redis)."""
 
         async def store() -> object:
             async with self._client.pipeline(transaction=False) as pipe:
@@ -123,8 +126,7 @@ class RedisTier:
                     # Unconditional DEL: had our lock expired and another process taken it, its
                     # fill costs one more engine request — nothing worse.
                     pipe.delete(lock_key(self._prefix, key_digest))
-                    pipe.publish(self._fills, key_digest)
-                return await pipe.execute()
+                return await self._execute_and_notify(pipe, key_digest if locked else None)
 
         await self._call("set", store)
 
@@ -134,10 +136,19 @@ class RedisTier:
         async def release() -> object:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.delete(lock_key(self._prefix, key_digest))
-                pipe.publish(self._fills, key_digest)
-                return await pipe.execute()
+                return await self._execute_and_notify(pipe, key_digest)
 
         await self._call("release", release)
+
+    async def _execute_and_notify(self, pipe: Any, key_digest: str | None) -> object:
+        """Run ``pipe`` and, if ``key_digest`` is given, tell the waiters of that fill: in the same
+        round trip on one Redis; after it on a cluster, whose pipelines refuse PUBLISH."""
+        if key_digest is not None and not self._clustered:
+            pipe.publish(self._fills, key_digest)
+        answer = await pipe.execute()
+        if key_digest is not None and self._clustered:
+            await self._client.publish(self._fills, key_digest)
+        return answer
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T | object:
         if not self.available:
@@ -145,7 +156,7 @@ class RedisTier:
         try:
             async with asyncio.timeout(self._timeout):
                 answer = await call()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self._on_error(operation)
             if self._breaker.failed():
                 log.warning(

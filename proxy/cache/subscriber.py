@@ -3,7 +3,9 @@
 The **listener** keeps a subscription (a connection of its own, no read timeout) to the
 generation channel and the fill-notice channel: announcements go to the worker's
 :class:`CatalogView`, fill notices to :class:`FillNotices`. It reconnects when the connection
-fails, pausing as :data:`catalog.retry.SUBSCRIBE` says (0.1 s doubling to 2 s).
+fails, pausing as :data:`catalog.retry.SUBSCRIBE` says (0.1 s doubling to 2 s). It is a plain
+connection to one node even on a Redis Cluster (a classic PUBLISH reaches every node there);
+each reconnection takes the next node that ``urls`` names, so a dead node is left behind.
 
 The **watchdog** reads the generation key through the request-path client (bounded by its
 short timeout) every ``poll_interval`` while the subscription is down and every
@@ -24,9 +26,9 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from catalog.cache_generation import Announcement, generation_key
+from catalog.redis_client import REDIS_ERRORS, RedisClient
 from catalog.retry import SUBSCRIBE
 from proxy.cache.freshness import CatalogView
 from proxy.cache.keys import fills_channel
@@ -39,17 +41,17 @@ log = logging.getLogger("hos_search.proxy.cache")
 class Subscriber:
     def __init__(
         self,
-        redis_url: str,
+        urls: Callable[[], list[str]],
         prefix: str,
         view: CatalogView,
         notices: FillNotices,
-        commands: aioredis.Redis,
+        commands: RedisClient,
         *,
         poll_interval: float = 0.25,
         check_interval: float = 1.0,
         on_state: Callable[[bool, int], None] = lambda subscribed, generation: None,
     ) -> None:
-        self._url = redis_url
+        self._urls = urls
         self._key = generation_key(prefix)
         self._fills = fills_channel(prefix)
         self._view = view
@@ -72,7 +74,8 @@ class Subscriber:
     async def _listen(self) -> None:
         failures = 0  # in a row
         while True:
-            client = aioredis.from_url(self._url, socket_connect_timeout=0.5)
+            urls = self._urls()
+            client = aioredis.from_url(urls[failures % len(urls)], socket_connect_timeout=0.5)
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._key, self._fills)
@@ -83,7 +86,7 @@ class Subscriber:
                         message = await pubsub.get_message(timeout=self._check_interval)
                         if message is not None and message.get("type") == "message":
                             self._dispatch(message["channel"], message["data"])
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if self.subscribed:
                     log.warning("cache: generation subscription lost (%s); reconnecting", type(exc).__name__)
                 self.subscribed = False
@@ -121,7 +124,7 @@ class Subscriber:
             try:
                 raw = await self._commands.get(self._key)
                 generation = int(raw or 0)
-            except (RedisError, OSError, TimeoutError, ValueError):
+            except (*REDIS_ERRORS, ValueError):
                 self._view.lose(time.time())
                 self._report()
                 continue

@@ -12,6 +12,12 @@ and a cap on concurrent queries per process — a request waits at most ``queue_
 for a slot, then gets :class:`Overloaded` (503, ``Retry-After``); a request the engine's queue
 shed already does not wait again (``proxy.queueing``).
 
+On a read replica (``FALLBACK_DATABASE_URL``) a watcher measures, every
+:data:`LAG_CHECK_INTERVAL_S`, how far replay is behind what the replica received; past
+``max_lag_ms``, or while the replica does not answer, every call is refused at once (503,
+``Retry-After``) rather than serving an old catalog or waiting on a dead server. Every
+connection sets ``default_transaction_read_only``: the fallback cannot write even by mistake.
+
 Never: wait longer than that for a slot, open more than ``pool_size`` connections, write to
 the database, or let a database error's text (or the database URL) into an error it raises —
 every database failure is a :class:`BackendUnavailable` with a message of its own.
@@ -33,6 +39,7 @@ from proxy.fallback import sql
 from proxy.fallback.sql import Statement
 from proxy.params import SearchRequest, SuggestRequest
 from proxy.queueing import already_waited
+from proxy.tasks import cancel_and_wait
 
 log = logging.getLogger("hos_search.proxy.fallback")
 
@@ -42,6 +49,19 @@ CONNECT_TIMEOUT_S: Final = 2.0
 # statement_timeout should fire first, and cancels the query on the server too.
 _CLIENT_DEADLINE_MARGIN_S: Final = 1.0
 _CLOSE_TIMEOUT_S: Final = 5.0
+LAG_CHECK_INTERVAL_S: Final = 0.25
+
+# How far a replica's replay is behind what it received, in ms: 0 on a primary, and 0 when it has
+# replayed everything it received (an idle primary is not lag). Otherwise the age of the last
+# replayed transaction — or, before it replayed any since it started (the timestamp is NULL then,
+# seen on a fresh pg_basebackup copy), the time since it started.
+LAG_SQL: Final = """
+SELECT CASE
+  WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+  ELSE extract(epoch FROM clock_timestamp()
+               - coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time())) * 1000
+END::float8
+"""
 
 # Every way the database can fail a query: its errors (a cancelled statement included), a
 # broken or refused connection, a connection or query deadline.
@@ -57,13 +77,17 @@ _DATABASE_ERRORS: Final = (
 class PostgresFallback:
     """The Postgres search backend of one proxy process; ``in_flight`` of ``capacity`` slots busy."""
 
-    def __init__(self, pool: asyncpg.Pool, *, capacity: int, queue_wait: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, capacity: int, queue_wait: float, max_lag_ms: int = 0) -> None:
         self._pool = pool
         self._slots = asyncio.Semaphore(capacity)
         self._queue_wait = queue_wait
+        self._max_lag_ms = max_lag_ms
         self.capacity = capacity
         self.in_flight = 0
         self.waiting = 0
+        # Why every call is refused now (the replica lags, or does not answer); None: serve.
+        self.refusal: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -74,11 +98,14 @@ class PostgresFallback:
         statement_timeout_ms: int,
         max_concurrency: int,
         queue_wait: float,
+        replica_max_lag_ms: int = 0,
     ) -> PostgresFallback:
         """A fallback with a pool of at most ``pool_size`` connections, none opened yet.
 
         A slot is a connection: at most ``min(max_concurrency, pool_size)`` queries run at
         once, so a request holding a slot never queues again inside the pool.
+        ``replica_max_lag_ms`` > 0: ``database_url`` is a replica, watched on a connection of
+        its own, refused while its replay lags more than that or it does not answer.
         """
         if max_concurrency < 1 or pool_size < 1 or statement_timeout_ms < 1 or queue_wait < 0:
             raise ValueError("the fallback needs a pool, a slot, a statement timeout and a non-negative queue wait")
@@ -101,9 +128,52 @@ class PostgresFallback:
             command_timeout=statement_timeout_ms / 1000 + _CLIENT_DEADLINE_MARGIN_S,
             server_settings=settings,
         )
-        return cls(pool, capacity=min(max_concurrency, pool_size), queue_wait=queue_wait)
+        fallback = cls(
+            pool, capacity=min(max_concurrency, pool_size), queue_wait=queue_wait, max_lag_ms=replica_max_lag_ms
+        )
+        if replica_max_lag_ms > 0:
+            fallback._watcher = asyncio.ensure_future(fallback._watch_replica(database_url, settings))
+        return fallback
+
+    async def ready(self) -> tuple[bool, str]:
+        """For ``/readyz``: whether the fallback's database answers and (a replica) is not too far behind."""
+        async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
+            lag_ms = float(await conn.fetchval(LAG_SQL))
+        if self._max_lag_ms and lag_ms > self._max_lag_ms:
+            return False, f"replica {lag_ms / 1000:.1f} s behind"
+        return True, "ok"
+
+    async def _watch_replica(self, database_url: str, settings: Mapping[str, str]) -> None:
+        """Keep :attr:`refusal` current: measure the replica's lag every LAG_CHECK_INTERVAL_S."""
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await asyncpg.connect(
+                            database_url, timeout=CONNECT_TIMEOUT_S, server_settings=dict(settings)
+                        )
+                    lag_ms = float(await conn.fetchval(LAG_SQL, timeout=CONNECT_TIMEOUT_S))
+                except _DATABASE_ERRORS as exc:
+                    if self.refusal is None:
+                        log.warning("fallback replica not answering (%s): refusing until it does", type(exc).__name__)
+                    self.refusal = "The catalog replica is not available."
+                    if conn is not None:
+                        conn.terminate()
+                        conn = None
+                else:
+                    lagging = lag_ms > self._max_lag_ms
+                    if lagging and self.refusal is None:
+                        log.warning("fallback replica %.1f s behind: refusing until it catches up", lag_ms / 1000)
+                    self.refusal = "The catalog replica is behind; please retry shortly." if lagging else None
+                await asyncio.sleep(LAG_CHECK_INTERVAL_S)
+        finally:
+            if conn is not None:
+                conn.terminate()
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            await cancel_and_wait(self._watcher)
         # A close that cannot finish in time terminates the pool's connections instead.
         with suppress(TimeoutError):
             await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT_S)
@@ -128,6 +198,8 @@ class PostgresFallback:
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside a slot; database failures come out as BackendUnavailable."""
+        if self.refusal is not None:
+            raise BackendUnavailable(self.refusal)
         await self._take_slot()
         try:
             # The acquire timeout also bounds the release, which resets the connection.

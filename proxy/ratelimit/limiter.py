@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from typing import Final, Generic, Literal, TypeVar, get_args
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
+from catalog.redis_client import REDIS_ERRORS
 from proxy.breaker import Breaker
 from proxy.ratelimit.batch import Batcher
 from proxy.ratelimit.bucket import Bucket, Decision, take
@@ -216,14 +216,19 @@ class Limiter:
                     async with asyncio.timeout_at(deadline):
                         decision = await self._batcher.take(client.id, cost, limit.max, limit.ttl_ms)
                     lease = 0.0
-            except (RedisError, OSError, TimeoutError):
+            except REDIS_ERRORS:
                 pass  # the batch told the breaker
             else:
                 self._keep_lease(client.id, lease if decision.allowed else 0.0, decision)
                 return Admission(decision, limit, policy, "redis")
             finally:
                 if leasing is not None:
-                    del self._leasing[client.id]
+                    # Another request may have put its own lease in flight meanwhile (both waited
+                    # on one that brought no lease): remove only ours, and always wake our waiters.
+                    # An unconditional del raised KeyError here under a Redis Cluster failover,
+                    # which answered 500 and left the waiters hanging for good.
+                    if self._leasing.get(client.id) is leasing:
+                        del self._leasing[client.id]
                     leasing.set_result(None)
         return Admission(self._fall_back(client.id, cost, limit), limit, policy, self._fallback)
 

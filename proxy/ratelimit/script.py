@@ -8,12 +8,16 @@ client, from any worker or host, each see the bucket the previous one left.
 
 One script call decides a whole batch (:meth:`RedisBuckets.take_many`): the decisions of one
 event-loop tick (``proxy.ratelimit.batch``), in order, so two requests of one client in a batch
-see each other exactly as two calls would. The batch's keys belong to different clients, so on
-a Redis Cluster a batch would have to be split by hash slot (each key's ``{client}`` hash tag
-makes that possible); the proxy talks to one Redis server (``REDIS_URL``).
+see each other exactly as two calls would. The batch's keys belong to different clients, which
+Redis Cluster refuses in one script (``CROSSSLOT``): there a batch is split by hash slot (each
+key's ``{client}`` hash tag decides it, computed here as the client does), one script call per
+slot, all sent in one cluster pipeline — one round trip to each node concerned, in parallel. A
+client's decisions share its slot, so they stay in order within one script. On one Redis
+nothing changes: one call.
 
-The time is the Redis server's (``TIME``, read once per batch), one clock for every proxy,
-unless the caller passes ``now_ms`` (the tests do, to replay exact sequences). The arithmetic
+The time is the Redis server's (``TIME``, read once per script call), one clock for every proxy
+(on a cluster each node's; they are kept in step like any servers' clocks), unless the caller
+passes ``now_ms`` (the tests do, to replay exact sequences). The arithmetic
 is that of ``take``, in the same order; ``tokens`` are written with ``%.17g`` so the double
 survives as a string exactly.
 """
@@ -24,9 +28,10 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from catalog.redis_client import RedisClient, slot_of
 from proxy.ratelimit.bucket import KEY_MARGIN_MS, Bucket, Decision, validate
 
 # KEYS: one bucket key per decision. ARGV[1]: now_ms ('' = the server's TIME); then cost,
@@ -116,9 +121,10 @@ class Take:
 class RedisBuckets:
     """Clients' token buckets in Redis under ``prefix``."""
 
-    def __init__(self, client: Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
+        self._cluster = client if isinstance(client, RedisCluster) else None
 
     async def take(
         self, client_id: str, cost: float, capacity: float, period_ms: int, now_ms: int | None = None
@@ -132,29 +138,69 @@ class RedisBuckets:
         return decision
 
     async def take_many(self, takes: Sequence[Take], now_ms: int | None = None) -> list[Decision]:
-        """:meth:`take` for each of ``takes``, in order, in one script call: one round trip and
-        one atomic step for all of them."""
+        """:meth:`take` for each of ``takes``, in order: on one Redis in one script call (one round
+        trip, one atomic step for all of them); on a cluster one script call per hash slot."""
         keys: list[str] = []
-        args: list[str] = ["" if now_ms is None else str(int(now_ms))]
+        args: list[str] = []
         for one in takes:
             validate(one.cost, one.capacity, one.period_ms)
             keys.append(bucket_key(self._prefix, one.client_id))
             # repr of a float is the shortest text that reads back as the same double.
             args += (repr(float(one.cost)), repr(float(one.capacity)), str(one.period_ms))
+        now = "" if now_ms is None else str(int(now_ms))
+        if self._cluster is not None:
+            return await self._take_per_slot(self._cluster, keys, args, now)
         try:
-            reply = await self._client.evalsha(SHA, len(keys), *keys, *args)
+            reply = await self._client.evalsha(SHA, len(keys), *keys, now, *args)
         except NoScriptError:
             # The script cache is empty after a Redis restart or SCRIPT FLUSH. A NOSCRIPT reply
             # means nothing ran, so running it now still makes these decisions once.
             await self._client.script_load(LUA)
-            reply = await self._client.evalsha(SHA, len(keys), *keys, *args)
-        return [
-            Decision(
-                allowed=bool(reply[i]),
-                remaining=int(reply[i + 1]),
-                retry_after_ms=int(reply[i + 2]),
-                reset_ms=int(reply[i + 3]),
-                bucket=Bucket(float(reply[i + 4]), int(reply[i + 5])),
-            )
-            for i in range(0, len(reply), 6)
+            reply = await self._client.evalsha(SHA, len(keys), *keys, now, *args)
+        return _decisions(reply)
+
+    async def _take_per_slot(self, cluster: RedisCluster, keys: list[str], args: list[str], now: str) -> list[Decision]:
+        by_slot: dict[int, list[int]] = {}  # slot -> positions in the batch, in order
+        for position, key in enumerate(keys):
+            by_slot.setdefault(slot_of(key), []).append(position)
+        calls = [
+            (positions, [keys[i] for i in positions], [now, *(a for i in positions for a in args[3 * i : 3 * i + 3])])
+            for positions in by_slot.values()
         ]
+        replies: list[object] = [NoScriptError()] * len(calls)
+        for attempt in (1, 2):
+            todo = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if not todo:
+                break
+            if attempt == 2:
+                # A promoted replica has no script cache (scripts replicate as their effects):
+                # NOSCRIPT means that call did nothing, so only those calls are sent again.
+                await cluster.script_load(LUA)
+            async with cluster.pipeline() as pipe:
+                for n in todo:
+                    _, call_keys, call_args = calls[n]
+                    pipe.evalsha(SHA, len(call_keys), *call_keys, *call_args)
+                for n, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+                    replies[n] = reply
+        decisions: list[Decision | None] = [None] * len(keys)
+        for (positions, _, _), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            for position, decision in zip(positions, _decisions(reply), strict=True):
+                decisions[position] = decision
+        return [decision for decision in decisions if decision is not None]
+
+
+def _decisions(reply: object) -> list[Decision]:
+    """The script's flat reply, six values per decision, as decisions."""
+    assert isinstance(reply, list)
+    return [
+        Decision(
+            allowed=bool(reply[i]),
+            remaining=int(reply[i + 1]),
+            retry_after_ms=int(reply[i + 2]),
+            reset_ms=int(reply[i + 3]),
+            bucket=Bucket(float(reply[i + 4]), int(reply[i + 5])),
+        )
+        for i in range(0, len(reply), 6)
+    ]
