@@ -15,7 +15,7 @@ message in the body — only its class name.
 default 1 s): ``/readyz`` is answered from the last check while it is that recent, and
 concurrent requests share the one check in flight. A flood of ``/readyz`` therefore makes at
 most one call to each dependency per worker per period, through one connection of each pool,
-and never takes the engine guard's slots (``proxy.shedding``) from searches (issue 23: each
+and never takes the engine guard's slots (``proxy.engine_guard``) from searches (issue 23: each
 ``/readyz`` called the engine, Redis and Postgres through the shared pools).
 """
 

@@ -91,12 +91,7 @@ async def running_proxy(env: dict[str, str], *, workers: int = 1) -> AsyncIterat
         await wait_healthy(url, proc)
         yield proc, url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        await asyncio.to_thread(stop_process, proc, 15)
 
 
 async def following(client: TestClient) -> None:

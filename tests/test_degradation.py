@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from catalog.processes import stop_process
 from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
@@ -181,8 +182,7 @@ async def test_against_a_hanging_engine_400_concurrent_searches_do_not_each_wait
         assert asked + skipped == 400, (asked, skipped)
     finally:
         engine_cut.hanging = False
-        proc.terminate()
-        proc.wait(30)
+        await asyncio.to_thread(stop_process, proc, 30)
 
 
 async def test_over_the_fallback_cap_requests_get_a_quick_503_and_postgres_is_unharmed(
@@ -240,9 +240,9 @@ async def test_with_neither_backend_the_proxy_is_unavailable(
     no_database = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
     settings = _settings(search_catalog, stack_urls, refused, database_url=no_database)
     async with TestClient(TestServer(create_app(settings))) as client:
-        status, headers, body, seconds = await timed_get(client, SEARCH)
+        async with asyncio.timeout(15):  # a deadline, not a window: refused at once, never hanging
+            status, headers, body, _ = await timed_get(client, SEARCH)
         assert status == 503 and headers["Retry-After"] == "1" and body["status"] == 503
-        assert seconds < 5
         status, _, ready, _ = await timed_get(client, "/readyz")
         assert status == 503 and ready["status"] == "unavailable" and ready["backend"] is None
     settings = _settings(search_catalog, stack_urls, refused, fallback_enabled=False)

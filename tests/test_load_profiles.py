@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from catalog.processes import stop_process
 from devstack.servers import wait_http
 from devstack.stack import StackUrls
 from loadtest.durations import DurationError, parse_duration
@@ -751,8 +752,7 @@ def load_proxy(search_catalog: SearchCatalog, stack_urls: StackUrls) -> Iterator
         assert wait_http(url + "/readyz", proc, 60), "the proxy did not get ready"  # type: ignore[arg-type]
         yield url
     finally:
-        proc.terminate()
-        proc.wait(20)
+        stop_process(proc, 20)
 
 
 def run_load(
@@ -861,8 +861,7 @@ def test_ratelimit_profile_finds_429s_where_the_policy_says(
         assert wait_http(url + "/readyz", proc, 60)  # type: ignore[arg-type]
         code, summary, output = run_load("ratelimit", url, tmp_path)
     finally:
-        proc.terminate()
-        proc.wait(20)
+        stop_process(proc, 20)
     assert code == 0, output
     checks = {check["name"]: (check["passes"], check["fails"]) for check in summary["root_group"]["checks"]}
     assert checks == {
