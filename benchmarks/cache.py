@@ -1,6 +1,6 @@
 """Benchmark: the response cache — hit throughput, hit ratio under change, and stampede control.
 
-    python -m benchmarks.cache [--products 20000] [--duration 60] [--only throughput|zipf|stampede]
+    python -m benchmarks.cache [--products 20000] [--duration 60] [--only throughput|zipf|stampede|cluster]
                                [--rounds 3] [--seconds 10]
 
 Starts the dev stack (``devstack``: 127.0.0.1 only, stopped on exit) unless ``DATABASE_URL`` /
@@ -29,6 +29,13 @@ catalog and indexes it behind a fresh alias (a real reindex), then measures, in 
 3. **Stampede**: 1,000 identical requests for a URL never asked before, sent at once on 1,000
    open connections to the 2-worker proxy, for 3 such URLs: how many engine requests each caused
    (proxy counter and engine ``query_total``). Expected: exactly 1.
+
+``--only cluster`` (issue 22, not part of the default run): cache-hit throughput and hit ratio
+under churn on a Redis Cluster (3 primaries + 3 replicas on loopback) against one Redis, same run:
+two 1-worker proxies whose L1 holds only 64 entries (so most answers come from L2, in Redis),
+``wrk`` over 200 distinct search URLs (each asked once first), rounds alternating, while every
+0.5 s 2 random product tags are announced on each Redis as the indexer announces them (entries
+showing them turn stale). The hit ratio is the proxy's own count (HIT + STALE over all answers).
 
 ``make bench-cache`` runs it (``BENCH_CACHE_ARGS`` passes flags on). About 3–4 minutes with the
 defaults: the dev engine's start, 9 × 10 s of wrk plus warm-ups, 65 s of Zipf load, the stampedes.
@@ -68,6 +75,7 @@ import orjson
 from yarl import URL
 
 from benchmarks.kit.catalog import ZIPF_S, ZIPF_URLS, build_urls
+from benchmarks.kit.cluster import on_cluster, redis_cluster
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import (
     HOT_URL,
@@ -76,12 +84,16 @@ from benchmarks.kit.processes import (
     interrupt_on_sigterm,
     pinning_cpus,
     spawn,
+    start_hot_proxy,
     wait_answering,
 )
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import ENGINE_CALLS, LOOKUPS, delta, deltas_by, engine_queries, scrape, scrape_sync
 from benchmarks.kit.wrk import WRK_CONNECTIONS, WrkRun, run_wrk
+from catalog.cache_generation import Announcement, generation_key, product_tag
+from catalog.config import env_bool
 from catalog.processes import stop_process
+from catalog.redis_client import open_redis
 from devstack.catalogs import prepare_catalog, remove_catalog
 from devstack.databases import ScratchDatabases
 from devstack.servers import free_port
@@ -101,6 +113,11 @@ CACHE_TTL_S = 60  # the proxy's default CACHE_TTL_S, which this benchmark runs w
 
 STAMPEDE_REQUESTS = 1_000
 STAMPEDE_URLS = 3
+
+CHURN_URLS = 200
+CHURN_TAGS_PER_TICK = 2
+CHURN_TICK_S = 0.5
+CHURN_L1_ENTRIES = "64"
 
 
 # --- the anchors: bare aiohttp servers returning fixed bytes (each runs in its own process) ---------
@@ -784,6 +801,101 @@ async def phase_stampede(base: str, engine_url: str, alias: str, args: argparse.
     return engine_requests
 
 
+# --- --only cluster: cache hits under churn, Redis Cluster against one Redis -------------------------
+
+
+def phase_cluster_churn(
+    env: dict[str, str], args: argparse.Namespace, children: list[subprocess.Popen[bytes]], results: Results
+) -> None:
+    """``--only cluster`` (module docstring)."""
+    server_cpu, wrk_cpu = pinning_cpus()
+    common = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    common["CACHE_L1_MAX_ENTRIES"] = CHURN_L1_ENTRIES
+    with (
+        tempfile.TemporaryDirectory(prefix="hos-bench-cluster-") as scratch,
+        redis_cluster(Path(scratch), children) as cluster,
+    ):
+        envs = {
+            "one Redis": common,
+            "Redis Cluster": on_cluster(
+                common, cluster, REDIS_KEY_PREFIX=common["REDIS_KEY_PREFIX"].rstrip(":") + "-cluster:"
+            ),
+        }
+        bases = {name: start_hot_proxy(proxy_env, server_cpu, children) for name, proxy_env in envs.items()}
+        script = Path(scratch) / "churn.lua"
+        script.write_text(
+            f"math.randomseed(7)\nrequest = function()\n"
+            f'  return wrk.format(nil, "/api/search?q=wand&min_price=" .. math.random(0, {CHURN_URLS - 1}))\nend\n'
+        )
+        import urllib.request
+
+        for base in bases.values():  # every URL asked once: the runs measure a warm cache
+            for n in range(CHURN_URLS):
+                with urllib.request.urlopen(f"{base}/api/search?q=wand&min_price={n}", timeout=30) as response:
+                    response.read()
+        runs: dict[str, list[tuple[WrkRun, float]]] = {name: [] for name in bases}
+        for _ in range(args.rounds):
+            for name, base in bases.items():
+                before = scrape_sync(base)
+                run = asyncio.run(
+                    _with_churn(envs[name], lambda base=base: run_wrk(base + HOT_URL, args.seconds, wrk_cpu, script))
+                )
+                after = scrape_sync(base)
+                answered = {
+                    c: delta(before, after, "search_proxy_cache_responses_total", cache=c)
+                    for c in ("hit", "stale", "miss", "bypass")
+                }
+                ratio = (answered["hit"] + answered["stale"]) / max(1.0, sum(answered.values()))
+                runs[name].append((run, ratio))
+    print(
+        f"\n{f'cache under churn, 1 worker, L1 of {CHURN_L1_ENTRIES}, wrk -c{WRK_CONNECTIONS}':<44} "
+        f"{'req/s':>9} {'p99 ms':>8} {'hit ratio':>10}"
+    )
+    medians = {}
+    for name, measured in runs.items():
+        rps = statistics.median(run.rps for run, _ in measured)
+        hit = statistics.median(ratio for _, ratio in measured)
+        p99 = statistics.median(run.p99_ms for run, _ in measured)
+        medians[name] = (rps, hit)
+        problems = "; ".join(run.problems for run, _ in measured if run.problems)
+        print(f"{name:<44} {rps:>9,.0f} {p99:>8.2f} {hit:>10.3f} {problems}")
+    (one_rps, one_hit), (cluster_rps, cluster_hit) = medians["one Redis"], medians["Redis Cluster"]
+    notes = f"{CHURN_URLS} URLs, L1 {CHURN_L1_ENTRIES} entries, {CHURN_TAGS_PER_TICK} tags per {CHURN_TICK_S} s"
+    results.add(
+        "cache throughput under churn, Redis Cluster",
+        cluster_rps,
+        "req/s",
+        baseline=one_rps,
+        baseline_label="one Redis, same run",
+        notes=f"{notes}; {args.rounds} x {args.seconds} s, alternating",
+    )
+    results.add(
+        "cache hit ratio under churn, Redis Cluster",
+        cluster_hit,
+        "ratio",
+        baseline=one_hit,
+        baseline_label="one Redis, same run",
+        notes=notes,
+    )
+
+
+async def _with_churn(env: dict[str, str], run: Any) -> Any:
+    """``run()`` (blocking, in a thread) while product tags are announced on ``env``'s Redis."""
+    client = open_redis(env["REDIS_URL"], cluster=env_bool(env, "REDIS_CLUSTER", False), max_connections=2)
+    key = generation_key(env["REDIS_KEY_PREFIX"])
+    rng = random.Random(11)
+    work = asyncio.ensure_future(asyncio.to_thread(run))
+    try:
+        while not work.done():
+            generation = int(await client.incr(key))
+            tags = {product_tag(rng.randint(1, 2_000)) for _ in range(CHURN_TAGS_PER_TICK)}
+            await client.publish(key, Announcement.of(generation, tags).encode())
+            await asyncio.wait([work], timeout=CHURN_TICK_S)
+        return work.result()
+    finally:
+        await client.aclose()
+
+
 # --- orchestration ----------------------------------------------------------------------------------
 
 
@@ -822,7 +934,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--products", type=int, default=20_000)
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds of the Zipf load")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds of Zipf load before it")
-    parser.add_argument("--only", choices=["throughput", "zipf", "stampede"], help="one part (default: all three)")
+    parser.add_argument(
+        "--only", choices=["throughput", "zipf", "stampede", "cluster"], help="one part (default: the first three)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="wrk rounds per server (throughput)")
     parser.add_argument("--seconds", type=int, default=10, help="seconds per wrk run (throughput)")
     parser.add_argument("--seed", type=int, default=42)
@@ -835,7 +949,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_fixed(args.serve_fixed, args.port, args.kind)
         return 0
     parts = [args.only] if args.only else ["throughput", "zipf", "stampede"]
-    if "throughput" in parts and shutil.which("wrk") is None:
+    if {"throughput", "cluster"} & set(parts) and shutil.which("wrk") is None:
         print(
             "benchmarks.cache: wrk is not on PATH; install it: apt-get update && apt-get install -y wrk",
             file=sys.stderr,
@@ -866,6 +980,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "RATE_LIMIT_ENABLED": "false",
             "CACHE_ENABLED": "true",
         }
+        if "cluster" in parts:
+            phase_cluster_churn(env, args, children, results)
         if "throughput" in parts:
             ratio = phase_throughput(env, args, children, results)
             summary.append(

@@ -1,6 +1,6 @@
 """Benchmark: what the rate limiter costs on the proxy's hottest path, a cache hit.
 
-    python -m benchmarks.ratelimit [--products 2000] [--rounds 3] [--seconds 8]
+    python -m benchmarks.ratelimit [--products 2000] [--rounds 3] [--seconds 8] [--cluster]
 
 One run, one machine: a 1-worker proxy with rate limiting off, and the same with it on (a
 bucket too large to run dry, so every answer is a 200), serving one cached search to ``wrk``
@@ -10,22 +10,41 @@ sends a random ``X-Forwarded-For`` from a trusted peer) — many cold buckets, e
 Redis, in batches (``proxy/ratelimit/batch.py``). Rounds alternate the three so machine noise
 hits all alike. Prints req/s, p50/p99, the ratio on/off for each, and the latency the limiter
 adds. Goal (issue 10): on ≥ 0.85 × off.
+
+``--cluster`` (issue 22) adds, in the same run, the same three proxies on a Redis Cluster (3
+primaries + 3 replicas of real redis-server on loopback, ``REDIS_CLUSTER=true``; the 10,000
+clients' buckets spread over all slots), alternating with the single-Redis ones; then a
+primary's failover: a cluster proxy under a steady load of one hot client, the primary owning
+that client's slot SIGKILLed, and measured: the time until the limiter is back on Redis (its
+fallback gauge back at 0 after it rose), answers slower than ``REDIS_TIMEOUT_MS`` (before and
+after the kill, same length of time), and 5xx answers (goal 0).
 Needs ``wrk`` (``apt-get install -y wrk``). Everything listens on 127.0.0.1 and is stopped on exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
 import shutil
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
+
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
+from benchmarks.kit.cluster import on_cluster, redis_cluster
 from benchmarks.kit.processes import HOT_URL, pinning_cpus, start_hot_proxy
 from benchmarks.kit.results import Results
+from benchmarks.kit.scrape import metric, scrape
 from benchmarks.kit.wrk import WrkRun, run_wrk
+from catalog.redis_client import slot_of
+from devstack.servers import RedisClusterServers
+from proxy.ratelimit.script import bucket_key
 
 GOAL = 0.85
 CLIENTS = 10_000
@@ -48,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/report.py reads them)")
+    parser.add_argument("--cluster", action="store_true", help="also on a Redis Cluster, and a primary's failover")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("benchmarks.ratelimit: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
@@ -55,20 +75,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Results("ratelimit")
     try:
         with bench_catalog("ratelimit", args.products) as catalog:
-            _measure(catalog, args, results)
+            if not args.cluster:
+                _measure(catalog, args, results)
+            else:
+                with redis_cluster(catalog.workdir, catalog.children) as cluster:
+                    _measure(catalog, args, results, cluster)
+                    _measure_failover(catalog, cluster, results)
     finally:
         if args.json:
             results.write(args.json)
     return 0
 
 
-def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) -> None:
+# A bucket too large to run dry: every answer is a 200.
+BIG_BUCKET = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
+
+
+def _measure(
+    catalog: BenchCatalog, args: argparse.Namespace, results: Results, cluster: RedisClusterServers | None = None
+) -> None:
     server_cpu, wrk_cpu = pinning_cpus()
     children = catalog.children
     common = catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32")
-    big_bucket = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
     off = start_hot_proxy({**common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
-    on = start_hot_proxy({**common, **big_bucket}, server_cpu, children)
+    on = start_hot_proxy({**common, **BIG_BUCKET}, server_cpu, children)
     script = catalog.workdir / "many_clients.lua"
     script.write_text(MANY_CLIENTS_LUA)
     targets = {
@@ -76,6 +106,15 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
         "limiter on, one client": (on, None),
         f"limiter on, {CLIENTS:,} clients": (on, script),
     }
+    if cluster is not None:
+        cluster_common = on_cluster(common, cluster)
+        cluster_off = start_hot_proxy({**cluster_common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
+        cluster_on = start_hot_proxy({**cluster_common, **BIG_BUCKET}, server_cpu, children)
+        targets |= {
+            "Redis Cluster: limiter off": (cluster_off, None),
+            "Redis Cluster: limiter on, one client": (cluster_on, None),
+            f"Redis Cluster: limiter on, {CLIENTS:,} clients": (cluster_on, script),
+        }
     runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
     for _ in range(args.rounds):
         for name, (base, lua) in targets.items():
@@ -87,11 +126,15 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
         p99 = statistics.median(r.p99_ms for r in rs)
         problems = "; ".join(r.problems for r in rs if r.problems)
         print(f"{name:<44} {median[name]:>9,.0f} {p50:>8.2f} {p99:>8.2f} {problems}")
-    base_p50 = statistics.median(r.p50_ms for r in runs["limiter off"])
-    base_p99 = statistics.median(r.p99_ms for r in runs["limiter off"])
     print()
-    for name in list(targets)[1:]:
-        ratio = median[name] / median["limiter off"]
+    for name in targets:
+        # Each "on" against the "off" on the same Redis (one server, or the cluster).
+        off_name = name.split("limiter")[0] + "limiter off"
+        if name == off_name:
+            continue
+        base_p50 = statistics.median(r.p50_ms for r in runs[off_name])
+        base_p99 = statistics.median(r.p99_ms for r in runs[off_name])
+        ratio = median[name] / median[off_name]
         added50 = statistics.median(r.p50_ms for r in runs[name]) - base_p50
         added99 = statistics.median(r.p99_ms for r in runs[name]) - base_p99
         met = "met" if ratio >= GOAL else "NOT met"
@@ -100,14 +143,88 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
             f"cache-hit throughput, {name}",
             median[name],
             "req/s",
-            baseline=median["limiter off"],
-            baseline_label="limiter off, same proxy build",
+            baseline=median[off_name],
+            baseline_label=f"{off_name}, same proxy build",
             goal=f"≥ {GOAL} × off",
             met=ratio >= GOAL,
             notes=f"adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; {args.rounds} x {args.seconds} s, alternating",
         )
     pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
     results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
+
+
+FAILOVER_LOAD_S = 12.0
+KILL_AFTER_S = 3.0
+FAILOVER_CONNECTIONS = 8
+HOT_CLIENT = "198.51.100.7"
+
+
+def _measure_failover(catalog: BenchCatalog, cluster: RedisClusterServers, results: Results) -> None:
+    """SIGKILL the primary owning a hot client's slot under load; see the module's docstring."""
+    server_cpu, _ = pinning_cpus()
+    prefix = f"{catalog.alias}-failover:"  # buckets of their own, apart from the runs before
+    env = on_cluster(catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32"), cluster, REDIS_KEY_PREFIX=prefix, **BIG_BUCKET)
+    timeout_s = int(env.get("REDIS_TIMEOUT_MS") or 50) / 1000
+    base = start_hot_proxy(env, server_cpu, catalog.children)
+    victim = cluster.primary_of(slot_of(bucket_key(prefix, "ip:" + HOT_CLIENT)))
+    answers, back_after = asyncio.run(_failover_load(base, victim.process))
+    before = [(seconds, status) for at, seconds, status in answers if at < KILL_AFTER_S]
+    after = [(seconds, status) for at, seconds, status in answers if at >= KILL_AFTER_S]
+    slow_before = sum(seconds > timeout_s for seconds, _ in before)
+    slow_after = sum(seconds > timeout_s for seconds, _ in after)
+    errors = sum(status >= 500 for _, _, status in answers)
+    print(f"\nfailover: limiter back on Redis {back_after:.2f} s after the SIGKILL; 5xx: {errors}")
+    over = f"answers over {timeout_s * 1000:.0f} ms"
+    print(f"{over}: {slow_after} of {len(after)} after the kill, {slow_before} of {len(before)} before it")
+    results.add(
+        "Redis Cluster failover: SIGKILL of a primary to the limiter back on Redis",
+        back_after,
+        "s",
+        notes=f"cluster-node-timeout 1 s; {FAILOVER_CONNECTIONS} connections of one hot client",
+    )
+    results.add(
+        "Redis Cluster failover: answers over the Redis timeout",
+        slow_after,
+        "answers",
+        goal="0",
+        met=slow_after == 0,
+        notes=f"of {len(after)} in the {FAILOVER_LOAD_S - KILL_AFTER_S:.0f} s after the kill; {slow_before} of "
+        f"{len(before)} in the {KILL_AFTER_S:.0f} s before it (the machine's own noise)",
+    )
+    results.add("Redis Cluster failover: 5xx answers", errors, "answers", goal="0", met=errors == 0)
+
+
+async def _failover_load(base: str, victim: subprocess.Popen[bytes]) -> tuple[list[tuple[float, float, int]], float]:
+    """(seconds since start, latency, status) of every answer to :data:`HOT_CLIENT`'s requests, and
+    the seconds from the kill until the limiter answered from Redis again (nan if not within the run)."""
+    answers: list[tuple[float, float, int]] = []
+    started = time.monotonic()
+    back_after = math.nan
+    async with aiohttp.ClientSession() as session:
+
+        async def client() -> None:
+            while (now := time.monotonic() - started) < FAILOVER_LOAD_S:
+                sent = time.monotonic()
+                async with session.get(base + HOT_URL, headers={"X-Forwarded-For": HOT_CLIENT}) as response:
+                    await response.read()
+                answers.append((now, time.monotonic() - sent, response.status))
+
+        async def killer() -> None:
+            nonlocal back_after
+            await asyncio.sleep(KILL_AFTER_S)
+            victim.kill()
+            killed = time.monotonic()
+            fell_back = False
+            while time.monotonic() - started < FAILOVER_LOAD_S:
+                falling_back = metric(await scrape(session, base), "search_proxy_ratelimit_fallback_active") > 0
+                fell_back = fell_back or falling_back
+                if fell_back and not falling_back:
+                    back_after = time.monotonic() - killed
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(killer(), *(client() for _ in range(FAILOVER_CONNECTIONS)))
+    return answers, back_after
 
 
 if __name__ == "__main__":

@@ -83,9 +83,16 @@ BENCHES = [
     ),
     Bench(
         "ratelimit",
-        "the limiter on against off, on cache hits",
-        ["-m", "benchmarks.ratelimit"],
-        ["-m", "benchmarks.ratelimit", "--rounds", "1", "--seconds", "4"],
+        "the limiter on against off, on cache hits, on one Redis and a Redis Cluster; a primary's failover",
+        ["-m", "benchmarks.ratelimit", "--cluster"],
+        ["-m", "benchmarks.ratelimit", "--cluster", "--rounds", "1", "--seconds", "4"],
+        900,
+    ),
+    Bench(
+        "cache-cluster",
+        "cache throughput and hit ratio under churn, Redis Cluster against one Redis",
+        ["-m", "benchmarks.cache", "--only", "cluster", "--products", "5000"],
+        ["-m", "benchmarks.cache", "--only", "cluster", "--products", "2000", "--rounds", "1", "--seconds", "4"],
         900,
     ),
     Bench(
