@@ -13,6 +13,7 @@ from elasticsearch import AsyncElasticsearch
 
 from devstack.stack import StackUrls
 from indexer.settings import IndexerSettings
+from indexer.sink import classify
 from tests.indexer_support import (
     add_product,
     add_seller,
@@ -103,3 +104,30 @@ async def test_a_batch_over_the_engine_request_limit_is_split_and_only_a_documen
             assert metrics.dead_lettered.labels(stage="engine")._value.get() == 1
             later = await add_product(db, seller, "After The Scrolls")
             await eventually(lambda: indexed(engine, alias, later), what="the stream carrying on")
+
+
+# --- the rules alone: what each engine answer means for one document -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "expected"),
+    [
+        (429, {"type": "es_rejected_execution_exception"}, "retry"),  # throttled: it will land later
+        (401, {"type": "security_exception"}, "retry"),  # a credential problem, not the document's
+        (403, {"type": "security_exception"}, "retry"),
+        (403, {"type": "cluster_block_exception"}, "retry"),  # read-only index: wait for the block to lift
+        (503, {"type": "unavailable_shards_exception"}, "retry"),
+        (404, {"type": "index_not_found_exception"}, "retry"),  # the alias is gone: a reindex brings it back
+        (400, {"type": "mapper_parsing_exception"}, "permanent"),  # the document's own fault
+        (500, {"type": "document_parsing_exception"}, "permanent"),
+        (409, {"type": "version_conflict_engine_exception"}, "done"),  # a newer version is there already
+        (201, None, "done"),
+    ],
+)
+def test_only_a_documents_own_fault_sets_it_aside(status: int, error: dict[str, str] | None, expected: str) -> None:
+    assert classify(status, error, is_delete=False) == expected
+
+
+def test_deleting_a_document_that_is_not_there_is_done_but_a_missing_index_is_retried() -> None:
+    assert classify(404, {"type": "not_found"}, is_delete=True) == "done"
+    assert classify(404, {"type": "index_not_found_exception"}, is_delete=True) == "retry"
