@@ -7,7 +7,7 @@ built here and passed down. A bad value raises ``ConfigError`` naming the variab
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from catalog.config import (
     DEFAULT_DATABASE_URL,
@@ -16,6 +16,7 @@ from catalog.config import (
     DEFAULT_REDIS_URL,
     DEFAULT_SEARCH_INDEX,
     ConfigError,
+    EngineAccess,
     env_bool,
     env_float,
     env_int,
@@ -32,6 +33,7 @@ class IndexerSettings:
     redis_url: str = DEFAULT_REDIS_URL
     redis_key_prefix: str = DEFAULT_REDIS_KEY_PREFIX
     elasticsearch_node: str = DEFAULT_ELASTICSEARCH_NODE
+    engine_access: EngineAccess = field(default_factory=EngineAccess)
     search_index: str = DEFAULT_SEARCH_INDEX
     sync_on_startup: bool = False
     name: str = "main"  # INDEXER_NAME: the stream's checkpoint row, which a completed reindex advances
@@ -43,6 +45,8 @@ class IndexerSettings:
     # One replica by default: production Elasticsearch should survive losing a node. A
     # single-node engine just reports yellow health; set 0 there to keep it green.
     index_replicas: int = 1
+    # Primary shards of an index this indexer builds (fixed for its life; a reindex changes it).
+    index_shards: int = 1
     # How soon a write becomes searchable on the engine (its refresh_interval), for every index
     # this indexer puts live; applied to the live index at each start too.
     refresh_interval: str = DEFAULT_REFRESH_INTERVAL
@@ -71,6 +75,8 @@ class IndexerSettings:
             metrics_port=env_int(env, "INDEXER_METRICS_PORT", 9187, minimum=0, maximum=65535),
             metrics_host=env_str(env, "INDEXER_METRICS_HOST", "127.0.0.1"),
             index_replicas=env_int(env, "SEARCH_INDEX_REPLICAS", 1, minimum=0, maximum=10),
+            # The engine's own limit is 1024; more than a few hundred shards for one catalog is a typo.
+            index_shards=env_int(env, "SEARCH_INDEX_SHARDS", 1, minimum=1, maximum=256),
             refresh_interval=env_interval(env, "SEARCH_INDEX_REFRESH_INTERVAL", DEFAULT_REFRESH_INTERVAL),
             keepalive_s=env_float(env, "INDEXER_KEEPALIVE_S", 5.0, minimum=0.1),
             bulk_timeout_s=env_float(env, "INDEXER_BULK_TIMEOUT_S", 30.0, minimum=0.1),

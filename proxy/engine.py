@@ -20,8 +20,8 @@ from elastic_transport import ApiError as TransportApiError
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
 
-from catalog.config import redact_url
-from catalog.engine import EngineInfo, create_engine_client
+from catalog.config import EngineAccess, redact_url
+from catalog.engine import EngineAccessRefused, EngineInfo, create_engine_client
 from proxy.errors import BackendUnavailable
 
 log = logging.getLogger("hos_search.proxy.engine")
@@ -32,8 +32,11 @@ _DETECT_INTERVAL_S = 1.0
 class EngineGateway:
     """Searches the alias; owns the engine client's lifetime (see ``proxy.app``)."""
 
-    def __init__(self, url: str, alias: str, *, pool_size: int, timeout: float) -> None:
+    def __init__(
+        self, url: str, alias: str, *, pool_size: int, timeout: float, access: EngineAccess | None = None
+    ) -> None:
         self.url = url
+        self.access = access or EngineAccess()
         # What log lines name: the URL without its password, if it carries one.
         self.where = redact_url(url)
         self.alias = alias
@@ -55,11 +58,18 @@ class EngineGateway:
             self._last_detect = now
             try:
                 client, info = await asyncio.wait_for(
-                    create_engine_client(self.url, pool_size=self.pool_size, request_timeout=self.timeout),
+                    create_engine_client(
+                        self.url, access=self.access, pool_size=self.pool_size, request_timeout=self.timeout
+                    ),
                     self.timeout,
                 )
             except (TransportError, ApiError, OSError, TimeoutError) as exc:
                 log.warning("search engine at %s not reachable yet: %s", self.where, type(exc).__name__)
+                return False
+            except EngineAccessRefused as exc:
+                # Checked at start (proxy.__main__); a change of credentials since then is logged
+                # here (the message names the setting, never the secret) and searches fall back.
+                log.error("search engine at %s: %s", self.where, exc)
                 return False
             self.client, self.info = client, info
             log.info("search engine: %s %s at %s", info.distribution, info.version, self.where)
@@ -104,3 +114,16 @@ class EngineGateway:
         except (ApiError, TransportError, OSError, TimeoutError) as exc:
             return False, type(exc).__name__
         return (True, "ok") if exists else (False, f"alias {self.alias} does not exist")
+
+
+async def check_engine_access(url: str, access: EngineAccess, timeout: float) -> None:
+    """At start: raise :class:`EngineAccessRefused` if the engine refuses our credentials or
+    certificate (the proxy then exits 2); an engine that does not answer is not an error here —
+    the proxy starts degraded and keeps trying."""
+    try:
+        client, _ = await asyncio.wait_for(
+            create_engine_client(url, access=access, pool_size=1, request_timeout=timeout), timeout
+        )
+    except (TransportError, ApiError, OSError, TimeoutError):
+        return
+    await client.close()

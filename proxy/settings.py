@@ -21,6 +21,7 @@ from catalog.config import (
     DEFAULT_REDIS_URL,
     DEFAULT_SEARCH_INDEX,
     ConfigError,
+    EngineAccess,
     env_bool,
     env_int,
     env_networks,
@@ -38,6 +39,7 @@ from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms
 @dataclass(frozen=True)
 class ProxySettings:
     elasticsearch_node: str = DEFAULT_ELASTICSEARCH_NODE
+    engine_access: EngineAccess = field(default_factory=EngineAccess)
     search_index: str = DEFAULT_SEARCH_INDEX
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
