@@ -27,6 +27,9 @@ from proxy.errors import BackendUnavailable
 log = logging.getLogger("hos_search.proxy.engine")
 
 _DETECT_INTERVAL_S = 1.0
+# /readyz asks every few seconds per worker and per probe; the cluster's health changes on the
+# scale of seconds, and a health call costs the cluster manager a little each time.
+_HEALTH_TTL_S = 1.0
 
 
 class EngineGateway:
@@ -46,6 +49,7 @@ class EngineGateway:
         self.info: EngineInfo | None = None
         self._last_detect = -_DETECT_INTERVAL_S
         self._detect_lock = asyncio.Lock()
+        self._health: tuple[float, tuple[bool, str]] | None = None  # (when, ready()'s answer)
 
     async def connect(self) -> bool:
         """Detect the engine and build the client; False (and logged) when it does not answer."""
@@ -90,7 +94,10 @@ class EngineGateway:
         """One search against the alias; the engine's JSON answer as a dict, or BackendUnavailable."""
         client = await self._client()
         try:
-            response = await client.search(index=self.alias, body=body)
+            # A shard without any live copy (a red cluster) fails the search instead of answering
+            # from the other shards: a silently partial answer looks right and is not; the
+            # fallback serves instead.
+            response = await client.search(index=self.alias, body=body, allow_partial_search_results=False)
         except (ApiError, TransportApiError) as exc:
             status = getattr(exc, "status_code", None) or getattr(getattr(exc, "meta", None), "status", 0)
             log.warning("engine answered %s to a search on %s", status, self.alias)
@@ -101,19 +108,29 @@ class EngineGateway:
         return response.body  # type: ignore[no-any-return]
 
     async def ready(self) -> tuple[bool, str]:
-        """Whether the alias exists and answers; a short reason when not.
+        """Whether the alias exists and its cluster health is green or yellow; a short reason when not.
 
-        Bounded only by the engine timeout: ``/readyz`` bounds it by the readiness budget and
-        treats anything it raises as "down" (``proxy.readiness.probe``).
+        Red (a primary shard has no live copy) is not ready: searches fail and the fallback
+        serves. The answer is kept for a second. Bounded only by the engine timeout: ``/readyz``
+        bounds it by the readiness budget and treats anything it raises as "down"
+        (``proxy.readiness.probe``).
         """
+        now = time.monotonic()
+        if self._health is not None and now - self._health[0] < _HEALTH_TTL_S:
+            return self._health[1]
         try:
             client = await self._client()
-            exists = await client.indices.exists_alias(name=self.alias)
+            if not await client.indices.exists_alias(name=self.alias):
+                return False, f"alias {self.alias} does not exist"
+            health = await client.cluster.health(index=self.alias)
         except BackendUnavailable:
             return False, "unreachable"
         except (ApiError, TransportError, OSError, TimeoutError) as exc:
             return False, type(exc).__name__
-        return (True, "ok") if exists else (False, f"alias {self.alias} does not exist")
+        status = str(health.body.get("status"))
+        answer = (True, "ok") if status == "green" else (status == "yellow", f"cluster {status}")
+        self._health = (now, answer)
+        return answer
 
 
 async def check_engine_access(url: str, access: EngineAccess, timeout: float) -> None:
