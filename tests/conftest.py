@@ -187,7 +187,8 @@ async def search_catalog(stack_urls: StackUrls, template_database: str) -> Async
     await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
     url = database_url_for(stack_urls.database_url, name)
     conn = await asyncpg.connect(url)
-    client, _ = await create_engine_client(stack_urls.elasticsearch_node)
+    # A bulk of 1000 documents took over the default 5 s on a machine busy with engine clusters.
+    client, _ = await create_engine_client(stack_urls.elasticsearch_node, request_timeout=60)
     alias = f"s{uuid.uuid4().hex[:10]}_products"
     try:
         await seed_catalog(conn, SEARCH_CATALOG_PRODUCTS, seed=SEARCH_CATALOG_SEED)
