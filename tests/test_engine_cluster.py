@@ -228,7 +228,10 @@ async def test_readyz_follows_the_clusters_health(
 
 # --- losing a node --------------------------------------------------------------------------
 
-CHANGES_PER_S = 500
+# The issue's figure. HOS_CLUSTER_CHANGES_PER_S lowers it on a machine that cannot index that many
+# on three nodes even before a fault (seen at a load average of 19 on 2 cores: the lag climbed
+# from the first second); the failure message shows the lag before the kill to tell the cases apart.
+CHANGES_PER_S = int(os.environ.get("HOS_CLUSTER_CHANGES_PER_S") or 500)
 SEARCHES_PER_S = 50
 WORDS = ("wand", "cloak", "potter", "costume", "replica", "mug", "poster", "sword", "ring", "map")
 
@@ -256,14 +259,26 @@ async def _write_changes(database_url: str, ids: list[int], stop: asyncio.Event,
 
 
 async def _search(client: TestClient, stop: asyncio.Event, answers: list[tuple[float, int, str]]) -> None:
-    """About SEARCHES_PER_S searches, each recorded as (time, status, backend)."""
+    """SEARCHES_PER_S searches started on a fixed schedule (an open model: a slow answer does not
+    slow the arrivals), each recorded as (start time, status, backend)."""
     rng = random.Random(7)
-    while not stop.is_set():
+
+    async def one(query: str) -> None:
         started = time.monotonic()
-        response = await client.get(f"/api/search?q={rng.choice(WORDS)}&page={rng.randint(1, 3)}")
+        response = await client.get(f"/api/search?{query}")
         await response.read()
-        answers.append((time.monotonic(), response.status, response.headers.get("X-Search-Backend", "")))
-        await asyncio.sleep(max(0.0, 1 / SEARCHES_PER_S - (time.monotonic() - started)))
+        answers.append((started, response.status, response.headers.get("X-Search-Backend", "")))
+
+    in_flight: set[asyncio.Task[None]] = set()
+    next_at = time.monotonic()
+    while not stop.is_set():
+        if len(in_flight) < 10 * SEARCHES_PER_S:  # a bound, should the proxy stop answering
+            task = asyncio.ensure_future(one(f"q={rng.choice(WORDS)}&page={rng.randint(1, 3)}"))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        next_at += 1 / SEARCHES_PER_S
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.gather(*in_flight)
 
 
 async def _sample_lag(metrics_url: str, stop: asyncio.Event, samples: list[tuple[float, float]]) -> None:
@@ -351,13 +366,6 @@ async def test_losing_the_node_with_most_primaries_loses_no_change_and_answers_n
                     break
             stop.set()
             await asyncio.gather(*tasks)
-        since_kill = [(at - killed_at, value) for at, value in lag if at >= killed_at]
-        over = [at for at, value in since_kill if value >= 5]
-        timeline = _timeline([(at - killed_at, value) for at, value in lag])
-        log_tail = (tmp_path / "indexer.log").read_text(errors="replace")[-3000:]
-        message = f"lag over 5 s until {max(over, default=0):.1f} s after the kill: {timeline}\n{log_tail}"
-        assert not over or max(over) < 60, message
-        assert since_kill[-1][1] < 5, timeline
         after = [(at, status, backend) for at, status, backend in answers if at >= killed_at]
         assert after and len(answers) > 10 * SEARCHES_PER_S  # the searches went on through the loss
         assert all(status < 500 for _, status, _ in answers), sorted({s for _, s, _ in answers})
@@ -381,6 +389,14 @@ async def test_losing_the_node_with_most_primaries_loses_no_change_and_answers_n
         assert await _green(cluster_engine, cluster_alias, timeout=180) == "green"
         nodes = (await cluster_engine.cat.nodes(format="json")).body
         assert len(nodes) == NODES
+        # Last, so that a machine too slow for the rate still shows whether the rest held.
+        since_kill = [(at - killed_at, value) for at, value in lag if at >= killed_at]
+        over = [at for at, value in since_kill if value >= 5]
+        timeline = _timeline([(at - killed_at, value) for at, value in lag])
+        log_tail = (tmp_path / "indexer.log").read_text(errors="replace")[-3000:]
+        message = f"lag over 5 s until {max(over, default=0):.1f} s after the kill: {timeline}\n{log_tail}"
+        assert not over or max(over) < 60, message
+        assert since_kill[-1][1] < 5, timeline
     finally:
         stop.set()
         indexer.terminate()
