@@ -115,17 +115,18 @@ async def _raw_bulk(engine: AsyncElasticsearch, database_url: str, shards: int, 
 
 
 async def _search_latencies(
-    engine: AsyncElasticsearch, indexes: dict[str, str], searches: int
+    engine: AsyncElasticsearch, indexes: dict[str, tuple[str, str | None]], searches: int
 ) -> dict[str, list[float]]:
-    """The same bodies, alternately to each index, so both see the same moments of a busy machine."""
+    """The same bodies, alternately to each (index, search type), so all see the same moments of a
+    busy machine."""
     rng = random.Random(11)
     seconds: dict[str, list[float]] = {label: [] for label in indexes}
     for _ in range(searches):
         req = SearchRequest(q=rng.choice(WORDS), sort=rng.choice(SORTS), page=rng.randint(1, 3))  # type: ignore[arg-type]
         body = build_search(req)
-        for label, index in indexes.items():
+        for label, (index, search_type) in indexes.items():
             started = time.perf_counter()
-            await engine.search(index=index, body=body, allow_partial_search_results=False)
+            await engine.search(index=index, body=body, allow_partial_search_results=False, search_type=search_type)
             seconds[label].append(time.perf_counter() - started)
     return seconds
 
@@ -250,16 +251,23 @@ async def run(urls: StackUrls, cluster: list[ServerProcess], args: argparse.Name
             await three.options(request_timeout=300).cluster.health(
                 index=alias, wait_for_status="green", timeout="280s"
             )
-        await _search_latencies(three, {"warm1": alias_single_shard, "warm3": alias_three}, 50)
-        latencies = await _search_latencies(
-            three, {"1 shard": alias_single_shard, "3 shards": alias_three}, args.searches
-        )
+        targets: dict[str, tuple[str, str | None]] = {
+            "1 shard": (alias_single_shard, None),
+            "3 shards": (alias_three, None),
+            # Global term statistics first (one more round trip per shard): see docs/relevance-shards.md.
+            "3 shards dfs": (alias_three, "dfs_query_then_fetch"),
+        }
+        await _search_latencies(three, targets, 50)  # warm-up
+        latencies = await _search_latencies(three, targets, args.searches)
         results["search"] = {
             label: {f"p{int(p * 100)}_ms": round(_percentile(values, p) * 1000, 2) for p in (0.5, 0.95, 0.99)}
             for label, values in latencies.items()
         }
         results["search"]["p99_ratio_3_vs_1"] = round(
             _percentile(latencies["3 shards"], 0.99) / _percentile(latencies["1 shard"], 0.99), 3
+        )
+        results["search"]["p99_ratio_dfs_vs_3"] = round(
+            _percentile(latencies["3 shards dfs"], 0.99) / _percentile(latencies["3 shards"], 0.99), 3
         )
         print(f"search: {results['search']}", flush=True)
 
@@ -321,9 +329,12 @@ def markdown(results: dict[str, Any]) -> str:
     if "search" in results:
         s = results["search"]
         lines += ["| search (cluster) | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|"]
-        for label in ("1 shard", "3 shards"):
-            lines.append(f"| {label} | {s[label]['p50_ms']} | {s[label]['p95_ms']} | {s[label]['p99_ms']} |")
+        for label in ("1 shard", "3 shards", "3 shards dfs"):
+            if label in s:
+                lines.append(f"| {label} | {s[label]['p50_ms']} | {s[label]['p95_ms']} | {s[label]['p99_ms']} |")
         lines += ["", f"p99 ratio 3 shards / 1 shard: {s['p99_ratio_3_vs_1']}", ""]
+        if "p99_ratio_dfs_vs_3" in s:
+            lines += [f"p99 ratio dfs_query_then_fetch / query_then_fetch on 3 shards: {s['p99_ratio_dfs_vs_3']}", ""]
     if "node_loss" in results:
         n = results["node_loss"]
         lines += ["| node loss | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in n.items()] + [""]
