@@ -49,7 +49,7 @@ class EngineGateway:
         self.info: EngineInfo | None = None
         self._last_detect = -_DETECT_INTERVAL_S
         self._detect_lock = asyncio.Lock()
-        self._health: tuple[float, tuple[bool, str]] | None = None  # (when, ready()'s answer)
+        self._health: tuple[float, str] | None = None  # (when, the alias's cluster health)
 
     async def connect(self) -> bool:
         """Detect the engine and build the client; False (and logged) when it does not answer."""
@@ -111,26 +111,25 @@ class EngineGateway:
         """Whether the alias exists and its cluster health is green or yellow; a short reason when not.
 
         Red (a primary shard has no live copy) is not ready: searches fail and the fallback
-        serves. The answer is kept for a second. Bounded only by the engine timeout: ``/readyz``
+        serves. The alias check runs every time (it is what shows the engine answering); the
+        health is asked at most once a second. Bounded only by the engine timeout: ``/readyz``
         bounds it by the readiness budget and treats anything it raises as "down"
         (``proxy.readiness.probe``).
         """
-        now = time.monotonic()
-        if self._health is not None and now - self._health[0] < _HEALTH_TTL_S:
-            return self._health[1]
         try:
             client = await self._client()
             if not await client.indices.exists_alias(name=self.alias):
                 return False, f"alias {self.alias} does not exist"
-            health = await client.cluster.health(index=self.alias)
+            now = time.monotonic()
+            if self._health is None or now - self._health[0] >= _HEALTH_TTL_S:
+                health = await client.cluster.health(index=self.alias)
+                self._health = (now, str(health.body.get("status")))
         except BackendUnavailable:
             return False, "unreachable"
         except (ApiError, TransportError, OSError, TimeoutError) as exc:
             return False, type(exc).__name__
-        status = str(health.body.get("status"))
-        answer = (True, "ok") if status == "green" else (status == "yellow", f"cluster {status}")
-        self._health = (now, answer)
-        return answer
+        status = self._health[1]
+        return (True, "ok") if status == "green" else (status == "yellow", f"cluster {status}")
 
 
 async def check_engine_access(url: str, access: EngineAccess, timeout: float) -> None:
