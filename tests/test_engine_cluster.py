@@ -26,7 +26,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
-from catalog.engine import create_engine_client
+from catalog.config import EngineAccess
+from catalog.engine import PlainJsonNode, create_engine_client
 from catalog.mapping import index_mappings, index_settings
 from catalog.seed import seed_catalog
 from devstack.opensearch import find_java_tools, parse_heap, restart_opensearch, start_opensearch_cluster
@@ -146,6 +147,20 @@ async def test_answers_on_three_shards_equal_those_of_one_node(
             expected = await _answer(one, query, ordered)
             assert expected["total"] > 0, query
             assert await _answer(three, query, ordered) == expected, query
+
+
+async def test_sniffing_learns_every_node_from_one_and_keeps_plain_json(cluster: list[ServerProcess]) -> None:
+    client, info = await create_engine_client(cluster[0].url, access=EngineAccess(sniff=True), request_timeout=60)
+    try:
+        assert (await client.cluster.health())["number_of_nodes"] == NODES  # the first request sniffs
+        nodes = client.transport.node_pool.all()
+        assert {f"http://{node.config.host}:{node.config.port}" for node in nodes} == {n.url for n in cluster}
+        # Sniffed nodes are built from the same class: OpenSearch's plain JSON holds on every one.
+        assert info.plain_json and all(isinstance(node, PlainJsonNode) for node in nodes)
+        for _ in range(2 * NODES):  # round robin: every node answers once at least
+            assert (await client.info())["version"]["distribution"] == "opensearch"
+    finally:
+        await client.close()
 
 
 # --- a rebuild on the cluster -----------------------------------------------------------------
