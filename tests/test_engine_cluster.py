@@ -352,7 +352,18 @@ async def test_losing_the_node_with_most_primaries_loses_no_change_and_answers_n
     }
     indexer = spawn_indexer(env, tmp_path / "indexer.log")  # builds the index: there is none yet
     catalog = SearchCatalog(database_url, cluster_alias, "")
-    proxy = create_app(proxy_settings(catalog, cluster_urls, cache_enabled=False, engine_timeout_ms=2_000))
+    # The fallback sized for the searches it may have to take over alone (the default of 4 at a
+    # time sheds a 50/s burst with 503s when a saturated 2-core machine makes each one slow).
+    proxy = create_app(
+        proxy_settings(
+            catalog,
+            cluster_urls,
+            cache_enabled=False,
+            engine_timeout_ms=2_000,
+            fallback_max_concurrency=16,
+            fallback_queue_ms=500,
+        )
+    )
     stop = asyncio.Event()
     written: list[int] = []
     answers: list[tuple[float, int, str]] = []
@@ -383,7 +394,8 @@ async def test_losing_the_node_with_most_primaries_loses_no_change_and_answers_n
             await asyncio.gather(*tasks)
         after = [(at, status, backend) for at, status, backend in answers if at >= killed_at]
         assert after and len(answers) > 10 * SEARCHES_PER_S  # the searches went on through the loss
-        assert all(status < 500 for _, status, _ in answers), sorted({s for _, s, _ in answers})
+        failed = [(round(at - killed_at, 1), status, backend) for at, status, backend in answers if status >= 500]
+        assert not failed, f"{len(failed)} of {len(answers)} answers were 5xx (seconds after the kill): {failed[:20]}"
         assert {backend for _, _, backend in answers} <= {"elasticsearch", "postgres"}
         assert sum(written) > 5 * CHANGES_PER_S
         # Once the writes stop, the index converges to the catalog: ids, prices, versions.
