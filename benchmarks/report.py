@@ -103,6 +103,13 @@ BENCHES = [
         1500,
     ),
     Bench(
+        "hostile",
+        "hostile traffic: cache hits with large headers, memory, searches beside slow clients and a /readyz flood",
+        ["-m", "benchmarks.hostile"],
+        ["-m", "benchmarks.hostile", "--rounds", "1", "--requests", "500"],
+        900,
+    ),
+    Bench(
         "stress",
         "throughput and p99 over time under the stress profile's shape (wrk)",
         ["-m", "benchmarks.stress", "--products", "20000"],

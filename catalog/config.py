@@ -10,8 +10,11 @@ Nothing here reads ``os.environ`` by itself: callers pass the mapping in.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
@@ -111,8 +114,11 @@ def redact_url(url: str) -> str:
     """``url`` fit for a log line or an error message: its password, if any, is ``***``.
 
     Covers ``scheme://user:password@host`` (up to the last ``@``, so a password with an ``@``
-    in it is covered too) and a ``password=`` parameter (libpq's query form).
+    in it is covered too) and a ``password=`` parameter (libpq's query form); a comma-separated
+    list of URLs (``ELASTICSEARCH_NODE``) is redacted URL by URL.
     """
+    if url.count("://") > 1:
+        return ",".join(redact_url(part) for part in url.split(","))
     scheme_end = url.find("://")
     at = url.rfind("@")
     if scheme_end >= 0 and at > scheme_end:
@@ -167,8 +173,97 @@ def redis_url(env: Mapping[str, str]) -> str:
     return raw
 
 
+# A node list longer than this is a pasted mistake; a client needs a few seeds, not the cluster.
+MAX_ENGINE_NODES = 32
+
+
+def engine_nodes(value: str) -> list[str]:
+    """The node URLs of an ``ELASTICSEARCH_NODE`` value (one URL, or several comma-separated)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def elasticsearch_node(env: Mapping[str, str]) -> str:
-    return env_url(env, "ELASTICSEARCH_NODE", DEFAULT_ELASTICSEARCH_NODE, schemes=("http", "https"))
+    """One engine URL, or a comma-separated list of a cluster's nodes; each is checked on its own."""
+    nodes = engine_nodes(env_str(env, "ELASTICSEARCH_NODE", DEFAULT_ELASTICSEARCH_NODE))
+    if not nodes:
+        raise ConfigError("ELASTICSEARCH_NODE names no node")
+    if len(nodes) > MAX_ENGINE_NODES:
+        raise ConfigError(f"ELASTICSEARCH_NODE lists {len(nodes)} nodes; at most {MAX_ENGINE_NODES} (a few seeds do)")
+    for node in nodes:
+        env_url({"ELASTICSEARCH_NODE": node}, "ELASTICSEARCH_NODE", node, schemes=("http", "https"))
+    return ",".join(nodes)
+
+
+@dataclass(frozen=True)
+class EngineAccess:
+    """How to reach and sign in to a (secured) engine, besides its URLs; secrets stay out of ``repr``.
+
+    Certificate verification is always on: ``ca_certs`` only adds the CA to trust.
+    """
+
+    api_key: str = field(default="", repr=False)
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ca_certs: str = ""  # a PEM file
+    cloud_id: str = ""
+    sniff: bool = False
+
+    @property
+    def credential_setting(self) -> str:
+        """The setting(s) to blame when the engine refuses us."""
+        if self.api_key:
+            return "ELASTICSEARCH_API_KEY"
+        if self.username:
+            return "ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD"
+        return "ELASTICSEARCH_API_KEY (or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD)"
+
+
+def _check_ca_file(path: str) -> None:
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(f"ELASTICSEARCH_CA_CERTS={path!r}: no such file") from None
+    except ssl.SSLError:  # before OSError: it is one
+        raise ConfigError(f"ELASTICSEARCH_CA_CERTS={path!r} holds no PEM certificate") from None
+    except OSError as exc:
+        raise ConfigError(f"ELASTICSEARCH_CA_CERTS={path!r}: cannot read it ({exc.strerror})") from None
+
+
+def _check_cloud_id(cloud_id: str) -> None:
+    # "<deployment name>:<base64 of host$es-uuid$kibana-uuid>", as Elastic Cloud shows it.
+    encoded = cloud_id.rpartition(":")[2]
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    if decoded.count("$") < 1:
+        raise ConfigError("ELASTICSEARCH_CLOUD_ID is not a Cloud ID (name:base64 from the Elastic Cloud console)")
+
+
+def engine_access(env: Mapping[str, str]) -> EngineAccess:
+    """The engine's credentials, CA, Cloud ID and sniffing; contradictions fail naming the settings."""
+    access = EngineAccess(
+        api_key=env.get("ELASTICSEARCH_API_KEY", "").strip(),
+        username=env.get("ELASTICSEARCH_USERNAME", "").strip(),
+        password=env.get("ELASTICSEARCH_PASSWORD", ""),
+        ca_certs=env.get("ELASTICSEARCH_CA_CERTS", "").strip(),
+        cloud_id=env.get("ELASTICSEARCH_CLOUD_ID", "").strip(),
+        sniff=env_bool(env, "ELASTICSEARCH_SNIFF", False),
+    )
+    if access.api_key and (access.username or access.password):
+        raise ConfigError("ELASTICSEARCH_API_KEY and ELASTICSEARCH_USERNAME/PASSWORD: set one way to sign in, not both")
+    if bool(access.username) != bool(access.password):
+        missing = "ELASTICSEARCH_PASSWORD" if access.username else "ELASTICSEARCH_USERNAME"
+        raise ConfigError(f"{missing} is missing: ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD go together")
+    if access.ca_certs:
+        _check_ca_file(access.ca_certs)
+    if access.cloud_id:
+        _check_cloud_id(access.cloud_id)
+        if env.get("ELASTICSEARCH_NODE", "").strip():
+            raise ConfigError("ELASTICSEARCH_CLOUD_ID and ELASTICSEARCH_NODE: set one of them, not both")
+        if access.sniff:
+            raise ConfigError("ELASTICSEARCH_SNIFF cannot be used with ELASTICSEARCH_CLOUD_ID (Cloud routes for you)")
+    return access
 
 
 def search_index(env: Mapping[str, str]) -> str:
@@ -243,7 +338,7 @@ class Seconds:
         return float(getattr(settings, self._field)) / 1000
 
 
-def _reader(read: Callable[[Mapping[str, str]], str]) -> Callable[[Mapping[str, str], str, Any], Any]:
+def _reader(read: Callable[[Mapping[str, str]], Any]) -> Callable[[Mapping[str, str], str, Any], Any]:
     """A field reader from one of the functions above that read a whole shared setting."""
     return lambda env, name, default: read(env)
 
@@ -268,6 +363,10 @@ class SharedSettings:
     # REDIS_URL names nodes of a Redis Cluster (never guessed from the server; catalog.redis_client).
     redis_cluster: bool = setting("REDIS_CLUSTER", False)
     redis_key_prefix: str = setting("REDIS_KEY_PREFIX", DEFAULT_REDIS_KEY_PREFIX)
+    # How to sign in to the engine and trust its certificate: ELASTICSEARCH_API_KEY, or
+    # ELASTICSEARCH_USERNAME/PASSWORD; ELASTICSEARCH_CA_CERTS, ELASTICSEARCH_CLOUD_ID and
+    # ELASTICSEARCH_SNIFF too, read together by engine_access() (they constrain one another).
+    engine_access: EngineAccess = setting("ELASTICSEARCH_API_KEY", EngineAccess(), read=_reader(engine_access))
     elasticsearch_node: str = setting(
         "ELASTICSEARCH_NODE", DEFAULT_ELASTICSEARCH_NODE, read=_reader(_ELASTICSEARCH_NODE)
     )

@@ -7,6 +7,16 @@ answers 406 to that media type and sends no product header, which the client ref
 ``UnsupportedProductError``. The factory asks ``GET /`` which engine it faces and, for an
 OpenSearch-compatible one, uses a node class that sends plain ``application/json`` and vouches
 for the product. One client class, no forked request code. Never holds a module-level client.
+
+``ELASTICSEARCH_NODE`` may list several nodes: the client spreads requests over them (round
+robin), marks a node that fails dead for a while (``dead_node_backoff_factor``) and retries a
+request that failed to connect, or got 502/503/504, on another node — up to one retry per other
+node. Timeouts are not retried: the caller's time budget is spent by then. Sniffing
+(``ELASTICSEARCH_SNIFF``) learns the rest of the cluster; sniffed nodes are built from the same
+node class, so OpenSearch's plain JSON holds for them too. Credentials (API key or user and
+password), a CA file and a Cloud ID come from :class:`catalog.config.EngineAccess`; TLS
+certificates are always verified. An engine refusing the credentials or the certificate raises
+:class:`EngineAccessRefused` naming the setting, never echoing a secret.
 """
 
 from __future__ import annotations
@@ -16,11 +26,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from elastic_transport import AiohttpHttpNode, HttpHeaders
+from elastic_transport import AiohttpHttpNode, HttpHeaders, NodeConfig, TlsError
 from elastic_transport._node._base import NodeApiResponse
 from elastic_transport.client_utils import DEFAULT, DefaultType
-from elasticsearch import AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch, AuthenticationException, AuthorizationException
 from elasticsearch.serializer import OrjsonSerializer
+
+from catalog.config import ConfigError, EngineAccess, engine_nodes
 
 # "application/vnd.elasticsearch+json; compatible-with=9" -> "application/json"
 _COMPAT_MEDIA_TYPE = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+);\s*compatible-with=\d+")
@@ -75,39 +87,96 @@ def engine_info_from_root(body: dict[str, Any]) -> EngineInfo:
     )
 
 
+class EngineAccessRefused(ConfigError):
+    """The engine refused our credentials or its certificate failed verification; names the setting."""
+
+
+def sniffed_node(node_info: dict[str, Any], node_config: NodeConfig) -> NodeConfig | None:
+    """A sniffed node worth sending searches to: any but a dedicated cluster manager."""
+    roles = set(node_info.get("roles") or ())
+    return None if roles and roles <= {"master", "cluster_manager"} else node_config
+
+
 def _client(
-    url: str, *, plain_json: bool, pool_size: int, request_timeout: float, max_retries: int
+    url: str,
+    *,
+    plain_json: bool,
+    pool_size: int,
+    request_timeout: float,
+    max_retries: int,
+    access: EngineAccess,
 ) -> AsyncElasticsearch:
+    options: dict[str, Any] = {}
+    if access.cloud_id:
+        options["cloud_id"] = access.cloud_id
+    else:
+        nodes = engine_nodes(url)
+        options["hosts"] = nodes
+        # One more try per other node: a dead node's request is sent to the next one.
+        max_retries += len(nodes) - 1
+    if access.api_key:
+        options["api_key"] = access.api_key
+    elif access.username:
+        options["basic_auth"] = (access.username, access.password)
+    if access.ca_certs:
+        options["ca_certs"] = access.ca_certs
+    if access.sniff:
+        options.update(
+            sniff_on_start=True,
+            sniff_on_node_failure=True,
+            min_delay_between_sniffing=10.0,
+            sniff_timeout=request_timeout,
+            sniffed_node_callback=sniffed_node,
+        )
     return AsyncElasticsearch(
-        hosts=[url],
         node_class=PlainJsonNode if plain_json else AiohttpHttpNode,
         connections_per_node=pool_size,
         request_timeout=request_timeout,
         max_retries=max_retries,
         retry_on_timeout=False,
+        verify_certs=True,
         http_compress=False,
         # orjson parses engine answers several times faster than the stdlib json module; a
         # search answer with aggregations is the biggest thing on the proxy's hot path.
         serializer=OrjsonSerializer(),
+        **options,
     )
 
 
 async def create_engine_client(
     url: str,
     *,
+    access: EngineAccess | None = None,
     pool_size: int = 32,
     request_timeout: float = 5.0,
     max_retries: int = 0,
 ) -> tuple[AsyncElasticsearch, EngineInfo]:
-    """Detect the engine behind ``url`` and return a client speaking its media types.
+    """Detect the engine behind ``url`` (one URL or a comma-separated list) and return a client
+    speaking its media types.
 
-    Raises the client's ``ConnectionError`` when the engine does not answer; callers decide
-    whether to retry (the indexer) or start degraded (the proxy).
+    Raises the client's ``ConnectionError`` when the engine does not answer (callers decide
+    whether to retry, as the indexer does, or start degraded, as the proxy does), and
+    :class:`EngineAccessRefused` when it refuses the credentials or its certificate.
     """
-    # Both engines accept plain application/json, so the probe always uses it.
-    probe = _client(url, plain_json=True, pool_size=1, request_timeout=request_timeout, max_retries=0)
+    access = access or EngineAccess()
+    # Both engines accept plain application/json, so the probe always uses it; no sniffing yet.
+    probe_access = dataclasses.replace(access, sniff=False)
+    probe = _client(
+        url, plain_json=True, pool_size=1, request_timeout=request_timeout, max_retries=0, access=probe_access
+    )
     try:
         root = await probe.info()
+    except AuthenticationException:
+        raise EngineAccessRefused(f"{access.credential_setting}: the engine refused these credentials (401)") from None
+    except AuthorizationException:
+        raise EngineAccessRefused(
+            f"{access.credential_setting}: the engine accepted these credentials but denies them access (403)"
+        ) from None
+    except TlsError:
+        where = "the CA in that file" if access.ca_certs else "the system's CAs (set it to the engine's CA)"
+        raise EngineAccessRefused(
+            f"ELASTICSEARCH_CA_CERTS: the engine's TLS certificate does not verify against {where}"
+        ) from None
     finally:
         await probe.close()
     info = engine_info_from_root(dict(root.body))
@@ -117,5 +186,6 @@ async def create_engine_client(
         pool_size=pool_size,
         request_timeout=request_timeout,
         max_retries=max_retries,
+        access=access,
     )
     return client, info

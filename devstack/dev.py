@@ -60,7 +60,7 @@ async def _prepare_catalog(urls: StackUrls, products: int, seed: int) -> tuple[s
 def _engine_version(urls: StackUrls) -> str:
     """What an engine named by ELASTICSEARCH_NODE says it is, for the start-up lines."""
     try:
-        with urllib.request.urlopen(urls.elasticsearch_node, timeout=10) as response:
+        with urllib.request.urlopen(urls.elasticsearch_node.split(",")[0], timeout=10) as response:
             info = engine_info_from_root(json.loads(response.read()))
     except (OSError, ValueError, AttributeError):
         return "not answering yet"
@@ -224,8 +224,14 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
         message, active = asyncio.run(_prepare_catalog(urls, products, seed))
         print(f"catalog:   {message}", flush=True)
         metrics_port = free_port()
-        # One replica would leave the single-node dev engine yellow forever.
-        child_env = {**env, **urls.as_env(), "INDEXER_METRICS_PORT": str(metrics_port), "SEARCH_INDEX_REPLICAS": "0"}
+        # One replica would leave a single-node dev engine yellow forever; a dev cluster gets one.
+        replicas = "1" if len(stack.engine_nodes()) > 1 else "0"
+        child_env = {
+            **env,
+            **urls.as_env(),
+            "INDEXER_METRICS_PORT": str(metrics_port),
+            "SEARCH_INDEX_REPLICAS": replicas,
+        }
         for name, command in _child_commands(port).items():
             children[name] = subprocess.Popen(command, env=child_env, stdin=subprocess.DEVNULL)
         proxy_url = f"http://127.0.0.1:{port}"

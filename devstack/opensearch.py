@@ -137,24 +137,26 @@ def build_launcher(tools: JavaTools, env: dict[str, str] | None = None) -> tuple
     return classes, classpath_file.read_text().strip()
 
 
-def start_opensearch(
-    workdir: Path, *, heap: str = DEFAULT_HEAP, env: dict[str, str] | None = None, timeout: float = 120.0
-) -> ServerProcess:
-    """A real OpenSearch node on free loopback ports, its home under ``workdir``."""
-    tools = find_java_tools(env)
-    if tools is None:
-        raise ServerError(
-            f"DEV_ENGINE=opensearch needs java and mvn: {missing_java_tools(env)} (or set DEV_ENGINE=osmem)"
-        )
-    classes, classpath = build_launcher(tools, env)
-    workdir.mkdir(parents=True, exist_ok=True)
-    announce = workdir / "announce.json"
-    log_path = workdir / "engine.log"
-    http_port, transport_port = free_port(), free_port()
+@dataclass(frozen=True)
+class NodeSpec:
+    """How to start one OpenSearch node process; the same spec restarts it on the same home and ports."""
+
+    workdir: Path
+    heap: str
+    http_port: int
+    transport_port: int
+    name: str = "hos-dev"
+    seed_hosts: tuple[str, ...] = ()  # every node's transport address; empty: a single node
+    managers: tuple[str, ...] = ()  # every node's name, to elect the first cluster manager from
+
+
+def _spawn(spec: NodeSpec, tools: JavaTools, classes: Path, classpath: str) -> subprocess.Popen[bytes]:
+    spec.workdir.mkdir(parents=True, exist_ok=True)
+    (spec.workdir / "announce.json").unlink(missing_ok=True)  # a restart must not read the last run's
     args = [
         tools.java,
-        f"-Xms{heap}",
-        f"-Xmx{heap}",
+        f"-Xms{spec.heap}",
+        f"-Xmx{spec.heap}",
         "-XX:+UseG1GC",
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
@@ -163,16 +165,23 @@ def start_opensearch(
         "-cp",
         f"{classes}{os.pathsep}{classpath}",
         LAUNCHER_CLASS,
-        str(workdir / "home"),
-        str(http_port),
-        str(transport_port),
-        str(announce),
+        str(spec.workdir / "home"),
+        str(spec.http_port),
+        str(spec.transport_port),
+        str(spec.workdir / "announce.json"),
     ]
-    with open(log_path, "ab") as log:
+    if spec.seed_hosts:
+        args += [spec.name, ",".join(spec.seed_hosts), ",".join(spec.managers)]
+    with open(spec.workdir / "engine.log", "ab") as log:
         # SIGKILL on our death: a JVM's shutdown hooks are not worth waiting for in a dead stack.
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=child_setup(signal.SIGKILL)
         )
+
+
+def _await_node(spec: NodeSpec, proc: subprocess.Popen[bytes], timeout: float, name: str) -> ServerProcess:
+    announce = spec.workdir / "announce.json"
+    log_path = spec.workdir / "engine.log"
     announced: dict[str, str] = {}
 
     def ready() -> bool:
@@ -187,8 +196,81 @@ def start_opensearch(
         return True
 
     try:
-        wait_until(ready, proc, "the OpenSearch node", log_path, timeout)
+        wait_until(ready, proc, f"the OpenSearch node {spec.name}", log_path, timeout)
     except ServerError:
         ready()  # a node that announced its own failure says it more clearly than its log tail
         raise
-    return ServerProcess("engine", announced["url"], proc, log_path, version=f"opensearch {announced['version']}")
+    return ServerProcess(name, announced["url"], proc, log_path, version=f"opensearch {announced['version']}")
+
+
+def _tools(env: dict[str, str] | None) -> tuple[JavaTools, Path, str]:
+    tools = find_java_tools(env)
+    if tools is None:
+        raise ServerError(
+            f"DEV_ENGINE=opensearch needs java and mvn: {missing_java_tools(env)} (or set DEV_ENGINE=osmem)"
+        )
+    classes, classpath = build_launcher(tools, env)
+    return tools, classes, classpath
+
+
+def start_opensearch(
+    workdir: Path, *, heap: str = DEFAULT_HEAP, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> ServerProcess:
+    """A real OpenSearch node on free loopback ports, its home under ``workdir``."""
+    (node,) = start_opensearch_cluster(workdir, nodes=1, heap=heap, env=env, timeout=timeout)
+    return node
+
+
+def cluster_specs(workdir: Path, nodes: int, heap: str) -> list[NodeSpec]:
+    """The specs of ``nodes`` processes forming one cluster (one: a single node, as before)."""
+    if nodes == 1:
+        return [NodeSpec(workdir, heap, free_port(), free_port())]
+    ports = [(free_port(), free_port()) for _ in range(nodes)]
+    names = tuple(f"hos-dev-{i}" for i in range(1, nodes + 1))
+    seeds = tuple(f"127.0.0.1:{transport}" for _, transport in ports)
+    return [
+        NodeSpec(workdir / name, heap, http, transport, name, seeds, names)
+        for name, (http, transport) in zip(names, ports, strict=True)
+    ]
+
+
+def start_opensearch_cluster(
+    workdir: Path,
+    *,
+    nodes: int,
+    heap: str = DEFAULT_HEAP,
+    env: dict[str, str] | None = None,
+    timeout: float = 180.0,
+) -> list[ServerProcess]:
+    """``nodes`` OpenSearch processes on loopback forming one cluster, each with its own home.
+
+    All are spawned before any is waited for: a cluster node announces itself only once a
+    cluster manager is elected, which needs a majority of them running.
+    """
+    tools, classes, classpath = _tools(env)
+    specs = cluster_specs(workdir, nodes, heap)
+    procs = [_spawn(spec, tools, classes, classpath) for spec in specs]
+    started: list[ServerProcess] = []
+    try:
+        for index, (spec, proc) in enumerate(zip(specs, procs, strict=True)):
+            name = "engine" if index == 0 else f"engine-{index + 1}"
+            started.append(_await_node(spec, proc, timeout, name))
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    for server, spec in zip(started, specs, strict=True):
+        server.restart_spec = spec
+    return started
+
+
+def restart_opensearch(server: ServerProcess, *, env: dict[str, str] | None = None, timeout: float = 180.0) -> None:
+    """Start a stopped (or SIGKILLed) node again on its own home and ports; it rejoins its cluster."""
+    spec = server.restart_spec
+    if not isinstance(spec, NodeSpec):
+        raise ServerError(f"{server.name} was not started by start_opensearch_cluster")
+    if server.running():
+        raise ServerError(f"{server.name} is still running")
+    tools, classes, classpath = _tools(env)
+    fresh = _await_node(spec, _spawn(spec, tools, classes, classpath), timeout, server.name)
+    server.process = fresh.process

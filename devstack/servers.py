@@ -81,6 +81,7 @@ class ServerProcess:
     stop_signal: int = signal.SIGTERM
     extra_pids: list[int] = field(default_factory=list)
     version: str = ""  # what runs, for people: "opensearch 2.19.1", "osmem 0.1.6"
+    restart_spec: object = None  # how its starter restarts it (devstack.opensearch.NodeSpec), if it can
 
     @property
     def pid(self) -> int:

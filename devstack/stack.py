@@ -2,7 +2,9 @@
 
 Where ``DATABASE_URL``, ``REDIS_URL`` or ``ELASTICSEARCH_NODE`` is set, that server is used
 as it is and nothing is started for it. Otherwise the embedded server is started under a work
-directory (a fresh temporary one by default). :meth:`DevStack.close` stops what was started and
+directory (a fresh temporary one by default). With ``DEV_ENGINE_NODES=N`` the engine is N
+processes (``servers["engine"]``, ``servers["engine-2"]``, …) and ``ELASTICSEARCH_NODE`` lists
+every node's URL, comma-separated. :meth:`DevStack.close` stops what was started and
 removes the work directory; a work directory left behind by a crashed run (its owner pid is
 gone) is cleaned up at the next start. ``DEV_REDIS=cluster`` starts a Redis Cluster (3 primaries,
 3 replicas) instead of one Redis; the URLs then say ``REDIS_CLUSTER=true``.
@@ -14,7 +16,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +109,10 @@ class DevStack:
         self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=self._base))
         (self.workdir / "owner.pid").write_text(str(os.getpid()))
         clustered = dev_redis(self._env) == "cluster" and not self._env.get("REDIS_URL")
-        wanted = {
+        wanted: dict[str, tuple[str | None, Callable[[Path], ServerProcess | list[ServerProcess]]]] = {
             "postgres": (self._env.get("DATABASE_URL"), start_postgres),
             "redis": (self._env.get("REDIS_URL"), self._start_redis_cluster if clustered else start_redis),
-            "engine": (self._env.get("ELASTICSEARCH_NODE"), lambda workdir: start_engine(workdir, self._env)),
+            "engine": (self._env.get("ELASTICSEARCH_NODE"), self._start_engine),
         }
         urls: dict[str, str] = {}
         to_start = {name: starter for name, (url, starter) in wanted.items() if not url}
@@ -123,8 +125,10 @@ class DevStack:
             errors = []
             for name, starter in to_start.items():
                 try:
-                    self.servers[name] = starter(self.workdir / name)
-                    urls[name] = self.servers[name].url
+                    started = starter(self.workdir / name)
+                    nodes = started if isinstance(started, list) else [started]
+                    self.servers.update((server.name, server) for server in nodes)
+                    urls[name] = ",".join(server.url for server in nodes)
                 except ServerError as exc:
                     errors.append(str(exc))
                 self._record_pids()
@@ -143,6 +147,13 @@ class DevStack:
         first = self.redis_cluster.nodes[0]
         return ServerProcess("redis", self.redis_cluster.url, first.process, first.log_path)
 
+    def _start_engine(self, workdir: Path) -> list[ServerProcess]:
+        return start_engine(workdir, self._env)
+
+    def engine_nodes(self) -> list[ServerProcess]:
+        """The engine processes this stack started, node 1 first (none when the environment named one)."""
+        return [server for name, server in self.servers.items() if name.split("-")[0] == "engine"]
+
     def _record_pids(self) -> None:
         assert self.workdir is not None
         (self.workdir / "server.pids").write_text("\n".join(str(p) for p in self.pids()))
@@ -156,7 +167,7 @@ class DevStack:
             self.redis_cluster.stop()
             self.redis_cluster = None
         # Stop in parallel: Postgres's fast shutdown takes the longest.
-        with ThreadPoolExecutor(max_workers=3) as pool:
+        with ThreadPoolExecutor(max_workers=max(3, len(self.servers))) as pool:
             list(pool.map(lambda server: server.stop(), self.servers.values()))
         self.servers.clear()
         if self.workdir is not None:

@@ -177,7 +177,7 @@ async def reindex(
         new_index = versioned_index_name(alias)
         await engine.indices.create(
             index=new_index,
-            settings=index_settings(loading=True, replicas=settings.index_replicas),
+            settings=index_settings(loading=True, shards=settings.index_shards, replicas=settings.index_replicas),
             mappings=index_mappings(),
         )
         log.info("reindex: loading %s (alias %s, currently on %s)", new_index, alias, live or "nothing")

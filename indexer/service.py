@@ -52,6 +52,7 @@ from elasticsearch import AsyncElasticsearch
 from catalog.config import ConfigError, redact_url
 from catalog.connections import ServerUnreachable, connect_postgres
 from catalog.engine import create_engine_client
+from catalog.mapping import live_settings
 from catalog.redis_client import RedisClient, open_redis
 from catalog.retry import AT_START, RECONNECT
 from indexer.batch import run_batch
@@ -101,7 +102,10 @@ async def open_engine(settings: IndexerSettings, *, attempts: int = 5) -> AsyncE
     for attempt in range(1, attempts + 1):
         try:
             client, _info = await create_engine_client(
-                settings.elasticsearch_node, pool_size=8, request_timeout=settings.bulk_timeout_s
+                settings.elasticsearch_node,
+                access=settings.engine_access,
+                pool_size=8,
+                request_timeout=settings.bulk_timeout_s,
             )
             return client
         except (TransportConnectionError, ConnectionTimeout) as exc:
@@ -375,9 +379,14 @@ class Streamer:
         alias = self._settings.search_index
         live = await alias_targets(self._engine, alias)
         if not reindex_on_start and live:
-            # SEARCH_INDEX_REFRESH_INTERVAL takes effect at a restart, not only at the next rebuild.
-            interval = self._settings.refresh_interval
-            await self._engine.indices.put_settings(index=",".join(live), settings={"refresh_interval": interval})
+            # SEARCH_INDEX_REFRESH_INTERVAL and SEARCH_INDEX_REPLICAS take effect at a restart, not
+            # only at the next rebuild (shards cannot change on a live index: a reindex does that).
+            await self._engine.indices.put_settings(
+                index=",".join(live),
+                settings=live_settings(
+                    replicas=self._settings.index_replicas, refresh_interval=self._settings.refresh_interval
+                ),
+            )
             return True
         if not reindex_on_start:
             log.info("alias %s does not exist; building the index first", alias)

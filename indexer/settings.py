@@ -42,6 +42,9 @@ class IndexerSettings(SharedSettings):
     # One replica by default: production Elasticsearch should survive losing a node. A
     # single-node engine just reports yellow health; set 0 there to keep it green.
     index_replicas: int = setting("SEARCH_INDEX_REPLICAS", 1, minimum=0, maximum=10)
+    # Primary shards of an index this indexer builds (fixed for its life; a reindex changes it).
+    # The engine's own limit is 1024; more than a few hundred shards for one catalog is a typo.
+    index_shards: int = setting("SEARCH_INDEX_SHARDS", 1, minimum=1, maximum=256)
     # How soon a write becomes searchable on the engine (its refresh_interval), for every index
     # this indexer puts live; applied to the live index at each start too.
     refresh_interval: str = setting("SEARCH_INDEX_REFRESH_INTERVAL", DEFAULT_REFRESH_INTERVAL, read=env_interval)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from catalog.commandline import CommandParser
 from catalog.config import ConfigError
 from catalog.errors import CatalogError
 from catalog.logs import configure_logging
+from proxy.engine import check_engine_access
 from proxy.errors import ProxyError
 from proxy.server import check_port_free, serve_worker, supervise
 from proxy.settings import ProxySettings
@@ -40,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = ProxySettings.from_env(os.environ)
         if not args.reuse_port:
             check_port_free(args.host, args.port)
+            # A refused key or an unverifiable certificate stops the proxy now, naming the setting,
+            # rather than leaving it up and degraded for a reason only a restart can fix (a
+            # supervised worker skips it: its supervisor checked).
+            engine = settings.elasticsearch_node
+            asyncio.run(check_engine_access(engine, settings.engine_access, settings.engine_timeout))
         # The internal /metrics listener is the supervisor's: it runs even for one worker.
         internal_metrics = settings.metrics_port != 0 and not args.reuse_port
         if args.workers > 1 or internal_metrics:

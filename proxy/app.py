@@ -166,6 +166,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         settings.search_index,
         pool_size=settings.engine_pool_size,
         timeout=settings.engine_timeout,
+        access=settings.engine_access,
     )
     # The engine may be down at start: the proxy still starts, answers from the fallback (or
     # 503) and keeps trying.

@@ -452,7 +452,15 @@ _SCHEMAS: dict[str, Any] = {
                 "additionalProperties": {
                     "type": "object",
                     "required": ["ok", "detail"],
-                    "properties": {"ok": {"type": "boolean"}, "detail": {"type": "string"}},
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "detail": {
+                            "type": "string",
+                            "description": "ok, or a short reason; for elasticsearch the cluster's health when "
+                            "not green: 'cluster yellow' (still ok: a replica is unassigned) or 'cluster red' "
+                            "(not ok: a primary shard has no live copy; the fallback serves).",
+                        },
+                    },
                 },
             },
         },

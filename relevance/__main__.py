@@ -1,6 +1,7 @@
 """``make relevance`` / ``python -m relevance``: score the judged query set on a real engine.
 
     python -m relevance [--products 8000] [--seed 42] [--write-baseline] [--all]
+                        [--shards N] [--search-type dfs_query_then_fetch] [--json PATH]
 
 Starts the dev stack's engine (or uses ``ELASTICSEARCH_NODE``), indexes the sample catalog,
 runs every query of ``relevance/queries.json`` through the proxy's search path with the
@@ -99,15 +100,30 @@ def report(scores: list[QueryScore], summary: Summary, baseline: dict[str, Any] 
     print(f"zero-result rate {summary.zero_rate:.3f}{delta('zero_rate', summary.zero_rate)}")
 
 
-async def measure(node: str, products: int, seed: int) -> list[QueryScore]:
+async def measure(
+    node: str,
+    products: int,
+    seed: int,
+    *,
+    shards: int = 1,
+    search_type: str | None = None,
+    latencies: list[float] | None = None,
+) -> list[QueryScore]:
     synonyms_path = Path(os.environ.get("SYNONYMS_PATH") or DEFAULT_SYNONYMS_PATH)
-    engine, info = await create_engine_client(node)
+    engine, info = await create_engine_client(node, request_timeout=60)
     try:
-        print(f"engine: {info.distribution} {info.version}; catalog: {products} products, seed {seed}", file=sys.stderr)
-        catalog = await index_catalog(engine, products=products, seed=seed)
+        print(
+            f"engine: {info.distribution} {info.version}; catalog: {products} products, seed {seed}; "
+            f"{shards} shard(s), search type {search_type or 'query_then_fetch'}",
+            file=sys.stderr,
+        )
+        catalog = await index_catalog(engine, products=products, seed=seed, shards=shards)
         try:
+            queries, synonyms = load_queries(), load_synonyms(synonyms_path)
+            # A first pass warms the caches; only the second is scored and timed.
+            await run_queries(engine, catalog.index, queries, synonyms, products, seed, search_type=search_type)
             return await run_queries(
-                engine, catalog.index, load_queries(), load_synonyms(synonyms_path), products, seed
+                engine, catalog.index, queries, synonyms, products, seed, search_type=search_type, latencies=latencies
             )
         finally:
             await engine.indices.delete(index=catalog.index, ignore_unavailable=True)
@@ -121,13 +137,45 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--write-baseline", action="store_true", help="record this run as the baseline")
     parser.add_argument("--all", action="store_true", help="print every query, not only the changed ones")
+    parser.add_argument("--shards", type=int, default=1, help="primary shards of the scored index (default 1)")
+    parser.add_argument("--search-type", choices=["query_then_fetch", "dfs_query_then_fetch"], default=None)
+    parser.add_argument("--json", type=Path, help="also write the summary and latency percentiles here")
     args = parser.parse_args()
 
     from devstack.stack import DevStack  # the dev stack is a tool of this command, not of the code
 
+    latencies: list[float] = []
     with DevStack(os.environ) as urls:
-        scores = asyncio.run(measure(urls.elasticsearch_node, args.products, args.seed))
+        scores = asyncio.run(
+            measure(
+                urls.elasticsearch_node,
+                args.products,
+                args.seed,
+                shards=args.shards,
+                search_type=args.search_type,
+                latencies=latencies,
+            )
+        )
     summary = summarise(scores)
+    ordered = sorted(latencies)
+    percentiles = {
+        f"p{p}_ms": round(ordered[min(len(ordered) - 1, len(ordered) * p // 100)] * 1000, 2) for p in (50, 95, 99)
+    }
+    print(f"engine round trips: {len(ordered)}; " + ", ".join(f"{k} {v}" for k, v in percentiles.items()))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "shards": args.shards,
+                    "search_type": args.search_type or "query_then_fetch",
+                    "products": args.products,
+                    "summary": asdict(summary),
+                    "latency": percentiles,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     baseline = load_baseline() if BASELINE_PATH.exists() else None
     comparable = baseline is not None and baseline.get("catalog") == {"products": args.products, "seed": args.seed}
     if baseline is not None and not comparable:

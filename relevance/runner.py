@@ -11,6 +11,7 @@ Used by ``make relevance`` (``python -m relevance``) and by ``tests/test_relevan
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -51,12 +52,17 @@ def _documents(products: int, seed: int, index: str) -> Iterator[dict[str, Any]]
 
 
 async def index_catalog(
-    engine: AsyncElasticsearch, *, products: int = PRODUCTS, seed: int = SEED, prefix: str = "relevance"
+    engine: AsyncElasticsearch,
+    *,
+    products: int = PRODUCTS,
+    seed: int = SEED,
+    prefix: str = "relevance",
+    shards: int = 1,
 ) -> IndexedCatalog:
     """A new index holding the active products of the sample catalog, refreshed and searchable."""
     index = f"{prefix}_{uuid.uuid4().hex[:10]}"
     await engine.indices.create(
-        index=index, settings=index_settings(loading=True, replicas=0), mappings=index_mappings()
+        index=index, settings=index_settings(loading=True, shards=shards, replicas=0), mappings=index_mappings()
     )
     # A 2,000-document bulk can outlast the client's 5 s default on a shared, busy engine (make
     # relevance failed with ConnectionTimeout at a load average of 14); loading is not the hot path.
@@ -68,13 +74,29 @@ async def index_catalog(
 
 
 async def run_queries(
-    engine: AsyncElasticsearch, index: str, queries: Sequence[JudgedQuery], synonyms: Synonyms, products: int, seed: int
+    engine: AsyncElasticsearch,
+    index: str,
+    queries: Sequence[JudgedQuery],
+    synonyms: Synonyms,
+    products: int,
+    seed: int,
+    *,
+    search_type: str | None = None,
+    latencies: list[float] | None = None,
 ) -> list[QueryScore]:
-    """Each query through the proxy's search path; scores of its first page (K results)."""
+    """Each query through the proxy's search path; scores of its first page (K results).
+
+    ``search_type`` (e.g. ``dfs_query_then_fetch``) is passed to every search; ``latencies``,
+    if given, receives each engine round trip's seconds.
+    """
     judged = judge(queries, generate_catalog(products, seed=seed).iter_truth())
 
     async def search(body: dict[str, Any], operation: str) -> dict[str, Any]:
-        return dict((await engine.search(index=index, body=body)).body)
+        started = time.perf_counter()
+        answer = dict((await engine.search(index=index, body=body, search_type=search_type)).body)
+        if latencies is not None:
+            latencies.append(time.perf_counter() - started)
+        return answer
 
     scores = []
     for query in queries:

@@ -176,7 +176,9 @@ class SearchCatalog:
         self.index = index
 
 
-async def load_index(conn: asyncpg.Connection, engine: AsyncElasticsearch, alias: str) -> str:
+async def load_index(
+    conn: asyncpg.Connection, engine: AsyncElasticsearch, alias: str, *, shards: int = 1, replicas: int = 0
+) -> str:
     """Build a versioned index behind ``alias`` from the active products in ``conn``'s database.
 
     Written here independently of the indexer, with the catalog's own document builder, so the
@@ -188,7 +190,8 @@ async def load_index(conn: asyncpg.Connection, engine: AsyncElasticsearch, alias
     from catalog.mapping import index_mappings, index_settings, versioned_index_name
 
     index = versioned_index_name(alias)
-    await engine.indices.create(index=index, settings=index_settings(replicas=0), mappings=index_mappings())
+    layout = index_settings(shards=shards, replicas=replicas)
+    await engine.indices.create(index=index, settings=layout, mappings=index_mappings())
     rows = await conn.fetch(PRODUCT_ROWS_SQL + " ORDER BY p.id")
     actions = (
         {"_index": index, "_id": str(row["id"]), "_source": product_document(row)} for row in rows if is_searchable(row)

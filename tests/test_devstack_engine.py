@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.engines import choose_engine, start_engine
+from devstack.engines import choose_engine, engine_nodes, start_engine
 from devstack.opensearch import build_launcher, find_java_tools, missing_java_tools, parse_heap
 from devstack.servers import ServerError
 from devstack.stack import StackUrls
@@ -30,6 +30,17 @@ def test_a_bad_heap_size_is_refused_naming_the_setting() -> None:
     for bad in ("lots", "0g", "1.5g", "-1g", "2t"):
         with pytest.raises(ServerError, match="DEV_ENGINE_HEAP"):
             parse_heap(bad)
+
+
+def test_the_node_count_is_one_by_default_and_nonsense_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    assert engine_nodes({}) == 1
+    assert engine_nodes({"DEV_ENGINE_NODES": " 3 "}) == 3
+    for bad in ("0", "-1", "three", "1.5", "10"):
+        with pytest.raises(ServerError, match="DEV_ENGINE_NODES") as refused:
+            engine_nodes({"DEV_ENGINE_NODES": bad})
+        assert "\n" not in str(refused.value)
+    with pytest.raises(ServerError, match=r"DEV_ENGINE_NODES.*osmem"):
+        start_engine(tmp_path, {"DEV_ENGINE": "osmem", "DEV_ENGINE_NODES": "3"})
 
 
 def test_the_real_node_is_the_default_only_where_java_and_maven_are() -> None:

@@ -1,0 +1,378 @@
+"""Benchmark: the service on a three-node engine cluster against one node, in the same run.
+
+    python -m benchmarks.engine_cluster [--products 20000] [--searches 600] [--heap 512m]
+                                        [--json PATH] [--markdown PATH]
+
+Starts the dev stack (Postgres, Redis, one OpenSearch node) and, beside it, a cluster of three
+OpenSearch processes on loopback (``devstack.opensearch.start_opensearch_cluster``), seeds a
+scratch database with ``--products`` sample products, and measures:
+
+- **document size**: the one-node index's primary store bytes / documents (``_cat/indices``),
+  the number ``docs/sizing.md`` scales from;
+- **reindex**: ``hos-search reindex``'s code (``indexer.service.run_reindex``) on one node with
+  one shard, and on the cluster with three shards and one replica, in documents/s; and the raw
+  baseline on the same cluster: ``elasticsearch.helpers.async_bulk`` of the same documents,
+  pre-built in memory, into an index with the same layout (goal: reindex ≥ 0.8× raw);
+- **search latency**: the proxy's own query bodies (``proxy.query.build_search``) sent
+  alternately to a one-shard and a three-shard index of the same documents on the cluster:
+  p50/p95/p99 and the ratio 3 shards / 1 shard;
+- **node loss**: a proxy process serving the cluster's index at about 50 searches/s; the node
+  holding the most primaries is SIGKILLed: 5xx seen, answers from the fallback, time from the
+  kill to the last failed or fallback answer, then the time until the restarted node has
+  rejoined and the cluster is green again.
+
+Machines here are shared: every figure is a ratio within this run, and the load average is
+recorded with the results. Never touches a database or index it did not create.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from elasticsearch import AsyncElasticsearch
+from elasticsearch.helpers import async_bulk
+
+from benchmarks.kit.percentile import percentile
+from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
+from catalog.engine import create_engine_client
+from catalog.mapping import index_mappings, index_settings, live_settings
+from catalog.processes import stop_process
+from catalog.seed import seed_catalog
+from devstack.databases import ScratchDatabases
+from devstack.opensearch import parse_heap, restart_opensearch, start_opensearch_cluster
+from devstack.servers import ServerProcess, free_port
+from devstack.stack import DevStack, StackUrls
+from indexer.service import run_reindex
+from indexer.settings import IndexerSettings
+from proxy.params import SearchRequest
+from proxy.query import build_search
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = ("wand", "cloak", "potter", "costume", "replica", "mug", "poster", "sword", "ring", "map", "official")
+SORTS = ("relevance", "relevance", "relevance", "newest", "price_asc")
+
+
+async def _store_bytes_per_doc(engine: AsyncElasticsearch, index: str) -> tuple[int, int]:
+    await engine.indices.refresh(index=index)
+    rows: list[dict[str, str]] = (await engine.cat.indices(index=index, bytes="b", format="json")).body  # type: ignore[assignment]
+    return int(rows[0]["pri.store.size"]), int(rows[0]["docs.count"])
+
+
+def _indexer(urls: StackUrls, node: str, database_url: str, alias: str, shards: int, replicas: int) -> IndexerSettings:
+    return IndexerSettings(
+        database_url=database_url,
+        redis_url=urls.redis_url,
+        redis_key_prefix=f"{alias}:",
+        elasticsearch_node=node,
+        search_index=alias,
+        metrics_port=0,
+        index_shards=shards,
+        index_replicas=replicas,
+        bulk_timeout_s=60.0,
+    )
+
+
+async def _raw_bulk(engine: AsyncElasticsearch, database_url: str, shards: int, replicas: int) -> tuple[float, int]:
+    """The baseline: pre-built documents straight into a fresh index of the same layout."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(PRODUCT_ROWS_SQL + " ORDER BY p.id")
+    finally:
+        await conn.close()
+    index = f"rawbulk{uuid.uuid4().hex[:8]}"
+    actions = [
+        {"_index": index, "_id": str(row["id"]), "_source": product_document(row)} for row in rows if is_searchable(row)
+    ]
+    started = time.perf_counter()
+    await engine.indices.create(
+        index=index, settings=index_settings(loading=True, shards=shards, replicas=replicas), mappings=index_mappings()
+    )
+    await async_bulk(engine, actions, chunk_size=500, max_retries=5)
+    await engine.indices.put_settings(index=index, settings=live_settings(replicas=replicas))
+    await engine.indices.refresh(index=index)
+    seconds = time.perf_counter() - started
+    await engine.indices.delete(index=index)
+    return seconds, len(actions)
+
+
+async def _search_latencies(
+    engine: AsyncElasticsearch, indexes: dict[str, tuple[str, str | None]], searches: int
+) -> dict[str, list[float]]:
+    """The same bodies, alternately to each (index, search type), so all see the same moments of a
+    busy machine."""
+    rng = random.Random(11)
+    seconds: dict[str, list[float]] = {label: [] for label in indexes}
+    for _ in range(searches):
+        req = SearchRequest(q=rng.choice(WORDS), sort=rng.choice(SORTS), page=rng.randint(1, 3))  # type: ignore[arg-type]
+        body = build_search(req)
+        for label, (index, search_type) in indexes.items():
+            started = time.perf_counter()
+            await engine.search(index=index, body=body, allow_partial_search_results=False, search_type=search_type)
+            seconds[label].append(time.perf_counter() - started)
+    return seconds
+
+
+def _spawn_proxy(
+    urls: StackUrls, node: str, database_url: str, alias: str, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **urls.as_env(),
+        "ELASTICSEARCH_NODE": node,
+        "DATABASE_URL": database_url,
+        "SEARCH_INDEX": alias,
+        "REDIS_KEY_PREFIX": f"{alias}:",
+        "CACHE_ENABLED": "false",
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "warning",
+    }
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+async def _node_loss(
+    engine: AsyncElasticsearch, cluster: list[ServerProcess], alias: str, proxy_url: str
+) -> dict[str, Any]:
+    answers: list[tuple[float, int, str]] = []
+    stop = asyncio.Event()
+
+    async def search(session: aiohttp.ClientSession) -> None:
+        rng = random.Random(5)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                async with session.get(f"{proxy_url}/api/search?q={rng.choice(WORDS)}") as response:
+                    await response.read()
+                    answers.append((started, response.status, response.headers.get("X-Search-Backend", "")))
+            except aiohttp.ClientError:
+                answers.append((started, 599, ""))
+            await asyncio.sleep(max(0.0, 0.02 - (time.monotonic() - started)))
+
+    shards = (await engine.cat.shards(index=alias, format="json")).body
+    primaries = [shard["node"] for shard in shards if shard["prirep"] == "p"]  # type: ignore[index]
+    name = max(set(primaries), key=primaries.count)
+    victim = cluster[int(name.rsplit("-", 1)[1]) - 1]
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.ensure_future(search(session))
+        await asyncio.sleep(5)
+        victim.process.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        await asyncio.sleep(30)
+        stop.set()
+        await task
+    after = [(at - killed, status, backend) for at, status, backend in answers if at >= killed]
+    bad = [at for at, status, backend in after if status >= 500 or backend != "elasticsearch"]
+    restart_started = time.monotonic()
+    restart_opensearch(victim)
+    await engine.options(request_timeout=300).cluster.health(index=alias, wait_for_status="green", timeout="280s")
+    return {
+        "answers": len(answers),
+        "answers_after_kill": len(after),
+        "errors_5xx": sum(1 for _, status, _ in answers if status >= 500),
+        "fallback_answers": sum(1 for _, _, backend in answers if backend == "postgres"),
+        "last_failed_or_fallback_s": round(max(bad), 2) if bad else 0.0,
+        "restart_to_green_s": round(time.monotonic() - restart_started, 1),
+        "killed_primaries": primaries.count(name),
+    }
+
+
+async def run(urls: StackUrls, cluster: list[ServerProcess], args: argparse.Namespace) -> dict[str, Any]:
+    one_node = urls.elasticsearch_node
+    three_nodes = ",".join(node.url for node in cluster)
+    dbs = ScratchDatabases(urls.database_url, prefix="benchcluster")
+    one, _ = await create_engine_client(one_node, request_timeout=120)
+    three, _ = await create_engine_client(three_nodes, request_timeout=120)
+    aliases: list[tuple[AsyncElasticsearch, str]] = []
+    results: dict[str, Any] = {}
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        database_url = await dbs.create("cluster")
+        conn = await asyncpg.connect(database_url)
+        try:
+            await seed_catalog(conn, args.products)
+        finally:
+            await conn.close()
+        print(f"seeded {args.products:,} products", flush=True)
+
+        alias_one = f"benchone{uuid.uuid4().hex[:8]}_products"
+        aliases.append((one, alias_one))
+        reindex_one = await run_reindex(_indexer(urls, one_node, database_url, alias_one, 1, 0), asyncio.Event())
+        size, docs = await _store_bytes_per_doc(one, reindex_one.index)
+        results["document"] = {"docs": docs, "primary_store_bytes": size, "bytes_per_doc": round(size / docs, 1)}
+        print(f"1 node, 1 shard: reindex {reindex_one.documents / reindex_one.seconds:,.0f} docs/s", flush=True)
+
+        raw_before = await _raw_bulk(three, database_url, 3, 1)
+        alias_three = f"benchthree{uuid.uuid4().hex[:8]}_products"
+        aliases.append((three, alias_three))
+        reindex_three = await run_reindex(_indexer(urls, three_nodes, database_url, alias_three, 3, 1), asyncio.Event())
+        raw_after = await _raw_bulk(three, database_url, 3, 1)
+        raw_rate = statistics.mean([raw_before[1] / raw_before[0], raw_after[1] / raw_after[0]])
+        rate_one = reindex_one.documents / reindex_one.seconds
+        rate_three = reindex_three.documents / reindex_three.seconds
+        results["reindex"] = {
+            "one_node_one_shard_docs_per_s": round(rate_one),
+            "three_nodes_three_shards_docs_per_s": round(rate_three),
+            "raw_async_bulk_on_cluster_docs_per_s": round(raw_rate),
+            "three_vs_one": round(rate_three / rate_one, 3),
+            "three_vs_raw": round(rate_three / raw_rate, 3),
+        }
+        print(f"reindex: {results['reindex']}", flush=True)
+
+        alias_single_shard = f"benchsingle{uuid.uuid4().hex[:8]}_products"
+        aliases.append((three, alias_single_shard))
+        await run_reindex(_indexer(urls, three_nodes, database_url, alias_single_shard, 1, 1), asyncio.Event())
+        for alias in (alias_three, alias_single_shard):
+            await three.options(request_timeout=300).cluster.health(
+                index=alias, wait_for_status="green", timeout="280s"
+            )
+        targets: dict[str, tuple[str, str | None]] = {
+            "1 shard": (alias_single_shard, None),
+            "3 shards": (alias_three, None),
+            # Global term statistics first (one more round trip per shard): see docs/relevance-shards.md.
+            "3 shards dfs": (alias_three, "dfs_query_then_fetch"),
+        }
+        await _search_latencies(three, targets, 50)  # warm-up
+        latencies = await _search_latencies(three, targets, args.searches)
+        results["search"] = {
+            label: {f"p{int(p * 100)}_ms": round(percentile(values, p * 100) * 1000, 2) for p in (0.5, 0.95, 0.99)}
+            for label, values in latencies.items()
+        }
+        results["search"]["p99_ratio_3_vs_1"] = round(
+            percentile(latencies["3 shards"], 99) / percentile(latencies["1 shard"], 99), 3
+        )
+        results["search"]["p99_ratio_dfs_vs_3"] = round(
+            percentile(latencies["3 shards dfs"], 99) / percentile(latencies["3 shards"], 99), 3
+        )
+        print(f"search: {results['search']}", flush=True)
+
+        port = free_port()
+        log = Path(tempfile.mkdtemp(prefix="hos-bench-cluster-")) / "proxy.log"
+        proxy = _spawn_proxy(urls, three_nodes, database_url, alias_three, port, log)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        results["node_loss"] = await _node_loss(three, cluster, alias_three, f"http://127.0.0.1:{port}")
+        print(f"node loss: {results['node_loss']}", flush=True)
+    finally:
+        if proxy is not None:
+            stop_process(proxy, 30)
+        for engine, alias in aliases:
+            await engine.indices.delete(index=f"{alias}*", ignore_unavailable=True, allow_no_indices=True)
+        await one.close()
+        await three.close()
+        await dbs.drop_all()
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        f"# Engine cluster benchmark — {meta['date']}",
+        "",
+        f"`python -m benchmarks.engine_cluster --products {meta['products']}` on {meta['machine']}; "
+        f"load average before/after: {meta['load_before']} / {meta['load_after']} "
+        "(a shared, busy machine: read the ratios, not the absolute numbers).",
+        "",
+    ]
+    if "document" in results:
+        d = results["document"]
+        lines += [
+            f"Document size: {d['bytes_per_doc']} bytes per document "
+            f"({d['primary_store_bytes']:,} B / {d['docs']:,} docs, primary store, one node).",
+            "",
+        ]
+    if "reindex" in results:
+        r = results["reindex"]
+        lines += [
+            "| reindex | docs/s |",
+            "|---|---|",
+            f"| 1 node, 1 shard | {r['one_node_one_shard_docs_per_s']:,} |",
+            f"| 3 nodes, 3 shards, 1 replica | {r['three_nodes_three_shards_docs_per_s']:,} |",
+            f"| raw async_bulk, same cluster and layout | {r['raw_async_bulk_on_cluster_docs_per_s']:,} |",
+            f"| ratio 3 nodes / 1 node | {r['three_vs_one']} |",
+            f"| ratio reindex / raw (goal ≥ 0.8) | {r['three_vs_raw']} |",
+            "",
+        ]
+    if "search" in results:
+        s = results["search"]
+        lines += ["| search (cluster) | p50 ms | p95 ms | p99 ms |", "|---|---|---|---|"]
+        for label in ("1 shard", "3 shards", "3 shards dfs"):
+            if label in s:
+                lines.append(f"| {label} | {s[label]['p50_ms']} | {s[label]['p95_ms']} | {s[label]['p99_ms']} |")
+        lines += ["", f"p99 ratio 3 shards / 1 shard: {s['p99_ratio_3_vs_1']}", ""]
+        if "p99_ratio_dfs_vs_3" in s:
+            lines += [f"p99 ratio dfs_query_then_fetch / query_then_fetch on 3 shards: {s['p99_ratio_dfs_vs_3']}", ""]
+    if "node_loss" in results:
+        n = results["node_loss"]
+        lines += ["| node loss | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in n.items()] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine_cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--products", type=int, default=20_000)
+    parser.add_argument("--searches", type=int, default=600)
+    parser.add_argument("--heap", default="512m", help="JVM heap of each cluster node")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "products": args.products,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_before": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+    }
+    stack = DevStack({**os.environ, "DEV_ENGINE_NODES": "1"})
+    cluster: list[ServerProcess] = []
+    workdir = Path(tempfile.mkdtemp(prefix="hos-bench-cluster-nodes-"))
+    try:
+        urls = stack.start()
+        cluster = start_opensearch_cluster(workdir, nodes=3, heap=parse_heap(args.heap))
+        print(f"one node {urls.elasticsearch_node}; cluster {[node.url for node in cluster]}", flush=True)
+        results = asyncio.run(run(urls, cluster, args))
+    finally:
+        for node in cluster:
+            node.stop()
+        stack.close()
+    meta["load_after"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    results["meta"] = meta
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    text = markdown(results)
+    if args.markdown:
+        args.markdown.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
