@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PRODUCTS ?= 20000
 PACKAGES := catalog proxy indexer devstack hos_search benchmarks loadtest relevance
 
 .PHONY: dev test test-soak lint format bench bench-seed bench-cache bench-ratelimit bench-fallback relevance clean
@@ -16,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 dev: $(STAMP)
-	$(BIN)/hos-search dev --products $(PRODUCTS) $(if $(ENV_FILE),--env-file $(ENV_FILE))
+	$(BIN)/hos-search dev $(if $(PRODUCTS),--products $(PRODUCTS)) $(if $(ENV_FILE),--env-file $(ENV_FILE))
 
 # The whole test set-up, then the tests: scripts/install-test-tools installs what is missing where it
 # can (JDK + Maven, promtool, Chromium, Node.js, hadolint, kubeconform, kustomize, k6) and names the

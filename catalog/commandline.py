@@ -7,7 +7,11 @@ promise one. Parses arguments only; never reads the environment.
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import Final, NoReturn
+
+# Defaults that more than one command offers, written once.
+DEFAULT_PROXY_PORT: Final = 8080  # hos-search proxy, python -m proxy, and the proxy hos-search dev runs
+SAMPLE_PRODUCTS: Final = 20_000  # hos-search dev and hos-search seed
 
 
 class CommandParser(argparse.ArgumentParser):

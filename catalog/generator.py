@@ -53,6 +53,9 @@ PRODUCTS_PER_SELLER = 500
 
 IMAGE_BASE_URL = "https://images.hos-marketplace.example/products"
 
+# The sample catalog's seed when none is given: the committed baselines were measured on it.
+DEFAULT_SEED = 42
+
 
 @dataclass(frozen=True, slots=True)
 class Fandom:
@@ -679,14 +682,14 @@ def seller_count(products: int) -> int:
     return min(MAX_SELLERS, max(MIN_SELLERS, products // PRODUCTS_PER_SELLER))
 
 
-def generate_catalog(products: int, *, seed: int = 42) -> Catalog:
+def generate_catalog(products: int, *, seed: int = DEFAULT_SEED) -> Catalog:
     """The catalog for ``products`` products and ``seed``; products are generated lazily."""
     if products < 0:
         raise ValueError(f"products must be >= 0, got {products}")
     return Catalog(products=products, seed=seed, sellers=tuple(iter_sellers(products, seed=seed)))
 
 
-def iter_sellers(products: int, *, seed: int = 42) -> Iterator[SellerRow]:
+def iter_sellers(products: int, *, seed: int = DEFAULT_SEED) -> Iterator[SellerRow]:
     """Seller rows (``SELLER_COLUMNS`` order) with ids 1..seller_count(products)."""
     # Separate string-seeded streams: sellers and products never shift each other's randomness.
     rng = random.Random(f"hos-search/sellers/{seed}")
@@ -705,7 +708,7 @@ def iter_sellers(products: int, *, seed: int = 42) -> Iterator[SellerRow]:
         yield (seller_id, name, country, created, updated)
 
 
-def iter_products(products: int, *, seed: int = 42) -> Iterator[ProductRow]:
+def iter_products(products: int, *, seed: int = DEFAULT_SEED) -> Iterator[ProductRow]:
     """Product rows (``PRODUCT_COLUMNS`` order) with ids 1..products, streamed one at a time."""
     return _product_rows(products, seed, tuple(iter_sellers(products, seed=seed)))
 
@@ -746,7 +749,7 @@ def _product_rows(products: int, seed: int, sellers: Sequence[SellerRow]) -> Ite
     return (row for row, _ in _product_stream(products, seed, sellers, with_truth=False))
 
 
-def iter_product_truth(products: int, *, seed: int = 42) -> Iterator[ProductTruth]:
+def iter_product_truth(products: int, *, seed: int = DEFAULT_SEED) -> Iterator[ProductTruth]:
     """Ground truth for the products of :func:`iter_products` with the same arguments, in order."""
     return generate_catalog(products, seed=seed).iter_truth()
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 import asyncpg
 
 from catalog.errors import CatalogError
-from catalog.generator import PRODUCT_COLUMNS, SELLER_COLUMNS, generate_catalog
+from catalog.generator import DEFAULT_SEED, PRODUCT_COLUMNS, SELLER_COLUMNS, generate_catalog
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ async def seed_catalog(
     conn: asyncpg.Connection,
     products: int,
     *,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     batch: int = 10_000,
     replace: bool = False,
 ) -> SeedResult:

@@ -21,9 +21,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from catalog.commandline import CommandParser
+from catalog.commandline import DEFAULT_PROXY_PORT, SAMPLE_PRODUCTS, CommandParser
 from catalog.config import ConfigError, database_url
 from catalog.errors import CatalogError
+from catalog.generator import DEFAULT_SEED
 from catalog.logs import LEVELS, configure_logging
 
 
@@ -81,10 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     after = [_global_options(top=False)]
 
     dev = commands.add_parser("dev", help="run the whole stack on embedded servers", parents=after)
-    dev.add_argument("--products", type=_positive, default=20_000, help="sample products to load (default 20000)")
-    dev.add_argument("--port", type=_port, default=8080, help="proxy port (default 8080; 0 picks a free one)")
+    dev.add_argument(
+        "--products",
+        type=_positive,
+        default=SAMPLE_PRODUCTS,
+        help=f"sample products to load (default {SAMPLE_PRODUCTS})",
+    )
+    dev.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PROXY_PORT,
+        help=f"proxy port (default {DEFAULT_PROXY_PORT}; 0 picks a free one)",
+    )
     dev.add_argument("--env-file", help="write DATABASE_URL, REDIS_URL, ELASTICSEARCH_NODE, PROXY_URL here when ready")
-    dev.add_argument("--seed", type=int, default=42, help="sample-catalog seed (default 42)")
+    dev.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sample-catalog seed (default {DEFAULT_SEED})")
 
     commands.add_parser("migrate", help="apply the catalog's SQL migrations", parents=after)
     for name, (_module, _prefix, help_text) in _SERVICE_COMMANDS.items():
@@ -92,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=help_text, parents=after, add_help=False, allow_abbrev=False)
 
     seed = commands.add_parser("seed", help="load a deterministic sample catalog", parents=after)
-    seed.add_argument("--products", type=_positive, default=20_000)
-    seed.add_argument("--seed", type=int, default=42)
+    seed.add_argument("--products", type=_positive, default=SAMPLE_PRODUCTS)
+    seed.add_argument("--seed", type=int, default=DEFAULT_SEED)
     seed.add_argument("--replace", action="store_true", help="empty the catalog first")
     return parser
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from catalog.commandline import CommandParser
+from catalog.commandline import DEFAULT_PROXY_PORT, CommandParser
 from catalog.config import ConfigError
 from catalog.errors import CatalogError
 from catalog.logs import configure_logging
@@ -21,7 +21,7 @@ from proxy.settings import ProxySettings
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="hos-search proxy", description="serve the search API")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PROXY_PORT, help=f"port (default {DEFAULT_PROXY_PORT})")
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes sharing the port (default: one per CPU)"
     )
