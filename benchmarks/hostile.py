@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -33,10 +32,10 @@ import aiohttp
 
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.percentile import percentile
+from benchmarks.kit.processes import spawn, wait_answering
 from benchmarks.kit.results import Results
 from devstack.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 SEARCH = "/api/search?q=wand"
 CONNECTIONS = 16
 FILLER = "x" * 7_000
@@ -54,20 +53,11 @@ def _start_proxy(catalog: BenchCatalog) -> tuple[subprocess.Popen[bytes], str]:
     env = catalog.proxy_env(
         RATE_LIMIT_ENABLED="true", RATE_LIMIT_MAX="1000000000", TRUSTED_PROXIES="127.0.0.0/8", CACHE_ENABLED="true"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env)
+    proc = spawn([sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"], env)
     catalog.children.append(proc)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + SEARCH, timeout=5) as response:
-                if response.status == 200:
-                    return proc, url
-        except OSError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("the proxy did not start")
-        time.sleep(0.2)
+    wait_answering(url + SEARCH, proc)
+    return proc, url
 
 
 async def _requests(

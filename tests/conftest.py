@@ -27,8 +27,10 @@ from catalog.redis_client import RedisClient, open_redis
 from devstack.databases import database_url_for
 from devstack.opensearch import missing_java_tools
 from devstack.stack import DevStack, StackUrls
+from indexer.settings import IndexerSettings
 from proxy.app import create_app
 from proxy.settings import ProxySettings
+from tests.indexer_support import indexer_settings
 
 TEMPLATE_DB = "hos_test_template"
 
@@ -278,3 +280,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
     )
     for reason, count in reasons.most_common():
         write(f"  {count:3d} × {reason}", yellow=True)
+
+
+@pytest.fixture
+def settings(stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str) -> IndexerSettings:
+    """An indexer's settings for this test's own database, alias and Redis prefix (a test file
+    may define its own ``settings`` instead)."""
+    return indexer_settings(stack_urls, database_url, index_alias, redis_prefix)

@@ -29,15 +29,9 @@ from tests.indexer_support import (
     eventually,
     index_matches_catalog,
     indexed,
-    indexer_settings,
     running_indexer,
     searchable,
 )
-
-
-@pytest.fixture
-def settings(stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str) -> IndexerSettings:
-    return indexer_settings(stack_urls, database_url, index_alias, redis_prefix)
 
 
 async def checkpoint(db: asyncpg.Connection, name: str = "main") -> int:

@@ -37,7 +37,6 @@ from tests.indexer_support import (
     eventually,
     index_matches_catalog,
     indexed,
-    indexer_settings,
     running_indexer,
     settings_env,
     spawn_indexer,
@@ -116,11 +115,6 @@ class Indexers:
         started = IndexerProcess(spawn_indexer(full, log, *args), port, log)
         self.started.append(started)
         return started
-
-
-@pytest.fixture
-def settings(stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str) -> IndexerSettings:
-    return indexer_settings(stack_urls, database_url, index_alias, redis_prefix)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

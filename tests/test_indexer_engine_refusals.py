@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from devstack.stack import StackUrls
 from indexer.settings import IndexerSettings
 from indexer.sink import classify
 from tests.indexer_support import (
@@ -20,15 +19,9 @@ from tests.indexer_support import (
     engine_front,
     eventually,
     indexed,
-    indexer_settings,
     running_indexer,
     searchable,
 )
-
-
-@pytest.fixture
-def settings(stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str) -> IndexerSettings:
-    return indexer_settings(stack_urls, database_url, index_alias, redis_prefix)
 
 
 async def _checkpoint(db: asyncpg.Connection) -> int:

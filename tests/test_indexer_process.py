@@ -15,7 +15,6 @@ import asyncpg
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from devstack.stack import StackUrls
 from indexer.settings import IndexerSettings
 from tests.indexer_support import (
     add_products,
@@ -23,17 +22,11 @@ from tests.indexer_support import (
     eventually,
     index_matches_catalog,
     indexed,
-    indexer_settings,
     settings_env,
     spawn_indexer,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def settings(stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str) -> IndexerSettings:
-    return indexer_settings(stack_urls, database_url, index_alias, redis_prefix)
 
 
 @pytest.fixture

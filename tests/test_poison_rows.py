@@ -36,7 +36,6 @@ from tests.indexer_support import (
     add_seller,
     eventually,
     indexed,
-    indexer_settings,
     running_indexer,
     searchable,
 )
@@ -57,11 +56,6 @@ async def old_db(db: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
     for name in NEW_CONSTRAINTS:
         await db.execute(f"ALTER TABLE products DROP CONSTRAINT {name}")
     yield db
-
-
-@pytest.fixture
-def settings(stack_urls: StackUrls, database_url: str, index_alias: str, redis_prefix: str) -> IndexerSettings:
-    return indexer_settings(stack_urls, database_url, index_alias, redis_prefix)
 
 
 async def _poison(db: asyncpg.Connection, seller: int) -> dict[str, int]:
