@@ -172,6 +172,9 @@ class ResponseCache:
             pass  # a fill is under way in this worker: join it below, no Redis read of our own
         elif l2 is not None and not bypassed:
             shared, lock = await self._read_shared(key, key_digest)
+            # A read that found no entry always tried the lock: neither means Redis failed, and
+            # this answer bypasses it (no second trip to a Redis that just timed out).
+            bypassed = shared is None and lock is None
             shared_verdict = judge(shared, now) if shared is not None else Verdict.MISS
             self._count(route, "l2", shared_verdict.value.lower())
             if shared is not None and (entry is None or shared.fetched_at > entry.fetched_at):
@@ -187,7 +190,7 @@ class ResponseCache:
             self._refresh(route, key, key_digest, produce, lock)
             return _served(entry, verdict, now)
         try:
-            fresh = await asyncio.shield(self._flight(route, key, key_digest, produce, lock))
+            fresh = await asyncio.shield(self._flight(route, key, key_digest, produce, lock, use_redis=not bypassed))
         except BackendUnavailable as exc:
             if entry is not None and self.policy.usable_on_error(entry, now):
                 return _served(entry, Verdict.STALE, now)
@@ -261,13 +264,22 @@ class ResponseCache:
         self._metrics.cache_l1_bytes.set(self.l1.bytes)
 
     def _flight(
-        self, route: str, key: str, key_digest: str, produce: Producer, lock: Lock | None = None
+        self,
+        route: str,
+        key: str,
+        key_digest: str,
+        produce: Producer,
+        lock: Lock | None = None,
+        *,
+        use_redis: bool = True,
     ) -> asyncio.Task[Entry]:
         """The one fill of ``key`` in this worker: joined if running, else started (under
         ``lock``, the outcome of the read's lock attempt, when nobody has claimed it yet)."""
         claimed = lock is not None and lock.claim()
         held = lock.taken if lock is not None and claimed else None
-        task, joined = _one_per_key(self._flights, key, lambda: self._fill(route, key, key_digest, produce, held))
+        task, joined = _one_per_key(
+            self._flights, key, lambda: self._fill(route, key, key_digest, produce, held, use_redis=use_redis)
+        )
         if joined:
             self._metrics.cache_coalesced.labels(route, "worker").inc()
             if held:
@@ -288,9 +300,20 @@ class ResponseCache:
 
         self._flight(route, key, key_digest, produce, lock).add_done_callback(done)
 
-    async def _fill(self, route: str, key: str, key_digest: str, produce: Producer, held: bool | None = None) -> Entry:
+    async def _fill(
+        self,
+        route: str,
+        key: str,
+        key_digest: str,
+        produce: Producer,
+        held: bool | None = None,
+        *,
+        use_redis: bool = True,
+    ) -> Entry:
         """Ask ``produce`` for ``key`` and keep the answer; ``held``: the fill lock is this
-        worker's (True), another process's (False), or not tried yet (None)."""
+        worker's (True), another process's (False), or not tried yet (None); ``use_redis``
+        False: Redis just failed this request, so no lock is tried and the entry is kept in
+        L1 only."""
         # The generation is read before the engine is asked: a change announced while the
         # engine answers leaves this entry older than that change, hence stale.
         generation = self.view.generation
@@ -300,7 +323,7 @@ class ResponseCache:
             if held:
                 self._release_later(key_digest)
             return kept
-        l2 = self.l2
+        l2 = self.l2 if use_redis else None
         locked = False
         if held is not None:
             # The read already tried the lock (and found no servable entry): no second trip.
