@@ -110,6 +110,13 @@ BENCHES = [
         900,
     ),
     Bench(
+        "engine-cluster",
+        "3 engine nodes: search p99 on 3 shards against 1, reindex against raw bulk, losing a node",
+        ["-m", "benchmarks.engine_cluster", "--products", "20000"],
+        ["-m", "benchmarks.engine_cluster", "--products", "3000", "--searches", "200"],
+        1800,
+    ),
+    Bench(
         "stress",
         "throughput and p99 over time under the stress profile's shape (wrk)",
         ["-m", "benchmarks.stress", "--products", "20000"],
