@@ -1,4 +1,5 @@
-"""The benchmarks' one percentile: nearest rank, a stated answer for no samples. Pure, no servers."""
+"""The benchmarks' one percentile (nearest rank, a stated answer for no samples) and the report's
+rule for a busy machine. Pure, no servers."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import pytest
 
 from benchmarks.kit.percentile import percentile
+from benchmarks.report import Outcome, busy, render_markdown
 
 
 def test_no_samples_give_nan_whatever_the_percentile() -> None:
@@ -42,3 +44,37 @@ def test_percentiles_outside_0_to_100_clamp_to_the_ends() -> None:
 
 def test_a_generator_is_read_once() -> None:
     assert percentile((float(v) for v in range(101)), 95) == 95.0
+
+
+# --- the report: no goal claimed from a busy machine ---------------------------------------------
+
+
+def test_a_load_average_above_the_cores_is_a_busy_machine() -> None:
+    assert busy((0.4, 1.9), cores=2) is False
+    assert busy((2.0, 0.1), cores=2) is False  # at the core count: every core in use, none queued
+    assert busy((0.5, 2.01), cores=2) is True  # at the end counts as much as at the start
+    assert busy((), cores=2) is False
+
+
+def _report(was_busy: bool) -> str:
+    figure = {
+        "name": "cache-hit req/s",
+        "value": 9.0,
+        "unit": "req/s",
+        "baseline": 10.0,
+        "baseline_label": "bare aiohttp",
+        "ratio": 0.9,
+        "goal": ">= 0.85 x",
+        "met": True,
+        "notes": "",
+    }
+    outcome = Outcome("cache", "the cache", "python -m benchmarks.cache", "ok", 1.0, figures=[figure])
+    report = {"date": "2026-12-06", "quick": False, "command": "make bench", "minutes": 1.0, "machine": {}}
+    return render_markdown({**report, "pinning": "none", "busy": was_busy}, {}, [outcome])
+
+
+def test_a_busy_run_claims_no_goal_and_a_quiet_one_does() -> None:
+    busy_text, quiet_text = _report(True), _report(False)
+    assert "no goal is claimed" in busy_text and "**yes**" not in busy_text and "| yes |" not in busy_text
+    assert "would be met, not claimed" in busy_text
+    assert "**1 of 1 goals met**" in quiet_text and "not claimed" not in quiet_text
