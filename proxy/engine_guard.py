@@ -55,9 +55,9 @@ class EngineGuard:
         self._state = breaker.state
         self.in_flight = 0
 
-    def _skip(self, reason: str) -> EngineSkipped:
+    def _skip(self, reason: str, waited: float = 0.0) -> EngineSkipped:
         self._on_skip(reason)
-        return EngineSkipped(reason)
+        return EngineSkipped(reason, waited)
 
     def _report(self) -> None:
         state = self.breaker.state
@@ -79,7 +79,7 @@ class EngineGuard:
                 await self._free.acquire()  # free: returns at once
         except TimeoutError:
             breaker.abandoned()
-            raise self._skip(ENGINE_BUSY) from None
+            raise self._skip(ENGINE_BUSY, self._queue_wait) from None
         except BaseException:
             breaker.abandoned()
             raise

@@ -134,8 +134,9 @@ ENGINE_BUSY = "engine_busy"  # every slot stayed busy for the whole queue wait
 class EngineSkipped(BackendUnavailable):
     """The engine was not asked: its breaker is open, or every slot stayed busy (``reason``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, waited: float = 0.0) -> None:
         self.reason = reason  # BREAKER_OPEN or ENGINE_BUSY
+        self.waited = waited  # seconds spent queueing for a slot first (proxy.queueing)
         super().__init__(f"The search engine was not asked ({reason.replace('_', ' ')}).")
 
 

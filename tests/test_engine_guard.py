@@ -48,6 +48,7 @@ async def test_beyond_its_slots_a_request_waits_briefly_then_is_shed() -> None:
     with pytest.raises(EngineSkipped) as shed:
         await guard.call(slow)
     assert shed.value.reason == "engine_busy" and seen.skips == ["engine_busy"]
+    assert shed.value.waited == 0.05  # its queue budget, spent: the fallback waits only for the rest
     # Shed while both slots are still held: it waited out its brief wait, not the engine (a
     # wall-clock window here failed on a busy machine; the order is what matters).
     assert not any(holder.done() for holder in holders) and guard.in_flight == 2

@@ -1,4 +1,4 @@
-"""One queue wait per request: a request shed by the engine's queue waits for no fallback slot.
+"""One queue budget per request: a request shed by the engine's queue waits only for what is left.
 
 Against a real Postgres whose products table a test transaction locks, so the fallback's one
 slot stays busy for exactly as long as the test wants. No clock is read: whether a request
@@ -33,7 +33,7 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_shed_request_is_refused_at_once_when_every_fallback_slot_is_busy(database_url: str) -> None:
+async def test_a_shed_request_waits_only_for_what_is_left_of_its_queue_budget(database_url: str) -> None:
     locker = await asyncpg.connect(database_url)
     backend = await PostgresFallback.open(
         database_url, pool_size=1, statement_timeout_ms=30_000, max_concurrency=1, queue_wait=60.0
@@ -46,17 +46,19 @@ async def test_a_shed_request_is_refused_at_once_when_every_fallback_slot_is_bus
             return backend.in_flight == 1
 
         await eventually(slot_taken, timeout=10, what="the first search holding the only slot")
-        with having_waited():
+        with having_waited(60.0):  # its whole budget spent queueing for an engine slot
             shed = asyncio.create_task(backend.search(WAND))
+        with having_waited(1.0):  # some of it: it may wait for the rest
+            partly = asyncio.create_task(backend.search(WAND))
         patient = asyncio.create_task(backend.search(WAND))  # not shed: it may wait its turn
         await _settle()
         assert shed.done() and isinstance(shed.exception(), Overloaded)
-        assert not patient.done() and backend.waiting == 1
+        assert not partly.done() and not patient.done() and backend.waiting == 2
 
         await locker.execute("ROLLBACK")
-        await asyncio.gather(holder, patient)
+        await asyncio.gather(holder, partly, patient)
         # With a slot free, a shed request is served like any other.
-        with having_waited():
+        with having_waited(60.0):
             served = asyncio.create_task(backend.search(WAND))
         body, _relaxed = await served
         assert body["hits"]["total"]["value"] == 0
@@ -65,18 +67,16 @@ async def test_a_shed_request_is_refused_at_once_when_every_fallback_slot_is_bus
         await locker.close()
 
 
-@pytest.mark.parametrize(("reason", "waited"), [(ENGINE_BUSY, True), (BREAKER_OPEN, False)])
-async def test_the_cache_marks_a_request_shed_by_a_busy_engine_and_only_for_its_fallback(
-    reason: str, waited: bool
-) -> None:
+@pytest.mark.parametrize(("reason", "waited"), [(ENGINE_BUSY, 0.025), (BREAKER_OPEN, 0.0)])
+async def test_the_cache_passes_the_time_a_shed_request_queued_to_its_fallback_only(reason: str, waited: float) -> None:
     policy = Policy()
     view = CatalogView(policy)
     view.follow(1, time.time())
     cache = ResponseCache(policy, LRU(10, 1 << 20), None, view, FillNotices(), ProxyMetrics(), lock_wait=0.1)
-    seen: list[bool] = []
+    seen: list[float] = []
 
     async def engine() -> Produced:
-        raise EngineSkipped(reason)
+        raise EngineSkipped(reason, waited)
 
     async def fallback() -> Produced:
         seen.append(already_waited())
@@ -84,4 +84,4 @@ async def test_the_cache_marks_a_request_shed_by_a_busy_engine_and_only_for_its_
 
     served = await cache.answer("search", f"search:v2?q={reason}", engine, fallback)
     assert served.backend == "postgres" and seen == [waited]
-    assert not already_waited()  # the request's own context is left unmarked
+    assert already_waited() == 0.0  # the request's own context is left unmarked

@@ -28,7 +28,7 @@ from proxy.cache.keys import digest
 from proxy.cache.l1 import LRU
 from proxy.cache.l2 import RedisTier
 from proxy.cache.notices import FillNotices
-from proxy.errors import ENGINE_BUSY, BackendUnavailable, EngineSkipped, ProblemError
+from proxy.errors import BackendUnavailable, EngineSkipped, ProblemError
 from proxy.http_caching import entity_tag
 from proxy.metrics import ProxyMetrics
 from proxy.queueing import having_waited
@@ -203,14 +203,14 @@ class ResponseCache:
     async def _fall_back(self, key: str, fallback: Producer, shed: BaseException | None = None) -> Served:
         """The fallback's answer for ``key``: identical concurrent requests share one query.
 
-        ``shed``: why the engine did not answer; a request that already waited for an engine
-        slot waits for no fallback slot (``proxy.queueing``).
+        ``shed``: why the engine did not answer; the time a request already waited for an engine
+        slot comes off its wait for a fallback slot (``proxy.queueing``).
         """
 
         async def run() -> Produced:
             return await fallback()
 
-        waited = isinstance(shed, EngineSkipped) and shed.reason == ENGINE_BUSY
+        waited = shed.waited if isinstance(shed, EngineSkipped) else 0.0
         with having_waited(waited):  # copied into the task's context as it is created
             task, _ = _one_per_key(self._fallbacks, key, run)
         body = (await asyncio.shield(task)).body

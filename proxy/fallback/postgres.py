@@ -10,7 +10,7 @@ Postgres is protected twice: ``statement_timeout`` (set per connection, so the s
 cancels a slow query, with asyncpg's own deadline behind it for a server that stops answering),
 and a cap on concurrent queries per process — a request waits at most ``queue_wait`` seconds
 for a slot, then gets :class:`Overloaded` (503, ``Retry-After``); a request the engine's queue
-shed already does not wait again (``proxy.queueing``).
+shed waits only for what is left of its queue budget (``proxy.queueing``).
 
 On a read replica (``FALLBACK_DATABASE_URL``) a watcher measures, every
 :data:`LAG_CHECK_INTERVAL_S`, how far replay is behind what the replica received; past
@@ -179,11 +179,14 @@ class PostgresFallback:
             await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT_S)
 
     async def _take_slot(self) -> None:
-        if already_waited() and self._slots.locked():
-            raise Overloaded()  # shed by the engine's queue already: no second wait
+        # What is left of this request's queue budget (proxy.queueing): a request the engine's
+        # queue shed has spent some of it already.
+        wait = self._queue_wait - already_waited()
+        if wait <= 0 and self._slots.locked():
+            raise Overloaded()
         self.waiting += 1
         try:
-            async with asyncio.timeout(self._queue_wait):
+            async with asyncio.timeout(max(0.0, wait)):
                 await self._slots.acquire()
         except TimeoutError:
             raise Overloaded() from None
