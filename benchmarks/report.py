@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.kit.processes import interrupt_on_sigterm, pinning_cpus
+from benchmarks.kit.results import busy, verdict_of
 from catalog.processes import stop_process
 from devstack.stack import DevStack
 
@@ -267,13 +268,6 @@ def machine(env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def busy(load_averages: Sequence[float], cores: int) -> bool:
-    """Whether a run was made on a busy machine: a 1-minute load average above the cores it could
-    use, at its start or its end. Goals are not claimed from such a run (issue 24): the figures
-    it gives are other programs' as much as ours."""
-    return max(load_averages, default=0.0) > cores
-
-
 def _wrk_version() -> str:
     try:
         done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=5, check=False)
@@ -396,7 +390,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str], outcomes: Seq
     )
     lines += ["", "| bench | figure | value | goal | met |", "|---|---|---|---|---|"]
     for name, f in goals:
-        verdict = ("would be met, not claimed" if was_busy else "**yes**") if f["met"] else "**NO**"
+        verdict = verdict_of(f["met"], busy=was_busy, bold=True)
         value = _number(f["value"], f["unit"])
         if f["ratio"] is not None:
             value += f" ({f['ratio']:.2f} × {f['baseline_label'].split(',')[0] or 'baseline'})"
@@ -417,13 +411,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str], outcomes: Seq
                 if f["baseline_label"] and f["baseline"] is not None:
                     baseline += f" ({f['baseline_label']})"
                 ratio = f"{f['ratio']:.2f} ×" if f["ratio"] is not None else "—"
-                verdict = (
-                    "—"
-                    if f["met"] is None
-                    else ("would be met, not claimed" if was_busy else "yes")
-                    if f["met"]
-                    else "**NO**"
-                )
+                verdict = verdict_of(f["met"], busy=was_busy)
                 lines.append(
                     f"| {_cell(f['name'])} | {_number(f['value'], f['unit'])} | {_cell(baseline)} | {ratio} | "
                     f"{_cell(f['goal']) or '—'} | {verdict} | {_cell(f['notes'])} |"

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from benchmarks.kit.percentile import percentile
-from benchmarks.report import Outcome, busy, render_markdown
+from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
 
 
 def test_no_samples_give_nan_whatever_the_percentile() -> None:
@@ -56,25 +56,8 @@ def test_a_load_average_above_the_cores_is_a_busy_machine() -> None:
     assert busy((), cores=2) is False
 
 
-def _report(was_busy: bool) -> str:
-    figure = {
-        "name": "cache-hit req/s",
-        "value": 9.0,
-        "unit": "req/s",
-        "baseline": 10.0,
-        "baseline_label": "bare aiohttp",
-        "ratio": 0.9,
-        "goal": ">= 0.85 x",
-        "met": True,
-        "notes": "",
-    }
-    outcome = Outcome("cache", "the cache", "python -m benchmarks.cache", "ok", 1.0, figures=[figure])
-    report = {"date": "2026-12-06", "quick": False, "command": "make bench", "minutes": 1.0, "machine": {}}
-    return render_markdown({**report, "pinning": "none", "busy": was_busy}, {}, [outcome])
-
-
-def test_a_busy_run_claims_no_goal_and_a_quiet_one_does() -> None:
-    busy_text, quiet_text = _report(True), _report(False)
-    assert "no goal is claimed" in busy_text and "**yes**" not in busy_text and "| yes |" not in busy_text
-    assert "would be met, not claimed" in busy_text
-    assert "**1 of 1 goals met**" in quiet_text and "not claimed" not in quiet_text
+def test_a_busy_run_claims_no_goal_it_reached_and_still_reports_a_miss() -> None:
+    assert verdict_of(True, busy=False) == "yes" and verdict_of(True, busy=False, bold=True) == "**yes**"
+    assert verdict_of(True, busy=True) == NOT_CLAIMED == verdict_of(True, busy=True, bold=True)
+    assert verdict_of(False, busy=True) == "**NO**" == verdict_of(False, busy=False)
+    assert verdict_of(None, busy=True) == "—"

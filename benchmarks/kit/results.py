@@ -126,3 +126,25 @@ class Results:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=1, ensure_ascii=False))
+
+
+NOT_CLAIMED = "would be met, not claimed"
+
+
+def busy(load_averages: Sequence[float], cores: int) -> bool:
+    """Whether a run was made on a busy machine: a 1-minute load average above the cores it could
+    use, at its start or its end. Goals are not claimed from such a run (issue 24): the figures
+    it gives are other programs' as much as ours."""
+    return max(load_averages, default=0.0) > cores
+
+
+def verdict_of(met: bool | None, *, busy: bool, bold: bool = False) -> str:
+    """What a report says of a goal: met, missed, not judged (None), or — from a busy machine —
+    never "met": a figure that reached its goal there is only said to be one that would."""
+    if met is None:
+        return "—"
+    if not met:
+        return "**NO**"
+    if busy:
+        return NOT_CLAIMED
+    return "**yes**" if bold else "yes"
