@@ -48,6 +48,7 @@ from elasticsearch import AsyncElasticsearch
 from elasticsearch.helpers import async_bulk
 
 from benchmarks.kit.percentile import percentile
+from benchmarks.kit.processes import spawn
 from benchmarks.kit.results import Results
 from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
 from catalog.engine import create_engine_client
@@ -63,7 +64,6 @@ from indexer.settings import IndexerSettings
 from proxy.params import SearchRequest
 from proxy.query import build_search
 
-ROOT = Path(__file__).resolve().parent.parent
 WORDS = ("wand", "cloak", "potter", "costume", "replica", "mug", "poster", "sword", "ring", "map", "official")
 SORTS = ("relevance", "relevance", "relevance", "newest", "price_asc")
 
@@ -142,15 +142,10 @@ def _spawn_proxy(
         "RATE_LIMIT_ENABLED": "false",
         "LOG_LEVEL": "warning",
     }
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
+    with open(log, "ab") as out:  # the child keeps its own copy of the file
+        # The kit's spawn: in the repository root, dying with the bench (an orphaned proxy
+        # outlived a killed run before).
+        return spawn([sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"], env, output=out)
 
 
 async def _node_loss(

@@ -48,6 +48,7 @@ from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
 from catalog.engine import create_engine_client
 from catalog.mapping import index_mappings, index_settings
 from catalog.seed import seed_catalog
+from devstack.catalogs import scratch_indexer_settings
 from devstack.databases import ScratchDatabases
 from devstack.stack import DevStack, StackUrls
 from indexer.checkpoint import advance_checkpoint
@@ -196,15 +197,7 @@ async def run(args: argparse.Namespace, urls: StackUrls, results: Results) -> No
     url = await _fresh_database(dbs, args.products)
     alias = f"bench{uuid.uuid4().hex[:6]}_products"
     engine, _ = await create_engine_client(urls.elasticsearch_node, request_timeout=60)
-    settings = IndexerSettings(
-        database_url=url,
-        redis_url=urls.redis_url,
-        redis_key_prefix=f"bench{uuid.uuid4().hex[:6]}:",
-        elasticsearch_node=urls.elasticsearch_node,
-        search_index=alias,
-        metrics_port=0,
-        index_replicas=0,
-    )
+    settings = scratch_indexer_settings(urls, url, alias, f"bench{uuid.uuid4().hex[:6]}:")
     try:
         base1 = await _baseline(engine, url, alias)
         metrics = IndexerMetrics()

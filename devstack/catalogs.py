@@ -10,11 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from devstack.databases import ScratchDatabases
 from devstack.stack import StackUrls
+
+if TYPE_CHECKING:
+    from indexer.settings import IndexerSettings
+
+
+def scratch_indexer_settings(urls: StackUrls, database_url: str, alias: str, redis_prefix: str) -> IndexerSettings:
+    """An indexer's settings for a scratch catalog on the stack's servers: no metrics listener,
+    no replicas (one node), the stack's Redis whether one server or a cluster."""
+    from indexer.settings import IndexerSettings
+
+    return IndexerSettings(
+        database_url=database_url,
+        redis_url=urls.redis_url,
+        redis_cluster=urls.redis_cluster,
+        redis_key_prefix=redis_prefix,
+        elasticsearch_node=urls.elasticsearch_node,
+        search_index=alias,
+        metrics_port=0,
+        index_replicas=0,
+    )
 
 
 async def prepare_catalog(dbs: ScratchDatabases, urls: StackUrls, products: int) -> tuple[str, str]:
@@ -22,7 +43,6 @@ async def prepare_catalog(dbs: ScratchDatabases, urls: StackUrls, products: int)
     # Imported here: only a run that builds a catalog pays for the indexer's imports.
     from catalog.seed import seed_catalog
     from indexer.service import run_reindex
-    from indexer.settings import IndexerSettings
 
     url = await dbs.create("proxy")
     conn = await asyncpg.connect(url)
@@ -31,16 +51,7 @@ async def prepare_catalog(dbs: ScratchDatabases, urls: StackUrls, products: int)
     finally:
         await conn.close()
     alias = f"bench{uuid.uuid4().hex[:8]}_products"
-    settings = IndexerSettings(
-        database_url=url,
-        redis_url=urls.redis_url,
-        redis_key_prefix=f"{alias}:",
-        elasticsearch_node=urls.elasticsearch_node,
-        search_index=alias,
-        metrics_port=0,
-        index_replicas=0,
-    )
-    await run_reindex(settings, asyncio.Event())
+    await run_reindex(scratch_indexer_settings(urls, url, alias, f"{alias}:"), asyncio.Event())
     return url, alias
 
 
