@@ -14,7 +14,13 @@ so machine noise hits both alike. Two engines:
   real engine gave for it — the engine's cost drops out, so the difference is the proxy's own.
 
 Prints p50/p95/p99 of both and of the per-request difference, and the proxy/direct ratio.
-Goal (issue): the proxy adds ≤ 1 ms at p50 and ≤ 3 ms at p99. Servers listen on 127.0.0.1 and
+Goal (issue): the proxy adds ≤ 1 ms at p50 and ≤ 3 ms at p99.
+
+On the replay engine it also times **cache misses as deployed** (issue 24): two more proxies with
+the cache on (L1 and L2 in Redis), one with the rate limiter off and one with it on, each asked
+requests no cache has seen (the mix's text queries with a word of their own, ``MISS_MARK``),
+interleaved with the engine answering the same bodies directly: what a miss adds over the engine
+call it makes (goal ≤ 1 ms at p50 with the limiter off and on). Servers listen on 127.0.0.1 and
 are stopped on exit; the loops are bounded by ``--rounds``.
 """
 
@@ -83,6 +89,24 @@ def _requests() -> list[tuple[str, list[tuple[str, str]], bytes]]:
     return [(path, params, _body(path, params)) for path, params in mix]
 
 
+# A word in every cache-miss request's text that the replay engine recognises (see serve_replay).
+MISS_MARK = "qqmiss"
+SUGGEST_MARK = "qqsugg"
+
+
+def _miss_requests(round_no: int) -> list[tuple[str, list[tuple[str, str]], bytes]]:
+    """The mix's requests with text, each made new (a word of its own in ``q``) so that no cache
+    has seen it: every one is a miss, and its engine body is still the same kind of query."""
+    out = []
+    for path, params, _ in _requests():
+        if not any(name == "q" for name, _ in params):
+            continue
+        mark = SUGGEST_MARK if path != "/api/search" else MISS_MARK
+        new = [(name, f"{value} {mark}{round_no}" if name == "q" else value) for name, value in params]
+        out.append((path, new, _body(path, new)))
+    return out
+
+
 # --- the replay engine (runs in its own process) -------------------------------------------
 
 
@@ -98,8 +122,11 @@ def serve_replay(recording: Path, port: int) -> None:
         return web.Response(body=root.encode(), content_type="application/json", headers=headers)
 
     async def search(request: web.Request) -> web.Response:
-        key = hashlib.sha1(await request.read()).hexdigest()
-        return web.Response(body=stored[key], content_type="application/json", headers=headers)
+        body = await request.read()
+        answer = stored.get(hashlib.sha1(body).hexdigest())
+        if answer is None:  # a cache-miss request (_miss_requests): the mix's first answer of its kind
+            answer = stored["__suggest__" if SUGGEST_MARK.encode() in body else "__search__"]
+        return web.Response(body=answer, content_type="application/json", headers=headers)
 
     app = web.Application()
     app.router.add_get("/", info)
@@ -174,6 +201,69 @@ async def measure(
         for kind in ("search", "suggestions"):
             samples[f"{kind} hit"] = [h for h, k in zip(hits, kinds, strict=True) if k == kind and h == h]
     return samples
+
+
+async def _timed_miss(session: aiohttp.ClientSession, url: str, params: list[tuple[str, str]]) -> float:
+    """A request the cached proxy has never seen: its time, or NaN unless it was answered as a MISS
+    (from the engine, through the cache's miss path)."""
+    started = time.perf_counter()
+    async with session.get(url, params=params) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {url}: {response.status}")
+        missed = response.headers.get("X-Cache") == "MISS"
+    return (time.perf_counter() - started) * 1000 if missed else float("nan")
+
+
+async def measure_misses(engine_url: str, alias: str, proxies: dict[str, str], rounds: int) -> dict[str, list[float]]:
+    """Paired timings of cache misses: per request new to every cache, the engine answering the
+    exact body directly (``direct``) and each proxy of ``proxies`` (label -> base URL; cache on)
+    answering it through its miss path: the L1 miss, the one Redis round trip before the engine
+    (L2 read + stampede lock, the limiter's decision unless a lease covers it), the engine call,
+    the answer; its L2 write happens after. Order rotates per request."""
+    headers = {"Content-Type": "application/json"}
+    search_url = f"{engine_url}/{alias}/_search"
+    samples: dict[str, list[float]] = {"direct": [], **{label: [] for label in proxies}}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
+        for round_no in range(rounds + 2):  # two rounds of warm-up: connections, code paths
+            for n, (path, params, body) in enumerate(_miss_requests(round_no)):
+                calls: list[tuple[str, Callable[[], Awaitable[float]]]] = [
+                    ("direct", partial(_timed, session, "POST", search_url, data=body, headers=headers))
+                ]
+                calls += [(label, partial(_timed_miss, session, url + path, params)) for label, url in proxies.items()]
+                shift = (round_no + n) % len(calls)
+                timings = [(label, await call()) for label, call in calls[shift:] + calls[:shift]]
+                if round_no >= 2:
+                    for label, ms in timings:
+                        samples[label].append(ms)
+    return samples
+
+
+def record_misses(results: Results, samples: dict[str, list[float]]) -> None:
+    """What a cache miss adds over the engine call it makes, with the limiter off and on."""
+    direct = samples["direct"]
+    print(f"\ncache misses, replay engine: {len(direct)} requests each way (each request new to every cache)")
+    print(f"{'':<34}{'p50 ms':>10}{'p99 ms':>10}{'added p50':>11}{'added p99':>11}")
+    print(f"{'engine direct':<34}{percentile(direct, 50):>10.2f}{percentile(direct, 99):>10.2f}")
+    for label, goal_note in (("miss, limiter off", "limiter off"), ("miss, limiter on", "limiter on (as deployed)")):
+        mine = [ms for ms in samples[label] if ms == ms]
+        not_miss = len(samples[label]) - len(mine)
+        added50 = percentile(mine, 50) - percentile(direct, 50)
+        added99 = percentile(mine, 99) - percentile(direct, 99)
+        print(
+            f"{'proxy, ' + label:<34}{percentile(mine, 50):>10.2f}{percentile(mine, 99):>10.2f}"
+            f"{added50:>+11.2f}{added99:>+11.2f}" + (f"   ({not_miss} answers were not a MISS)" if not_miss else "")
+        )
+        results.add(
+            f"cache miss: added p50 over the engine call it makes, {goal_note}",
+            added50,
+            "ms",
+            goal="≤ 1 ms",
+            met=added50 <= 1.0 and not_miss == 0,
+            notes=f"{len(mine):,} misses interleaved with the engine direct (replay engine, p50 "
+            f"{percentile(direct, 50):.2f} ms); proxy p50 {percentile(mine, 50):.2f} ms, added p99 {added99:+.2f} ms"
+            + (f"; {not_miss} answers were not a MISS" if not_miss else ""),
+        )
 
 
 def report(label: str, samples: dict[str, list[float]]) -> None:
@@ -278,11 +368,13 @@ async def record(engine_url: str, alias: str) -> bytes:
     async with aiohttp.ClientSession() as session:
         async with session.get(engine_url + "/") as response:
             answers["__root__"] = (await response.read()).decode()
-        for _, _, body in _requests():
+        for path, _, body in _requests():
             async with session.post(
                 f"{engine_url}/{alias}/_search", data=body, headers={"Content-Type": "application/json"}
             ) as response:
-                answers[hashlib.sha1(body).hexdigest()] = (await response.read()).decode()
+                answer = (await response.read()).decode()
+            answers[hashlib.sha1(body).hexdigest()] = answer
+            answers.setdefault("__search__" if path == "/api/search" else "__suggest__", answer)
     return orjson.dumps(answers)
 
 
@@ -370,6 +462,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = asyncio.run(measure(replay_url, alias, f"http://127.0.0.1:{port}", args.rounds * 4))
             report("replay engine (engine cost removed)", samples)
             record_figures(results, "replay", samples, args.products)
+            # Cache misses as deployed: cache on (L1, L2 in Redis), limiter off and on.
+            missing: dict[str, str] = {}
+            for label, limited in (("miss, limiter off", "false"), ("miss, limiter on", "true")):
+                port = free_port()
+                children.append(
+                    start_proxy(
+                        {
+                            **env,
+                            "ELASTICSEARCH_NODE": replay_url,
+                            "CACHE_ENABLED": "true",
+                            "RATE_LIMIT_ENABLED": limited,
+                            "REDIS_KEY_PREFIX": f"{alias}-{limited}:",
+                        },
+                        port,
+                    )
+                )
+                missing[label] = f"http://127.0.0.1:{port}"
+            record_misses(results, asyncio.run(measure_misses(replay_url, alias, missing, args.rounds)))
     finally:
         if args.json:
             results.write(args.json)
