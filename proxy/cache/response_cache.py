@@ -55,9 +55,10 @@ class Served:
     etag: str
     cache: str
     age: int | None = None
-    backend: str = "elasticsearch"
+    backend: str = "elasticsearch"  # ENGINE_BACKEND
 
 
+ENGINE_BACKEND = "elasticsearch"  # X-Search-Backend of an answer the engine produced
 FALLBACK_BACKEND = "postgres"
 
 
@@ -136,8 +137,9 @@ class ResponseCache:
     def _count(self, route: str, tier: str, result: str) -> None:
         self._metrics.child(self._metrics.cache_lookups, route, tier, result).inc()
 
-    def cached(self, route: str, key: str, now: float) -> Served | None:
-        """An L1 HIT for ``key``, or None: no awaiting, for the hot path (``proxy.fastpath``).
+    def cached(self, key: str, now: float) -> Entry | None:
+        """The entry of an L1 HIT for ``key``, or None: no awaiting, for the hot path
+        (``proxy.fastpath``, which builds its answer from the entry itself).
 
         Not counted here: the hot path counts its hits in batches (``ProxyMetrics.count_fast_hit``).
         """
@@ -146,7 +148,7 @@ class ResponseCache:
         entry = self.l1.get(key)
         if entry is None or self.view.judge(entry, now) is not Verdict.HIT:
             return None
-        return _served(entry, Verdict.HIT, now)
+        return entry
 
     async def answer(self, route: str, key: str, produce: Producer, fallback: Producer | None = None) -> Served:
         if not self.enabled:
