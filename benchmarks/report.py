@@ -137,6 +137,7 @@ class Outcome:
     figures: list[dict[str, Any]] = field(default_factory=list)
     plots: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    tables: list[dict[str, Any]] = field(default_factory=list)
     log: str = ""  # the scratch log, relative to the report
     tail: list[str] = field(default_factory=list)  # the output's last lines when it failed
 
@@ -192,6 +193,7 @@ def run_bench(bench: Bench, quick: bool, env: dict[str, str], scratch: Path, ext
     if out_json.exists():
         written = json.loads(out_json.read_text())
         outcome.figures, outcome.plots, outcome.meta = written["figures"], written["plots"], written["meta"]
+        outcome.tables = written.get("tables", [])
     elif status == "ok":
         outcome.status = "no figures written"
     if outcome.status != "ok":
@@ -416,6 +418,10 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str], outcomes: Seq
                     f"| {_cell(f['name'])} | {_number(f['value'], f['unit'])} | {_cell(baseline)} | {ratio} | "
                     f"{_cell(f['goal']) or '—'} | {verdict} | {_cell(f['notes'])} |"
                 )
+        for table in outcome.tables:
+            lines += ["", f"{table['title']}:", "", "| " + " | ".join(map(_cell, table["header"])) + " |"]
+            lines.append("|" + "---|" * len(table["header"]))
+            lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in table["rows"]]
         for plot in outcome.plots:
             if plot["file"] in plots:
                 lines += ["", f"![{plot['title']}]({plots[plot['file']]})"]

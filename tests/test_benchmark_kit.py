@@ -8,6 +8,7 @@ import math
 import pytest
 
 from benchmarks.kit.percentile import percentile
+from benchmarks.kit.profiling import OTHER, summarise
 from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
 
 
@@ -61,3 +62,36 @@ def test_a_busy_run_claims_no_goal_it_reached_and_still_reports_a_miss() -> None
     assert verdict_of(True, busy=True) == NOT_CLAIMED == verdict_of(True, busy=True, bold=True)
     assert verdict_of(False, busy=True) == "**NO**" == verdict_of(False, busy=False)
     assert verdict_of(None, busy=True) == "—"
+
+
+def test_a_profile_counts_each_sample_once_by_its_innermost_known_part() -> None:
+    raw = "\n".join(
+        [
+            # the proxy's handler inside aiohttp: the proxy's (innermost known frame)
+            "Runner.run (asyncio/runners.py:118);start (aiohttp/web_protocol.py:1);handle (proxy/fastpath.py:52) 5",
+            # a metric observed by the proxy: the metrics', not the proxy's
+            "Runner.run (asyncio/runners.py:118);handle (proxy/fastpath.py:78);"
+            "observe (prometheus_client/metrics.py:1) 3",
+            # the C loop's own time, charged to the frame that runs it
+            "run_app (aiohttp/web.py:502) 2",
+            # a socket write under aiohttp
+            "Runner.run (asyncio/runners.py:118);write_eof (aiohttp/web_response.py:1);"
+            "_writelines (aiohttp/http_writer.py:116) 4",
+            # nothing known: other
+            "main (tool.py:1) 1",
+            "",
+            "not a stack line",
+        ]
+    )
+    profile = summarise(raw, rate=100)
+    assert profile.samples == 15
+    assert profile.parts == {
+        "the proxy's own code": 5,
+        "metrics (prometheus_client)": 3,
+        "event loop (uvloop/asyncio, C)": 2,
+        "socket writes (aiohttp http_writer, asyncio streams)": 4,
+        OTHER: 1,
+    }
+    assert profile.top(1) == [(5 / 15, "handle (proxy/fastpath.py:52)")]
+    # 5 samples at 100 per second over 1,000 requests: 50 ms / 1,000 = 50 microseconds each
+    assert profile.microseconds(5, 1_000) == pytest.approx(50.0)

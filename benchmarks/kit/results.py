@@ -52,6 +52,11 @@ class Results:
         self.figures: list[Figure] = []
         self.plots: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
+        self.tables: list[dict[str, Any]] = []
+
+    def table(self, title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """A small table the report prints under the bench (a profile's parts, say), cells as text."""
+        self.tables.append({"title": title, "header": list(header), "rows": [list(r) for r in rows]})
 
     def add(
         self,
@@ -123,6 +128,7 @@ class Results:
             "figures": [asdict(f) for f in self.figures],
             "plots": self.plots,
             "meta": self.meta,
+            "tables": self.tables,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document, indent=1, ensure_ascii=False))
