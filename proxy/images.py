@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 from typing import Final
 from urllib.parse import quote, urlsplit
 
@@ -41,7 +42,23 @@ _URL_SAFE: Final = "/:?#[]@!$&'()*+,;=%-._~"
 
 def safe_image_url(raw: object) -> str | None:
     """``raw`` fit to give a client as an image URL, or None (see the module docstring)."""
-    if not isinstance(raw, str) or not raw or len(raw) > MAX_IMAGE_URL_CHARS or _CONTROLS.search(raw):
+    if not isinstance(raw, str):
+        return None
+    # Every item of every answer the engine makes passes here: urlsplit and quote were the
+    # proxy's dearest function on a cache miss (py-spy, issue 24). The same catalog's URLs come
+    # back answer after answer, so ordinary ones are remembered (bounded by count and length).
+    if len(raw) <= _REMEMBERED_URL_CHARS:
+        return _checked_and_remembered(raw)
+    return _checked(raw)
+
+
+# URLs up to this length are remembered, at most _REMEMBERED_URLS of them (~2.5 MB at most).
+_REMEMBERED_URL_CHARS: Final = 256
+_REMEMBERED_URLS: Final = 4096
+
+
+def _checked(raw: str) -> str | None:
+    if not raw or len(raw) > MAX_IMAGE_URL_CHARS or _CONTROLS.search(raw):
         return None
     try:
         parts = urlsplit(raw)
@@ -52,6 +69,9 @@ def safe_image_url(raw: object) -> str | None:
     if parts.scheme and not parts.hostname:
         return None
     return quote(raw, safe=_URL_SAFE)
+
+
+_checked_and_remembered = lru_cache(maxsize=_REMEMBERED_URLS)(_checked)
 
 
 class ImageUrls:
