@@ -120,7 +120,8 @@ def _total(hits: Mapping[str, Any]) -> tuple[int, str]:
 
 def _buckets(aggregations: Mapping[str, Any], facet: str) -> list[Mapping[str, Any]]:
     agg = aggregations.get(facet) or _EMPTY
-    values = agg.get(FACET_VALUES) or _EMPTY
+    # The buckets themselves, or under a filter aggregation (``proxy.query``'s facets).
+    values = agg.get(FACET_VALUES) or agg
     buckets = values.get("buckets") or []
     # Range aggregations may be keyed (a dict of buckets) if someone flips "keyed" on.
     return list(buckets.values()) if isinstance(buckets, Mapping) else list(buckets)
@@ -214,7 +215,8 @@ def shape_search(
 
 def _taxonomy(aggregations: Mapping[str, Any], suffix: str) -> Iterator[tuple[str, str]]:
     """(text, type) for each fandom, then each category, of one match kind."""
-    taxonomy = aggregations.get(SUGGEST_TAXONOMY) or _EMPTY
+    # The engine's answer has them at the top; the Postgres fallback's under SUGGEST_TAXONOMY.
+    taxonomy = aggregations.get(SUGGEST_TAXONOMY) or aggregations
     for kind in TAXONOMY_KINDS:
         for bucket in _buckets(taxonomy, kind + suffix):
             yield str(bucket["key"]), kind
