@@ -44,6 +44,7 @@ from proxy.query import (
     SPELLING,
     SUGGEST_TAXONOMY,
     TAXONOMY_KINDS,
+    TAXONOMY_ONLY_SCORE,
 )
 from proxy.synonyms import fold
 
@@ -249,7 +250,7 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
     products = _dedupe(
         (str(source.get("name", "")), "product", str(source.get("id") or hit.get("_id", "")))
         for hit in hits.get("hits") or ()
-        if (source := hit.get("_source") or _EMPTY).get("name")
+        if (source := hit.get("_source") or _EMPTY).get("name") and not _taxonomy_only(hit)
     )
 
     exact = [t for t in taxonomy if fold(t[0]).startswith(prefix)]
@@ -273,6 +274,13 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
         if len(suggestions) == req.size:
             break
     return {"query": req.q, "suggestions": suggestions}
+
+
+def _taxonomy_only(hit: Mapping[str, Any]) -> bool:
+    """Whether a suggestion hit matched only a fandom or category name (``proxy.query.build_suggest``);
+    hits without a score (the Postgres fallback's) matched by name."""
+    score = hit.get("_score")
+    return isinstance(score, int | float) and score <= TAXONOMY_ONLY_SCORE
 
 
 def _edits_allowed(typed: str) -> int:

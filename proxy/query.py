@@ -161,6 +161,9 @@ _SUGGEST_SOURCE: Final = ["id", "name"]
 # Among names that match equally, the better-rated product first (the catalog's popularity
 # signal); then the id, so equal answers come back in the same order.
 _SUGGEST_SORT: Final = [{"_score": "desc"}, {"rating": {"order": "desc", "missing": "_last"}}, _TIE_BREAK]
+# A suggestion hit scoring this matched a fandom or category name only, not its own name:
+# every name match scores at least 1 (``_exact_or_fuzzy``).
+TAXONOMY_ONLY_SCORE: Final = 0.0
 # Several sellers list the same name; shaping de-duplicates names, so fetch spare hits.
 SUGGEST_HIT_FACTOR: Final = 2
 
@@ -420,14 +423,17 @@ def _taxonomy_agg(kind: str, query: dict[str, Any], size: int) -> dict[str, Any]
 def build_suggest(req: SuggestRequest) -> dict[str, Any]:
     """The engine body for autocomplete: product names plus fandom and category names.
 
-    Product hits are the products whose name matches (``post_filter``); fandoms and categories
-    come from aggregations over the products whose fandom or category matches, so they match on
-    their own names rather than only within the matched products. The query is the union of
-    the two, the taxonomy part scoring nothing, so hits score and sort as by their name alone.
-    (Not a ``global`` aggregation: that visits every product of the catalog on every
-    keystroke, 4 × 127k document checks at 150k products; the union visits only the products
-    that match something, engine-profile-2026-12-06.md.) Exact-prefix and typo-tolerant
-    taxonomy matches are separate aggregations, so the shaper can rank exact ones first.
+    Product hits are the products whose name matches; fandoms and categories come from
+    aggregations over the products whose fandom or category matches, so they match on their own
+    names rather than only within the matched products. The query is the union of the two, the
+    taxonomy part scoring :data:`TAXONOMY_ONLY_SCORE`: name matches score and sort as by their
+    name alone, and a hit that matched only a fandom or category sorts after all of them and is
+    dropped by the shaper. (Not a ``global`` aggregation: that visits every product of the
+    catalog on every keystroke, 4 × 127k document checks at 150k products; the union visits
+    only the products that match something. Not a ``post_filter`` on the name match either:
+    the engine would expand its typos a second time, its costliest rewrite;
+    engine-profile-2026-12-06.md.) Exact-prefix and typo-tolerant taxonomy matches are separate
+    aggregations, so the shaper can rank exact ones first.
     """
     q = req.q
     fuzzy = len(q) >= FUZZY_MIN_CHARS
@@ -444,10 +450,9 @@ def build_suggest(req: SuggestRequest) -> dict[str, Any]:
             # Typos anywhere in a fandom or category name ("pokmon", "star wras").
             widest = _prefix_query(q, field, fuzzy=True)
             taxonomy[kind + FUZZY_SUFFIX] = _taxonomy_agg(kind, widest, req.size)
-        taxonomy_matches.append({"constant_score": {"filter": widest, "boost": 0.0}})
+        taxonomy_matches.append({"constant_score": {"filter": widest, "boost": TAXONOMY_ONLY_SCORE}})
     return {
         "query": {"bool": {"should": [name_query, *taxonomy_matches]}},
-        "post_filter": name_query,
         "size": req.size * SUGGEST_HIT_FACTOR,
         "_source": _SUGGEST_SOURCE,
         "sort": _SUGGEST_SORT,

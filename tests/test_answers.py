@@ -252,6 +252,14 @@ def test_taxonomy_is_read_at_the_top_as_the_engine_answers_and_under_taxonomy_as
     assert shape_suggest(req, engine)["suggestions"][0] == {"text": "Harry Potter", "type": "fandom"}
 
 
+def test_hits_that_matched_only_a_fandom_or_category_name_are_not_product_suggestions() -> None:
+    engine = engine_suggest([("1", "Elder Wand"), ("2", "Hogwarts Mug"), ("3", "Hedwig Plush")])
+    for hit, score in zip(engine["hits"]["hits"], (2.0, 0.0, 0.0), strict=True):
+        hit["_score"] = score
+    shaped = shape_suggest(SuggestRequest(q="elder", size=8), engine)
+    assert [s["text"] for s in shaped["suggestions"] if s["type"] == "product"] == ["Elder Wand"]
+
+
 def test_fandom_starting_with_the_prefix_comes_first() -> None:
     body = shape_suggest(
         SuggestRequest(q="har", size=8),

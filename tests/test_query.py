@@ -15,7 +15,7 @@ from multidict import MultiDict
 from catalog.mapping import PRICE_BUCKETS
 from proxy.errors import InvalidParameters
 from proxy.params import MAX_SUGGEST_QUERY_CHARS, SearchRequest, SuggestRequest, parse_search
-from proxy.query import FACET_VALUES, SUGGEST_FUZZY_WORDS, build_search, build_suggest
+from proxy.query import FACET_VALUES, SUGGEST_FUZZY_WORDS, TAXONOMY_ONLY_SCORE, build_search, build_suggest
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms, parse_synonyms, words
 
 # Where user text may appear: as the query of a match-type clause, nowhere else.
@@ -429,7 +429,8 @@ def test_building_is_repeatable_and_json_serialisable() -> None:
 def test_short_prefix_suggest_is_exact_prefix_only() -> None:
     body = build_suggest(SuggestRequest(q="har", size=8))
     assert "fuzziness" not in clause_kinds(body)
-    match = body["post_filter"]["constant_score"]["filter"]["match"]["name.prefix"]
+    name, *_ = body["query"]["bool"]["should"]
+    match = name["constant_score"]["filter"]["match"]["name.prefix"]
     assert match == {"query": "har", "operator": "and"}
     assert body["_source"] == ["id", "name"]
     assert body["size"] >= 8
@@ -437,7 +438,8 @@ def test_short_prefix_suggest_is_exact_prefix_only() -> None:
 
 def test_long_prefix_suggest_tolerates_typos() -> None:
     body = build_suggest(SuggestRequest(q="hermoi", size=8))
-    should = body["post_filter"]["bool"]["should"]
+    name, *_ = body["query"]["bool"]["should"]
+    should = name["bool"]["should"]
     exact, fuzzy = should
     assert exact["constant_score"]["boost"] > fuzzy["constant_score"]["boost"]  # exact prefixes rank first
     assert "fuzziness" not in exact["constant_score"]["filter"]["match"]["name.prefix"]
@@ -480,12 +482,14 @@ def test_equally_matching_names_are_ordered_by_rating() -> None:
 def test_suggest_finds_fandoms_and_categories_by_their_own_names_in_the_same_request() -> None:
     body = build_suggest(SuggestRequest(q="har", size=5))
     name, *taxonomy = body["query"]["bool"]["should"]
-    # Hits: the name matches only. The query also matches products by their fandom or category
-    # name, scoring nothing, so those names are counted without a pass over the whole catalog.
-    assert body["post_filter"] == name
+    # The query also matches products by their fandom or category name, scoring nothing (the
+    # shaper drops such hits), so those names are counted without a pass over the whole catalog,
+    # and without a post_filter that would expand the name's typos twice.
+    assert "post_filter" not in body
+    assert name == build_suggest(SuggestRequest(q="har", size=5))["query"]["bool"]["should"][0]
     for kind, part in zip(("fandom", "category"), taxonomy, strict=True):
         prefix = {"match": {f"{kind}.prefix": {"query": "har", "operator": "and"}}}
-        assert part == {"constant_score": {"filter": prefix, "boost": 0.0}}
+        assert part == {"constant_score": {"filter": prefix, "boost": TAXONOMY_ONLY_SCORE}}
         agg = body["aggs"][kind]
         assert agg["filter"] == prefix
         assert agg["aggs"][FACET_VALUES]["terms"]["field"] == kind
