@@ -133,9 +133,10 @@ _TEXT: dict[str, Any] = {"type": "text", "analyzer": "product_text", "search_ana
 # the spelling suggester corrects towards (a zero-result query's "did you mean").
 SPELL_FIELD = "spell"
 # Facet fields: every search and suggestion counts them (terms aggregations over global
-# ordinals). Built at refresh rather than by the first search after it, which otherwise pays
-# for the whole index's ordinals: the first profiled search on a fresh 150k index spent 720 ms
-# in the fandom facet, later ones under 10 ms (engine-profile-2026-12-06.md).
+# ordinals). Built at refresh rather than by the first search after it, which otherwise pays for
+# the whole index's ordinals, once a second under a stream of updates (refresh 1 s). Not measured
+# by the benches (their index is static); Elasticsearch's advice for fields aggregated on every
+# search.
 _FACET_KEYWORD: dict[str, Any] = {"copy_to": [SPELL_FIELD], "eager_global_ordinals": True}
 
 _PROPERTIES: dict[str, Any] = {
