@@ -71,8 +71,8 @@ BENCHES = [
     Bench(
         "proxy",
         "search latency at the catalog size; proxy overhead against the engine direct",
-        ["-m", "benchmarks.overhead", "--products", "150000", "--rounds", "40"],
-        ["-m", "benchmarks.overhead", "--products", "5000", "--rounds", "10"],
+        ["-m", "benchmarks.overhead", "--products", "150000", "--rounds", "40", "--engine-profile", "9"],
+        ["-m", "benchmarks.overhead", "--products", "5000", "--rounds", "10", "--engine-profile", "3"],
         1200,
     ),
     Bench(

@@ -44,6 +44,7 @@ from proxy.query import (
     SPELLING,
     SUGGEST_TAXONOMY,
     TAXONOMY_KINDS,
+    TAXONOMY_ONLY_SCORE,
 )
 from proxy.synonyms import fold
 
@@ -120,7 +121,8 @@ def _total(hits: Mapping[str, Any]) -> tuple[int, str]:
 
 def _buckets(aggregations: Mapping[str, Any], facet: str) -> list[Mapping[str, Any]]:
     agg = aggregations.get(facet) or _EMPTY
-    values = agg.get(FACET_VALUES) or _EMPTY
+    # The buckets themselves, or under a filter aggregation (``proxy.query``'s facets).
+    values = agg.get(FACET_VALUES) or agg
     buckets = values.get("buckets") or []
     # Range aggregations may be keyed (a dict of buckets) if someone flips "keyed" on.
     return list(buckets.values()) if isinstance(buckets, Mapping) else list(buckets)
@@ -214,7 +216,8 @@ def shape_search(
 
 def _taxonomy(aggregations: Mapping[str, Any], suffix: str) -> Iterator[tuple[str, str]]:
     """(text, type) for each fandom, then each category, of one match kind."""
-    taxonomy = aggregations.get(SUGGEST_TAXONOMY) or _EMPTY
+    # The engine's answer has them at the top; the Postgres fallback's under SUGGEST_TAXONOMY.
+    taxonomy = aggregations.get(SUGGEST_TAXONOMY) or aggregations
     for kind in TAXONOMY_KINDS:
         for bucket in _buckets(taxonomy, kind + suffix):
             yield str(bucket["key"]), kind
@@ -247,7 +250,7 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
     products = _dedupe(
         (str(source.get("name", "")), "product", str(source.get("id") or hit.get("_id", "")))
         for hit in hits.get("hits") or ()
-        if (source := hit.get("_source") or _EMPTY).get("name")
+        if (source := hit.get("_source") or _EMPTY).get("name") and not _taxonomy_only(hit)
     )
 
     exact = [t for t in taxonomy if fold(t[0]).startswith(prefix)]
@@ -271,6 +274,13 @@ def shape_suggest(req: SuggestRequest, engine_body: Mapping[str, Any]) -> dict[s
         if len(suggestions) == req.size:
             break
     return {"query": req.q, "suggestions": suggestions}
+
+
+def _taxonomy_only(hit: Mapping[str, Any]) -> bool:
+    """Whether a suggestion hit matched only a fandom or category name (``proxy.query.build_suggest``);
+    hits without a score (the Postgres fallback's) matched by name."""
+    score = hit.get("_score")
+    return isinstance(score, int | float) and score <= TAXONOMY_ONLY_SCORE
 
 
 def _edits_allowed(typed: str) -> int:

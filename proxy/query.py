@@ -15,12 +15,14 @@ request. Callers must treat the result as read-only.
 
 Shape of the engine request the result shaper (``proxy.answers``) relies on:
 
-- ``aggregations.<facet>.<FACET_VALUES>`` for ``category``, ``fandom`` (terms buckets) and
-  ``price`` (range buckets keyed by ``catalog.mapping.PRICE_BUCKETS`` labels). Price facet
-  buckets are ``[from, to)`` as the engine's range aggregation counts them, while the
-  ``min_price``/``max_price`` filter includes both ends (``gte``/``lte``): ``max_price=20``
-  includes a 20.00 product that the "20-50" chip counts.
-- Suggestions: ``aggregations.<SUGGEST_TAXONOMY>.<kind>[_fuzzy].<FACET_VALUES>``.
+- ``aggregations.<facet>`` for ``category``, ``fandom`` (terms buckets) and ``price`` (range
+  buckets keyed by ``catalog.mapping.PRICE_BUCKETS`` labels): the buckets themselves when no
+  other filter applies to that facet, else under ``<facet>.<FACET_VALUES>`` (a ``filter``
+  aggregation around them). Price facet buckets are ``[from, to)`` as the engine's range
+  aggregation counts them, while the ``min_price``/``max_price`` filter includes both ends
+  (``gte``/``lte``): ``max_price=20`` includes a 20.00 product that the "20-50" chip counts.
+- Suggestions: ``aggregations.<kind>[_fuzzy].<FACET_VALUES>`` (the Postgres fallback answers
+  them under ``aggregations.<SUGGEST_TAXONOMY>``).
 
 Elasticsearch 9 refuses to sort or aggregate on ``_id``: the tie-breaker is the ``id`` keyword.
 
@@ -89,6 +91,8 @@ _MAX_FUZZY_WORDS: Final = 6
 _MAX_UNITS: Final = 24
 
 FACET_SIZES: Final = {"category": 50, "fandom": 100}
+# Filters no facet counts without: every facet applies them, so they belong in the query itself.
+_NON_FACET_FILTERS: Final = frozenset({"seller_id", "in_stock"})
 # Highest count first, then alphabetical, so equal counts list in a stable order.
 _FACET_ORDER: Final = ({"_count": "desc"}, {"_key": "asc"})
 
@@ -157,12 +161,16 @@ _SUGGEST_SOURCE: Final = ["id", "name"]
 # Among names that match equally, the better-rated product first (the catalog's popularity
 # signal); then the id, so equal answers come back in the same order.
 _SUGGEST_SORT: Final = [{"_score": "desc"}, {"rating": {"order": "desc", "missing": "_last"}}, _TIE_BREAK]
+# A suggestion hit scoring this matched a fandom or category name only, not its own name:
+# every name match scores at least 1 (``_exact_or_fuzzy``).
+TAXONOMY_ONLY_SCORE: Final = 0.0
 # Several sellers list the same name; shaping de-duplicates names, so fetch spare hits.
 SUGGEST_HIT_FACTOR: Final = 2
 
 
 def _filters(req: SearchRequest) -> dict[str, dict[str, Any]]:
-    """Each active filter clause, keyed by the facet it belongs to ("" for non-facet ones)."""
+    """Each active filter clause, keyed by the facet it belongs to (or by the filter's name for
+    non-facet ones, :data:`_NON_FACET_FILTERS`)."""
     clauses: dict[str, dict[str, Any]] = {}
     if req.categories:
         clauses["category"] = {"terms": {"category": list(req.categories)}}
@@ -332,31 +340,46 @@ def build_search(
     ``text``: search for this instead of ``req.q`` (a spelling correction), otherwise alike.
     """
     filters = _filters(req)
+    # Filters every facet applies go in the query: the engine then never scores, collects or
+    # aggregates what they exclude (engine-profile-2026-12-06.md).
+    everywhere = [clause for name, clause in filters.items() if name in _NON_FACET_FILTERS]
+    facet_filters = {name: clause for name, clause in filters.items() if name not in _NON_FACET_FILTERS}
     q = req.q if text is None else text
+    query = text_query(q, synonyms, relaxed=relaxed) if q else None
+    if everywhere:
+        query = {"bool": ({"must": [query]} if query else {}) | {"filter": everywhere}}
     body: dict[str, Any] = {
-        "query": text_query(q, synonyms, relaxed=relaxed) if q else _MATCH_ALL,
+        "query": query or _MATCH_ALL,
         "from": req.offset,
         "size": req.size,
         "track_total_hits": True,
         "sort": _SORTS[req.sort],
         "_source": _SOURCE,
     }
-    if filters:
-        # post_filter, not query: the facet aggregations below must see the unfiltered
-        # matches so each can apply every filter except its own.
-        body["post_filter"] = _all_of(list(filters.values()))
-    body["aggs"] = {
-        facet: {
-            "filter": _all_of([clause for name, clause in filters.items() if name != facet]),
-            "aggs": {FACET_VALUES: agg},
-        }
-        for facet, agg in _FACET_AGGS.items()
-    }
+    if facet_filters:
+        # post_filter, not query: the facet aggregations below must see the matches without
+        # these filters so each can apply every filter except its own.
+        body["post_filter"] = _all_of(list(facet_filters.values()))
+    body["aggs"] = {facet: _facet_agg(facet, agg, facet_filters) for facet, agg in _FACET_AGGS.items()}
     if q:
         body["highlight"] = _HIGHLIGHT
     if relaxed and q:
         body["suggest"] = spelling_suggester(q)
     return body
+
+
+def _facet_agg(facet: str, agg: dict[str, Any], facet_filters: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One facet's aggregation over the query's matches with every other facet's filter applied.
+
+    With no other filter it is the bare aggregation, not one under a ``match_all`` ``filter``:
+    the wrapper costs a check per matching document (4× the terms aggregation's own time over a
+    150k catalog browse) and stops the engine answering a range aggregation from the index
+    without visiting documents (engine-profile-2026-12-06.md).
+    """
+    others = [clause for name, clause in facet_filters.items() if name != facet]
+    if not others:
+        return agg
+    return {"filter": _all_of(others), "aggs": {FACET_VALUES: agg}}
 
 
 def _prefix_query(q: str, field: str, *, fuzzy: bool, boost: float | None = None) -> dict[str, Any]:
@@ -400,29 +423,42 @@ def _taxonomy_agg(kind: str, query: dict[str, Any], size: int) -> dict[str, Any]
 def build_suggest(req: SuggestRequest) -> dict[str, Any]:
     """The engine body for autocomplete: product names plus fandom and category names.
 
-    Product hits come from the query; fandoms and categories from aggregations under a
-    ``global`` bucket, so they match on their own names rather than only within the matched
-    products. Exact-prefix and typo-tolerant taxonomy matches are separate aggregations, so
-    the shaper can rank exact ones first.
+    Product hits are the products whose name matches; fandoms and categories come from
+    aggregations over the products whose fandom or category matches, so they match on their own
+    names rather than only within the matched products. The query is the union of the two, the
+    taxonomy part scoring :data:`TAXONOMY_ONLY_SCORE`: name matches score and sort as by their
+    name alone, and a hit that matched only a fandom or category sorts after all of them and is
+    dropped by the shaper. (Not a ``global`` aggregation: that visits every product of the
+    catalog on every keystroke, 4 × 127k document checks at 150k products; the union visits
+    only the products that match something. Not a ``post_filter`` on the name match either:
+    the engine would expand its typos a second time, its costliest rewrite;
+    engine-profile-2026-12-06.md.) Exact-prefix and typo-tolerant taxonomy matches are separate
+    aggregations, so the shaper can rank exact ones first.
     """
     q = req.q
     fuzzy = len(q) >= FUZZY_MIN_CHARS
     name_query = _exact_or_fuzzy(q, _PREFIX_FIELDS["name"], fuzzy)
     taxonomy: dict[str, Any] = {}
+    # What the taxonomy aggregations can count: a typo-tolerant match includes the exact one.
+    taxonomy_matches: list[dict[str, Any]] = []
     for kind in TAXONOMY_KINDS:
         field = _PREFIX_FIELDS[kind]
-        taxonomy[kind] = _taxonomy_agg(kind, _prefix_query(q, field, fuzzy=False), req.size)
+        exact = _prefix_query(q, field, fuzzy=False)
+        taxonomy[kind] = _taxonomy_agg(kind, exact, req.size)
+        widest = exact
         if fuzzy:
             # Typos anywhere in a fandom or category name ("pokmon", "star wras").
-            taxonomy[kind + FUZZY_SUFFIX] = _taxonomy_agg(kind, _prefix_query(q, field, fuzzy=True), req.size)
+            widest = _prefix_query(q, field, fuzzy=True)
+            taxonomy[kind + FUZZY_SUFFIX] = _taxonomy_agg(kind, widest, req.size)
+        taxonomy_matches.append({"constant_score": {"filter": widest, "boost": TAXONOMY_ONLY_SCORE}})
     return {
-        "query": name_query,
+        "query": {"bool": {"should": [name_query, *taxonomy_matches]}},
         "size": req.size * SUGGEST_HIT_FACTOR,
         "_source": _SUGGEST_SOURCE,
         "sort": _SUGGEST_SORT,
         # No total needed: counting every match would cost more than the suggestions.
         "track_total_hits": False,
-        "aggs": {SUGGEST_TAXONOMY: {"global": {}, "aggs": taxonomy}},
+        "aggs": taxonomy,
     }
 
 

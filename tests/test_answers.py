@@ -172,6 +172,22 @@ def test_price_facet_lists_every_bucket_in_order_with_null_open_ends() -> None:
     ]
 
 
+def test_facets_read_bare_aggregations_as_well_as_filtered_ones() -> None:
+    # proxy.query sends a facet no other filter applies to as the bare aggregation.
+    filtered = terms(("toys", 3), ("art", 5))
+    bare = filtered["values"]
+    shaped = shape_search(REQ, engine_search([], category=bare, fandom=filtered, price=prices(**{"0-10": 4})["values"]))
+    assert (
+        shaped["facets"]["category"]
+        == shaped["facets"]["fandom"]
+        == [
+            {"value": "art", "count": 5},
+            {"value": "toys", "count": 3},
+        ]
+    )
+    assert shaped["facets"]["price"][0] == {"key": "0-10", "from": None, "to": 10, "count": 4}
+
+
 def test_missing_aggregations_give_empty_facets() -> None:
     engine = engine_search([hit("1", "Wand")])
     del engine["aggregations"]
@@ -226,6 +242,22 @@ def engine_suggest(
             }
         },
     }
+
+
+def test_taxonomy_is_read_at_the_top_as_the_engine_answers_and_under_taxonomy_as_the_fallback() -> None:
+    fallback = engine_suggest([("123", "Harry Potter Wand")], fandoms=["Harry Potter"])
+    engine = {**fallback, "aggregations": fallback["aggregations"]["taxonomy"]}
+    req = SuggestRequest(q="har", size=8)
+    assert shape_suggest(req, engine) == shape_suggest(req, fallback)
+    assert shape_suggest(req, engine)["suggestions"][0] == {"text": "Harry Potter", "type": "fandom"}
+
+
+def test_hits_that_matched_only_a_fandom_or_category_name_are_not_product_suggestions() -> None:
+    engine = engine_suggest([("1", "Elder Wand"), ("2", "Hogwarts Mug"), ("3", "Hedwig Plush")])
+    for hit, score in zip(engine["hits"]["hits"], (2.0, 0.0, 0.0), strict=True):
+        hit["_score"] = score
+    shaped = shape_suggest(SuggestRequest(q="elder", size=8), engine)
+    assert [s["text"] for s in shaped["suggestions"] if s["type"] == "product"] == ["Elder Wand"]
 
 
 def test_fandom_starting_with_the_prefix_comes_first() -> None:

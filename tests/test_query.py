@@ -15,7 +15,7 @@ from multidict import MultiDict
 from catalog.mapping import PRICE_BUCKETS
 from proxy.errors import InvalidParameters
 from proxy.params import MAX_SUGGEST_QUERY_CHARS, SearchRequest, SuggestRequest, parse_search
-from proxy.query import FACET_VALUES, SUGGEST_FUZZY_WORDS, SUGGEST_TAXONOMY, build_search, build_suggest
+from proxy.query import FACET_VALUES, SUGGEST_FUZZY_WORDS, TAXONOMY_ONLY_SCORE, build_search, build_suggest
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms, parse_synonyms, words
 
 # Where user text may appear: as the query of a match-type clause, nowhere else.
@@ -313,18 +313,28 @@ STOCK_CLAUSE = {"term": {"in_stock": True}}
 
 
 def facet_filters(body: dict[str, Any], facet: str) -> list[dict[str, Any]]:
-    agg_filter = body["aggs"][facet]["filter"]
-    return [] if "match_all" in agg_filter else agg_filter["bool"]["filter"]
+    """The filters a facet's aggregation applies on top of the query (none: the bare aggregation)."""
+    agg = body["aggs"][facet]
+    return agg["filter"]["bool"]["filter"] if "filter" in agg else []
 
 
-def test_filters_go_in_post_filter_so_facets_see_unfiltered_matches() -> None:
+def test_facet_filters_go_in_post_filter_so_facets_see_matches_without_them() -> None:
     body = build_search(FILTERED)
-    assert body["query"]["bool"]["must"]  # the text query, without the filters
-    assert "filter" not in body["query"]["bool"]
     post = body["post_filter"]["bool"]["filter"]
-    for clause in (CATEGORY_CLAUSE, FANDOM_CLAUSE, PRICE_CLAUSE, SELLER_CLAUSE, STOCK_CLAUSE):
+    for clause in (CATEGORY_CLAUSE, FANDOM_CLAUSE, PRICE_CLAUSE):
         assert clause in post
-    assert len(post) == 5
+    assert len(post) == 3
+
+
+def test_filters_no_facet_counts_without_go_in_the_query() -> None:
+    body = build_search(FILTERED)
+    (text,) = body["query"]["bool"]["must"]
+    assert text == build_search(SearchRequest(q=FILTERED.q))["query"]
+    assert body["query"]["bool"]["filter"] == [SELLER_CLAUSE, STOCK_CLAUSE]
+    for facet in ("category", "fandom", "price"):
+        assert SELLER_CLAUSE not in facet_filters(body, facet) and STOCK_CLAUSE not in facet_filters(body, facet)
+    browse = build_search(SearchRequest(in_stock=True))
+    assert browse["query"] == {"bool": {"filter": [STOCK_CLAUSE]}} and "post_filter" not in browse
 
 
 def test_price_filter_includes_both_bounds() -> None:
@@ -340,44 +350,43 @@ def test_open_price_bound_is_left_out() -> None:
 
 def test_in_stock_false_filters_to_out_of_stock() -> None:
     body = build_search(SearchRequest(in_stock=False))
-    assert body["post_filter"]["bool"]["filter"] == [{"term": {"in_stock": False}}]
+    assert body["query"]["bool"]["filter"] == [{"term": {"in_stock": False}}]
 
 
 def test_category_facet_applies_every_filter_but_its_own() -> None:
     filters = facet_filters(build_search(FILTERED), "category")
     assert CATEGORY_CLAUSE not in filters
-    assert {orjson.dumps(c) for c in filters} == {
-        orjson.dumps(c) for c in (FANDOM_CLAUSE, PRICE_CLAUSE, SELLER_CLAUSE, STOCK_CLAUSE)
-    }
+    assert {orjson.dumps(c) for c in filters} == {orjson.dumps(c) for c in (FANDOM_CLAUSE, PRICE_CLAUSE)}
 
 
 def test_fandom_facet_applies_every_filter_but_its_own() -> None:
     filters = facet_filters(build_search(FILTERED), "fandom")
     assert FANDOM_CLAUSE not in filters
     assert CATEGORY_CLAUSE in filters and PRICE_CLAUSE in filters
-    assert SELLER_CLAUSE in filters and STOCK_CLAUSE in filters
 
 
 def test_price_facet_applies_every_filter_but_its_own() -> None:
     filters = facet_filters(build_search(FILTERED), "price")
     assert PRICE_CLAUSE not in filters
     assert CATEGORY_CLAUSE in filters and FANDOM_CLAUSE in filters
-    assert SELLER_CLAUSE in filters and STOCK_CLAUSE in filters
 
 
 def test_only_filter_is_own_facet_filter_leaves_that_facet_unfiltered() -> None:
     body = build_search(SearchRequest(categories=("props",)))
-    assert body["aggs"]["category"]["filter"] == {"match_all": {}}
+    # The bare aggregation, not one under a match_all filter: that wrapper cost a check per match.
+    assert body["aggs"]["category"] == build_search(SearchRequest())["aggs"]["category"]
+    assert "filter" not in body["aggs"]["category"]
     assert facet_filters(body, "fandom") == [{"terms": {"category": ["props"]}}]
 
 
 def test_facet_aggregations_count_terms_and_labelled_price_ranges() -> None:
     aggs = build_search(SearchRequest())["aggs"]
-    assert aggs["category"]["aggs"][FACET_VALUES]["terms"]["field"] == "category"
-    assert aggs["category"]["aggs"][FACET_VALUES]["terms"]["size"] >= 50
-    assert aggs["fandom"]["aggs"][FACET_VALUES]["terms"]["field"] == "fandom"
-    assert aggs["fandom"]["aggs"][FACET_VALUES]["terms"]["size"] >= 100
-    price = aggs["price"]["aggs"][FACET_VALUES]["range"]
+    assert aggs == {facet: agg["aggs"][FACET_VALUES] for facet, agg in build_search(FILTERED)["aggs"].items()}
+    assert aggs["category"]["terms"]["field"] == "category"
+    assert aggs["category"]["terms"]["size"] >= 50
+    assert aggs["fandom"]["terms"]["field"] == "fandom"
+    assert aggs["fandom"]["terms"]["size"] >= 100
+    price = aggs["price"]["range"]
     assert price["field"] == "price"
     assert [(r["key"], r.get("from"), r.get("to")) for r in price["ranges"]] == list(PRICE_BUCKETS)
 
@@ -420,7 +429,8 @@ def test_building_is_repeatable_and_json_serialisable() -> None:
 def test_short_prefix_suggest_is_exact_prefix_only() -> None:
     body = build_suggest(SuggestRequest(q="har", size=8))
     assert "fuzziness" not in clause_kinds(body)
-    match = body["query"]["constant_score"]["filter"]["match"]["name.prefix"]
+    name, *_ = body["query"]["bool"]["should"]
+    match = name["constant_score"]["filter"]["match"]["name.prefix"]
     assert match == {"query": "har", "operator": "and"}
     assert body["_source"] == ["id", "name"]
     assert body["size"] >= 8
@@ -428,14 +438,14 @@ def test_short_prefix_suggest_is_exact_prefix_only() -> None:
 
 def test_long_prefix_suggest_tolerates_typos() -> None:
     body = build_suggest(SuggestRequest(q="hermoi", size=8))
-    should = body["query"]["bool"]["should"]
+    name, *_ = body["query"]["bool"]["should"]
+    should = name["bool"]["should"]
     exact, fuzzy = should
     assert exact["constant_score"]["boost"] > fuzzy["constant_score"]["boost"]  # exact prefixes rank first
     assert "fuzziness" not in exact["constant_score"]["filter"]["match"]["name.prefix"]
     fuzzy_match = fuzzy["constant_score"]["filter"]["match"]["name.prefix"]
     assert fuzzy_match["fuzziness"] == "AUTO" and fuzzy_match["query"] == "hermoi"
-    taxonomy = body["aggs"][SUGGEST_TAXONOMY]["aggs"]
-    assert {"fandom", "category", "fandom_fuzzy", "category_fuzzy"} <= set(taxonomy)
+    assert {"fandom", "category", "fandom_fuzzy", "category_fuzzy"} == set(body["aggs"])
 
 
 def _match_clauses(node: Any) -> Iterator[dict[str, Any]]:
@@ -471,14 +481,30 @@ def test_equally_matching_names_are_ordered_by_rating() -> None:
 
 def test_suggest_finds_fandoms_and_categories_by_their_own_names_in_the_same_request() -> None:
     body = build_suggest(SuggestRequest(q="har", size=5))
-    taxonomy = body["aggs"][SUGGEST_TAXONOMY]
-    # global: fandom names match by themselves, not only within the matched products.
-    assert taxonomy["global"] == {}
-    for kind in ("fandom", "category"):
-        agg = taxonomy["aggs"][kind]
-        assert agg["filter"] == {"match": {f"{kind}.prefix": {"query": "har", "operator": "and"}}}
+    name, *taxonomy = body["query"]["bool"]["should"]
+    # The query also matches products by their fandom or category name, scoring nothing (the
+    # shaper drops such hits), so those names are counted without a pass over the whole catalog,
+    # and without a post_filter that would expand the name's typos twice.
+    assert "post_filter" not in body
+    assert name == build_suggest(SuggestRequest(q="har", size=5))["query"]["bool"]["should"][0]
+    for kind, part in zip(("fandom", "category"), taxonomy, strict=True):
+        prefix = {"match": {f"{kind}.prefix": {"query": "har", "operator": "and"}}}
+        assert part == {"constant_score": {"filter": prefix, "boost": TAXONOMY_ONLY_SCORE}}
+        agg = body["aggs"][kind]
+        assert agg["filter"] == prefix
         assert agg["aggs"][FACET_VALUES]["terms"]["field"] == kind
         assert agg["aggs"][FACET_VALUES]["terms"]["size"] == 5
+    assert "global" not in clause_kinds(body)
+
+
+def test_suggest_query_matches_what_every_taxonomy_aggregation_counts() -> None:
+    body = build_suggest(SuggestRequest(q="pokmon", size=5))
+    _, *taxonomy = body["query"]["bool"]["should"]
+    # The typo-tolerant match includes the exact one: it alone widens the query.
+    assert [part["constant_score"]["filter"] for part in taxonomy] == [
+        body["aggs"]["fandom_fuzzy"]["filter"],
+        body["aggs"]["category_fuzzy"]["filter"],
+    ]
 
 
 @pytest.mark.parametrize("text", ["har", "name:*", '{"match_all":{}}', "AND OR NOT", "hermione"])
