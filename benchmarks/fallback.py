@@ -31,6 +31,11 @@ available:
    ``ENGINE_BREAKER_FAILURES=1000``). Prints goodput (2xx answered within 1 s, per second),
    error rate, and the p99 of shed answers (503s: goal < 50 ms; fallback answers). The capacity
    is measured again after the runs: on a shared machine it moves.
+3b. **The shedding decision alone**: the engine guard with the proxy's defaults in front of a stub
+   engine (a sleep of 0.05–0.15 s per request, no CPU) at 2 × its capacity, in alternating rounds
+   with and without the service-time estimate (``proxy.queueing``): how long a shed request takes
+   to learn it (p50/p99) and how many are served. No server: on a machine too busy for part 3's
+   engine to answer, this still isolates the queue's own decision.
 4. **Where the time goes**: ``EXPLAIN (ANALYZE, BUFFERS)`` of every statement each request of
    the mix runs (``proxy.fallback.sql``'s builders, with asyncpg on the scratch database, one
    client), slowest first: execution and planning ms, buffers, the rows of ``products`` its first
@@ -83,6 +88,10 @@ from devstack.catalogs import prepare_catalog, remove_catalog
 from devstack.databases import ScratchDatabases
 from devstack.servers import free_port, wait_http
 from devstack.stack import DevStack, StackUrls
+from proxy.breaker import Breaker
+from proxy.engine_guard import EngineGuard
+from proxy.errors import EngineSkipped
+from proxy.queueing import ServiceTime
 
 SEED = 42
 ENGINE = "elasticsearch"
@@ -103,7 +112,7 @@ GOOD_WITHIN_MS = 1_000.0
 OVERLOAD_URLS = 2_000
 # Without shedding: no slot limit, a queue longer than any timeout, no fallback, and a breaker
 # that never opens (it would otherwise shed too, by refusing while open).
-PARTS = ("latency", "switches", "overload", "plans")
+PARTS = ("latency", "switches", "overload", "queue", "plans")
 UNGUARDED = {
     "ENGINE_MAX_IN_FLIGHT": "4096",
     "ENGINE_QUEUE_MS": "10000",
@@ -712,6 +721,96 @@ def measure_overload(
     return (before, capacity()), runs
 
 
+# --- 3b. the shedding decision alone ---------------------------------------------------------------
+
+QUEUE_SERVICE_S = 0.1  # a stub engine request: holds its slot 0.05–0.15 s, sleeping (no CPU)
+QUEUE_SECONDS = 6.0
+
+
+class _Unmeasured(ServiceTime):
+    """The queue as it was before the estimate: nothing predicted, every request waits its budget."""
+
+    def expected_wait(self, waiting: int, slots: int) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class QueueRun:
+    served: int
+    shed_ms: list[float]  # from arrival to being shed
+
+
+async def _guard_at_twice_capacity(predict: bool, seed: int) -> QueueRun:
+    """The engine guard with the proxy's defaults (32 slots, ENGINE_QUEUE_MS 25) in front of a stub
+    engine, offered twice what the stub can serve, open model."""
+    guard = EngineGuard(
+        Breaker(failures=10**6, cooldown=1.0, probes=1), slots=ENGINE_SLOTS, queue_wait=ENGINE_QUEUE_MS / 1000
+    )
+    if not predict:
+        guard.service = _Unmeasured()
+    rng = random.Random(seed)
+    rate = OVERLOAD_FACTOR * ENGINE_SLOTS / QUEUE_SERVICE_S
+    served = 0
+    shed: list[float] = []
+
+    async def engine() -> None:
+        await asyncio.sleep(QUEUE_SERVICE_S * rng.uniform(0.5, 1.5))
+
+    async def one(due: float) -> None:
+        nonlocal served
+        try:
+            await guard.call(engine)
+            served += 1
+        except EngineSkipped:
+            shed.append((time.perf_counter() - due) * 1000)
+
+    tasks = []
+    start = time.perf_counter()
+    for k in range(int(rate * QUEUE_SECONDS)):
+        due = start + k / rate
+        if due > time.perf_counter():
+            await asyncio.sleep(due - time.perf_counter())
+        tasks.append(asyncio.ensure_future(one(due)))
+    await asyncio.gather(*tasks)
+    return QueueRun(served, shed)
+
+
+def part_queue(summary: Summary) -> None:
+    """How long a shed request takes to learn it, with the service-time estimate and without it
+    (the queue before issue 24's change), in alternating rounds in this process."""
+    runs: dict[bool, list[QueueRun]] = {True: [], False: []}
+    for round_no in range(4):
+        for predict in (True, False) if round_no % 2 == 0 else (False, True):
+            runs[predict].append(asyncio.run(_guard_at_twice_capacity(predict, round_no)))
+    shed = {predict: [ms for run in got for ms in run.shed_ms] for predict, got in runs.items()}
+    served = {predict: sum(run.served for run in got) / (len(got) * QUEUE_SECONDS) for predict, got in runs.items()}
+    print(
+        f"\n3b. the engine guard alone ({ENGINE_SLOTS} slots, ENGINE_QUEUE_MS {ENGINE_QUEUE_MS}) at"
+        f" {OVERLOAD_FACTOR:.0f} x a stub engine's capacity ({ENGINE_SLOTS / QUEUE_SERVICE_S:.0f}/s), 4 rounds each"
+    )
+    print(f"{'':<34}{'served/s':>10}{'shed':>8}{'shed p50':>10}{'p99 ms':>8}")
+    for predict, label in ((True, "service-time estimate"), (False, "no estimate (wait the budget)")):
+        ms = shed[predict]
+        print(f"{label:<34}{served[predict]:>10.0f}{len(ms):>8}{_ms(ms, 50):>10}{_ms(ms, 99):>8}")
+    now, before = percentile(shed[True], 99), percentile(shed[False], 99)
+    summary.results.add(
+        "time to shed at 2 × capacity, engine guard alone (stub engine), p99",
+        now,
+        "ms",
+        baseline=before,
+        baseline_label="the same guard without the service-time estimate, alternating rounds",
+        notes=f"p50 {percentile(shed[True], 50):.1f} ms against {percentile(shed[False], 50):.1f} ms; served "
+        f"{served[True]:.0f}/s against {served[False]:.0f}/s",
+    )
+    summary.add(
+        "time to shed, guard alone at 2x, p50 / p99 (ms)",
+        f"{percentile(shed[True], 50):.1f} / {now:.1f}"
+        f" (without estimate {percentile(shed[False], 50):.1f} / {before:.1f})",
+        "",
+        None,
+    )
+
+
 # --- 4. plans -------------------------------------------------------------------------------------
 
 EXPLAIN_TIMEOUT_MS = 5_000
@@ -1119,6 +1218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             part_switches(proxies, env, urls.elasticsearch_node, summary)
         if "overload" in parts:
             part_overload(proxies, env, database_url, seconds, client_cpu, summary)
+        if "queue" in parts:
+            part_queue(summary)
         if "plans" in parts:
             part_plans(database_url, products, summary)
     finally:
