@@ -1,11 +1,11 @@
 -- The fallback's facet cells (proxy/fallback/sql.py): every browse (no query text) groups all
 -- active products by category, fandom and price bucket, because a disjunctive facet counts
 -- with every filter but its own. At 150,000 products, on 0004's (category, fandom, price)
--- index, computing `width_bucket(price, …)` for each of the ~127,500 rows and hashing the
--- groups took 460 ms of a 530 ms browse (EXPLAIN ANALYZE, benchmarks/results/
--- fallback-profile-2026-12-06.md). With the bucket stored in the index, in group order, the
--- same cells are an index-only scan streamed into a GroupAggregate: 195 ms on the same
--- (busy) machine, no per-row bucket arithmetic, no hash table.
+-- index, that grouping was 400 ms of the 608 ms of `category=figures` (EXPLAIN ANALYZE on a busy
+-- machine): `width_bucket(price, …)` computed for each of the ~127,500 rows, then hashed. The
+-- grouping alone: 460 ms there, 195 ms with the bucket stored in the index, in group order — an
+-- index-only scan streamed into a GroupAggregate, no per-row arithmetic, no hash table
+-- (benchmarks/results/fallback-profile-2026-12-06.md).
 --
 -- The expression must stay exactly the fallback's (sql._PRICE_BOUNDS, from
 -- catalog.mapping.PRICE_BUCKETS; tests/test_fallback.py checks both): with other bounds the
