@@ -1,7 +1,7 @@
 """Benchmark: the Postgres fallback — its latency, how fast traffic moves to it and back, shedding.
 
     python -m benchmarks.fallback [--products 150000] [--rounds 10] [--seconds 15] [--concurrency 4]
-                                  [--quick]
+                                  [--quick] [--parts latency,switches,overload,plans]
 
 Starts the dev stack (``devstack``; servers named by ``DATABASE_URL`` / ``REDIS_URL`` /
 ``ELASTICSEARCH_NODE`` are used as they are), seeds a fresh database with ``--products`` sample
@@ -31,9 +31,18 @@ available:
    ``ENGINE_BREAKER_FAILURES=1000``). Prints goodput (2xx answered within 1 s, per second),
    error rate, and the p99 of shed answers (503s: goal < 50 ms; fallback answers). The capacity
    is measured again after the runs: on a shared machine it moves.
-4. **Plans**: ``EXPLAIN`` of the fallback's SQL (``proxy.fallback.sql``'s builders, with asyncpg
-   on the scratch database) for representative requests of the mix: is any node a
+3b. **The shedding decision alone**: the engine guard with the proxy's defaults in front of a stub
+   engine (a sleep of 0.05–0.15 s per request, no CPU) at 2 × its capacity, in alternating rounds
+   with and without the service-time estimate (``proxy.queueing``): how long a shed request takes
+   to learn it (p50/p99) and how many are served. No server: on a machine too busy for part 3's
+   engine to answer, this still isolates the queue's own decision.
+4. **Where the time goes**: ``EXPLAIN (ANALYZE, BUFFERS)`` of every statement each request of
+   the mix runs (``proxy.fallback.sql``'s builders, with asyncpg on the scratch database, one
+   client), slowest first: execution and planning ms, buffers, the rows of ``products`` its first
+   scan produced, and the two nodes with the most time of their own. Is any node a
    ``Seq Scan on products``? Goal: none.
+
+``--parts latency,overload`` runs only those parts (the catalog is built either way).
 
 ``make bench-fallback`` runs it with the defaults (3–5 minutes at 150,000 products, a third of it
 seeding and indexing); ``--quick`` uses 10,000 products and short phases (about 1.5 minutes).
@@ -79,6 +88,10 @@ from devstack.catalogs import prepare_catalog, remove_catalog
 from devstack.databases import ScratchDatabases
 from devstack.servers import free_port, wait_http
 from devstack.stack import DevStack, StackUrls
+from proxy.breaker import Breaker
+from proxy.engine_guard import EngineGuard
+from proxy.errors import EngineSkipped
+from proxy.queueing import ServiceTime
 
 SEED = 42
 ENGINE = "elasticsearch"
@@ -99,6 +112,7 @@ GOOD_WITHIN_MS = 1_000.0
 OVERLOAD_URLS = 2_000
 # Without shedding: no slot limit, a queue longer than any timeout, no fallback, and a breaker
 # that never opens (it would otherwise shed too, by refusing while open).
+PARTS = ("latency", "switches", "overload", "queue", "plans")
 UNGUARDED = {
     "ENGINE_MAX_IN_FLIGHT": "4096",
     "ENGINE_QUEUE_MS": "10000",
@@ -707,7 +721,97 @@ def measure_overload(
     return (before, capacity()), runs
 
 
-# --- 4. plans --------------------------------------------------------------------------------------
+# --- 3b. the shedding decision alone ---------------------------------------------------------------
+
+QUEUE_SERVICE_S = 0.1  # a stub engine request: holds its slot 0.05–0.15 s, sleeping (no CPU)
+QUEUE_SECONDS = 6.0
+
+
+class _Unmeasured(ServiceTime):
+    """The queue as it was before the estimate: nothing predicted, every request waits its budget."""
+
+    def expected_wait(self, waiting: int, slots: int) -> float:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class QueueRun:
+    served: int
+    shed_ms: list[float]  # from arrival to being shed
+
+
+async def _guard_at_twice_capacity(predict: bool, seed: int) -> QueueRun:
+    """The engine guard with the proxy's defaults (32 slots, ENGINE_QUEUE_MS 25) in front of a stub
+    engine, offered twice what the stub can serve, open model."""
+    guard = EngineGuard(
+        Breaker(failures=10**6, cooldown=1.0, probes=1), slots=ENGINE_SLOTS, queue_wait=ENGINE_QUEUE_MS / 1000
+    )
+    if not predict:
+        guard.service = _Unmeasured()
+    rng = random.Random(seed)
+    rate = OVERLOAD_FACTOR * ENGINE_SLOTS / QUEUE_SERVICE_S
+    served = 0
+    shed: list[float] = []
+
+    async def engine() -> None:
+        await asyncio.sleep(QUEUE_SERVICE_S * rng.uniform(0.5, 1.5))
+
+    async def one(due: float) -> None:
+        nonlocal served
+        try:
+            await guard.call(engine)
+            served += 1
+        except EngineSkipped:
+            shed.append((time.perf_counter() - due) * 1000)
+
+    tasks = []
+    start = time.perf_counter()
+    for k in range(int(rate * QUEUE_SECONDS)):
+        due = start + k / rate
+        if due > time.perf_counter():
+            await asyncio.sleep(due - time.perf_counter())
+        tasks.append(asyncio.ensure_future(one(due)))
+    await asyncio.gather(*tasks)
+    return QueueRun(served, shed)
+
+
+def part_queue(summary: Summary) -> None:
+    """How long a shed request takes to learn it, with the service-time estimate and without it
+    (the queue before issue 24's change), in alternating rounds in this process."""
+    runs: dict[bool, list[QueueRun]] = {True: [], False: []}
+    for round_no in range(4):
+        for predict in (True, False) if round_no % 2 == 0 else (False, True):
+            runs[predict].append(asyncio.run(_guard_at_twice_capacity(predict, round_no)))
+    shed = {predict: [ms for run in got for ms in run.shed_ms] for predict, got in runs.items()}
+    served = {predict: sum(run.served for run in got) / (len(got) * QUEUE_SECONDS) for predict, got in runs.items()}
+    print(
+        f"\n3b. the engine guard alone ({ENGINE_SLOTS} slots, ENGINE_QUEUE_MS {ENGINE_QUEUE_MS}) at"
+        f" {OVERLOAD_FACTOR:.0f} x a stub engine's capacity ({ENGINE_SLOTS / QUEUE_SERVICE_S:.0f}/s), 4 rounds each"
+    )
+    print(f"{'':<34}{'served/s':>10}{'shed':>8}{'shed p50':>10}{'p99 ms':>8}")
+    for predict, label in ((True, "service-time estimate"), (False, "no estimate (wait the budget)")):
+        ms = shed[predict]
+        print(f"{label:<34}{served[predict]:>10.0f}{len(ms):>8}{_ms(ms, 50):>10}{_ms(ms, 99):>8}")
+    now, before = percentile(shed[True], 99), percentile(shed[False], 99)
+    summary.results.add(
+        "time to shed at 2 × capacity, engine guard alone (stub engine), p99",
+        now,
+        "ms",
+        baseline=before,
+        baseline_label="the same guard without the service-time estimate, alternating rounds",
+        notes=f"p50 {percentile(shed[True], 50):.1f} ms against {percentile(shed[False], 50):.1f} ms; served "
+        f"{served[True]:.0f}/s against {served[False]:.0f}/s",
+    )
+    summary.add(
+        "time to shed, guard alone at 2x, p50 / p99 (ms)",
+        f"{percentile(shed[True], 50):.1f} / {now:.1f}"
+        f" (without estimate {percentile(shed[False], 50):.1f} / {before:.1f})",
+        "",
+        None,
+    )
+
+
+# --- 4. plans -------------------------------------------------------------------------------------
 
 EXPLAIN_TIMEOUT_MS = 5_000
 
@@ -720,6 +824,10 @@ class Plan:
     seq_scan: bool  # a Seq Scan on products anywhere in the plan
     ms: float | None  # execution time (EXPLAIN ANALYZE); None: it ran out of time, plan only
     error: str = ""  # the statement failed: Postgres's message
+    planning_ms: float | None = None
+    blocks: int = 0  # shared buffers hit and read, the whole statement
+    rows: int = 0  # rows the first scan of products produced: how much of the catalog it touched
+    slowest: str = ""  # the two nodes with the most time of their own, and those times
 
 
 def _nodes(plan: dict[str, Any]) -> Iterable[dict[str, Any]]:
@@ -728,9 +836,27 @@ def _nodes(plan: dict[str, Any]) -> Iterable[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def _explain(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -> tuple[list[str], bool, float | None]:
+def _self_ms(node: dict[str, Any]) -> float:
+    """A node's time less its children's (actual total time is per loop)."""
+
+    def total(n: dict[str, Any]) -> float:
+        return float(n.get("Actual Total Time", 0.0)) * float(n.get("Actual Loops", 1) or 0)
+
+    # A CTE's or InitPlan's node appears under the node that reads it once: its time is counted
+    # at its own node, so a parent can show less time of its own than its children's sum (0 then).
+    return max(0.0, total(node) - sum(total(child) for child in node.get("Plans", ())))
+
+
+def _describe(node: dict[str, Any]) -> str:
+    return " ".join(
+        part for part in (node["Node Type"], node.get("Relation Name", ""), node.get("Index Name", "")) if part
+    )
+
+
+async def _explain(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -> dict[str, Any]:
+    """The fields of :class:`Plan` beyond the ask and the statement's label."""
     try:
-        raw = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
+        raw = await conn.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, *args)
     except asyncpg.QueryCanceledError:
         raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
     document = orjson.loads(raw)[0]
@@ -738,17 +864,27 @@ async def _explain(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -> t
     scans: list[str] = []
     for node in nodes:
         if "Relation Name" in node or "Index Name" in node:
-            what = f"{node['Node Type']} {node.get('Relation Name', '')} {node.get('Index Name', '')}".split()
-            if node.get("Actual Loops") == 0:
-                what.append("(never executed)")
-            if " ".join(what) not in scans:
-                scans.append(" ".join(what))
-    seq = any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "products" for n in nodes)
-    return scans, seq, document.get("Execution Time")
+            what = _describe(node) + (" (never executed)" if node.get("Actual Loops") == 0 else "")
+            if what not in scans:
+                scans.append(what)
+    top = document["Plan"]
+    on_products = [n for n in nodes if n.get("Relation Name") == "products" and "Actual Rows" in n]
+    # A CTE Scan's time includes running the CTE on first read, which its own plan node shows.
+    timed = sorted((n for n in nodes if n["Node Type"] != "CTE Scan" and "Actual Total Time" in n), key=_self_ms)
+    return {
+        "scans": scans,
+        "seq_scan": any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "products" for n in nodes),
+        "ms": document.get("Execution Time"),
+        "planning_ms": document.get("Planning Time"),
+        "blocks": int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0)),
+        "rows": int(on_products[0]["Actual Rows"] * on_products[0].get("Actual Loops", 1)) if on_products else 0,
+        "slowest": ", ".join(f"{_describe(n)} {_self_ms(n):.0f} ms" for n in reversed(timed[-2:])),
+    }
 
 
 async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
-    """Plans of the fallback's statements for one request of each kind and a few more; None when
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of every statement each request of the mix runs (the typo
+    strategy only where the full text found nothing, as the fallback runs it); None when
     ``proxy.fallback.sql`` is missing."""
     try:
         from proxy.fallback import sql
@@ -756,8 +892,6 @@ async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
         return None
     from proxy.params import parse_search, parse_suggest
 
-    chosen = [next(a for a in mix if a.kind == kind) for kind in KINDS]
-    chosen += [a for a in mix if a.kind in ("typo", "filter", "page")][1:4]
     conn = await asyncpg.connect(database_url)
     plans = []
     try:
@@ -766,15 +900,22 @@ async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
         for name, value in settings.items():
             await conn.execute("SELECT set_config($1, $2, false)", name, value)
         await conn.execute(f"SET statement_timeout = {EXPLAIN_TIMEOUT_MS}")
-        for ask in chosen:
+        for ask in dict.fromkeys(mix):  # each request once, in the mix's order
             statements: list[tuple[str, Any]] = []
             if ask.route == SEARCH:
                 search = parse_search(MultiDict(ask.params))
-                for typo in (False, True):  # both may run: typos when the full text matched nothing
-                    strategy = sql.search_strategy(search, typo=typo)
-                    if strategy is not None:
-                        label = "typos" if typo else "full text" if search.q else "browse"
-                        statements.append((label, strategy.statement))
+                strategy = sql.search_strategy(search)
+                if strategy is not None:
+                    statements.append(("full text" if search.q else "browse", strategy.statement))
+                    try:
+                        found = await conn.fetchval(
+                            f"SELECT total FROM ({strategy.statement.sql}) s", *strategy.statement.args
+                        )
+                    except asyncpg.PostgresError:
+                        found = 1  # explained (and reported) below
+                    typo = sql.search_strategy(search, typo=True) if not found else None
+                    if typo is not None:
+                        statements.append(("typos", typo.statement))
             else:
                 suggest = parse_suggest(MultiDict(ask.params))
                 statement = sql.suggest_statement(suggest)
@@ -787,7 +928,7 @@ async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
                     statements.append(("taxonomy counts", sql.taxonomy_count_statement(matches)))
             for label, statement in statements:
                 try:
-                    plans.append(Plan(ask, label, *await _explain(conn, statement.sql, statement.args)))
+                    plans.append(Plan(ask, label, **await _explain(conn, statement.sql, statement.args)))
                 except asyncpg.PostgresError as exc:
                     plans.append(Plan(ask, label, [], False, None, f"{type(exc).__name__}: {exc}"))
     finally:
@@ -797,16 +938,34 @@ async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
 
 def report_plans(plans: list[Plan] | None, products: int) -> None:
     print(
-        f"\n4. plans of the fallback's SQL at {products:,} products (EXPLAIN ANALYZE, {EXPLAIN_TIMEOUT_MS} ms at most)"
+        f"\n4. where the fallback's time goes at {products:,} products: EXPLAIN (ANALYZE, BUFFERS) of every"
+        f" statement of the mix, one client, {EXPLAIN_TIMEOUT_MS} ms at most; slowest first"
     )
     if plans is None:
         print("  proxy.fallback.sql is missing: not measured")
         return
-    for plan in plans:
+    print(
+        f"  {'verdict':<9}{'exec ms':>8}{'plan ms':>8}{'blocks':>8}{'rows':>8}"
+        "  request [statement]: slowest nodes (own time)"
+    )
+    for plan in sorted(plans, key=lambda p: -(p.ms if p.ms is not None else float("inf"))):
         verdict = "FAILED" if plan.error else "SEQ SCAN" if plan.seq_scan else "ok"
-        ms = "timeout" if plan.ms is None else f"{plan.ms:.1f} ms"
-        print(f"  {verdict:<9}{plan.ask.path}  [{plan.statement}{'' if plan.error else ', ' + ms}]")
-        print(f"  {'':<9}{plan.error or '; '.join(plan.scans) or 'no table or index scans'}")
+        ms = "timeout" if plan.ms is None else f"{plan.ms:.1f}"
+        planning = "-" if plan.planning_ms is None else f"{plan.planning_ms:.1f}"
+        print(
+            f"  {verdict:<9}{ms:>8}{planning:>8}{plan.blocks:>8}{plan.rows:>8}  {plan.ask.path} [{plan.statement}]:"
+            f" {plan.error or plan.slowest}"
+        )
+        if not plan.error:
+            print(f"  {'':<41}{'; '.join(plan.scans) or 'no table or index scans'}")
+    timed = [p.ms for p in plans if p.ms is not None]
+    by_kind: dict[str, float] = {}
+    for plan in plans:
+        by_kind[plan.ask.kind] = by_kind.get(plan.ask.kind, 0.0) + (plan.ms or 0.0)
+    print(
+        f"  total {sum(timed):,.0f} ms over {len(plans)} statements; by kind: "
+        + ", ".join(f"{kind} {ms:,.0f}" for kind, ms in sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    )
 
 
 # --- orchestration ---------------------------------------------------------------------------------
@@ -961,6 +1120,22 @@ def part_plans(database_url: str, products: int, summary: Summary) -> None:
         return
     seq = sorted({plan.ask.kind for plan in plans if plan.seq_scan})
     failed = sum(1 for plan in plans if plan.error)
+    timed = [plan for plan in plans if plan.ms is not None]
+    if timed:
+        worst = max(timed, key=lambda plan: plan.ms or 0.0)
+        summary.results.add(
+            f"fallback statements of the mix, EXPLAIN ANALYZE, {products:,} products: the slowest",
+            worst.ms,
+            "ms",
+            notes=f"{worst.ask.path} [{worst.statement}]: {worst.slowest}; all {len(timed)} together "
+            f"{sum(plan.ms or 0.0 for plan in timed):,.0f} ms, one client",
+        )
+        summary.add(
+            "slowest fallback statement, EXPLAIN ANALYZE (ms)",
+            f"{worst.ms:.0f} ({worst.ask.kind}: {worst.statement})",
+            "",
+            None,
+        )
     summary.results.add(
         f"fallback statements with a Seq Scan on products, {products:,} products",
         sum(plan.seq_scan for plan in plans),
@@ -987,7 +1162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="closed-loop clients of part 1 (default 4)")
     parser.add_argument("--quick", action="store_true", help="a small catalog and short phases")
     parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/report.py reads them)")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"which parts to run, comma-separated (default all: {','.join(PARTS)})",
+    )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        parser.error(f"--parts: choose among {', '.join(PARTS)}")
     products = args.products or (10_000 if args.quick else 150_000)
     rounds = args.rounds or (2 if args.quick else 10)
     seconds = args.seconds or (6 if args.quick else 15)
@@ -1029,10 +1212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "RATE_LIMIT_ENABLED": "false",
             "ENGINE_TIMEOUT_MS": str(ENGINE_TIMEOUT_MS),
         }
-        part_latency(proxies, env, rounds, args.concurrency, summary)
-        part_switches(proxies, env, urls.elasticsearch_node, summary)
-        part_overload(proxies, env, database_url, seconds, client_cpu, summary)
-        part_plans(database_url, products, summary)
+        if "latency" in parts:
+            part_latency(proxies, env, rounds, args.concurrency, summary)
+        if "switches" in parts:
+            part_switches(proxies, env, urls.elasticsearch_node, summary)
+        if "overload" in parts:
+            part_overload(proxies, env, database_url, seconds, client_cpu, summary)
+        if "queue" in parts:
+            part_queue(summary)
+        if "plans" in parts:
+            part_plans(database_url, products, summary)
     finally:
         proxies.stop()
         if dbs is not None and stack.urls is not None:

@@ -9,7 +9,9 @@ got a 503, while the proxy held every connection. So, per worker:
   the cooldown a few probes decide whether it closes.
 - **Slots**: at most ``slots`` engine requests in flight (sized from the engine client's
   connection pool: more would only queue inside the client, where nobody can see them). A
-  request waits for a slot at most ``queue_wait``; then it is *shed*.
+  request waits for a slot at most ``queue_wait``; then it is *shed*. One that would wait
+  longer — every slot busy, and the ones already waiting ahead of it take longer than that at
+  the measured service time (``proxy.queueing.ServiceTime``) — is shed at once, without waiting.
 
 A skipped or shed request raises :class:`~proxy.errors.EngineSkipped` (a ``BackendUnavailable``),
 so the caller goes on as for a failed engine: the cache serves a stale answer, or the Postgres
@@ -19,11 +21,13 @@ fallback answers within its own cap, or the client gets a quick 503 with ``Retry
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from proxy.breaker import Breaker
 from proxy.errors import BREAKER_OPEN, ENGINE_BUSY, BackendUnavailable, EngineSkipped
+from proxy.queueing import ServiceTime
 
 T = TypeVar("T")
 
@@ -43,6 +47,7 @@ class EngineGuard:
         queue_wait: float,
         on_skip: Callable[[str], None] = lambda reason: None,
         on_state: Callable[[str], None] = lambda state: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if slots < 1 or queue_wait < 0:
             raise ValueError("an engine guard needs slots >= 1 and queue_wait >= 0")
@@ -53,7 +58,10 @@ class EngineGuard:
         self._on_skip = on_skip
         self._on_state = on_state
         self._state = breaker.state
+        self._clock = clock
+        self.service = ServiceTime()
         self.in_flight = 0
+        self.waiting = 0
 
     def _skip(self, reason: str, waited: float = 0.0) -> EngineSkipped:
         self._on_skip(reason)
@@ -70,11 +78,20 @@ class EngineGuard:
         if not breaker.permit():
             self._report()  # open, or cooled down with every probe out
             raise self._skip(BREAKER_OPEN)
+        busy = self._free.locked()
+        if busy and self.service.expected_wait(self.waiting, self.slots) > self._queue_wait:
+            # It would be shed after its whole wait anyway: shed now, with its budget unspent.
+            breaker.abandoned()
+            raise self._skip(ENGINE_BUSY)
         try:
-            if self._free.locked():
+            if busy:
                 # Every slot busy: wait briefly for one, never for the engine's whole timeout.
-                async with asyncio.timeout(self._queue_wait):
-                    await self._free.acquire()
+                self.waiting += 1
+                try:
+                    async with asyncio.timeout(self._queue_wait):
+                        await self._free.acquire()
+                finally:
+                    self.waiting -= 1
             else:
                 await self._free.acquire()  # free: returns at once
         except TimeoutError:
@@ -84,6 +101,7 @@ class EngineGuard:
             breaker.abandoned()
             raise
         self.in_flight += 1
+        started = self._clock()
         try:
             result = await operation()
         except BackendUnavailable:
@@ -96,6 +114,7 @@ class EngineGuard:
             breaker.succeeded()
             return result
         finally:
+            self.service.observe(self._clock() - started)
             self.in_flight -= 1
             self._free.release()
             self._report()

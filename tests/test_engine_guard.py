@@ -57,6 +57,35 @@ async def test_beyond_its_slots_a_request_waits_briefly_then_is_shed() -> None:
     assert guard.in_flight == 0 and guard.breaker.state == "closed"  # shedding is not a failure
 
 
+async def test_a_request_that_would_wait_past_its_budget_is_shed_at_once() -> None:
+    now = [0.0]
+    guard = EngineGuard(Breaker(failures=2, cooldown=0.2, probes=1), slots=2, queue_wait=10.0, clock=lambda: now[0])
+
+    async def measured() -> None:  # one engine request that held its slot 16 s
+        now[0] += 16.0
+
+    await guard.call(measured)
+    release = asyncio.Event()
+
+    async def slow() -> str:
+        await release.wait()
+        return "answer"
+
+    holders = [asyncio.ensure_future(guard.call(slow)) for _ in range(2)]
+    await asyncio.sleep(0)
+    # With both slots busy, the first in line expects a slot in 16 / 2 = 8 s, within its 10 s:
+    # it waits. The second would wait 16 s: shed before it waits at all.
+    patient = asyncio.ensure_future(guard.call(slow))
+    await asyncio.sleep(0)
+    with pytest.raises(EngineSkipped) as shed:
+        await guard.call(slow)
+    assert shed.value.reason == "engine_busy" and shed.value.waited == 0.0  # all its budget left
+    assert guard.waiting == 1 and not patient.done()
+    release.set()
+    assert await asyncio.gather(*holders, patient) == ["answer"] * 3
+    assert guard.waiting == 0 and guard.breaker.state == "closed"
+
+
 async def test_a_slot_freed_within_the_wait_is_taken() -> None:
     guard, seen = _guard(slots=1, queue_wait=1.0)
 

@@ -4,6 +4,7 @@ and Python counts, against the engine's answers for the same ids, and under fail
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -160,6 +161,24 @@ async def test_browsing_answers_every_active_product_in_the_apis_shape(
     newest = sorted(active, key=lambda p: (-p.created_at.timestamp(), str(p.id)))[:20]
     assert [item["id"] for item in body["items"]] == [str(p.id) for p in newest]
     assert all("highlight" not in item for item in body["items"])
+
+
+@pytest.mark.parametrize("req", [SearchRequest(), SearchRequest(min_price=20, max_price=60, categories=("props",))])
+async def test_browsing_counts_its_facet_cells_from_the_cells_index_without_hashing(
+    pg: asyncpg.Connection, req: SearchRequest
+) -> None:
+    """Migration 0006: the price bucket the cells group by is stored in the index, in group order."""
+    strategy = sql.search_strategy(req)
+    assert strategy is not None
+    bucket = re.search(r"width_bucket\(price, ('[^']*'::numeric\[\])\)", strategy.statement.sql)
+    assert bucket is not None
+    indexdef = await pg.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'products_active_cells_idx'")
+    assert indexdef is not None and f"width_bucket(price, {bucket.group(1)})" in indexdef
+    async with pg.transaction():
+        await pg.execute("SET LOCAL enable_seqscan = off")  # the test catalog is small enough to read whole
+        plan = "\n".join(r[0] for r in await pg.fetch("EXPLAIN " + strategy.statement.sql, *strategy.statement.args))
+    assert "Index Only Scan using products_active_cells_idx" in plan, plan
+    assert "HashAggregate" not in plan.split("CTE cells")[1].split("InitPlan")[0], plan
 
 
 @pytest.mark.parametrize(

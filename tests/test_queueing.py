@@ -21,7 +21,7 @@ from proxy.errors import BREAKER_OPEN, ENGINE_BUSY, EngineSkipped, Overloaded
 from proxy.fallback.postgres import PostgresFallback
 from proxy.metrics import ProxyMetrics
 from proxy.params import SearchRequest
-from proxy.queueing import already_waited, having_waited
+from proxy.queueing import ServiceTime, already_waited, having_waited
 from tests.indexer_support import eventually
 
 WAND = SearchRequest(q="wand")
@@ -65,6 +65,45 @@ async def test_a_shed_request_waits_only_for_what_is_left_of_its_queue_budget(da
     finally:
         await backend.close()
         await locker.close()
+
+
+async def test_a_request_that_would_wait_past_its_budget_gets_its_503_at_once(database_url: str) -> None:
+    locker = await asyncpg.connect(database_url)
+    backend = await PostgresFallback.open(
+        database_url, pool_size=1, statement_timeout_ms=30_000, max_concurrency=1, queue_wait=60.0
+    )
+    try:
+        await locker.execute("BEGIN; LOCK TABLE products IN ACCESS EXCLUSIVE MODE")
+        backend.service.observe(40.0)  # queries have held their slot 40 s
+        holder = asyncio.create_task(backend.search(WAND))
+
+        async def slot_taken() -> bool:
+            return backend.in_flight == 1
+
+        await eventually(slot_taken, timeout=10, what="the first search holding the only slot")
+        first = asyncio.create_task(backend.search(WAND))  # expects the slot in 40 s: it waits
+        await _settle()
+        second = asyncio.create_task(backend.search(WAND))  # behind it, 80 s: more than its 60
+        await _settle()
+        assert second.done() and isinstance(second.exception(), Overloaded)
+        assert not first.done() and backend.waiting == 1
+
+        await locker.execute("ROLLBACK")
+        await asyncio.gather(holder, first)
+    finally:
+        await backend.close()
+        await locker.close()
+
+
+def test_the_expected_wait_is_the_queue_ahead_at_the_measured_service_time() -> None:
+    service = ServiceTime()
+    assert service.expected_wait(waiting=100, slots=1) == 0.0  # nothing measured: nobody is turned away
+    service.observe(0.2)
+    assert service.expected_wait(waiting=0, slots=4) == pytest.approx(0.05)
+    assert service.expected_wait(waiting=7, slots=4) == pytest.approx(0.4)
+    for _ in range(100):  # the engine slowed down: the estimate follows
+        service.observe(1.0)
+    assert service.seconds == pytest.approx(1.0, abs=0.01)
 
 
 @pytest.mark.parametrize(("reason", "waited"), [(ENGINE_BUSY, 0.025), (BREAKER_OPEN, 0.0)])

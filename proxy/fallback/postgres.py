@@ -10,7 +10,9 @@ Postgres is protected twice: ``statement_timeout`` (set per connection, so the s
 cancels a slow query, with asyncpg's own deadline behind it for a server that stops answering),
 and a cap on concurrent queries per process — a request waits at most ``queue_wait`` seconds
 for a slot, then gets :class:`Overloaded` (503, ``Retry-After``); a request the engine's queue
-shed waits only for what is left of its queue budget (``proxy.queueing``).
+shed waits only for what is left of its queue budget (``proxy.queueing``), and one that would
+wait longer than that behind the requests already waiting, at the measured time a query holds
+its slot, gets its 503 at once.
 
 On a read replica (``FALLBACK_DATABASE_URL``) a watcher measures, every
 :data:`LAG_CHECK_INTERVAL_S`, how far replay is behind what the replica received; past
@@ -38,7 +40,7 @@ from proxy.errors import BackendUnavailable, Overloaded
 from proxy.fallback import sql
 from proxy.fallback.sql import Statement
 from proxy.params import SearchRequest, SuggestRequest
-from proxy.queueing import already_waited
+from proxy.queueing import ServiceTime, already_waited
 from proxy.tasks import cancel_and_wait
 
 log = logging.getLogger("hos_search.proxy.fallback")
@@ -77,12 +79,22 @@ _DATABASE_ERRORS: Final = (
 class PostgresFallback:
     """The Postgres search backend of one proxy process; ``in_flight`` of ``capacity`` slots busy."""
 
-    def __init__(self, pool: asyncpg.Pool, *, capacity: int, queue_wait: float, max_lag_ms: int = 0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        capacity: int,
+        queue_wait: float,
+        max_lag_ms: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._pool = pool
         self._slots = asyncio.Semaphore(capacity)
         self._queue_wait = queue_wait
         self._max_lag_ms = max_lag_ms
         self.capacity = capacity
+        self._clock = clock
+        self.service = ServiceTime()
         self.in_flight = 0
         self.waiting = 0
         # Why every call is refused now (the replica lags, or does not answer); None: serve.
@@ -182,8 +194,8 @@ class PostgresFallback:
         # What is left of this request's queue budget (proxy.queueing): a request the engine's
         # queue shed has spent some of it already.
         wait = self._queue_wait - already_waited()
-        if wait <= 0 and self._slots.locked():
-            raise Overloaded()
+        if self._slots.locked() and (wait <= 0 or self.service.expected_wait(self.waiting, self.capacity) > wait):
+            raise Overloaded()  # at once: waiting would end in this 503 anyway
         self.waiting += 1
         try:
             async with asyncio.timeout(max(0.0, wait)):
@@ -204,6 +216,7 @@ class PostgresFallback:
         if self.refusal is not None:
             raise BackendUnavailable(self.refusal)
         await self._take_slot()
+        started = self._clock()
         try:
             # The acquire timeout also bounds the release, which resets the connection.
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
@@ -215,6 +228,7 @@ class PostgresFallback:
             log.warning("fallback query failed: %s", type(exc).__name__)
             raise BackendUnavailable("The catalog database is not available.") from exc
         finally:
+            self.service.observe(self._clock() - started)
             self._give_slot()
 
     async def search(self, req: SearchRequest) -> tuple[dict[str, Any], bool]:
