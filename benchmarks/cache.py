@@ -469,6 +469,8 @@ class Probe:
     latency: float | None  # seconds, None for a timeout
     cache: str  # X-Cache of the first answer that showed the new price
     url: str
+    product: int = 0
+    committed: float = 0.0  # time.perf_counter() right after the commit
     # What the polls saw, each time X-Cache or the product's price changed: (seconds after the
     # commit, X-Cache, Age, "old" / "new" price, or "gone" when the page no longer shows it).
     trace: list[tuple[float, str, str, str]] = field(default_factory=list)
@@ -486,6 +488,8 @@ async def probe(
     """Commit a new price for a product that ``url`` shows; poll ``url`` until it shows it."""
     target = URL(base + url, encoded=True)
     async with session.get(target) as response:
+        if response.status != 200:  # an overloaded engine's 503: no product to probe this time
+            return None
         items = orjson.loads(await response.read())["items"]
     candidates = [item for item in items if int(item["id"]) not in probing]
     if not candidates:
@@ -496,10 +500,10 @@ async def probe(
     if new <= 0:
         new = round(old + 0.5, 2)
     probing.add(product)
-    result = Probe(None, "", url)
+    result = Probe(None, "", url, product)
     try:
         await pool.execute("UPDATE products SET price = $2 WHERE id = $1", product, Decimal(f"{new:.2f}"))
-        committed = time.perf_counter()
+        committed = result.committed = time.perf_counter()
         polls = 0
         last: tuple[str, str] | None = None
         while time.perf_counter() - committed < PROBE_GIVE_UP_S:
@@ -527,8 +531,61 @@ async def probe(
         probing.discard(product)
 
 
+class Announcements:
+    """The catalog generation's announcements as the proxies hear them: (time.perf_counter(), tags),
+    so that a probe's commit -> visible splits into commit -> announced (the indexer's part: the
+    doorbell, linger, batch, bulk, refresh) and announced -> visible (the proxy's: the stale
+    entry's refill)."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        import redis.asyncio as aioredis
+
+        self._client = aioredis.from_url(redis_url)
+        self._channel = generation_key(prefix)
+        self.heard: list[tuple[float, frozenset[str] | None]] = []
+
+    async def listen(self) -> None:
+        async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(self._channel)
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                announcement = Announcement.decode(message["data"])
+                if announcement is not None:
+                    tags = None if announcement.everything else announcement.tags
+                    self.heard.append((time.perf_counter(), tags))
+
+    def first_after(self, since: float, tag: str) -> float | None:
+        """Seconds from ``since`` to the first announcement of ``tag`` (or of everything) after it."""
+        for at, tags in self.heard:
+            if at >= since and (tags is None or tag in tags):
+                return at - since
+        return None
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def split_probes(probed: list[Probe], heard: Announcements) -> tuple[list[float], list[float]]:
+    """Each seen probe's commit -> announced and announced -> visible, in seconds."""
+    indexer, proxy = [], []
+    for p in probed:
+        announced = heard.first_after(p.committed, product_tag(p.product))
+        if p.latency is not None and announced is not None:
+            indexer.append(announced)
+            proxy.append(p.latency - announced)
+    return indexer, proxy
+
+
 async def phase_zipf(
-    base: str, database_url: str, engine_url: str, alias: str, args: argparse.Namespace, results: Results | None = None
+    base: str,
+    database_url: str,
+    engine_url: str,
+    alias: str,
+    args: argparse.Namespace,
+    results: Results | None = None,
+    redis_url: str | None = None,
 ) -> dict[str, float]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -564,11 +621,14 @@ async def phase_zipf(
         if not hot:
             raise RuntimeError("none of the top-ranked URLs shows a product: nothing to probe")
         total_s = args.warmup + args.duration
+        heard = Announcements(redis_url, f"{alias}:") if redis_url else None
         updates = [0]
         updater = asyncio.ensure_future(
             update_prices(database_url, UPDATES_PER_S, total_s + 2, probing, args.seed + 2, updates)
         )
         tasks: list[asyncio.Future[Any]] = [updater]  # all cancelled on the way out, whatever happens
+        if heard is not None:
+            tasks.append(asyncio.ensure_future(heard.listen()))
         try:
             asked: dict[int, float] = {}
             await drive(session, base, urls, zipf, args.warmup, int(args.warmup * 20_000), asked)
@@ -597,6 +657,8 @@ async def phase_zipf(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if heard is not None:
+                await heard.close()
 
     answered = sum(stats.cache.values())
     hit, stale, miss = stats.cache["HIT"], stats.cache["STALE"], stats.cache["MISS"]
@@ -673,6 +735,19 @@ async def phase_zipf(
         f"{len(hot)} hot URLs, {timeouts} timeouts (> {PROBE_GIVE_UP_S:g} s)",
     )
     row("  new price first seen as", "", ", ".join(f"{k} {v}" for k, v in seen_as.most_common()))
+    if heard is not None:
+        indexer_part, proxy_part = split_probes(probed, heard)
+        for name, part in (("commit -> announced", indexer_part), ("announced -> visible", proxy_part)):
+            row(
+                f"  {name} p50 (s)",
+                f"{percentile(part, 50):.3f}",
+                f"p99 {percentile(part, 99):.3f}, max {max(part, default=float('nan')):.3f}; {len(part)} probes",
+            )
+    row(
+        "  misses by reason",
+        "",
+        deltas_by(metrics_before, metrics_after, "search_proxy_cache_misses_total", "reason"),
+    )
     slow = sorted(
         (p for p in probed if p.latency is None or p.latency > VISIBLE_P99_GOAL_S),
         key=lambda p: -(p.latency or math.inf),
@@ -1069,7 +1144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             children.append(proxy)
             base = await_proxy(proxy, f"http://127.0.0.1:{port}", 2)
             if "zipf" in parts:
-                zipf = asyncio.run(phase_zipf(base, database_url, urls.elasticsearch_node, alias, args, results))
+                zipf = asyncio.run(
+                    phase_zipf(base, database_url, urls.elasticsearch_node, alias, args, results, urls.redis_url)
+                )
                 ok = zipf["hit_ratio"] >= HIT_RATIO_GOAL and zipf["visible_p99"] <= VISIBLE_P99_GOAL_S
                 summary.append(
                     (

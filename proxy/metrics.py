@@ -118,6 +118,14 @@ class ProxyMetrics:
             ["route", "scope"],
             registry=self.registry,
         )
+        self.cache_misses = Counter(
+            "search_proxy_cache_misses_total",
+            "Answers the cache could not give (the engine was asked, or a fill joined), by route "
+            "and reason: absent (nothing cached), expired (past CACHE_TTL_S), changed (shows a "
+            "product announced as changed over CACHE_MAX_STALE_MS ago), blind (announcements lost).",
+            ["route", "reason"],
+            registry=self.registry,
+        )
         self.cache_refreshes = Counter(
             "search_proxy_cache_refreshes_total",
             "Background refreshes of stale entries, by route and outcome (ok, failed).",

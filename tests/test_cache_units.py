@@ -127,6 +127,17 @@ def test_a_change_to_a_product_shown_is_stale_only_within_the_hard_bound() -> No
     assert view.judge(between, T0 + 2.1) is Verdict.MISS
 
 
+def test_a_miss_says_why_the_cache_could_not_answer() -> None:
+    view = following(10)
+    page = entry(10, tags=(product_tag(1),))
+    view.announce(Announcement(11, frozenset({product_tag(1)})), T0 + 1)
+    assert view.miss_reason(None, T0 + 2) == "absent"
+    assert view.miss_reason(page, T0 + 2) == "changed"
+    assert view.miss_reason(page, T0 + 61) == "expired"
+    view.lose(T0 + 2)
+    assert view.miss_reason(entry(11, fetched_at=T0 + 2), T0 + 3) == "blind"
+
+
 def test_unknown_sellers_concern_seller_pages_only() -> None:
     view = following(10)
     view.announce(Announcement(11, frozenset({product_tag(5), ANY_SELLER})), T0 + 1)

@@ -145,6 +145,16 @@ class CatalogView:
             return Verdict.STALE if now - dirty_since <= policy.max_stale else Verdict.MISS
         return Verdict.HIT if age <= policy.revalidate_after * spread else Verdict.STALE
 
+    def miss_reason(self, entry: Entry | None, now: float) -> str:
+        """Why ``entry`` (judged MISS, or None: nothing cached) cannot be served: ``absent``,
+        ``expired`` (past its ttl), ``blind`` (announcements lost for over ``max_stale``) or
+        ``changed`` (it shows something announced as changed over ``max_stale`` ago)."""
+        if entry is None:
+            return "absent"
+        if now - entry.fetched_at > self.policy.ttl * (1 - self.policy.jitter * entry.spread):
+            return "expired"
+        return "blind" if self.lost_at is not None else "changed"
+
     def dirty_since(self, entry: Entry) -> float | None:
         """When the first announcement after the entry that concerns it was made; None if none."""
         generation = entry.generation

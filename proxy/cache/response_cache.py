@@ -191,6 +191,7 @@ class ResponseCache:
         if entry is not None and verdict is Verdict.STALE:
             self._refresh(route, key, key_digest, produce, lock)
             return _served(entry, verdict, now)
+        self._metrics.child(self._metrics.cache_misses, route, self.view.miss_reason(entry, now)).inc()
         try:
             fresh = await asyncio.shield(self._flight(route, key, key_digest, produce, lock, use_redis=not bypassed))
         except BackendUnavailable as exc:
