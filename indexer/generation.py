@@ -8,11 +8,15 @@ bump. At most one bump per ``min_interval``: the marks of a burst coalesce into 
 
 The engine makes a write searchable only at its next refresh, so the streaming indexer refreshes
 the index right before each announcement (``before_announcement``, at most once per
-``min_interval``): a proxy that re-reads on hearing of a change reads the change. As a safety net
-every tag is announced once more ``settle`` seconds after its first announcement (the live
-index's refresh interval plus a margin, :func:`settle_after`). A re-announcement is an ordinary
-bump (a new value), merged with any tags marked meanwhile, and counts against ``min_interval``
-like any other.
+``min_interval``): a proxy that re-reads on hearing of a change reads the change. When that
+refresh did not succeed on every shard (or there is none), every tag is announced once more
+``settle`` seconds after its first announcement (the live index's refresh interval plus a margin,
+:func:`settle_after`), by when the periodic refresh has made it searchable. A re-announcement is
+an ordinary bump (a new value), merged with any tags marked meanwhile, and counts against
+``min_interval`` like any other. It is not made after a refresh that succeeded: it would turn
+every cached answer showing the product stale a second time, refilled already with the new data
+(issue 24: two engine requests per change and per hot page, and a miss for every page asked
+between the two announcements).
 
 Redis being down never blocks indexing: a failed bump is logged and counted, its tags stay
 pending (first announcements and re-announcements alike), and it is retried every ``retry``
@@ -118,9 +122,10 @@ class Schedule:
             again, again_due = merge(again, tags), min(again_due, due)
         return Bump(first, again, again_due)
 
-    def sent(self, bump: Bump, now: float) -> None:
-        """``bump`` was announced at ``now``: its first announcements are repeated ``settle`` later."""
-        if _some(bump.first):
+    def sent(self, bump: Bump, now: float, *, searchable: bool = False) -> None:
+        """``bump`` was announced at ``now``: its first announcements are repeated ``settle`` later,
+        unless what it announces was known to be ``searchable`` when it was announced."""
+        if _some(bump.first) and not searchable:
             # Appending keeps the queue in due order: ``now`` only grows and ``settle`` is fixed.
             self._repeats.append((now + self._settle, bump.first))
         self._not_before = now + self._min_interval
@@ -144,7 +149,7 @@ class Generation:
         min_interval: float = 0.25,
         settle: float = _DEFAULT_SETTLE_S,
         retry: float = 1.0,
-        before_announcement: Callable[[], Awaitable[object]] | None = None,
+        before_announcement: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._client = client
         self._before_announcement = before_announcement
@@ -169,28 +174,30 @@ class Generation:
                     await asyncio.wait_for(self._marked.wait(), None if due is None else due - now)
                 continue
             bump = self._schedule.take(now)
-            if self._before_announcement is not None:
-                await self._make_searchable()
+            searchable = self._before_announcement is not None and await self._make_searchable()
             announced = await self.bump(bump.tags)
             if announced is None:
                 self._schedule.failed(bump, time.monotonic())
             else:
-                self._schedule.sent(bump, time.monotonic())
+                self._schedule.sent(bump, time.monotonic(), searchable=searchable)
 
-    async def _make_searchable(self) -> None:
-        """Before an announcement: make what it announces searchable (``before_announcement``).
+    async def _make_searchable(self) -> bool:
+        """Before an announcement: make what it announces searchable (``before_announcement``);
+        whether that is known to have worked.
 
         A proxy re-reads an answer as soon as it hears of a change; before the engine's next
         refresh it would read — and cache as current — the old answer. Waiting for the periodic
         refresh is not enough either: an engine under load lags behind its interval (seen in
         ``benchmarks/cache.py``: prices visible only after 15 s). At most one refresh per
-        ``min_interval``. A failure here is logged and the announcement goes out anyway.
+        ``min_interval``. A failure here is logged and the announcement goes out anyway (and
+        again ``settle`` later).
         """
         assert self._before_announcement is not None
         try:
-            await self._before_announcement()
+            return await self._before_announcement()
         except Exception as exc:  # an engine error must not stop the announcements
             log.warning("could not refresh the index before an announcement: %s", type(exc).__name__)
+            return False
 
     async def bump(self, tags: Iterable[str] | None) -> int | None:
         """INCR the generation and announce ``tags`` (None: everything); the new value, or None

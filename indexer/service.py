@@ -147,8 +147,12 @@ async def run_indexer(
         # Re-announce changes once the live index has refreshed (see indexer.generation).
         settle = settle_after(settings.refresh_interval)
 
-        async def refresh_live_index() -> object:
-            return await asyncio.wait_for(engine.indices.refresh(index=settings.search_index), settings.bulk_timeout_s)
+        async def refresh_live_index() -> bool:
+            """Refresh the live index; whether every shard copy did (then no re-announcement)."""
+            answer = await asyncio.wait_for(
+                engine.indices.refresh(index=settings.search_index), settings.bulk_timeout_s
+            )
+            return refreshed_everywhere(answer.body)
 
         generation = Generation(
             redis, settings.redis_key_prefix, metrics, settle=settle, before_announcement=refresh_live_index
@@ -157,6 +161,14 @@ async def run_indexer(
         sink = Sink(engine, metrics, timeout=settings.bulk_timeout_s)
         streamer = Streamer(settings, engine, sink, generation, metrics)
         await streamer.run(stop, reindex_on_start=reindex_on_start or settings.sync_on_startup, ready=ready)
+
+
+def refreshed_everywhere(answer: object) -> bool:
+    """Whether a refresh answer (``{"_shards": {"total", "successful", "failed"}}``) says no shard
+    copy failed. An unassigned replica counts in ``total`` but not in ``failed``: it serves no
+    search, so it cannot show an old answer."""
+    shards = answer.get("_shards") if isinstance(answer, dict) else None
+    return isinstance(shards, dict) and shards.get("failed") == 0 and bool(shards.get("successful"))
 
 
 def _open_redis(settings: IndexerSettings) -> RedisClient:
