@@ -273,6 +273,13 @@ PROXY = _dashboard(
             description="Requests that joined another's fill (worker, cluster), and refreshes of stale entries.",
         ),
         _panel(
+            "Cache: misses by reason",
+            [(f"sum by (reason) (rate(search_proxy_cache_misses_total[{RATE}]))", "{{reason}}")],
+            "ops",
+            description="Why the engine was asked: absent (first request), expired (past CACHE_TTL_S), changed "
+            "(a product shown changed over CACHE_MAX_STALE_MS ago), blind (announcements lost).",
+        ),
+        _panel(
             "Cache: L1 size",
             [("sum(search_proxy_cache_l1_bytes)", "bytes")],
             "bytes",
