@@ -16,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from catalog.cache_generation import Announcement
 from proxy.cache.freshness import CatalogView, Policy
 from proxy.cache.keys import digest, lock_key, storage_key
 from proxy.cache.l1 import LRU
@@ -52,7 +53,7 @@ class CountedTier:
 
 
 def _worker(
-    client: aioredis.Redis, prefix: str, clock: Callable[[], float] = time.time
+    client: aioredis.Redis, prefix: str, clock: Callable[[], float] = time.time, metrics: ProxyMetrics | None = None
 ) -> tuple[ResponseCache, CountedTier]:
     """One worker's cache over the shared Redis, following catalog generation 1."""
     policy = Policy(ttl=60.0, revalidate_after=15.0)
@@ -60,7 +61,7 @@ def _worker(
     view = CatalogView(policy)
     view.follow(1, clock())
     cache = ResponseCache(
-        policy, LRU(100, 1 << 20), tier, view, FillNotices(), ProxyMetrics(), lock_wait=1.0, clock=clock
+        policy, LRU(100, 1 << 20), tier, view, FillNotices(), metrics or ProxyMetrics(), lock_wait=1.0, clock=clock
     )
     return cache, CountedTier(tier)
 
@@ -139,3 +140,45 @@ async def test_an_expired_entry_is_refilled_under_the_lock_its_read_took(redis: 
     assert served.body == b'{"v": "new"}'
     assert calls_at_engine == [["read_or_lock"]]
     await later.close()
+
+
+async def test_a_miss_never_serves_a_fill_begun_before_a_change_it_shows_was_announced(
+    redis: aioredis.Redis,
+) -> None:
+    """Issue 24: a request that joined a fill under way, begun before a change to a product it
+    shows was announced, served what that fill had read — the old price — as a MISS, past
+    ``max_stale`` after the announcement. It is filled once more instead."""
+    now = [time.time()]
+    metrics = ProxyMetrics()
+    cache, _ = _worker(redis, f"rt{uuid.uuid4().hex[:8]}:", clock=lambda: now[0], metrics=metrics)
+    old_price_read, answer_old_price = asyncio.Event(), asyncio.Event()
+    asked: list[bytes] = []
+
+    async def engine() -> Produced:
+        body = b'{"price": 1}' if not asked else b'{"price": 2}'
+        asked.append(body)
+        if len(asked) == 1:  # the engine read the old price; its answer is on its way
+            old_price_read.set()
+            await answer_old_price.wait()
+        return Produced(body, frozenset({"p:1"}))
+
+    first = asyncio.ensure_future(cache.answer(ROUTE, KEY, engine))
+    await asyncio.wait_for(old_price_read.wait(), 5)
+    cache.view.announce(Announcement(2, frozenset({"p:1"})), now[0])  # the price changed
+    now[0] += cache.policy.max_stale + 0.5
+    second = asyncio.ensure_future(cache.answer(ROUTE, KEY, engine))
+
+    async def joined() -> bool:
+        return metric(metrics, "search_proxy_cache_coalesced_total", scope="worker") >= 1
+
+    await eventually(joined, timeout=5, what="the second request joining the fill under way")
+    answer_old_price.set()
+    served = await asyncio.wait_for(second, 5)
+    assert served.body == b'{"price": 2}' and served.cache == "MISS"
+    assert (await asyncio.wait_for(first, 5)).body == b'{"price": 2}'
+    assert asked == [b'{"price": 1}', b'{"price": 2}']  # one more engine request, shared by both
+    await cache.close()
+
+
+def metric(metrics: ProxyMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, {"route": ROUTE, **labels}) or 0.0

@@ -194,6 +194,10 @@ class ResponseCache:
         self._metrics.child(self._metrics.cache_misses, route, self.view.miss_reason(entry, now)).inc()
         try:
             fresh = await asyncio.shield(self._flight(route, key, key_digest, produce, lock, use_redis=not bypassed))
+            if self.view.following and self.view.judge(fresh, self._clock()) is Verdict.MISS:
+                # A fill begun before a change to what it shows was announced (one this request
+                # joined, or a slow one) may have read the old data: not served past the bound.
+                fresh = await asyncio.shield(self._flight(route, key, key_digest, produce, use_redis=not bypassed))
         except BackendUnavailable as exc:
             if entry is not None and self.policy.usable_on_error(entry, now):
                 return _served(entry, Verdict.STALE, now)
