@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import shutil
 import statistics
 import subprocess
@@ -35,7 +36,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
+import redis
 
+from benchmarks.kit import pyspy
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.cluster import on_cluster, redis_cluster
 from benchmarks.kit.processes import HOT_URL, pinning_cpus, start_hot_proxy
@@ -68,9 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/report.py reads them)")
     parser.add_argument("--cluster", action="store_true", help="also on a Redis Cluster, and a primary's failover")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="after the rounds, one more wrk run per proxy under py-spy: its samples into DIR, a summary printed",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("benchmarks.ratelimit: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    if args.profile is not None and (why := pyspy.available()) is not None:
+        print(f"benchmarks.ratelimit: --profile: {why}", file=sys.stderr)
         return 2
     results = Results("ratelimit")
     try:
@@ -99,6 +111,7 @@ def _measure(
     common = catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32")
     off = start_hot_proxy({**common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
     on = start_hot_proxy({**common, **BIG_BUCKET}, server_cpu, children)
+    pids = {off: children[-2].pid, on: children[-1].pid}
     script = catalog.workdir / "many_clients.lua"
     script.write_text(MANY_CLIENTS_LUA)
     targets = {
@@ -110,6 +123,7 @@ def _measure(
         cluster_common = on_cluster(common, cluster)
         cluster_off = start_hot_proxy({**cluster_common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
         cluster_on = start_hot_proxy({**cluster_common, **BIG_BUCKET}, server_cpu, children)
+        pids |= {cluster_off: children[-2].pid, cluster_on: children[-1].pid}
         targets |= {
             "Redis Cluster: limiter off": (cluster_off, None),
             "Redis Cluster: limiter on, one client": (cluster_on, None),
@@ -151,6 +165,55 @@ def _measure(
         )
     pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
     results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
+    if args.profile is not None:
+        redis_of = {name: None if name.startswith("Redis Cluster") else catalog.urls.redis_url for name in targets}
+        profiled = {name: (pids[base], base, lua, redis_of[name]) for name, (base, lua) in targets.items()}
+        _profile(args.profile, profiled, args.seconds)
+
+
+# Where a limited cache hit's time goes, by the frames a sample passes through (issue 24).
+PROFILE_GROUPS = {
+    "the limiter (admit, whole)": ["admit (proxy/ratelimit/limiter.py"],
+    "  identity (X-Forwarded-For, remembered)": ["client (proxy/ratelimit/limiter.py"],
+    "  lease check": ["_from_lease (proxy/ratelimit/limiter.py"],
+    "batching, futures (batch.py)": ["proxy/ratelimit/batch.py"],
+    "script call: arguments, replies (script.py)": ["proxy/ratelimit/script.py"],
+    "redis-py (encode, send, parse)": ["redis/"],
+    "rate-limit headers": ["admission_headers (proxy/middleware/ratelimit.py"],
+    "admission metrics": ["count_admission (proxy/metrics.py"],
+}
+
+
+def _redis_work(url: str | None) -> tuple[float, int]:
+    """(CPU seconds the Redis server has used, EVALSHA calls it has run); zeros for a cluster."""
+    if url is None:
+        return 0.0, 0
+    with redis.Redis.from_url(url) as client:
+        cpu = client.info("cpu")
+        calls = client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(calls)
+
+
+def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, str | None]], seconds: int) -> None:
+    """One more wrk run per target with py-spy sampling its proxy; the samples go to ``directory``
+    (one raw file per target: speedscope.app reads them), the summaries to stdout, with what the
+    Redis server (on the same two cores) did meanwhile."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _, wrk_cpu = pinning_cpus()
+    for name, (pid, base, lua, redis_url) in targets.items():
+        path = directory / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".txt")
+        cpu_before, calls_before = _redis_work(redis_url)
+        with pyspy.sampling(pid, path, wrk_cpu):
+            run = run_wrk(base + HOT_URL, seconds, wrk_cpu, lua)
+        cpu_after, calls_after = _redis_work(redis_url)
+        print(f"\n{name}: {run.rps:,.0f} req/s under py-spy")
+        if redis_url is not None:
+            per_k = 1000 / max(1, run.requests)
+            print(
+                f"  Redis: {(cpu_after - cpu_before) * 1000 * per_k:.2f} ms CPU and "
+                f"{(calls_after - calls_before) * per_k:.1f} EVALSHA per 1,000 requests"
+            )
+        print("\n".join(pyspy.summary(path, PROFILE_GROUPS)))
 
 
 FAILOVER_LOAD_S = 12.0
