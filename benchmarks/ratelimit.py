@@ -6,10 +6,20 @@ One run, one machine: a 1-worker proxy with rate limiting off, and the same with
 bucket too large to run dry, so every answer is a 200), serving one cached search to ``wrk``
 (50 connections, pinned to the other core). Twice with the limiter on: every request from one
 client (one hot bucket), and every request from a different client among 10,000 (a wrk script
-sends a random ``X-Forwarded-For`` from a trusted peer) — many cold buckets, each decided in
-Redis, in batches (``proxy/ratelimit/batch.py``). Rounds alternate the three so machine noise
+sends a random ``X-Forwarded-For`` from a trusted peer) — many cold buckets: each client's
+first request (in a lease's lifetime) is decided in Redis, in batches
+(``proxy/ratelimit/batch.py``), and brings a lease that serves its next ones. How many requests
+that is depends on how often each client comes back, so on the throughput itself: at 2,000
+req/s each of the 10,000 clients is seen every 5 s, at 17,000 every 0.6 s. Rounds alternate the three so machine noise
 hits all alike. Prints req/s, p50/p99, the ratio on/off for each, and the latency the limiter
 adds. Goal (issue 10): on ≥ 0.85 × off.
+
+``--profile DIR`` (issue 24): after the rounds, one more wrk run per proxy with py-spy sampling
+it (``benchmarks/kit/pyspy.py``): the raw samples of each in DIR (speedscope.app reads them), and
+a summary printed and written to ``DIR/summary.txt`` — the share of samples in the limiter's
+parts (identity, lease check, batching, the script call, redis-py, headers, metrics) and the
+heaviest functions, with what the Redis server did meanwhile per 1,000 requests (its CPU, the
+decisions and the script calls; Redis shares the two cores, so its work is the proxy's loss).
 
 ``--cluster`` (issue 22) adds, in the same run, the same three proxies on a Redis Cluster (3
 primaries + 3 replicas of real redis-server on loopback, ``REDIS_CLUSTER=true``; the 10,000
@@ -184,14 +194,16 @@ PROFILE_GROUPS = {
 }
 
 
-def _redis_work(url: str | None) -> tuple[float, int]:
-    """(CPU seconds the Redis server has used, EVALSHA calls it has run); zeros for a cluster."""
+def _redis_work(url: str | None) -> tuple[float, int, int]:
+    """(CPU seconds the Redis server has used, EVALSHA calls it has run, decisions in them: the
+    script's HMGETs, one per decision); zeros for a cluster."""
     if url is None:
-        return 0.0, 0
+        return 0.0, 0, 0
     with redis.Redis.from_url(url) as client:
         cpu = client.info("cpu")
-        calls = client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(calls)
+        stats = client.info("commandstats")
+    calls = [int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "hmget")]
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls[0], calls[1]
 
 
 def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, str | None]], seconds: int) -> None:
@@ -200,20 +212,24 @@ def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, st
     Redis server (on the same two cores) did meanwhile."""
     directory.mkdir(parents=True, exist_ok=True)
     _, wrk_cpu = pinning_cpus()
+    printed: list[str] = []
     for name, (pid, base, lua, redis_url) in targets.items():
         path = directory / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".txt")
-        cpu_before, calls_before = _redis_work(redis_url)
+        before = _redis_work(redis_url)
         with pyspy.sampling(pid, path, wrk_cpu):
             run = run_wrk(base + HOT_URL, seconds, wrk_cpu, lua)
-        cpu_after, calls_after = _redis_work(redis_url)
-        print(f"\n{name}: {run.rps:,.0f} req/s under py-spy")
+        cpu, calls, decisions = (after - was for after, was in zip(_redis_work(redis_url), before, strict=True))
+        lines = ["", f"{name}: {run.rps:,.0f} req/s under py-spy"]
         if redis_url is not None:
             per_k = 1000 / max(1, run.requests)
-            print(
-                f"  Redis: {(cpu_after - cpu_before) * 1000 * per_k:.2f} ms CPU and "
-                f"{(calls_after - calls_before) * per_k:.1f} EVALSHA per 1,000 requests"
+            lines.append(
+                f"  Redis, per 1,000 requests: {cpu * 1000 * per_k:.2f} ms CPU, {decisions * per_k:.0f} decisions "
+                f"in {calls * per_k:.1f} EVALSHA"
             )
-        print("\n".join(pyspy.summary(path, PROFILE_GROUPS)))
+        lines += pyspy.summary(path, PROFILE_GROUPS)
+        print("\n".join(lines))
+        printed += lines
+    (directory / "summary.txt").write_text("\n".join(printed).lstrip() + "\n")
 
 
 FAILOVER_LOAD_S = 12.0
