@@ -24,7 +24,8 @@ decisions and the script calls; Redis shares the two cores, so its work is the p
 ``--cluster`` (issue 22) adds, in the same run, the same three proxies on a Redis Cluster (3
 primaries + 3 replicas of real redis-server on loopback, ``REDIS_CLUSTER=true``; the 10,000
 clients' buckets spread over all slots), alternating with the single-Redis ones; then a
-primary's failover: a cluster proxy under a steady load of one hot client, the primary owning
+primary's failover: a cluster proxy under a steady load of one hot client (a bucket below the
+lease threshold, refilled every millisecond: every decision in Redis), the primary owning
 that client's slot SIGKILLed, and measured: the time until the limiter is back on Redis (its
 fallback gauge back at 0 after it rose), answers slower than ``REDIS_TIMEOUT_MS`` (before and
 after the kill, same length of time), and 5xx answers (goal 0).
@@ -115,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # A bucket too large to run dry: every answer is a 200.
 BIG_BUCKET = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
+# The failover's: below LEASE_MIN_CAPACITY, so every decision is made in Redis (a lease of the big
+# bucket lasts 10 s and outlasted the failover: the limiter never asked Redis, the figure was nan),
+# and refilled every millisecond, so it never runs dry either.
+EXACT_BUCKET = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "99", "RATE_LIMIT_TTL": "1"}
 
 
 def _measure(
@@ -246,7 +251,9 @@ def _measure_failover(catalog: BenchCatalog, cluster: RedisClusterServers, resul
     """SIGKILL the primary owning a hot client's slot under load; see the module's docstring."""
     server_cpu, _ = pinning_cpus()
     prefix = f"{catalog.alias}-failover:"  # buckets of their own, apart from the runs before
-    env = on_cluster(catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32"), cluster, REDIS_KEY_PREFIX=prefix, **BIG_BUCKET)
+    env = on_cluster(
+        catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32"), cluster, REDIS_KEY_PREFIX=prefix, **EXACT_BUCKET
+    )
     timeout_s = int(env.get("REDIS_TIMEOUT_MS") or 50) / 1000
     base = start_hot_proxy(env, server_cpu, catalog.children)
     victim = cluster.primary_of(slot_of(bucket_key(prefix, "ip:" + HOT_CLIENT)))
