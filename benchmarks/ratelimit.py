@@ -6,15 +6,26 @@ One run, one machine: a 1-worker proxy with rate limiting off, and the same with
 bucket too large to run dry, so every answer is a 200), serving one cached search to ``wrk``
 (50 connections, pinned to the other core). Twice with the limiter on: every request from one
 client (one hot bucket), and every request from a different client among 10,000 (a wrk script
-sends a random ``X-Forwarded-For`` from a trusted peer) — many cold buckets, each decided in
-Redis, in batches (``proxy/ratelimit/batch.py``). Rounds alternate the three so machine noise
+sends a random ``X-Forwarded-For`` from a trusted peer) — many cold buckets: each client's
+first request (in a lease's lifetime) is decided in Redis, in batches
+(``proxy/ratelimit/batch.py``), and brings a lease that serves its next ones. How many requests
+that is depends on how often each client comes back, so on the throughput itself: at 2,000
+req/s each of the 10,000 clients is seen every 5 s, at 17,000 every 0.6 s. Rounds alternate the three so machine noise
 hits all alike. Prints req/s, p50/p99, the ratio on/off for each, and the latency the limiter
 adds. Goal (issue 10): on ≥ 0.85 × off.
+
+``--profile DIR`` (issue 24): after the rounds, one more wrk run per proxy with py-spy sampling
+it (``benchmarks/kit/pyspy.py``): the raw samples of each in DIR (speedscope.app reads them), and
+a summary printed and written to ``DIR/summary.txt`` — the share of samples in the limiter's
+parts (identity, lease check, batching, the script call, redis-py, headers, metrics) and the
+heaviest functions, with what the Redis server did meanwhile per 1,000 requests (its CPU, the
+decisions and the script calls; Redis shares the two cores, so its work is the proxy's loss).
 
 ``--cluster`` (issue 22) adds, in the same run, the same three proxies on a Redis Cluster (3
 primaries + 3 replicas of real redis-server on loopback, ``REDIS_CLUSTER=true``; the 10,000
 clients' buckets spread over all slots), alternating with the single-Redis ones; then a
-primary's failover: a cluster proxy under a steady load of one hot client, the primary owning
+primary's failover: a cluster proxy under a steady load of one hot client (a bucket below the
+lease threshold, refilled every millisecond: every decision in Redis), the primary owning
 that client's slot SIGKILLed, and measured: the time until the limiter is back on Redis (its
 fallback gauge back at 0 after it rose), answers slower than ``REDIS_TIMEOUT_MS`` (before and
 after the kill, same length of time), and 5xx answers (goal 0).
@@ -26,6 +37,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -35,7 +48,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
+import redis
 
+from benchmarks.kit import pyspy
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.cluster import on_cluster, redis_cluster
 from benchmarks.kit.processes import HOT_URL, pinning_cpus, start_hot_proxy
@@ -68,11 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/report.py reads them)")
     parser.add_argument("--cluster", action="store_true", help="also on a Redis Cluster, and a primary's failover")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="after the rounds, one more wrk run per proxy under py-spy: its samples into DIR, a summary printed",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("benchmarks.ratelimit: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
         return 2
+    if args.profile is not None and (why := pyspy.available()) is not None:
+        print(f"benchmarks.ratelimit: --profile: {why}", file=sys.stderr)
+        return 2
     results = Results("ratelimit")
+    # Run alone, the report's rule: above one load per core, no goal is claimed from these figures.
+    results.meta["load average at the start"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     try:
         with bench_catalog("ratelimit", args.products) as catalog:
             if not args.cluster:
@@ -82,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _measure(catalog, args, results, cluster)
                     _measure_failover(catalog, cluster, results)
     finally:
+        results.meta["load average at the end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         if args.json:
             results.write(args.json)
     return 0
@@ -89,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # A bucket too large to run dry: every answer is a 200.
 BIG_BUCKET = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
+# The failover's: below LEASE_MIN_CAPACITY, so every decision is made in Redis (a lease of the big
+# bucket lasts 10 s and outlasted the failover: the limiter never asked Redis, the figure was nan),
+# and refilled every millisecond, so it never runs dry either.
+EXACT_BUCKET = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "99", "RATE_LIMIT_TTL": "1"}
 
 
 def _measure(
@@ -99,6 +130,7 @@ def _measure(
     common = catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32")
     off = start_hot_proxy({**common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
     on = start_hot_proxy({**common, **BIG_BUCKET}, server_cpu, children)
+    pids = {off: children[-2].pid, on: children[-1].pid}
     script = catalog.workdir / "many_clients.lua"
     script.write_text(MANY_CLIENTS_LUA)
     targets = {
@@ -110,6 +142,7 @@ def _measure(
         cluster_common = on_cluster(common, cluster)
         cluster_off = start_hot_proxy({**cluster_common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
         cluster_on = start_hot_proxy({**cluster_common, **BIG_BUCKET}, server_cpu, children)
+        pids |= {cluster_off: children[-2].pid, cluster_on: children[-1].pid}
         targets |= {
             "Redis Cluster: limiter off": (cluster_off, None),
             "Redis Cluster: limiter on, one client": (cluster_on, None),
@@ -151,6 +184,61 @@ def _measure(
         )
     pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
     results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
+    if args.profile is not None:
+        redis_of = {name: None if name.startswith("Redis Cluster") else catalog.urls.redis_url for name in targets}
+        profiled = {name: (pids[base], base, lua, redis_of[name]) for name, (base, lua) in targets.items()}
+        _profile(args.profile, profiled, args.seconds)
+
+
+# Where a limited cache hit's time goes, by the frames a sample passes through (issue 24).
+PROFILE_GROUPS = {
+    "the limiter (admit, whole)": ["admit (proxy/ratelimit/limiter.py"],
+    "  identity (X-Forwarded-For, remembered)": ["client (proxy/ratelimit/limiter.py"],
+    "  lease check": ["_from_lease (proxy/ratelimit/limiter.py"],
+    "batching, futures (batch.py)": ["proxy/ratelimit/batch.py"],
+    "script call: arguments, replies (script.py)": ["proxy/ratelimit/script.py"],
+    "redis-py (encode, send, parse)": ["redis/"],
+    "rate-limit headers": ["admission_headers (proxy/middleware/ratelimit.py"],
+    "admission metrics": ["count_admission (proxy/metrics.py"],
+}
+
+
+def _redis_work(url: str | None) -> tuple[float, int, int]:
+    """(CPU seconds the Redis server has used, EVALSHA calls it has run, decisions in them: the
+    script's HMGETs, one per decision); zeros for a cluster."""
+    if url is None:
+        return 0.0, 0, 0
+    with redis.Redis.from_url(url) as client:
+        cpu = client.info("cpu")
+        stats = client.info("commandstats")
+    calls = [int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "hmget")]
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls[0], calls[1]
+
+
+def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, str | None]], seconds: int) -> None:
+    """One more wrk run per target with py-spy sampling its proxy; the samples go to ``directory``
+    (one raw file per target: speedscope.app reads them), the summaries to stdout, with what the
+    Redis server (on the same two cores) did meanwhile."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _, wrk_cpu = pinning_cpus()
+    printed: list[str] = []
+    for name, (pid, base, lua, redis_url) in targets.items():
+        path = directory / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".txt")
+        before = _redis_work(redis_url)
+        with pyspy.sampling(pid, path, wrk_cpu):
+            run = run_wrk(base + HOT_URL, seconds, wrk_cpu, lua)
+        cpu, calls, decisions = (after - was for after, was in zip(_redis_work(redis_url), before, strict=True))
+        lines = ["", f"{name}: {run.rps:,.0f} req/s under py-spy"]
+        if redis_url is not None:
+            per_k = 1000 / max(1, run.requests)
+            lines.append(
+                f"  Redis, per 1,000 requests: {cpu * 1000 * per_k:.2f} ms CPU, {decisions * per_k:.0f} decisions "
+                f"in {calls * per_k:.1f} EVALSHA"
+            )
+        lines += pyspy.summary(path, PROFILE_GROUPS)
+        print("\n".join(lines))
+        printed += lines
+    (directory / "summary.txt").write_text("\n".join(printed).lstrip() + "\n")
 
 
 FAILOVER_LOAD_S = 12.0
@@ -163,7 +251,9 @@ def _measure_failover(catalog: BenchCatalog, cluster: RedisClusterServers, resul
     """SIGKILL the primary owning a hot client's slot under load; see the module's docstring."""
     server_cpu, _ = pinning_cpus()
     prefix = f"{catalog.alias}-failover:"  # buckets of their own, apart from the runs before
-    env = on_cluster(catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32"), cluster, REDIS_KEY_PREFIX=prefix, **BIG_BUCKET)
+    env = on_cluster(
+        catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32"), cluster, REDIS_KEY_PREFIX=prefix, **EXACT_BUCKET
+    )
     timeout_s = int(env.get("REDIS_TIMEOUT_MS") or 50) / 1000
     base = start_hot_proxy(env, server_cpu, catalog.children)
     victim = cluster.primary_of(slot_of(bucket_key(prefix, "ip:" + HOT_CLIENT)))

@@ -106,6 +106,36 @@ def test_the_key_lives_until_the_bucket_is_full_again_plus_a_margin() -> None:
     assert key_ttl_ms(half, 1000) == 500 + KEY_MARGIN_MS
 
 
+def test_a_lease_comes_with_an_allowed_request_while_the_bucket_stays_half_full() -> None:
+    # A new client: 100 - 1 - 5 = 94 tokens, at least half of 100.
+    first = take(None, T0, 1, 100, 60_000, lease=5)
+    assert first.allowed and first.leased == 5 and first.bucket == Bucket(94.0, T0) and first.remaining == 94
+    assert first.reset_ms == math.ceil(6 * 60_000 / 100)
+    # Exactly half after both: granted; one token less: only the request is.
+    assert take(Bucket(56.0, T0), T0, 1, 100, 60_000, lease=5).bucket == Bucket(50.0, T0)
+    short = take(Bucket(55.5, T0), T0, 1, 100, 60_000, lease=5)
+    assert short.allowed and short.leased == 0 and short.bucket == Bucket(54.5, T0)
+    # A refused request brings no lease, and takes nothing.
+    refused = take(Bucket(0.5, T0), T0, 1, 100, 60_000, lease=5)
+    assert not refused.allowed and refused.leased == 0 and refused.bucket == Bucket(0.5, T0)
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=5000), st.floats(min_value=0, max_value=12)), max_size=60
+    ),
+    lease=st.floats(min_value=0.1, max_value=40),
+)
+def test_leases_never_take_a_bucket_below_half(steps: list[tuple[int, float]], lease: float) -> None:
+    now, bucket = T0, None
+    for step, cost in steps:
+        now += step
+        decision = take(bucket, now, cost, 100, 10_000, lease)
+        if decision.leased:
+            assert decision.leased == lease and decision.bucket.tokens >= 50
+        bucket = decision.bucket
+
+
 @pytest.mark.parametrize(
     ("cost", "capacity", "period_ms"),
     [
@@ -122,6 +152,12 @@ def test_the_key_lives_until_the_bucket_is_full_again_plus_a_margin() -> None:
 def test_arguments_are_checked(cost: float, capacity: float, period_ms: int) -> None:
     with pytest.raises(ValueError):
         take(None, T0, cost, capacity, period_ms)
+
+
+@pytest.mark.parametrize("lease", [-1, math.nan, math.inf])
+def test_a_lease_is_checked_too(lease: float) -> None:
+    with pytest.raises(ValueError):
+        take(None, T0, 1, 100, 1000, lease)
 
 
 # The token-bucket guarantee: between any two requests, what the allowed ones spent is at most a

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from proxy.ratelimit.bucket import Bucket, key_ttl_ms, take
-from proxy.ratelimit.script import SHA, RedisBuckets, Take, bucket_key
+from proxy.ratelimit.script import MAX_TERMS, SHA, RedisBuckets, Take, bucket_key
 
 T0 = 1_700_000_000_000  # ms
 
@@ -43,6 +43,7 @@ async def stored(redis: aioredis.Redis, key: str) -> Bucket:
         st.tuples(
             st.integers(min_value=-2000, max_value=20_000),
             st.one_of(st.sampled_from([0, 1, 2, 5]), st.floats(min_value=0, max_value=1500)),
+            st.one_of(st.sampled_from([0, 0, 1, 5]), st.floats(min_value=0, max_value=500)),  # leases
         ),
         min_size=1,
         max_size=25,
@@ -54,15 +55,15 @@ async def test_the_script_and_take_agree_step_by_step(
     redis_prefix: str,
     capacity: float,
     period_ms: int,
-    steps: list[tuple[int, float]],
+    steps: list[tuple[int, float, float]],
 ) -> None:
     client = uuid.uuid4().hex  # a fresh bucket for each example
     key = bucket_key(redis_prefix, client)
     now, expected = T0, None
-    for step, cost in steps:
+    for step, cost, lease in steps:
         now += step
-        mine = take(expected, now, cost, capacity, period_ms)
-        theirs = await buckets.take(client, cost, capacity, period_ms, now_ms=now)
+        mine = take(expected, now, cost, capacity, period_ms, lease)
+        theirs = await buckets.take(client, cost, capacity, period_ms, now_ms=now, lease=lease)
         assert theirs == mine  # allowed, remaining, retry_after, reset, and the exact tokens
         assert await stored(redis, key) == mine.bucket
         expected = mine.bucket
@@ -122,25 +123,37 @@ async def test_arguments_are_checked_before_redis_is_asked(
 ) -> None:
     with pytest.raises(ValueError):
         await buckets.take("bad", -1, 5, 1000)
+    with pytest.raises(ValueError):
+        await buckets.take("bad", 1, 5, 1000, lease=-1)
+    # Each decision names its terms by a byte: a call has at most MAX_TERMS distinct ones.
+    with pytest.raises(ValueError):
+        await buckets.take_many([Take("bad", n / 1000, 5, 1000) for n in range(MAX_TERMS + 1)])
     assert not await redis.exists(bucket_key(redis_prefix, "bad"))
+    many = await buckets.take_many([Take(f"many-{n}", n / 1000, 5, 1000) for n in range(MAX_TERMS)], now_ms=T0)
+    assert [decision.bucket.tokens for decision in many] == [5 - n / 1000 for n in range(MAX_TERMS)]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    takes=st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([0, 0.5, 1, 2, 7])), min_size=1, max_size=40),
+    takes=st.lists(
+        st.tuples(st.sampled_from("abc"), st.sampled_from([0, 0.5, 1, 2, 7]), st.sampled_from([0, 0.5, 1])),
+        min_size=1,
+        max_size=40,
+    ),
     capacity=st.sampled_from([1, 3, 10]),
 )
 async def test_a_batch_decides_as_its_takes_would_one_after_another(
-    buckets: RedisBuckets, takes: list[tuple[str, float]], capacity: int
+    buckets: RedisBuckets, takes: list[tuple[str, float, float]], capacity: int
 ) -> None:
-    """One script call for many decisions (several of one client among them) is the same as
-    ``take`` applied to each in order, at the batch's one time."""
+    """One script call for many decisions (several of one client among them, some with leases) is
+    the same as ``take`` applied to each in order, at the batch's one time."""
     run = uuid.uuid4().hex  # fresh buckets for each example
-    decided = await buckets.take_many([Take(f"{run}-{who}", cost, capacity, 1000) for who, cost in takes], now_ms=T0)
+    batch = [Take(f"{run}-{who}", cost, capacity, 1000, lease) for who, cost, lease in takes]
+    decided = await buckets.take_many(batch, now_ms=T0)
     bucket: dict[str, Bucket | None] = {}
     expected = []
-    for who, cost in takes:
-        mine = take(bucket.get(who), T0, cost, capacity, 1000)
+    for who, cost, lease in takes:
+        mine = take(bucket.get(who), T0, cost, capacity, 1000, lease)
         bucket[who] = mine.bucket
         expected.append(mine)
     assert decided == expected

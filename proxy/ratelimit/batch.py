@@ -52,11 +52,14 @@ class Batcher:
         self._flying: list[asyncio.Future[Decision]] = []  # the waiters of the round trip out
         self._closed = False
 
-    def take(self, client_id: str, cost: float, capacity: float, period_ms: int) -> asyncio.Future[Decision]:
-        """The decision for one request, once a round trip has brought it (or an exception)."""
+    def take(
+        self, client_id: str, cost: float, capacity: float, period_ms: int, lease: float = 0.0
+    ) -> asyncio.Future[Decision]:
+        """The decision for one request (and a lease, if asked for and granted), once a round trip
+        has brought it (or an exception)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Decision] = loop.create_future()
-        self._pending.append((Take(client_id, cost, capacity, period_ms), waiter, loop.time() + self._timeout))
+        self._pending.append((Take(client_id, cost, capacity, period_ms, lease), waiter, loop.time() + self._timeout))
         if self._flight is None and not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._send)

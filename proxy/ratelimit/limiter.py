@@ -16,14 +16,21 @@ and goes back to Redis by itself when a round trip after the breaker's cooldown 
 What a request costs is the caller's to say, from the parsed request (``proxy.routes``,
 ``proxy.ratelimit.costs``, ``RATE_LIMIT_COSTS``).
 
-**Leases.** Even batched, a decision in Redis per request is work for Redis and for the worker.
-So a worker serving a client that is far from its limit — a bucket of at least
-:data:`LEASE_MIN_CAPACITY` tokens, at least half full at its last decision — takes
-:data:`LEASE_SHARE` of the capacity along with the request's own cost, and spends that lease
-locally for at most :data:`LEASE_SECONDS`. The tokens are taken from the shared bucket first,
-so no worker ever admits more than the bucket allows; a lease left unspent is lost (at most
-``LEASE_SHARE`` of the budget per lease period). Near the limit every request is decided in
-Redis, exactly.
+**Leases.** Even batched, a decision in Redis per request is work for Redis and for the worker,
+and with many clients most requests are some client's first in a while. So every decision in
+Redis for a client with a bucket of at least :data:`LEASE_MIN_CAPACITY` tokens asks for a lease
+along with the request: :data:`LEASE_SHARE` of the capacity more, which the script grants in the
+same atomic step only if the bucket still holds at least half its capacity after both
+(``proxy.ratelimit.bucket``) — a client's very first request brings one when it is far from its
+limit. The worker then spends the lease locally on that client's next requests for at most
+:data:`LEASE_SECONDS`. The tokens are taken from the shared bucket first, so no worker ever
+admits more than the bucket allows. A lease left unspent is lost: at most one lease per worker
+per client per :data:`LEASE_SECONDS` (a new one is asked for only once the last is spent or
+expired, and one at a time: concurrent requests wait for the lease in flight), and since
+leases never take a bucket below half, what is lost never costs a client the lower half of its
+budget. Near the limit (below half) every request is decided in Redis, exactly, and asks for no
+lease until a decision shows the bucket half full again. Headers on leased answers report the
+bucket as of the lease plus what is left of it (an underestimate: the bucket has refilled since).
 
 **Bounded memory.** What a worker remembers per client (identities, leases, fallback buckets)
 is bounded by bytes, not only by count, and keyed by what identity reads: the peer and the
@@ -65,7 +72,12 @@ _ENTRY_OVERHEAD: Final = 200
 # Leases (see the module docstring).
 LEASE_MIN_CAPACITY: Final = 100
 LEASE_SHARE: Final = 0.05
-LEASE_SECONDS: Final = 1.0
+# Ten seconds, not one: a client's requests come in bursts (keystrokes, a page and its
+# suggestions) seconds apart, and with 1 s leases 10,000 clients at ~2 requests/s each needed a
+# Redis decision for most requests (benchmarks/ratelimit.py: 0.43-0.62 x limiter off). Longer
+# leases lose no more tokens (a lease is lost once, whenever it expires) and leave stale only the
+# headers' remaining, on the low side.
+LEASE_SECONDS: Final = 10.0
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -113,9 +125,11 @@ class _Lease:
     expires: float  # time.monotonic()
     remaining: int  # the bucket's whole tokens after the lease was taken, for the headers
     reset_ms: int
+    bucket: Bucket  # as the decision that brought the lease left it: every leased decision's
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, but never changed once made: one is made per request (see Decision).
+@dataclass(slots=True)
 class Admission:
     """The limiter's answer: the decision, the client's limit, and the policy name it falls under."""
 
@@ -193,71 +207,87 @@ class Limiter:
         limit = client.limit or self._default
         policy = "key" if client.limit is not None else "default"
         leased = self._from_lease(client.id, cost)
+        deadline = None
         if leased is None and client.id in self._leasing:
             # A lease for this client is on its way: wait for it rather than take another
             # (fifty concurrent requests each leasing 5 % would drain a bucket of its own).
+            deadline = asyncio.get_running_loop().time() + self._timeout
             await asyncio.shield(self._leasing[client.id])
             leased = self._from_lease(client.id, cost)
         if leased is not None:
             return Admission(leased, limit, policy, "lease")
         if self.breaker.closed:
-            lease = self._lease_size(client.id, limit)
+            # One lease in flight per client: those who waited for one that did not cover them
+            # decide without (the first of them to get here asks for the next lease).
+            lease = 0.0 if client.id in self._leasing else self._lease_size(client.id, limit)
             leasing = asyncio.get_running_loop().create_future() if lease else None
             if leasing is not None:
                 self._leasing[client.id] = leasing
             try:
-                # Each decision is bounded by the timeout from when it is asked for; the second
-                # (rare) shares the first one's bound: the limiter never holds a request longer.
-                deadline = asyncio.get_running_loop().time() + self._timeout
                 self.redis_calls += 1
-                decision = await self._batcher.take(client.id, cost + lease, limit.max, limit.ttl_ms)
-                if lease and not decision.allowed:  # not enough for a lease: decide exactly
-                    self.redis_calls += 1
+                waiter = self._batcher.take(client.id, cost, limit.max, limit.ttl_ms, lease)
+                if deadline is None:
+                    decision = await waiter
+                else:
+                    # The wait for the lease counts: a request that waited out a failing one
+                    # waited 2 x REDIS_TIMEOUT_MS in a Redis Cluster failover (0.79 s at 300 ms).
                     async with asyncio.timeout_at(deadline):
-                        decision = await self._batcher.take(client.id, cost, limit.max, limit.ttl_ms)
-                    lease = 0.0
+                        decision = await waiter
             except REDIS_ERRORS:
                 pass  # the batch told the breaker
             else:
-                self._keep_lease(client.id, lease if decision.allowed else 0.0, decision)
+                self._keep_lease(client.id, decision)
+                if decision.leased:  # the client may spend its lease too, as the next answers say
+                    decision = Decision(
+                        True,
+                        decision.remaining + int(decision.leased),
+                        0,
+                        decision.reset_ms,
+                        decision.bucket,
+                        decision.leased,
+                    )
                 return Admission(decision, limit, policy, "redis")
             finally:
                 if leasing is not None:
-                    # Another request may have put its own lease in flight meanwhile (both waited
-                    # on one that brought no lease): remove only ours, and always wake our waiters.
                     # An unconditional del raised KeyError here under a Redis Cluster failover,
-                    # which answered 500 and left the waiters hanging for good.
+                    # which answered 500 and left the waiters hanging for good: remove only ours,
+                    # and always wake our waiters.
                     if self._leasing.get(client.id) is leasing:
                         del self._leasing[client.id]
                     leasing.set_result(None)
         return Admission(self._fall_back(client.id, cost, limit), limit, policy, self._fallback)
 
     def _lease_size(self, client_id: str, limit: KeyLimit) -> float:
-        """Tokens to lease along with this request: none unless far from the limit last time."""
+        """Tokens to ask for along with this request: none for a small bucket, or when the last
+        decision found the bucket below half (the script would refuse the lease anyway, and
+        concurrent requests would wait for it for nothing)."""
         if limit.max < LEASE_MIN_CAPACITY:
             return 0.0
         last = self._leases.get(client_id)
-        if last is None or last.remaining < limit.max / 2:
+        # remaining is a floor: a bucket at half of an odd capacity shows max // 2.
+        if last is not None and last.remaining < limit.max // 2:
             return 0.0
         return limit.max * LEASE_SHARE
 
-    def _keep_lease(self, client_id: str, tokens: float, decision: Decision) -> None:
-        """Remember the decision (its remaining decides the next lease) and any leased tokens."""
-        lease = _Lease(tokens, time.monotonic() + LEASE_SECONDS, decision.remaining, decision.reset_ms)
+    def _keep_lease(self, client_id: str, decision: Decision) -> None:
+        """Remember the decision (its remaining decides the next lease) and any lease it brought."""
+        now = time.monotonic()
+        last = self._leases.get(client_id)
+        if not decision.leased and last is not None and last.tokens > 0 and now <= last.expires:
+            # A decision without a lease (its request did not wait for the one in flight) must
+            # not throw away the lease that came back before it.
+            last.remaining, last.reset_ms, last.bucket = decision.remaining, decision.reset_ms, decision.bucket
+            return
+        lease = _Lease(decision.leased, now + LEASE_SECONDS, decision.remaining, decision.reset_ms, decision.bucket)
         self._leases.put(client_id, lease, _id_size(client_id))
 
     def _from_lease(self, client_id: str, cost: float) -> Decision | None:
+        # On every request of a client with a lease: one Decision made, nothing else.
         lease = self._leases.get(client_id)
         if lease is None or lease.tokens < cost or time.monotonic() > lease.expires:
             return None
         lease.tokens -= cost
-        return Decision(
-            allowed=True,
-            remaining=lease.remaining + int(lease.tokens),
-            retry_after_ms=0,
-            reset_ms=lease.reset_ms,
-            bucket=Bucket(lease.tokens, 0),
-        )
+        return Decision(True, lease.remaining + int(lease.tokens), 0, lease.reset_ms, lease.bucket)
 
     def _fall_back(self, client_id: str, cost: float, limit: KeyLimit) -> Decision:
         now_ms = int(time.monotonic() * 1000)
