@@ -335,7 +335,7 @@ def profile_hits(
     for label in labels:
         try:
             drive = partial(run_wrk, targets[label], args.seconds, wrk_cpu)
-            run, profile = record(processes[label].pid, args.seconds, drive)
+            run, profile = record(processes[label].pid, drive, wrk_cpu)
         except RuntimeError as exc:
             print(f"profile: skipped ({exc})", flush=True)
             return

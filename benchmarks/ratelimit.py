@@ -15,7 +15,7 @@ hits all alike. Prints req/s, p50/p99, the ratio on/off for each, and the latenc
 adds. Goal (issue 10): on ≥ 0.85 × off.
 
 ``--profile DIR`` (issue 24): after the rounds, one more wrk run per proxy with py-spy sampling
-it (``benchmarks/kit/pyspy.py``): the raw samples of each in DIR (speedscope.app reads them), and
+it (``benchmarks/kit/profiling.py``): the raw samples of each in DIR (speedscope.app reads them), and
 a summary printed and written to ``DIR/summary.txt`` — the share of samples in the limiter's
 parts (identity, lease check, batching, the script call, redis-py, headers, metrics) and the
 heaviest functions, with what the Redis server did meanwhile per 1,000 requests (its CPU, the
@@ -50,7 +50,7 @@ from pathlib import Path
 import aiohttp
 import redis
 
-from benchmarks.kit import pyspy
+from benchmarks.kit import profiling
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.cluster import on_cluster, redis_cluster
 from benchmarks.kit.processes import HOT_URL, pinning_cpus, start_hot_proxy
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("benchmarks.ratelimit: wrk is not installed (apt-get update && apt-get install -y wrk)", file=sys.stderr)
         return 2
-    if args.profile is not None and (why := pyspy.available()) is not None:
+    if args.profile is not None and (why := profiling.available()) is not None:
         print(f"benchmarks.ratelimit: --profile: {why}", file=sys.stderr)
         return 2
     results = Results("ratelimit")
@@ -225,7 +225,7 @@ def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, st
     for name, (pid, base, lua, redis_url) in targets.items():
         path = directory / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".txt")
         before = _redis_work(redis_url)
-        with pyspy.sampling(pid, path, wrk_cpu):
+        with profiling.sampling(pid, path, wrk_cpu):
             run = run_wrk(base + HOT_URL, seconds, wrk_cpu, lua)
         cpu, calls, decisions = (after - was for after, was in zip(_redis_work(redis_url), before, strict=True))
         lines = ["", f"{name}: {run.rps:,.0f} req/s under py-spy"]
@@ -235,7 +235,7 @@ def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, st
                 f"  Redis, per 1,000 requests: {cpu * 1000 * per_k:.2f} ms CPU, {decisions * per_k:.0f} decisions "
                 f"in {calls * per_k:.1f} EVALSHA"
             )
-        lines += pyspy.summary(path, PROFILE_GROUPS)
+        lines += profiling.summary(path, PROFILE_GROUPS)
         print("\n".join(lines))
         printed += lines
     (directory / "summary.txt").write_text("\n".join(printed).lstrip() + "\n")
