@@ -133,6 +133,8 @@ DOCUMENT_ERRORS = frozenset(
         "max_bytes_length_exceeded_exception",
     }
 )
+# The part of the client's request timeout the engine may spend waiting for a shard (see Sink).
+_SHARD_WAIT_SHARE = 0.6
 TOO_LARGE_REASON = "status 413: the document alone is larger than the engine takes in one request"
 
 
@@ -166,6 +168,14 @@ class Sink:
 
     def __init__(self, engine: AsyncElasticsearch, metrics: IndexerMetrics, *, timeout: float = 30.0) -> None:
         self._engine = engine.options(request_timeout=timeout)
+        # How long the engine may wait for a shard's primary before it answers that item 503
+        # (its ``timeout``, 1 minute by default), kept inside the client's own timeout. With the
+        # default, a bulk touching a shard whose primary died waited past INDEXER_BULK_TIMEOUT_S:
+        # the client gave up on a healthy node, marked it dead, and re-sent every action, the
+        # ones on healthy shards too (tests/test_engine_cluster.py's node loss: 457 of 457
+        # actions "not written", each try 5 s, for over a minute). Answered in time, only the
+        # items of the missing shard are retried, and the node stays in the pool.
+        self._shard_wait = f"{max(100, int(timeout * 1000 * _SHARD_WAIT_SHARE))}ms"
         self._metrics = metrics
 
     async def write(
@@ -257,6 +267,7 @@ class Sink:
                 index=index,
                 operations=[bulk_body(actions)],  # type: ignore[list-item]  # bytes pass through as NDJSON
                 require_alias=alias or None,
+                timeout=self._shard_wait,
             )
         except (TransportConnectionError, ConnectionTimeout) as exc:
             self._metrics.errors.labels(kind="engine_unreachable").inc()
