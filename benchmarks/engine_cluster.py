@@ -58,6 +58,7 @@ from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import spawn, wait_answering
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import metric, scrape
+from benchmarks.kit.streams import at_rate, write_changes
 from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
 from catalog.engine import create_engine_client
 from catalog.mapping import index_mappings, index_settings, live_settings
@@ -136,21 +137,24 @@ async def _search_latencies(
     return seconds
 
 
-def _spawn_proxy(
-    urls: StackUrls, node: str, database_url: str, alias: str, port: int, log: Path
-) -> subprocess.Popen[bytes]:
-    env = {
+def _service_env(urls: StackUrls, node: str, database_url: str, alias: str, **extra: str) -> dict[str, str]:
+    """A proxy's or indexer's environment on ``node`` (one URL or several), ``database_url`` and ``alias``."""
+    return {
         **os.environ,
         **urls.as_env(),
         "ELASTICSEARCH_NODE": node,
         "DATABASE_URL": database_url,
         "SEARCH_INDEX": alias,
         "REDIS_KEY_PREFIX": f"{alias}:",
-        "CACHE_ENABLED": "false",
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "warning",
-        **NODE_LOSS_PROXY_ENV,
+        **extra,
     }
+
+
+def _spawn_proxy(
+    urls: StackUrls, node: str, database_url: str, alias: str, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    extra = {"CACHE_ENABLED": "false", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "warning", **NODE_LOSS_PROXY_ENV}
+    env = _service_env(urls, node, database_url, alias, **extra)
     with open(log, "ab") as out:  # the child keeps its own copy of the file
         # The kit's spawn: in the repository root, dying with the bench (an orphaned proxy
         # outlived a killed run before).
@@ -169,19 +173,8 @@ RECOVERY_BUDGET_S = 60.0
 def _spawn_indexer(
     urls: StackUrls, node: str, database_url: str, alias: str, metrics_port: int, log: Path
 ) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        **urls.as_env(),
-        "ELASTICSEARCH_NODE": node,
-        "DATABASE_URL": database_url,
-        "SEARCH_INDEX": alias,
-        "REDIS_KEY_PREFIX": f"{alias}:",
-        "SEARCH_INDEX_SHARDS": "3",
-        "SEARCH_INDEX_REPLICAS": "1",
-        "INDEXER_METRICS_PORT": str(metrics_port),
-        "LOG_LEVEL": "info",
-        **NODE_LOSS_INDEXER_ENV,
-    }
+    extra = {"SEARCH_INDEX_SHARDS": "3", "SEARCH_INDEX_REPLICAS": "1", "INDEXER_METRICS_PORT": str(metrics_port)}
+    env = _service_env(urls, node, database_url, alias, LOG_LEVEL="info", **extra, **NODE_LOSS_INDEXER_ENV)
     with open(log, "ab") as out:
         return spawn([sys.executable, "-m", "indexer"], env, output=out)
 
@@ -195,31 +188,6 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _write_changes(
-    database_url: str, ids: list[int], per_s: int, stop: asyncio.Event, written: list[int]
-) -> None:
-    """About ``per_s`` changes a second in 20 ms transactions: price updates, and two products a
-    transaction drafted or republished (deletes and re-adds in the index), as the test does."""
-    rng = random.Random(21)
-    per_batch = max(3, per_s // 50)
-    conn = await asyncpg.connect(database_url)
-    try:
-        while not stop.is_set():
-            started = time.monotonic()
-            batch = rng.sample(ids, per_batch)
-            async with conn.transaction():
-                await conn.execute("UPDATE products SET price = price + 0.01 WHERE id = ANY($1::bigint[])", batch[2:])
-                await conn.execute(
-                    "UPDATE products SET status = CASE status WHEN 'active' THEN 'draft' ELSE 'active' END"
-                    " WHERE id = ANY($1::bigint[])",
-                    batch[:2],
-                )
-            written.append(len(batch))
-            await asyncio.sleep(max(0.0, 0.02 - (time.monotonic() - started)))
-    finally:
-        await conn.close()
-
-
 async def _search_open(
     session: aiohttp.ClientSession,
     proxy_url: str,
@@ -230,25 +198,17 @@ async def _search_open(
     """``per_s`` searches a second on a fixed schedule, each recorded as (start, status, backend)."""
     rng = random.Random(5)
 
-    async def one(query: str) -> None:
+    async def one() -> None:
         started = time.monotonic()
         try:
+            query = f"q={rng.choice(WORDS)}&page={rng.randint(1, 3)}"
             async with session.get(f"{proxy_url}/api/search?{query}") as response:
                 await response.read()
                 answers.append((started, response.status, response.headers.get("X-Search-Backend", "")))
         except (aiohttp.ClientError, TimeoutError):
             answers.append((started, 599, ""))
 
-    in_flight: set[asyncio.Task[None]] = set()
-    next_at = time.monotonic()
-    while not stop.is_set():
-        if len(in_flight) < 10 * per_s:  # a bound, should the proxy stop answering
-            task = asyncio.ensure_future(one(f"q={rng.choice(WORDS)}&page={rng.randint(1, 3)}"))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-        next_at += 1 / per_s
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-    await asyncio.gather(*in_flight)
+    await at_rate(per_s, stop, one)
 
 
 async def _sample_indexer(
@@ -325,7 +285,7 @@ async def _node_loss(
         victim = cluster[int(name.rsplit("-", 1)[1]) - 1]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             tasks = [
-                asyncio.ensure_future(_write_changes(database_url, ids, args.changes_per_s, stop, written)),
+                asyncio.ensure_future(write_changes(database_url, ids, args.changes_per_s, stop, written)),
                 asyncio.ensure_future(_search_open(session, proxy_url, args.searches_per_s, stop, answers)),
                 asyncio.ensure_future(_sample_indexer(session, metrics_url, stop, samples)),
             ]

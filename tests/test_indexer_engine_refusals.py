@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from elasticsearch import AsyncElasticsearch
 
+from catalog.engine import create_engine_client
 from indexer.metrics import IndexerMetrics
 from indexer.settings import IndexerSettings
 from indexer.sink import Action, Sink, classify
@@ -160,5 +161,33 @@ async def test_a_shard_without_a_primary_is_answered_within_the_bulk_timeout_and
             return int(found["hits"]["total"]["value"])
 
         assert 0 < await eventually(landed, timeout=15, what="the allocated shard's documents") < len(actions)
+    finally:
+        await engine.indices.delete(index=index, ignore_unavailable=True)
+
+
+async def test_a_bulk_that_times_out_is_sent_again_in_smaller_requests_until_it_lands(
+    settings: IndexerSettings, engine: AsyncElasticsearch
+) -> None:
+    """An engine too slow for a request's size (a starved node) gets halves until they pass in
+    time. Re-sent whole, the request timed out forever and the stream stood still."""
+    index = f"slow{uuid.uuid4().hex[:10]}"
+    await engine.indices.create(index=index, settings={"number_of_shards": 1, "number_of_replicas": 0})
+    try:
+        actions = [Action(n, 1, {"name": f"scroll {n}", "description": "parchment " * 20}) for n in range(1, 41)]
+        async with engine_front(settings.elasticsearch_node, slow=(4_000, 3.0)) as front:
+            client, _ = await create_engine_client(front.url, request_timeout=30)
+            try:
+                metrics = IndexerMetrics()
+                sink = Sink(client, metrics, timeout=1.0)
+                stop = asyncio.Event()
+                asyncio.get_running_loop().call_later(20.0, stop.set)
+                result = await sink.write(index, actions, stop)
+                assert result is not None and result.indexed == len(actions)
+                assert metrics.errors.labels(kind="engine_unreachable")._value.get() >= 1  # it did time out
+                await engine.indices.refresh(index=index)
+                found = await engine.count(index=index)
+                assert found["count"] == len(actions)
+            finally:
+                await client.close()
     finally:
         await engine.indices.delete(index=index, ignore_unavailable=True)
