@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
+from benchmarks.kit.streams import lag_recovery
 
 
 def test_no_samples_give_nan_whatever_the_percentile() -> None:
@@ -61,3 +62,14 @@ def test_a_busy_run_claims_no_goal_it_reached_and_still_reports_a_miss() -> None
     assert verdict_of(True, busy=True) == NOT_CLAIMED == verdict_of(True, busy=True, bold=True)
     assert verdict_of(False, busy=True) == "**NO**" == verdict_of(False, busy=False)
     assert verdict_of(None, busy=True) == "—"
+
+
+def test_lag_recovery_reads_the_lag_around_a_kill() -> None:
+    samples = [(0.0, 1.0), (1.0, 2.5), (2.0, 9.0), (3.0, 30.0), (4.0, 6.0), (5.0, 4.0), (6.0, 0.5)]
+    assert lag_recovery(samples, killed=2.0) == {
+        "lag_before_kill_max_s": 2.5,
+        "lag_peak_s": 30.0,
+        "lag_back_under_5s_after_s": 2.0,  # last at or over 5 s two seconds after the kill
+    }
+    assert lag_recovery(samples[:4], killed=2.0)["lag_back_under_5s_after_s"] is None  # never came back
+    assert lag_recovery([(0.0, 1.0), (3.0, 0.0)], killed=2.0)["lag_back_under_5s_after_s"] == 0.0

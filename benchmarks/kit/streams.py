@@ -1,4 +1,5 @@
-"""Load that runs beside a measurement: product changes at a rate, requests on a fixed schedule.
+"""Load that runs beside a measurement: product changes at a rate, requests on a fixed schedule;
+and reading an indexer's lag around a fault (:func:`lag_recovery`).
 
 Shared by the cluster bench's node loss and ``tests/test_engine_cluster.py``'s node-loss test, so
 both put the same load on the same code (issue 21's 500 changes/s and 50 searches/s).
@@ -13,6 +14,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
+
+LAG_GOAL_S = 5.0  # issue 21: the indexer's lag back under 5 s within 60 s of losing a node
 
 
 async def write_changes(database_url: str, ids: list[int], per_s: int, stop: asyncio.Event, written: list[int]) -> None:
@@ -53,3 +56,26 @@ async def at_rate(per_s: int, stop: asyncio.Event, start: Callable[[], Coroutine
         next_at += 1 / per_s
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     await asyncio.gather(*in_flight)
+
+
+def lag_recovery(
+    samples: list[tuple[float, float]], killed: float, goal: float = LAG_GOAL_S
+) -> dict[str, float | None]:
+    """From (time, lag) samples around a kill at ``killed``: the highest lag before it, the peak
+    after it, and how long after it the lag was last at or over ``goal`` (0.0: never; None: it
+    never came back under ``goal`` in the samples)."""
+    before = [lag for at, lag in samples if at < killed]
+    after = [(at - killed, lag) for at, lag in samples if at >= killed]
+    over = [at for at, lag in after if lag >= goal]
+    back: float | None
+    if not over:
+        back = 0.0
+    elif after[-1][1] >= goal:
+        back = None
+    else:
+        back = round(max(over), 1)
+    return {
+        "lag_before_kill_max_s": round(max(before, default=0.0), 2),
+        "lag_peak_s": round(max((lag for _, lag in after), default=0.0), 2),
+        "lag_back_under_5s_after_s": back,
+    }
