@@ -308,10 +308,13 @@ class EngineFront:
 
 
 @contextlib.asynccontextmanager
-async def engine_front(target: str, *, max_bytes: int | None = None) -> AsyncIterator[EngineFront]:
+async def engine_front(
+    target: str, *, max_bytes: int | None = None, slow: tuple[int, float] | None = None
+) -> AsyncIterator[EngineFront]:
     """An HTTP front of the engine that forwards every request and records its path; with
     ``max_bytes``, a body over it is answered 413 as ``http.max_content_length`` does (the shared
-    dev node's limit cannot be changed for one test)."""
+    dev node's limit cannot be changed for one test); with ``slow=(size, seconds)``, a body over
+    ``size`` bytes is held ``seconds`` before it is forwarded (an engine slow on big requests)."""
     seen = EngineFront()
     async with aiohttp.ClientSession() as session:
 
@@ -319,6 +322,8 @@ async def engine_front(target: str, *, max_bytes: int | None = None) -> AsyncIte
             body = await request.read()
             if max_bytes is not None and len(body) > max_bytes:
                 return web.json_response({"error": "content too long"}, status=413)
+            if slow is not None and len(body) > slow[0]:
+                await asyncio.sleep(slow[1])
             seen.paths.append(request.path)
             headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
             async with session.request(

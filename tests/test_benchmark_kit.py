@@ -10,6 +10,7 @@ import pytest
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.profiling import OTHER, summarise
 from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
+from benchmarks.kit.streams import lag_recovery
 
 
 def test_no_samples_give_nan_whatever_the_percentile() -> None:
@@ -95,3 +96,14 @@ def test_a_profile_counts_each_sample_once_by_its_innermost_known_part() -> None
     assert profile.top(1) == [(5 / 15, "handle (proxy/fastpath.py:52)")]
     # 5 samples at 100 per second over 1,000 requests: 50 ms / 1,000 = 50 microseconds each
     assert profile.microseconds(5, 1_000) == pytest.approx(50.0)
+
+
+def test_lag_recovery_reads_the_lag_around_a_kill() -> None:
+    samples = [(0.0, 1.0), (1.0, 2.5), (2.0, 9.0), (3.0, 30.0), (4.0, 6.0), (5.0, 4.0), (6.0, 0.5)]
+    assert lag_recovery(samples, killed=2.0) == {
+        "lag_before_kill_max_s": 2.5,
+        "lag_peak_s": 30.0,
+        "lag_back_under_5s_after_s": 2.0,  # last at or over 5 s two seconds after the kill
+    }
+    assert lag_recovery(samples[:4], killed=2.0)["lag_back_under_5s_after_s"] is None  # never came back
+    assert lag_recovery([(0.0, 1.0), (3.0, 0.0)], killed=2.0)["lag_back_under_5s_after_s"] == 0.0

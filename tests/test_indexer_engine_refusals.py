@@ -7,12 +7,17 @@ document's own fault is set aside.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import asyncpg
 import pytest
 from elasticsearch import AsyncElasticsearch
 
+from catalog.engine import create_engine_client
+from indexer.metrics import IndexerMetrics
 from indexer.settings import IndexerSettings
-from indexer.sink import classify
+from indexer.sink import Action, Sink, classify
 from tests.indexer_support import (
     add_product,
     add_seller,
@@ -124,3 +129,65 @@ def test_only_a_documents_own_fault_sets_it_aside(status: int, error: dict[str, 
 def test_deleting_a_document_that_is_not_there_is_done_but_a_missing_index_is_retried() -> None:
     assert classify(404, {"type": "not_found"}, is_delete=True) == "done"
     assert classify(404, {"type": "index_not_found_exception"}, is_delete=True) == "retry"
+
+
+async def test_a_shard_without_a_primary_is_answered_within_the_bulk_timeout_and_holds_back_only_its_own_documents(
+    engine: AsyncElasticsearch,
+) -> None:
+    """A shard whose primary is gone (a node lost, not yet replaced) is answered 503 per item
+    inside the sink's timeout: only its documents are retried, the engine stays in the client's
+    pool, and the rest land. Before, the engine waited its default minute for the primary, the
+    client timed out on a healthy node, and every action of the request was re-sent."""
+    index = f"red{uuid.uuid4().hex[:10]}"
+    # Two primaries, at most one per node: on one node the second can never be allocated.
+    await engine.indices.create(
+        index=index,
+        settings={"number_of_shards": 2, "number_of_replicas": 0, "routing.allocation.total_shards_per_node": 1},
+        wait_for_active_shards="0",
+    )
+    try:
+        metrics = IndexerMetrics()
+        sink = Sink(engine, metrics, timeout=3.0)
+        actions = [Action(n, 1, {"name": f"scroll {n}"}) for n in range(1, 41)]
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(5.0, stop.set)
+        assert await sink.write(index, actions, stop) is None  # the missing shard's half never lands
+        errors = metrics.errors
+        assert errors.labels(kind="engine_unreachable")._value.get() == 0
+        assert errors.labels(kind="bulk_item_retryable")._value.get() >= 2  # its items, each try
+
+        async def landed() -> int:  # a refresh would wait for the missing shard: the periodic one shows them
+            found = await engine.search(index=index, size=0, allow_partial_search_results=True, track_total_hits=True)
+            return int(found["hits"]["total"]["value"])
+
+        assert 0 < await eventually(landed, timeout=15, what="the allocated shard's documents") < len(actions)
+    finally:
+        await engine.indices.delete(index=index, ignore_unavailable=True)
+
+
+async def test_a_bulk_that_times_out_is_sent_again_in_smaller_requests_until_it_lands(
+    settings: IndexerSettings, engine: AsyncElasticsearch
+) -> None:
+    """An engine too slow for a request's size (a starved node) gets halves until they pass in
+    time. Re-sent whole, the request timed out forever and the stream stood still."""
+    index = f"slow{uuid.uuid4().hex[:10]}"
+    await engine.indices.create(index=index, settings={"number_of_shards": 1, "number_of_replicas": 0})
+    try:
+        actions = [Action(n, 1, {"name": f"scroll {n}", "description": "parchment " * 20}) for n in range(1, 41)]
+        async with engine_front(settings.elasticsearch_node, slow=(4_000, 3.0)) as front:
+            client, _ = await create_engine_client(front.url, request_timeout=30)
+            try:
+                metrics = IndexerMetrics()
+                sink = Sink(client, metrics, timeout=1.0)
+                stop = asyncio.Event()
+                asyncio.get_running_loop().call_later(20.0, stop.set)
+                result = await sink.write(index, actions, stop)
+                assert result is not None and result.indexed == len(actions)
+                assert metrics.errors.labels(kind="engine_unreachable")._value.get() >= 1  # it did time out
+                await engine.indices.refresh(index=index)
+                found = await engine.count(index=index)
+                assert found["count"] == len(actions)
+            finally:
+                await client.close()
+    finally:
+        await engine.indices.delete(index=index, ignore_unavailable=True)
