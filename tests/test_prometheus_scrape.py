@@ -366,7 +366,9 @@ async def test_prometheus_scrapes_exact_totals_and_records_rules_through_worker_
             assert {_pid_of(name) for name in files_after} <= live | {"archive"}, files_after
             assert len(files_after) <= len(files_before) + 3, (files_before, files_after)
             assert {path.name for path in metrics_dir.iterdir()} - set(files_after) <= {"collect.lock"}
-            assert scrape_after < 5 * scrape_before and scrape_after < 1.0, (scrape_before, scrape_after)
+            # The files bound the scrape (above); its time only guards against a gross regression:
+            # a few ms either way is a busy machine's noise (3 ms then 18 ms failed a full run).
+            assert scrape_after < max(5 * scrape_before, 0.1) and scrape_after < 1.0, (scrape_before, scrape_after)
 
             await eventually(lambda: _both_up(api), what="both targets up after the restarts")
             await eventually(totals_match, timeout=15, what="totals kept through the restarts")
