@@ -139,8 +139,14 @@ async def _synonyms(app: web.Application) -> AsyncIterator[None]:
     handled = threading.current_thread() is threading.main_thread()
     if handled:
         loop.add_signal_handler(signal.SIGHUP, reload_synonyms, app)
+        # A worker starts with SIGHUP blocked (proxy.server): one sent while it started is
+        # delivered now, to the handler, and the file is read again.
+        mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     yield
     if handled:
+        # As it was (blocked in a worker: none kills it while it stops; an app embedded in a test
+        # leaves the test's mask alone, or every process it starts later would inherit a block).
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         loop.remove_signal_handler(signal.SIGHUP)
 
 

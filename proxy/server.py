@@ -75,8 +75,10 @@ def check_port_free(host: str, port: int) -> None:
 
 def serve_worker(settings: ProxySettings, host: str, port: int, *, reuse_port: bool) -> None:
     """Serve until SIGTERM/SIGINT; returns after a graceful shutdown."""
-    # Until the app installs its SIGHUP handler (a synonym reload), a SIGHUP must not kill us.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Until the app installs its SIGHUP handler (a synonym reload), a SIGHUP must not kill us:
+    # blocked, not ignored, so one sent meanwhile waits and is handled then (proxy.app). A
+    # supervised worker starts with it blocked already (supervise: _spawn_worker).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     uvloop.run(_serve(settings, host, port, reuse_port=reuse_port))
 
 
@@ -216,7 +218,20 @@ def supervise(
                 child.send_signal(signal.SIGHUP)
 
     signal.signal(signal.SIGHUP, reload)
-    children.extend(subprocess.Popen(command, env=env) for _ in range(workers))
+
+    def _spawn_worker() -> subprocess.Popen[bytes]:
+        # The worker starts with SIGHUP blocked (a signal mask survives fork and exec): one
+        # forwarded while it is still importing waits until its handler is in place. Ignored only
+        # from its own first line, a worker still starting was killed by a reload's SIGHUP, and
+        # its replacement, started after the synonym file had been broken, could not start at
+        # all (tests/test_relevance_synonyms.py, on a busy CI machine).
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            return subprocess.Popen(command, env=env)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
+
+    children.extend(_spawn_worker() for _ in range(workers))
     log.info("proxy supervisor: %d workers on %s:%d", workers, host, port)
     if listener is not None:
         listener.start()
@@ -233,7 +248,7 @@ def supervise(
                     except (OSError, RuntimeError, ValueError):
                         log.exception("could not archive the metrics of proxy worker %d", child.pid)
                     time.sleep(1.0)  # a worker that dies at start must not spin the CPU
-                    children[i] = subprocess.Popen(command, env=env)
+                    children[i] = _spawn_worker()
             time.sleep(0.2)
     finally:
         stop_processes(children, 30)  # each worker shuts down gracefully, or is killed

@@ -120,3 +120,41 @@ async def test_an_edited_synonym_file_takes_effect_on_sighup_without_reindex(
     finally:
         stop_process(proc, 30)
     assert proc.returncode == 0
+
+
+async def test_a_reload_signal_while_workers_start_kills_none_and_still_reloads(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, tmp_path: Path
+) -> None:
+    """SIGHUPs from the moment the supervisor has spawned its workers, while they import: before
+    the fix a worker still starting died of one (status -1) and was restarted; a restart after the
+    synonym file broke could not start at all (the crash loop one CI run showed)."""
+    synonyms = tmp_path / "synonyms.txt"
+    shutil.copyfile(DEFAULT_SYNONYMS_PATH, synonyms)
+    env = proxy_env(search_catalog, stack_urls, SYNONYMS_PATH=str(synonyms), LOG_LEVEL="info")
+    proc, url = spawn_proxy(env, workers=2)
+    try:
+        stderr = _stderr_lines(proc)
+        read: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any("proxy supervisor:" in line for line in read):  # its handler is in place
+            assert time.monotonic() < deadline and proc.poll() is None, read
+            try:
+                read.append(stderr.get_nowait())
+            except queue.Empty:
+                await asyncio.sleep(0.01)
+        # The file changes now, while the workers import: the SIGHUPs must reach them all.
+        synonyms.write_text(synonyms.read_text() + f"\n{NEW_WORD}, snorlax\n")
+        for _ in range(40):  # two seconds of reload signals, from the workers' first instants
+            proc.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.05)
+        await wait_healthy(url, proc)
+        await _until(_finds_snorlax, url, NEW_WORD, consecutive=8)
+    finally:
+        stop_process(proc, 30)
+    while True:
+        try:
+            read.append(stderr.get_nowait())
+        except queue.Empty:
+            break
+    assert not [line for line in read if "exited with status" in line], read
+    assert proc.returncode == 0
