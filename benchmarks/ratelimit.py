@@ -53,7 +53,7 @@ import redis
 from benchmarks.kit import profiling
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.cluster import on_cluster, redis_cluster
-from benchmarks.kit.processes import HOT_URL, pinning_cpus, start_hot_proxy
+from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pinning_cpus, start_hot_proxy
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import metric, scrape
 from benchmarks.kit.wrk import WrkRun, run_wrk
@@ -114,8 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-# A bucket too large to run dry: every answer is a 200.
-BIG_BUCKET = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
 # The failover's: below LEASE_MIN_CAPACITY, so every decision is made in Redis (a lease of the big
 # bucket lasts 10 s and outlasted the failover: the limiter never asked Redis, the figure was nan),
 # and refilled every millisecond, so it never runs dry either.

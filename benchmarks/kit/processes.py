@@ -21,6 +21,8 @@ from devstack.servers import child_setup, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 HOT_URL = "/api/search?q=wand"  # the one cached search the wrk benches hammer
+# The limiter on, with a bucket too large to run dry: every answer is a 200, every decision taken.
+BIG_BUCKET = {"RATE_LIMIT_ENABLED": "true", "RATE_LIMIT_MAX": "1000000000", "RATE_LIMIT_TTL": "1000"}
 PROXY_STOP_S = 40.0  # a proxy's supervisor waits up to 30 s for its workers before it exits
 
 
