@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.kit.processes import interrupt_on_sigterm, pinning_cpus
-from benchmarks.kit.results import busy, verdict_of
+from benchmarks.kit.processes import cores_used_outside, interrupt_on_sigterm, pinning_cpus
+from benchmarks.kit.results import OUTSIDE_CORES_MAX, busy, verdict_of
 from catalog.processes import stop_process
 from devstack.stack import DevStack
 
@@ -138,6 +138,7 @@ class Outcome:
     plots: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     tables: list[dict[str, Any]] = field(default_factory=list)
+    outside_cores: float | None = None  # CPU other programs used as it began (kit.processes)
     log: str = ""  # the scratch log, relative to the report
     tail: list[str] = field(default_factory=list)  # the output's last lines when it failed
 
@@ -374,8 +375,9 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str], outcomes: Seq
     was_busy = bool(report.get("busy"))
     if was_busy:
         lines.append(
-            "**The machine was busy** (a 1-minute load average above its usable cores at the start or "
-            "the end): **no goal is claimed from this run**. A goal below reads *would be met* where "
+            "**The machine was busy** (a 1-minute load average above its usable cores at the start, or "
+            f"programs outside the run using more than {OUTSIDE_CORES_MAX} cores as a bench began): "
+            "**no goal is claimed from this run**. A goal below reads *would be met* where "
             "the figure reached it; run `make bench` alone on a quiet machine to claim it."
         )
         lines.append("")
@@ -400,6 +402,8 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str], outcomes: Seq
     for outcome in outcomes:
         lines += ["", f"## {outcome.name}: {outcome.what}", ""]
         lines.append(f"`{outcome.command}` — **{outcome.status}**, {outcome.seconds:.0f} s.")
+        if outcome.outside_cores is not None:
+            lines.append(f"Programs outside the run used {outcome.outside_cores:.2f} cores as it began.")
         if outcome.meta:
             lines += ["", *(f"- {k}: {_cell(str(v))}" for k, v in outcome.meta.items())]
         if outcome.figures:
@@ -487,7 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("machine: " + "; ".join(f"{k} {v}" for k, v in facts.items()), flush=True)
         for bench in chosen:
             extra = ["--database-url", urls.database_url] if bench.name == "seed" else []
+            # What other programs take from the machine now, before this bench adds its own load.
+            outside = cores_used_outside(os.getpid())
+            print(f"programs outside this run used {outside:.2f} cores as {bench.name} began", flush=True)
             outcomes.append(run_bench(bench, args.quick, env, scratch, extra))
+            outcomes[-1].outside_cores = round(outside, 3)
     finally:
         stack.close()
     report = {
@@ -499,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f" BENCH_ARGS=--only={args.only}" * bool(args.only)),
         "minutes": (time.monotonic() - started) / 60,
         "machine": facts | {"load average at the end": ", ".join(f"{x:.2f}" for x in os.getloadavg())},
-        "busy": busy((load_at_start, os.getloadavg()[0]), len(os.sched_getaffinity(0))),
+        "busy": busy((load_at_start,), len(os.sched_getaffinity(0)), [o.outside_cores or 0.0 for o in outcomes]),
         "pinning": pinning,
         "benches": [
             {k: v for k, v in asdict(o).items() if k != "plots"} | {"plots": [p["file"] for p in o.plots]}

@@ -4,10 +4,14 @@ rule for a busy machine. Pure, no servers."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import time
 
 import pytest
 
 from benchmarks.kit.percentile import percentile
+from benchmarks.kit.processes import cores_used_outside
 from benchmarks.kit.profiling import OTHER, summarise
 from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
 from benchmarks.kit.streams import lag_recovery
@@ -54,8 +58,13 @@ def test_a_generator_is_read_once() -> None:
 def test_a_load_average_above_the_cores_is_a_busy_machine() -> None:
     assert busy((0.4, 1.9), cores=2) is False
     assert busy((2.0, 0.1), cores=2) is False  # at the core count: every core in use, none queued
-    assert busy((0.5, 2.01), cores=2) is True  # at the end counts as much as at the start
+    assert busy((0.5, 2.01), cores=2) is True
     assert busy((), cores=2) is False
+
+
+def test_other_programs_cpu_as_a_bench_begins_makes_a_busy_machine_whatever_the_load_average() -> None:
+    assert busy((0.3,), cores=2, outside_cores=[0.1, 0.5]) is False
+    assert busy((0.3,), cores=2, outside_cores=[0.1, 0.51]) is True
 
 
 def test_a_busy_run_claims_no_goal_it_reached_and_still_reports_a_miss() -> None:
@@ -107,3 +116,19 @@ def test_lag_recovery_reads_the_lag_around_a_kill() -> None:
     }
     assert lag_recovery(samples[:4], killed=2.0)["lag_back_under_5s_after_s"] is None  # never came back
     assert lag_recovery([(0.0, 1.0), (3.0, 0.0)], killed=2.0)["lag_back_under_5s_after_s"] == 0.0
+
+
+def test_cpu_outside_a_process_tree_is_counted_and_inside_it_is_not() -> None:
+    """Real processes: a CPU burner beside a sleeper is outside the sleeper's tree, not the burner's."""
+    burn = [sys.executable, "-c", "import time\nend = time.monotonic() + 4\nwhile time.monotonic() < end: pass"]
+    burner = subprocess.Popen(burn)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"])
+    try:
+        time.sleep(0.5)  # the burner is past its start-up
+        # The burner counts outside the sleeper's tree and not outside its own; whatever else the
+        # machine runs counts in both.
+        assert cores_used_outside(sleeper.pid, 1.0) - cores_used_outside(burner.pid, 1.0) > 0.5
+    finally:
+        for proc in (burner, sleeper):
+            proc.kill()
+            proc.wait()

@@ -98,3 +98,41 @@ def start_hot_proxy(env: dict[str, str], cpu: int | None, children: list[subproc
         with urllib.request.urlopen(base + HOT_URL, timeout=10) as response:
             response.read()
     return base
+
+
+def _cpu_ticks_by_process() -> dict[int, tuple[int, int]]:
+    """Every process's (parent, user + system clock ticks so far), from /proc."""
+    found: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        found[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return found
+
+
+def _tree(root: int, processes: dict[int, tuple[int, int]]) -> set[int]:
+    members, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, (parent, _) in processes.items():
+            if parent in members and pid not in members:
+                members.add(pid)
+                grew = True
+    return members
+
+
+def cores_used_outside(root: int, seconds: float = 1.0) -> float:
+    """Cores that processes outside ``root``'s tree (a run: its benches, servers and load
+    generators) used over the next ``seconds``: other people's load, which the load average
+    cannot tell from ours. Linux only (/proc)."""
+    before = _cpu_ticks_by_process()
+    time.sleep(seconds)
+    after = _cpu_ticks_by_process()
+    ours = _tree(root, after) | _tree(root, before)
+    ticks = sum(used - before.get(pid, (0, 0))[1] for pid, (_, used) in after.items() if pid not in ours)
+    return ticks / os.sysconf("SC_CLK_TCK") / seconds
