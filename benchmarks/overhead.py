@@ -149,15 +149,16 @@ async def _timed(session: aiohttp.ClientSession, method: str, url: str, **kwargs
     return (time.perf_counter() - started) * 1000
 
 
-async def _timed_hit(session: aiohttp.ClientSession, url: str, params: list[tuple[str, str]]) -> float:
-    """A request to the cached proxy: its time, or NaN when it was not a cache HIT."""
+async def _timed_as(session: aiohttp.ClientSession, url: str, params: list[tuple[str, str]], cache: str) -> float:
+    """A request to a cached proxy: its time, or NaN unless it was answered with ``X-Cache:
+    <cache>`` (HIT: from the cache; MISS: through the cache's miss path, from the engine)."""
     started = time.perf_counter()
     async with session.get(url, params=params) as response:
         await response.read()
         if response.status != 200:
             raise RuntimeError(f"GET {url}: {response.status}")
-        hit = response.headers.get("X-Cache") == "HIT"
-    return (time.perf_counter() - started) * 1000 if hit else float("nan")
+        answered_as = response.headers.get("X-Cache")
+    return (time.perf_counter() - started) * 1000 if answered_as == cache else float("nan")
 
 
 async def measure(
@@ -189,7 +190,7 @@ async def measure(
                     ("proxy", partial(_timed, session, "GET", proxy_url + path, params=params)),
                 ]
                 if hit_url:
-                    pair.append(("hit", partial(_timed_hit, session, hit_url + path, params)))
+                    pair.append(("hit", partial(_timed_as, session, hit_url + path, params, "HIT")))
                 if round_no % 2:
                     pair.reverse()
                 for name, call in pair:
@@ -204,18 +205,6 @@ async def measure(
         for kind in ("search", "suggestions"):
             samples[f"{kind} hit"] = [h for h, k in zip(hits, kinds, strict=True) if k == kind and h == h]
     return samples
-
-
-async def _timed_miss(session: aiohttp.ClientSession, url: str, params: list[tuple[str, str]]) -> float:
-    """A request the cached proxy has never seen: its time, or NaN unless it was answered as a MISS
-    (from the engine, through the cache's miss path)."""
-    started = time.perf_counter()
-    async with session.get(url, params=params) as response:
-        await response.read()
-        if response.status != 200:
-            raise RuntimeError(f"GET {url}: {response.status}")
-        missed = response.headers.get("X-Cache") == "MISS"
-    return (time.perf_counter() - started) * 1000 if missed else float("nan")
 
 
 async def measure_misses(engine_url: str, alias: str, proxies: dict[str, str], rounds: int) -> dict[str, list[float]]:
@@ -233,7 +222,8 @@ async def measure_misses(engine_url: str, alias: str, proxies: dict[str, str], r
                 calls: list[tuple[str, Callable[[], Awaitable[float]]]] = [
                     ("direct", partial(_timed, session, "POST", search_url, data=body, headers=headers))
                 ]
-                calls += [(label, partial(_timed_miss, session, url + path, params)) for label, url in proxies.items()]
+                for label, url in proxies.items():
+                    calls.append((label, partial(_timed_as, session, url + path, params, "MISS")))
                 shift = (round_no + n) % len(calls)
                 timings = [(label, await call()) for label, call in calls[shift:] + calls[:shift]]
                 if round_no >= 2:

@@ -70,14 +70,14 @@ def _stderr_lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
     return lines
 
 
-async def _refusals_logged(lines: queue.Queue[str], workers: int, timeout: float = 30) -> None:
-    """Wait until each worker has logged that it refused the broken file."""
+async def _logged(lines: queue.Queue[str], text: str, times: int, read: list[str], timeout: float = 30) -> None:
+    """Wait until the proxy's stderr has shown ``text`` ``times`` times; every line read is kept
+    in ``read`` (for the caller, and for the failure's message)."""
     deadline = time.monotonic() + timeout
     seen = 0
-    read: list[str] = []  # what the proxy logged meanwhile, for the failure's message
-    while seen < workers:
+    while seen < times:
         remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{seen} of {workers} workers logged refusing the broken synonym file: {read[-20:]}"
+        assert remaining > 0, f"{seen} of {times} times {text!r} logged within {timeout} s: {read[-20:]}"
         try:
             # Polled, not read in asyncio's default executor: its few threads are shared by the
             # whole session, and this wait failed only in full runs (never alone).
@@ -88,7 +88,16 @@ async def _refusals_logged(lines: queue.Queue[str], workers: int, timeout: float
         assert line, f"the proxy exited: {read[-20:]}"
         read.append(line.rstrip())
         # Both workers log at the same moment into one pipe: two records can share a read line.
-        seen += line.count("synonyms NOT reloaded")
+        seen += line.count(text)
+
+
+def _drain(lines: queue.Queue[str], read: list[str]) -> None:
+    """Add to ``read`` what the proxy has logged and nobody has read yet."""
+    while True:
+        try:
+            read.append(lines.get_nowait().rstrip())
+        except queue.Empty:
+            return
 
 
 async def test_an_edited_synonym_file_takes_effect_on_sighup_without_reindex(
@@ -110,7 +119,7 @@ async def test_an_edited_synonym_file_takes_effect_on_sighup_without_reindex(
         # A file that does not parse is refused: the synonyms in use stay, and so does the proxy.
         synonyms.write_text(synonyms.read_text() + "this line has no comma\n")
         proc.send_signal(signal.SIGHUP)
-        await _refusals_logged(stderr, workers=2)
+        await _logged(stderr, "synonyms NOT reloaded", 2, [])  # each worker refused it
         assert proc.poll() is None
         for _ in range(6):
             assert _finds_snorlax(await _search(url, NEW_WORD))
@@ -135,13 +144,7 @@ async def test_a_reload_signal_while_workers_start_kills_none_and_still_reloads(
     try:
         stderr = _stderr_lines(proc)
         read: list[str] = []
-        deadline = time.monotonic() + 30
-        while not any("proxy supervisor:" in line for line in read):  # its handler is in place
-            assert time.monotonic() < deadline and proc.poll() is None, read
-            try:
-                read.append(stderr.get_nowait())
-            except queue.Empty:
-                await asyncio.sleep(0.01)
+        await _logged(stderr, "proxy supervisor:", 1, read)  # its SIGHUP handler is in place
         # The file changes now, while the workers import: the SIGHUPs must reach them all.
         synonyms.write_text(synonyms.read_text() + f"\n{NEW_WORD}, snorlax\n")
         for _ in range(40):  # two seconds of reload signals, from the workers' first instants
@@ -151,10 +154,6 @@ async def test_a_reload_signal_while_workers_start_kills_none_and_still_reloads(
         await _until(_finds_snorlax, url, NEW_WORD, consecutive=8)
     finally:
         stop_process(proc, 30)
-    while True:
-        try:
-            read.append(stderr.get_nowait())
-        except queue.Empty:
-            break
+    _drain(stderr, read)
     assert not [line for line in read if "exited with status" in line], read
     assert proc.returncode == 0
