@@ -22,6 +22,7 @@ import asyncpg
 from aiohttp import web
 from elasticsearch import AsyncElasticsearch
 
+from devstack.catalogs import scratch_indexer_settings
 from devstack.stack import StackUrls
 from indexer.metrics import IndexerMetrics
 from indexer.service import run_indexer
@@ -33,21 +34,10 @@ T = TypeVar("T")
 def indexer_settings(
     stack_urls: StackUrls, database_url: str, alias: str, redis_prefix: str, **overrides: Any
 ) -> IndexerSettings:
-    base = IndexerSettings(
-        database_url=database_url,
-        redis_url=stack_urls.redis_url,
-        redis_cluster=stack_urls.redis_cluster,
-        redis_key_prefix=redis_prefix,
-        elasticsearch_node=stack_urls.elasticsearch_node,
-        search_index=alias,
-        metrics_port=0,
-        index_replicas=0,
-        linger_ms=20,
-        keepalive_s=1.0,
-        bulk_timeout_s=5.0,
-        prune_interval_s=0.5,
-    )
-    return replace(base, **overrides)
+    # A scratch catalog's settings (as the benches' and the load runner's), with a test's short waits.
+    base = scratch_indexer_settings(stack_urls, database_url, alias, redis_prefix)
+    waits: dict[str, Any] = {"linger_ms": 20, "keepalive_s": 1.0, "bulk_timeout_s": 5.0, "prune_interval_s": 0.5}
+    return replace(base, **(waits | overrides))
 
 
 def settings_env(settings: IndexerSettings) -> dict[str, str]:
