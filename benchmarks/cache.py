@@ -13,8 +13,10 @@ catalog and indexes it behind a fresh alias (a real reindex), then measures, in 
    a bare aiohttp ``web.Application`` with one GET handler returning the same bytes, and aiohttp's
    low-level ``web.Server`` returning them — each one process on uvloop. Where two CPUs are
    available, the server runs pinned to one and wrk to the other (``taskset``). Prints req/s per
-   round, medians, and the ratios proxy / bare app (goal ≥ 0.85) and proxy / low-level server;
-   checks afterwards that the proxy answered HITs (``X-Cache`` and its metrics). Then, unless
+   round, medians, and the ratios proxy / bare app (goal ≥ 0.85) and proxy / low-level server,
+   and, read from /proc around each run, each server's CPU µs per answer, the share of its core
+   it kept busy and the hypervisor's steal on that core (a server held back, not costlier, shows
+   a busy share under 1); checks afterwards that the proxy answered HITs (``X-Cache`` and its metrics). Then, unless
    ``--no-profile``, one more wrk run each on the proxy and the bare app under py-spy
    (``benchmarks.kit.profiling``): busy microseconds per request by part (the proxy's own code,
    aiohttp, socket writes, the event loop, metrics) and the proxy's top functions — where the
@@ -94,6 +96,8 @@ from benchmarks.kit.processes import (
     pinning_cpus,
     spawn,
     start_hot_proxy,
+    steal_seconds,
+    tree_cpu_seconds,
     wait_answering,
 )
 from benchmarks.kit.profiling import record
@@ -165,6 +169,16 @@ def serve_fixed(body_path: Path, port: int, kind: str) -> None:
 
 
 # --- 1. cache-hit throughput --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoundCost:
+    """What one wrk run cost the server under test: CPU µs per answer, the share of a core it used
+    (1.0: it was the bottleneck), and the share the hypervisor stole from its core."""
+
+    cpu_us: float
+    busy: float
+    steal: float
 
 
 def phase_throughput(
@@ -245,14 +259,27 @@ def phase_throughput(
         before = scrape_sync(proxy_base)
         runs: dict[str, list[WrkRun]] = {label: [] for label in targets}
         labels = list(targets)
+        processes = dict(zip(labels, mine, strict=True))  # spawned in the order of the labels
+        # Each round's CPU: two runs of this bench on the same idle machine gave 0.99 and 0.80 with
+        # nothing changed; a server's CPU per answer and how busy it kept its core tell a costlier
+        # server from one that was held back (by the hypervisor's steal, or by wrk).
+        costs: dict[str, list[RoundCost]] = {label: [] for label in targets}
         for round_no in range(args.rounds):
             shift = round_no % len(labels)
             for label in labels[shift:] + labels[:shift]:  # a different order each round
-                runs[label].append(run_wrk(targets[label], args.seconds, wrk_cpu))
+                pid = processes[label].pid
+                cpu, stolen, started = tree_cpu_seconds(pid), steal_seconds(server_cpu), time.monotonic()
+                run = run_wrk(targets[label], args.seconds, wrk_cpu)
+                wall, used = time.monotonic() - started, tree_cpu_seconds(pid) - cpu
+                runs[label].append(run)
+                costs[label].append(
+                    RoundCost(
+                        used / max(run.requests, 1) * 1e6, used / wall, (steal_seconds(server_cpu) - stolen) / wall
+                    )
+                )
         after = scrape_sync(proxy_base)
         last_cache = get(proxy_base + HOT_URL)[1]
         if args.profile:
-            processes = dict(zip(labels, mine, strict=True))  # spawned in the order of the labels
             profile_hits(targets, processes, args, wrk_cpu, results)
     finally:
         body_path.unlink(missing_ok=True)
@@ -271,6 +298,15 @@ def phase_throughput(
         for r in runs[label]:
             if r.problems:
                 print(f"   {label}: {r.problems}")
+    cpu_per_answer = {label: statistics.median(c.cpu_us for c in costs[label]) for label in labels}
+    for label in labels:
+        print(
+            f"{label:<30} CPU {cpu_per_answer[label]:.1f} us per answer, its core busy "
+            + ", ".join(f"{c.busy:.2f}" for c in costs[label])
+            + ", steal "
+            + ", ".join(f"{c.steal:.2f}" for c in costs[label])
+            + " per round"
+        )
     proxy_label, app_label, low_label = labels
     ratio = medians[proxy_label] / medians[app_label]
     per_round = [p.rps / a.rps for p, a in zip(runs[proxy_label], runs[app_label], strict=True)]
@@ -308,6 +344,18 @@ def phase_throughput(
             met=ratio >= THROUGHPUT_GOAL,
             notes=f"per round {', '.join(f'{x:.2f}' for x in per_round)}; p99 {p99_of(proxy_label):.2f} ms "
             f"(bare app {p99_of(app_label):.2f})",
+        )
+        proxy_cost, app_cost = costs[proxy_label], costs[app_label]
+        results.add(
+            "CPU per cache hit, proxy (1 worker, supervisor included)",
+            cpu_per_answer[proxy_label],
+            "µs",
+            baseline=cpu_per_answer[app_label],
+            baseline_label="bare aiohttp web.Application, same rounds",
+            notes="the throughput ratio's cause, read from /proc: share of its core each server kept busy "
+            f"per round, proxy {', '.join(f'{c.busy:.2f}' for c in proxy_cost)}, bare app "
+            f"{', '.join(f'{c.busy:.2f}' for c in app_cost)}; steal on that core "
+            f"{max(c.steal for c in proxy_cost + app_cost):.2f} at most",
         )
         results.add(
             "cache-hit throughput against aiohttp's low-level web.Server",

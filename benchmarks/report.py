@@ -492,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for bench in chosen:
             extra = ["--database-url", urls.database_url] if bench.name == "seed" else []
             # What other programs take from the machine now, before this bench adds its own load.
-            outside = cores_used_outside(os.getpid())
+            (outside,) = cores_used_outside(os.getpid())
             print(f"programs outside this run used {outside:.2f} cores as {bench.name} began", flush=True)
             outcomes.append(run_bench(bench, args.quick, env, scratch, extra))
             outcomes[-1].outside_cores = round(outside, 3)

@@ -4,6 +4,8 @@ rule for a busy machine. Pure, no servers."""
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +13,7 @@ import time
 import pytest
 
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import cores_used_outside
+from benchmarks.kit.processes import cores_used_outside, steal_seconds, tree_cpu_seconds
 from benchmarks.kit.profiling import OTHER, summarise
 from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
 from benchmarks.kit.streams import lag_recovery
@@ -125,10 +127,39 @@ def test_cpu_outside_a_process_tree_is_counted_and_inside_it_is_not() -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(4)"])
     try:
         time.sleep(0.5)  # the burner is past its start-up
-        # The burner counts outside the sleeper's tree and not outside its own; whatever else the
-        # machine runs counts in both.
-        assert cores_used_outside(sleeper.pid, 1.0) - cores_used_outside(burner.pid, 1.0) > 0.5
+        # Read over one window, whatever else the machine runs counts for both roots alike: what
+        # is outside the sleeper's tree and not outside the burner's is the burner, busy however
+        # little of a shared core it gets (two windows apart, other programs' load on a busy CI
+        # box moved by more than the burner's share).
+        burned = tree_cpu_seconds(burner.pid)
+        outside_sleeper, outside_burner = cores_used_outside(sleeper.pid, burner.pid, seconds=1.0)
+        burned = tree_cpu_seconds(burner.pid) - burned
+        # ``burned`` spans the window and the /proc scans around it: a little more than inside it.
+        assert burned - 0.15 <= outside_sleeper - outside_burner <= burned + 0.02
+        assert outside_sleeper - outside_burner > 0.05
     finally:
         for proc in (burner, sleeper):
             proc.kill()
             proc.wait()
+
+
+def test_a_servers_cpu_counts_its_children_and_steal_is_read_per_core() -> None:
+    """Real processes: a parent that only waits, with a child that burns a second of CPU and
+    then sleeps; the tree's CPU holds the child's second, the parent's own ticks do not."""
+    child = "import time\nwhile time.process_time() < 1.0: pass\ntime.sleep(30)"
+    spawn_child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    parent = subprocess.Popen([sys.executable, "-c", spawn_child], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while tree_cpu_seconds(parent.pid) < 0.9:
+            assert time.monotonic() < deadline, "the child's CPU never showed in its parent's tree"
+            time.sleep(0.1)
+        with open(f"/proc/{parent.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        assert (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") < 0.5
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the child too
+        parent.wait()
+    assert 0 <= steal_seconds(0) <= steal_seconds()
+    with pytest.raises(ValueError, match="cpu99999"):
+        steal_seconds(99999)

@@ -126,13 +126,38 @@ def _tree(root: int, processes: dict[int, tuple[int, int]]) -> set[int]:
     return members
 
 
-def cores_used_outside(root: int, seconds: float = 1.0) -> float:
-    """Cores that processes outside ``root``'s tree (a run: its benches, servers and load
-    generators) used over the next ``seconds``: other people's load, which the load average
-    cannot tell from ours. Linux only (/proc)."""
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and its living descendants: a server's
+    cost, read around a measured run (a proxy's supervisor and its worker are one tree). Linux
+    only (/proc)."""
+    processes = _cpu_ticks_by_process()
+    return sum(processes[pid][1] for pid in _tree(root, processes) if pid in processes) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_seconds(cpu: int | None = None) -> float:
+    """CPU seconds the hypervisor has taken so far from ``cpu`` (every core when None): ``steal``
+    in /proc/stat, time a run could not use however idle the machine looked."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    with open("/proc/stat") as stat:
+        for line in stat:
+            fields = line.split()  # cpuN user nice system idle iowait irq softirq steal ...
+            if fields and fields[0] == name:
+                return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+    raise ValueError(f"/proc/stat has no line for {name}")
+
+
+def cores_used_outside(*roots: int, seconds: float = 1.0) -> list[float]:
+    """For each of ``roots``: the cores that processes outside its tree (a run: its benches,
+    servers and load generators) used over the next ``seconds``, all read over the same window:
+    other people's load, which the load average cannot tell from ours. Linux only (/proc)."""
     before = _cpu_ticks_by_process()
     time.sleep(seconds)
     after = _cpu_ticks_by_process()
-    ours = _tree(root, after) | _tree(root, before)
-    ticks = sum(used - before.get(pid, (0, 0))[1] for pid, (_, used) in after.items() if pid not in ours)
-    return ticks / os.sysconf("SC_CLK_TCK") / seconds
+    used = {pid: ticks - before.get(pid, (0, 0))[1] for pid, (_, ticks) in after.items()}
+    outside = []
+    for root in roots:
+        ours = _tree(root, after) | _tree(root, before)
+        outside.append(
+            sum(ticks for pid, ticks in used.items() if pid not in ours) / os.sysconf("SC_CLK_TCK") / seconds
+        )
+    return outside
