@@ -15,8 +15,9 @@ catalog and indexes it behind a fresh alias (a real reindex), then measures, in 
    available, the server runs pinned to one and wrk to the other (``taskset``). Prints req/s per
    round, medians, and the ratios proxy / bare app (goal ≥ 0.85) and proxy / low-level server,
    and, read from /proc around each run, each server's CPU µs per answer, the share of its core
-   it kept busy and the hypervisor's steal on that core (a server held back, not costlier, shows
-   a busy share under 1); checks afterwards that the proxy answered HITs (``X-Cache`` and its metrics). Then, unless
+   it kept busy, and what other programs and the hypervisor's steal took of that core (a server
+   held back, not costlier, shows a busy share under 1); checks afterwards that the proxy
+   answered HITs (``X-Cache`` and its metrics). Then, unless
    ``--no-profile``, one more wrk run each on the proxy and the bare app under py-spy
    (``benchmarks.kit.profiling``): busy microseconds per request by part (the proxy's own code,
    aiohttp, socket writes, the event loop, metrics) and the proxy's top functions — where the
@@ -92,11 +93,11 @@ from benchmarks.kit.processes import (
     HOT_URL,
     PROXY_STOP_S,
     await_proxy,
+    core_times,
     interrupt_on_sigterm,
     pinning_cpus,
     spawn,
     start_hot_proxy,
-    steal_seconds,
     tree_cpu_seconds,
     wait_answering,
 )
@@ -173,11 +174,13 @@ def serve_fixed(body_path: Path, port: int, kind: str) -> None:
 
 @dataclass(frozen=True)
 class RoundCost:
-    """What one wrk run cost the server under test: CPU µs per answer, the share of a core it used
-    (1.0: it was the bottleneck), and the share the hypervisor stole from its core."""
+    """What one wrk run cost the server under test: CPU µs per answer, the share of its core it
+    used (1.0: it was the bottleneck), the share other programs used on that core (when the server
+    is pinned: the engine, Redis, the bench itself) and the share the hypervisor stole from it."""
 
     cpu_us: float
     busy: float
+    others: float
     steal: float
 
 
@@ -268,13 +271,16 @@ def phase_throughput(
             shift = round_no % len(labels)
             for label in labels[shift:] + labels[:shift]:  # a different order each round
                 pid = processes[label].pid
-                cpu, stolen, started = tree_cpu_seconds(pid), steal_seconds(server_cpu), time.monotonic()
+                cpu, core, started = tree_cpu_seconds(pid), core_times(server_cpu), time.monotonic()
                 run = run_wrk(targets[label], args.seconds, wrk_cpu)
-                wall, used = time.monotonic() - started, tree_cpu_seconds(pid) - cpu
+                wall, used, core_after = time.monotonic() - started, tree_cpu_seconds(pid) - cpu, core_times(server_cpu)
                 runs[label].append(run)
                 costs[label].append(
                     RoundCost(
-                        used / max(run.requests, 1) * 1e6, used / wall, (steal_seconds(server_cpu) - stolen) / wall
+                        used / max(run.requests, 1) * 1e6,
+                        used / wall,
+                        max(0.0, core_after.busy - core.busy - used) / wall,
+                        (core_after.steal - core.steal) / wall,
                     )
                 )
         after = scrape_sync(proxy_base)
@@ -303,6 +309,8 @@ def phase_throughput(
         print(
             f"{label:<30} CPU {cpu_per_answer[label]:.1f} us per answer, its core busy "
             + ", ".join(f"{c.busy:.2f}" for c in costs[label])
+            + ", others on it "
+            + ", ".join(f"{c.others:.2f}" for c in costs[label])
             + ", steal "
             + ", ".join(f"{c.steal:.2f}" for c in costs[label])
             + " per round"
@@ -354,7 +362,8 @@ def phase_throughput(
             baseline_label="bare aiohttp web.Application, same rounds",
             notes="the throughput ratio's cause, read from /proc: share of its core each server kept busy "
             f"per round, proxy {', '.join(f'{c.busy:.2f}' for c in proxy_cost)}, bare app "
-            f"{', '.join(f'{c.busy:.2f}' for c in app_cost)}; steal on that core "
+            f"{', '.join(f'{c.busy:.2f}' for c in app_cost)}; other programs on that core "
+            f"{max(c.others for c in proxy_cost + app_cost):.2f} at most, steal "
             f"{max(c.steal for c in proxy_cost + app_cost):.2f} at most",
         )
         results.add(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -134,15 +135,26 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(processes[pid][1] for pid in _tree(root, processes) if pid in processes) / os.sysconf("SC_CLK_TCK")
 
 
-def steal_seconds(cpu: int | None = None) -> float:
-    """CPU seconds the hypervisor has taken so far from ``cpu`` (every core when None): ``steal``
-    in /proc/stat, time a run could not use however idle the machine looked."""
+@dataclass(frozen=True)
+class CoreTimes:
+    """One core's CPU seconds so far, from /proc/stat: ``busy`` (user, nice, system, irq,
+    softirq) and ``steal`` (taken by the hypervisor: time a run could not use, however idle the
+    machine looked)."""
+
+    busy: float
+    steal: float
+
+
+def core_times(cpu: int | None = None) -> CoreTimes:
+    """``cpu``'s times so far (every core's, summed, when None)."""
     name = "cpu" if cpu is None else f"cpu{cpu}"
     with open("/proc/stat") as stat:
         for line in stat:
             fields = line.split()  # cpuN user nice system idle iowait irq softirq steal ...
             if fields and fields[0] == name:
-                return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+                ticks = [int(f) for f in fields[1:9]]
+                hz = os.sysconf("SC_CLK_TCK")
+                return CoreTimes((ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / hz, ticks[7] / hz)
     raise ValueError(f"/proc/stat has no line for {name}")
 
 
