@@ -3,7 +3,8 @@
 Each worker is a full aiohttp server on uvloop bound with ``SO_REUSEPORT``, so the kernel
 spreads connections across them, with the cache's fast path (``proxy.fastpath``) in front of
 its application. The supervisor starts the workers, restarts one that crashes (after
-folding its metric files into the archive, ``proxy.metrics.archive_dead_worker``),
+folding its metric files into the archive, ``proxy.metrics.archive_dead_worker``; later each
+time it dies young again, ``proxy.restarts``),
 passes SIGHUP on to each (a worker then reloads its search synonyms), and on SIGTERM/SIGINT
 asks each to stop: a worker stops accepting, lets in-flight requests
 finish (bounded by ``shutdown_timeout_s``), then closes its pools.
@@ -48,6 +49,7 @@ from proxy.errors import ProxyError
 from proxy.fastpath import install as install_fast_path
 from proxy.http_caching import NO_STORE
 from proxy.metrics import CONTENT_TYPE, archive_dead_worker, multiprocess_exposition
+from proxy.restarts import RestartBackoff
 from proxy.settings import ProxySettings
 
 log = logging.getLogger("hos_search.proxy")
@@ -209,12 +211,15 @@ def supervise(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    children: list[subprocess.Popen[bytes]] = []
+    # One slot per worker: its process (None while a restart waits) and when to start the next.
+    children: list[subprocess.Popen[bytes] | None] = []
+    backoffs = [RestartBackoff() for _ in range(workers)]
+    due = [0.0] * workers
 
     def reload(signum: int, frame: object) -> None:
         # SIGHUP reloads the search synonyms: every worker re-reads the file (proxy.app).
         for child in children:
-            if child.poll() is None:
+            if child is not None and child.poll() is None:
                 child.send_signal(signal.SIGHUP)
 
     signal.signal(signal.SIGHUP, reload)
@@ -231,7 +236,10 @@ def supervise(
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
 
+    started = time.monotonic()
     children.extend(_spawn_worker() for _ in range(workers))
+    for backoff in backoffs:
+        backoff.started(started)
     log.info("proxy supervisor: %d workers on %s:%d", workers, host, port)
     if listener is not None:
         listener.start()
@@ -239,19 +247,28 @@ def supervise(
     try:
         while not stopping:
             for i, child in enumerate(children):
+                now = time.monotonic()
+                if child is None:
+                    if now >= due[i] and not stopping:
+                        children[i] = _spawn_worker()
+                        backoffs[i].started(now)
+                    continue
                 code = child.poll()
                 if code is not None and not stopping:
-                    log.error("proxy worker %d exited with status %s; restarting it", child.pid, code)
+                    # Doubling while it keeps dying young (proxy.restarts): a worker that cannot
+                    # start was restarted every second, for as long as nobody looked.
+                    delay = backoffs[i].exited(now)
+                    log.error("proxy worker %d exited with status %s; restarting it in %.0f s", child.pid, code, delay)
                     try:
                         # Its counters stay in the totals; its files would slow every scrape.
                         archive_dead_worker(metrics_dir, child.pid)
                     except (OSError, RuntimeError, ValueError):
                         log.exception("could not archive the metrics of proxy worker %d", child.pid)
-                    time.sleep(1.0)  # a worker that dies at start must not spin the CPU
-                    children[i] = _spawn_worker()
+                    children[i], due[i] = None, now + delay
             time.sleep(0.2)
     finally:
-        stop_processes(children, 30)  # each worker shuts down gracefully, or is killed
+        # Each worker shuts down gracefully, or is killed.
+        stop_processes([child for child in children if child is not None], 30)
         if listener is not None:
             listener.shutdown()
             listener.server_close()

@@ -8,7 +8,9 @@ with, signals the supervisor, and polls until every worker answers with the new 
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -157,3 +159,52 @@ async def test_a_reload_signal_while_workers_start_kills_none_and_still_reloads(
     _drain(stderr, read)
     assert not [line for line in read if "exited with status" in line], read
     assert proc.returncode == 0
+
+
+async def test_a_worker_that_cannot_start_is_retried_later_each_time_and_returns_once_fixed(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, tmp_path: Path
+) -> None:
+    """A worker killed while the synonym file is broken cannot start again. Before the backoff its
+    slot was restarted every second for as long as the file stayed broken; now each restart waits
+    twice as long as the last (proxy.restarts), the other worker keeps answering, and a fixed file
+    lets the next restart succeed."""
+    synonyms = tmp_path / "synonyms.txt"
+    shutil.copyfile(DEFAULT_SYNONYMS_PATH, synonyms)
+    good = synonyms.read_text()
+    env = proxy_env(search_catalog, stack_urls, SYNONYMS_PATH=str(synonyms), LOG_LEVEL="info")
+    proc, url = spawn_proxy(env, workers=2)
+    read: list[str] = []
+    try:
+        stderr = _stderr_lines(proc)
+        await _logged(stderr, "proxy ready", 2, read, timeout=60)  # both workers have read the file
+        synonyms.write_text(good + "this line has no comma\n")
+        os.kill(_workers(proc)[0], signal.SIGKILL)
+        # The kill's restart waits 1 s and each failed start doubles it: the fourth exit, 8 s.
+        # (Repeated log lines are folded into "and N more like it", so not every delay shows.)
+        await _logged(stderr, "restarting it in 8 s", 1, read, timeout=90)
+        delays = [int(m[1]) for line in read for m in re.finditer(r"restarting it in (\d+) s", line)]
+        assert delays[0] == 1 and delays == sorted(set(delays)), "\n".join(read)
+        assert (await _search(url, "snorlax"))["items"]  # the other worker answers meanwhile
+
+        synonyms.write_text(good)
+        deadline = time.monotonic() + 60  # the slot's next start is at most 16 s away
+        while len(_workers(proc)) < 2 or not await _answers_on_new_connections(url, 6):
+            assert time.monotonic() < deadline, f"the worker never came back: {read[-20:]}"
+            await asyncio.sleep(0.2)
+    finally:
+        stop_process(proc, 30)
+    _drain(stderr, read)
+    assert proc.returncode == 0
+
+
+def _workers(proc: subprocess.Popen[str]) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+async def _answers_on_new_connections(url: str, times: int) -> bool:
+    """Whether ``times`` searches on new connections (spread by the kernel over the workers) answer."""
+    for _ in range(times):
+        if not (await _search(url, "snorlax"))["items"]:
+            return False
+    return True
