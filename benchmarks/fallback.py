@@ -913,9 +913,13 @@ async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
                         )
                     except asyncpg.PostgresError:
                         found = 1  # explained (and reported) below
-                    typo = sql.search_strategy(search, typo=True) if not found else None
-                    if typo is not None:
-                        statements.append(("typos", typo.statement))
+                    fixes = sql.corrections_statement(search) if not found else None
+                    if fixes is not None:
+                        statements.append(("corrections", fixes))
+                        rows = await conn.fetch(fixes.sql, *fixes.args)
+                        typo = sql.typo_strategy(search, rows)
+                        if typo is not None:
+                            statements.append(("typos", typo.statement))
             else:
                 suggest = parse_suggest(MultiDict(ask.params))
                 statement = sql.suggest_statement(suggest)

@@ -239,9 +239,10 @@ class PostgresFallback:
         async with self._connection() as conn:
             started = time.perf_counter()
             row = await _fetchrow(conn, strategy.statement)
-            if row is not None and not row["total"] and (typo := sql.search_strategy(req, typo=True)) is not None:
-                relaxed = await _fetchrow(conn, typo.statement)
-                if relaxed is not None and relaxed["total"]:
+            if row is not None and not row["total"] and (fixes := sql.corrections_statement(req)) is not None:
+                typo = sql.typo_strategy(req, await _fetch(conn, fixes))
+                relaxed = None if typo is None else await _fetchrow(conn, typo.statement)
+                if typo is not None and relaxed is not None and relaxed["total"]:
                     row, strategy = relaxed, typo
             took = _ms_since(started)
         return sql.search_response(row, strategy, took), strategy.typo
