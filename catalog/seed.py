@@ -1,7 +1,7 @@
 """Loading the sample catalog into Postgres with binary COPY (``hos-search seed``, devstack, tests).
 
 One transaction: sellers, then products streamed from ``catalog.generator``, then the identity
-sequences moved past the explicit ids; ``VACUUM (ANALYZE)`` after commit. The products table's triggers
+sequences moved past the explicit ids; ``ANALYZE`` after commit. The products table's triggers
 stay on, so every product also gets its ``search_outbox`` row and the indexer picks the catalog
 up like any other write.
 
@@ -118,11 +118,8 @@ async def seed_catalog(
             )
     loaded = time.perf_counter()
 
-    # After commit: fresh statistics so the first queries on the new catalog plan sensibly, and
-    # the visibility map set, without which index-only scans read the heap: the fallback's browse
-    # statements ran as Seq Scans (8 of 44, 2–5 x slower) in one of two benchmark runs of the same
-    # code at 150,000 products, the one where autovacuum had not yet got to the table (2026-12-06).
-    await conn.execute("VACUUM (ANALYZE) products, sellers")
+    # After commit: fresh statistics so the first queries on the new catalog plan sensibly.
+    await conn.execute("ANALYZE products, sellers")
     analyzed = time.perf_counter()
 
     return SeedResult(
