@@ -67,8 +67,8 @@ from proxy.synonyms import fold, words
 # Typo suggestions' threshold: "hary poter" is 0.6 of "Harry Potter", but "pokmon" only 0.5
 # of "Pokémon", because a C-locale database splits trigrams at the "é". A search's corrections
 # (``%``, one word against one word): "hary" is 0.57 of "harry", "pokmon" 0.5 of "pokémon",
-# "lightsabr" 0.67 of "lightsaber"; 0.3 (pg_trgm's default) lets in a two-letter slip of a
-# short word, and a correction that is wrong matches nothing with the other words typed.
+# "lightsabr" 0.67 of "lightsaber": pg_trgm's default 0.3 keeps all three, and a correction that
+# is wrong rarely matches a product together with the other words typed.
 SESSION_SETTINGS: Final = {"pg_trgm.word_similarity_threshold": "0.5", "pg_trgm.similarity_threshold": "0.3"}
 
 # Corrections asked for per typed word: the nearest is the likeliest, and the next ones cover a
