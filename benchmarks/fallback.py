@@ -604,6 +604,7 @@ class Offered:
     offered: int
     unsent: int  # not sent: the client's bound on outstanding requests was reached
     answers: list[Answer]
+    late_ms: list[float]  # per answer: how late this client started sending it (its own lag)
 
 
 async def offer(base: str, paths: Sequence[str], rate: float, seconds: float, outstanding: int) -> Offered:
@@ -611,11 +612,14 @@ async def offer(base: str, paths: Sequence[str], rate: float, seconds: float, ou
     rng = random.Random(SEED)
     loop = asyncio.get_running_loop()
     answers: list[Answer] = []
+    late_ms: list[float] = []
     tasks: set[asyncio.Task[None]] = set()
     unsent = 0
 
     async def one(session: aiohttp.ClientSession, path: str, due: float) -> None:
+        late = (time.perf_counter() - due) * 1000
         answers.append(await _ask(session, base, path, due))
+        late_ms.append(late)
 
     total = int(rate * seconds)
     async with _session(outstanding) as session:
@@ -632,7 +636,7 @@ async def offer(base: str, paths: Sequence[str], rate: float, seconds: float, ou
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
-    return Offered(rate, seconds, total, unsent, answers)
+    return Offered(rate, seconds, total, unsent, answers, late_ms)
 
 
 @dataclass(frozen=True)
@@ -677,6 +681,15 @@ def report_overload(capacity: tuple[float, float], runs: dict[str, Offered]) -> 
             _ms(fallback, 99),
         )
         print(f"{name:<18}" + "".join(f"{c:>10}" for c in cells))
+        if shed:
+            # Where a 503's time went: this client's own lag before sending, and the rest (the
+            # network, the proxy's loop and its queues, reading the answer).
+            late = [ms for a, ms in zip(run.answers, run.late_ms, strict=True) if a.status == 503]
+            after = [a.ms - ms for a, ms in zip(run.answers, run.late_ms, strict=True) if a.status == 503]
+            print(
+                f"  {name}: 503s sent late by this client p50 {_ms(late, 50)} / p99 {_ms(late, 99)} ms;"
+                f" from sent to answered p50 {_ms(after, 50)} / p99 {_ms(after, 99)} ms"
+            )
         errors = Counter(f"{a.status or 'no answer'} {a.problem}".strip() for a in run.answers if a.status != 200)
         if errors:
             print(f"  {name}: " + ", ".join(f"{n} x {what}" for what, n in errors.most_common()))
@@ -913,9 +926,13 @@ async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
                         )
                     except asyncpg.PostgresError:
                         found = 1  # explained (and reported) below
-                    typo = sql.search_strategy(search, typo=True) if not found else None
-                    if typo is not None:
-                        statements.append(("typos", typo.statement))
+                    fixes = sql.corrections_statement(search) if not found else None
+                    if fixes is not None:
+                        statements.append(("corrections", fixes))
+                        rows = await conn.fetch(fixes.sql, *fixes.args)
+                        typo = sql.typo_strategy(search, rows)
+                        if typo is not None:
+                            statements.append(("typos", typo.statement))
             else:
                 suggest = parse_suggest(MultiDict(ask.params))
                 statement = sql.suggest_statement(suggest)

@@ -281,6 +281,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
         # Answers hold image URLs as this proxy's CDN settings give them (proxy.images).
         namespace=settings.search_index + "|" + app[IMAGES].cache_namespace,
         enabled=settings.cache_enabled,
+        fallback_full=None if (fallback := app[FALLBACK]) is None else fallback.would_shed,
     )
     yield
     await app[CACHE].close()  # L2 writes still under way after their answers

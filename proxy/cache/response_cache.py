@@ -28,7 +28,7 @@ from proxy.cache.keys import digest
 from proxy.cache.l1 import LRU
 from proxy.cache.l2 import RedisTier
 from proxy.cache.notices import FillNotices
-from proxy.errors import BackendUnavailable, EngineSkipped, ProblemError
+from proxy.errors import BackendUnavailable, EngineSkipped, Overloaded, ProblemError
 from proxy.http_caching import entity_tag
 from proxy.metrics import ProxyMetrics
 from proxy.queueing import having_waited
@@ -115,8 +115,12 @@ class ResponseCache:
         namespace: str = "",
         enabled: bool = True,
         clock: Callable[[], float] = time.time,
+        fallback_full: Callable[[float], bool] | None = None,
     ) -> None:
         self.enabled = enabled
+        # The fallback's own test of whether a request that queued so many seconds would be
+        # refused at once (PostgresFallback.would_shed); None: ask the fallback.
+        self._fallback_full = fallback_full
         # Unix seconds, as entries are stamped; injectable so tests can move a worker's time.
         self._clock = clock
         # Part of every Redis key: proxies of different indexes sharing a Redis never meet.
@@ -218,6 +222,13 @@ class ResponseCache:
             return await fallback()
 
         waited = shed.waited if isinstance(shed, EngineSkipped) else 0.0
+        if self._fallback_full is not None and key not in self._fallbacks and self._fallback_full(waited):
+            # Refused here, in the request's own step: through the fallback's task the same 503
+            # took three more turns of the loop (the task's first step, the shield's relay of its
+            # end, the request's wake-up), and a worker saturated at twice its engine's capacity
+            # runs every ready callback of every other request in each turn (issue 24).
+            self._metrics.fallback_rejected.inc()
+            raise Overloaded()
         with having_waited(waited):  # copied into the task's context as it is created
             task, _ = _one_per_key(self._fallbacks, key, run)
         body = (await asyncio.shield(task)).body

@@ -190,12 +190,20 @@ class PostgresFallback:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT_S)
 
+    def would_shed(self, waited: float = 0.0) -> bool:
+        """Whether a call from a request that has already queued ``waited`` seconds would get its
+        503 at once: every slot busy, and waiting would end in that 503 anyway (its budget spent,
+        or the queue ahead of it longer than what is left). Reads no clock, never waits."""
+        wait = self._queue_wait - waited
+        return self._slots.locked() and (wait <= 0 or self.service.expected_wait(self.waiting, self.capacity) > wait)
+
     async def _take_slot(self) -> None:
         # What is left of this request's queue budget (proxy.queueing): a request the engine's
         # queue shed has spent some of it already.
-        wait = self._queue_wait - already_waited()
-        if self._slots.locked() and (wait <= 0 or self.service.expected_wait(self.waiting, self.capacity) > wait):
+        waited = already_waited()
+        if self.would_shed(waited):
             raise Overloaded()  # at once: waiting would end in this 503 anyway
+        wait = self._queue_wait - waited
         self.waiting += 1
         try:
             async with asyncio.timeout(max(0.0, wait)):
@@ -239,9 +247,10 @@ class PostgresFallback:
         async with self._connection() as conn:
             started = time.perf_counter()
             row = await _fetchrow(conn, strategy.statement)
-            if row is not None and not row["total"] and (typo := sql.search_strategy(req, typo=True)) is not None:
-                relaxed = await _fetchrow(conn, typo.statement)
-                if relaxed is not None and relaxed["total"]:
+            if row is not None and not row["total"] and (fixes := sql.corrections_statement(req)) is not None:
+                typo = sql.typo_strategy(req, await _fetch(conn, fixes))
+                relaxed = None if typo is None else await _fetchrow(conn, typo.statement)
+                if typo is not None and relaxed is not None and relaxed["total"]:
                     row, strategy = relaxed, typo
             took = _ms_since(started)
         return sql.search_response(row, strategy, took), strategy.typo

@@ -12,9 +12,12 @@ Search (``proxy.fallback.postgres`` runs it), one statement per strategy:
   ``to_tsquery('simple', $n)`` against the generated ``search_tsv`` column and its GIN index;
   ranked by ``ts_rank`` (name words are weight A, fandom B, description C), whole typed
   words above longer words they start.
-- **Typos** next, only when the full text matched nothing: the typed words against the name
-  through ``pg_trgm`` (``$q <% name``, the trigram GIN index), ranked by ``word_similarity``.
-  The proxy answers ``relaxed: true`` when this strategy found the items.
+- **Typos** next, only when the full text matched nothing: each typed word is corrected to its
+  nearest words in the catalog's vocabulary (``search_words``, migration 0007: the words of
+  active names, fandoms and categories, with a trigram GiST index; :func:`corrections_statement`),
+  then the full-text strategy runs with every typed word widened to its corrections
+  (:func:`typo_strategy`), the nearest correction of each word ranking first. The proxy
+  answers ``relaxed: true`` when this strategy found the items.
 - Filters, facets and sorts as the engine's (``proxy.query``). The matches every facet can
   count (all filters applied but the facet filters — category, fandom, price — of which at
   most one may fail) are grouped once into small cells (category × fandom × price bucket,
@@ -61,9 +64,16 @@ from proxy.query import (
 from proxy.synonyms import fold, words
 
 # Session settings the statements rely on (``proxy.fallback.postgres`` sets them on connect).
-# The typo strategy's threshold: "hary poter" is 0.6 of "Harry Potter", but "pokmon" only 0.5
-# of "Pokémon", because a C-locale database splits trigrams at the "é".
-SESSION_SETTINGS: Final = {"pg_trgm.word_similarity_threshold": "0.5"}
+# Typo suggestions' threshold: "hary poter" is 0.6 of "Harry Potter", but "pokmon" only 0.5
+# of "Pokémon", because a C-locale database splits trigrams at the "é". A search's corrections
+# (``%``, one word against one word): "hary" is 0.57 of "harry", "pokmon" 0.5 of "pokémon",
+# "lightsabr" 0.67 of "lightsaber": pg_trgm's default 0.3 keeps all three, and a correction that
+# is wrong rarely matches a product together with the other words typed.
+SESSION_SETTINGS: Final = {"pg_trgm.word_similarity_threshold": "0.5", "pg_trgm.similarity_threshold": "0.3"}
+
+# Corrections asked for per typed word: the nearest is the likeliest, and the next ones cover a
+# vocabulary word left behind by a renamed product (migration 0007 only adds words).
+CORRECTIONS_PER_WORD: Final = 3
 
 # Letters and digits: what the 'simple' parser keeps of a word, and all that a tsquery
 # operand may hold here — never an operator, quote or weight from the user.
@@ -244,34 +254,74 @@ SELECT (SELECT coalesce({counted(None)}, 0)::bigint FROM cells WHERE {all_but(No
     return Statement(sql, tuple(args.values))
 
 
-def search_strategy(req: SearchRequest, *, typo: bool = False) -> SearchStrategy | None:
-    """The full-text search for ``req`` (with ``typo``, the typo-tolerant one); None when it
-    cannot match anything.
+def search_strategy(req: SearchRequest) -> SearchStrategy | None:
+    """The full-text search for ``req``; None when it cannot match anything.
 
-    No ``q``: every active product, and no typo strategy. A ``q`` without a letter or digit
-    ("*", "\\") matches nothing, as on the engine.
+    No ``q``: every active product. A ``q`` without a letter or digit ("*", "\\") matches
+    nothing, as on the engine.
     """
     if not req.q:
-        return None if typo else SearchStrategy(_search_statement(req, _Args(), None, lambda: "0"), False, ())
+        return SearchStrategy(_search_statement(req, _Args(), None, lambda: "0"), False, ())
     terms = query_words(req.q)
     if not terms:
         return None
+    return _full_text(req, terms, [f"{term}:*" for term in terms], terms, typo=False)
+
+
+def _full_text(
+    req: SearchRequest, terms: Sequence[str], operands: Sequence[str], whole: Sequence[str], *, typo: bool
+) -> SearchStrategy:
+    """Products matching every one of ``operands`` (tsquery text), ranked with the ``whole``
+    words above the rest; ``terms``: the typed words, for the highlights."""
     args = _Args()
-    if typo:
-        typed = args.add(" ".join(terms))
-        statement = _search_statement(req, args, f"{typed} <% name", lambda: f"word_similarity({typed}, name)")
-    else:
-        prefixes = f"to_tsquery('simple', {args.add(prefix_tsquery(terms))})"
+    matching = f"to_tsquery('simple', {args.add(' & '.join(operands))})"
 
-        def rank() -> str:
-            # Whole typed words rank above longer words they start: "wand" finds wands before Wanda.
-            # ts_rank, not ts_rank_cd: cover density cost 1.1 s of a 1.8 s "harry potter"
-            # (30,000 matches at 150,000 products), ts_rank 0.2 s (fallback-profile-2026-12-06.md).
-            whole = f"to_tsquery('simple', {args.add(' | '.join(terms))})"
-            return f"ts_rank(search_tsv, {prefixes}) + ts_rank(search_tsv, {whole})"
+    def rank() -> str:
+        # Whole typed words rank above longer words they start: "wand" finds wands before Wanda.
+        # ts_rank, not ts_rank_cd: cover density cost 1.1 s of a 1.8 s "harry potter"
+        # (30,000 matches at 150,000 products), ts_rank 0.2 s (fallback-profile-2026-12-06.md).
+        best = f"to_tsquery('simple', {args.add(' | '.join(whole))})"
+        return f"ts_rank(search_tsv, {matching}) + ts_rank(search_tsv, {best})"
 
-        statement = _search_statement(req, args, f"search_tsv @@ {prefixes}", rank)
+    statement = _search_statement(req, args, f"search_tsv @@ {matching}", rank)
     return SearchStrategy(statement, typo, tuple(fold(term) for term in terms))
+
+
+_CORRECTIONS_SQL: Final = """
+SELECT t.ord::int AS ord, c.word
+  FROM unnest($1::text[]) WITH ORDINALITY AS t(typed, ord)
+ CROSS JOIN LATERAL (
+       SELECT word FROM search_words
+        WHERE word % t.typed
+        ORDER BY word <-> t.typed, word
+        LIMIT $2) c
+ ORDER BY 1, word <-> t.typed, 2
+"""
+
+
+def corrections_statement(req: SearchRequest) -> Statement | None:
+    """Each typed word's nearest vocabulary words (``ord``: the word's place from 1, ``word``),
+    nearest first; None without a typed word. Served by ``search_words_trgm_idx`` nearest first."""
+    terms = query_words(req.q or "")
+    return Statement(_CORRECTIONS_SQL, (list(terms), CORRECTIONS_PER_WORD)) if terms else None
+
+
+def typo_strategy(req: SearchRequest, corrections: Iterable[Mapping[str, Any]]) -> SearchStrategy | None:
+    """The full-text search with each typed word widened to its ``corrections`` (the rows of
+    :func:`corrections_statement`); the nearest correction of each word ranks first. None when
+    nothing was corrected: the full text already failed with the words as typed."""
+    terms = query_words(req.q or "")
+    near: list[list[str]] = [[] for _ in terms]
+    for row in corrections:
+        # Vocabulary words are lexemes of the 'simple' parser; only plain words become
+        # operands here ("time-turner" is in the vocabulary with "time" and "turner").
+        if _WORD.fullmatch(row["word"]) and 0 < row["ord"] <= len(terms):
+            near[row["ord"] - 1].append(row["word"])
+    if not any(near):
+        return None
+    operands = ["(" + " | ".join([f"{term}:*", *words]) + ")" for term, words in zip(terms, near, strict=True)]
+    whole = [words[0] if words else f"{term}:*" for term, words in zip(terms, near, strict=True)]
+    return _full_text(req, terms, operands, whole, typo=True)
 
 
 def _json(value: str | None) -> Any:
