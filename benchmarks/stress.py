@@ -36,10 +36,16 @@ import asyncpg
 from benchmarks.kit.catalog import ZIPF_S, ZIPF_URLS, bench_catalog, build_urls
 from benchmarks.kit.processes import pinning_cpus, start_hot_proxy
 from benchmarks.kit.results import Results
+from benchmarks.kit.scrape import ENGINE_CALLS, Samples, delta, metric, scrape_sync
 from benchmarks.kit.wrk import run_wrk
 
 ERROR_GOAL = 0.01
 P99_GOAL_MS = 500.0
+CACHE_RESPONSES = "search_proxy_cache_responses_total"
+MISSES = "search_proxy_cache_misses_total"
+REFRESHES = "search_proxy_cache_refreshes_total"
+X_CACHE = ("hit", "stale", "miss", "bypass")
+MISS_REASONS = ("absent", "expired", "changed", "blind")
 
 
 def zipf_script(paths: Sequence[str], seed: int, workdir: Path) -> Path:
@@ -91,6 +97,34 @@ class Window:
     p99_ms: float
     requests: int
     errors: int  # non-2xx answers and socket errors
+    cache: CacheCounts
+
+
+@dataclass(frozen=True)
+class CacheCounts:
+    """The proxy's own counters over one window, from /metrics read before and after it: what
+    the cache did while throughput moved (issue 24: the dip ~60 s in)."""
+
+    x_cache: dict[str, float]  # search answers by X-Cache value
+    misses: dict[str, float]  # search_proxy_cache_misses_total by reason
+    engine_calls: float  # the proxy's engine requests (fills and background refreshes)
+    refreshes: float  # background refreshes that ended in the window
+    l1_entries: float  # at the window's end
+    l1_mb: float
+
+    @classmethod
+    def between(cls, before: Samples, after: Samples) -> CacheCounts:
+        return cls(
+            {c: delta(before, after, CACHE_RESPONSES, route="search", cache=c) for c in X_CACHE},
+            {r: delta(before, after, MISSES, route="search", reason=r) for r in MISS_REASONS},
+            delta(before, after, ENGINE_CALLS, backend="elasticsearch"),
+            delta(before, after, REFRESHES),
+            metric(after, "search_proxy_cache_l1_entries"),
+            metric(after, "search_proxy_cache_l1_bytes") / 1e6,
+        )
+
+    def share(self, x_cache: str) -> float:
+        return self.x_cache[x_cache] / max(1.0, sum(self.x_cache.values()))
 
 
 def _errors(problems: str) -> int:
@@ -142,18 +176,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"stress: {len(plan)} windows of {args.window} s, connections 1 → {args.peak} → 1; {pinning}",
                 flush=True,
             )
-            print(f"{'t (s)':>7} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+            print(
+                f"{'t (s)':>7} {'conns':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+                f"{'hit %':>6} {'stale %':>7} {'miss %':>6} {'engine/s':>8} {'refresh/s':>9} "
+                f"{'expired':>7} {'absent':>6} {'changed':>7} {'L1':>6} {'L1 MB':>6}"
+            )
             began = time.monotonic()
+            before = scrape_sync(base)
             for connections in plan:
                 start = time.monotonic() - began
                 run = run_wrk(base + "/api/search", args.window, wrk_cpu, script, connections)
+                after = scrape_sync(base)
+                cache = CacheCounts.between(before, after)
+                before = after
                 window = Window(
-                    start, connections, run.rps, run.p50_ms, run.p99_ms, run.requests, _errors(run.problems)
+                    start, connections, run.rps, run.p50_ms, run.p99_ms, run.requests, _errors(run.problems), cache
                 )
                 windows.append(window)
                 print(
                     f"{start:>7.1f} {connections:>6} {run.rps:>9,.0f} {run.p50_ms:>8.2f} {run.p99_ms:>8.2f} "
-                    f"{window.errors:>7}",
+                    f"{window.errors:>7} {100 * cache.share('hit'):>6.1f} {100 * cache.share('stale'):>7.2f} "
+                    f"{100 * cache.share('miss'):>6.2f} {cache.engine_calls / args.window:>8.0f} "
+                    f"{cache.refreshes / args.window:>9.0f} {cache.misses['expired']:>7.0f} "
+                    f"{cache.misses['absent']:>6.0f} {cache.misses['changed']:>7.0f} {cache.l1_entries:>6.0f} "
+                    f"{cache.l1_mb:>6.1f}",
                     flush=True,
                 )
             _record(results, windows, args)
@@ -211,6 +257,19 @@ def _record(results: Results, windows: list[Window], args: argparse.Namespace) -
                     "p50": [w.p50_ms for w in windows],
                 },
             ),
+            (
+                "share of answers (X-Cache)",
+                {c.upper(): [w.cache.share(c) for w in windows] for c in ("hit", "stale", "miss")},
+            ),
+            (
+                "per second",
+                {
+                    "engine requests": [w.cache.engine_calls / args.window for w in windows],
+                    "expired misses": [w.cache.misses["expired"] / args.window for w in windows],
+                    "refreshes": [w.cache.refreshes / args.window for w in windows],
+                },
+            ),
+            ("L1 entries", {"entries": [w.cache.l1_entries for w in windows]}),
             ("wrk connections", {"connections": [float(w.connections) for w in windows]}),
         ],
     )
