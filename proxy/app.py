@@ -258,6 +258,7 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     policy = Policy(
         ttl=settings.cache_ttl_s,
         revalidate_after=settings.cache_revalidate,
+        refresh_ahead=settings.cache_refresh_ahead,
         max_stale=settings.cache_max_stale,
         stale_if_error=settings.cache_stale_if_error_s,
     )

@@ -118,6 +118,7 @@ class ProxySettings(SharedSettings):
     cache_enabled: bool = setting("CACHE_ENABLED", True)
     cache_ttl_s: int = setting("CACHE_TTL_S", 60, minimum=1, maximum=86_400)
     cache_revalidate_ms: int = setting("CACHE_REVALIDATE_MS", 15_000, minimum=0)
+    cache_refresh_ahead_ms: int = setting("CACHE_REFRESH_AHEAD_MS", 10_000, minimum=0)
     cache_max_stale_ms: int = setting("CACHE_MAX_STALE_MS", 500, minimum=0, maximum=60_000)
     cache_stale_if_error_s: int = setting("CACHE_STALE_IF_ERROR_S", 300, minimum=0, maximum=86_400)
     cache_l1_max_entries: int = setting("CACHE_L1_MAX_ENTRIES", 10_000, minimum=1)
@@ -154,6 +155,7 @@ class ProxySettings(SharedSettings):
     fallback_queue = Seconds()
     redis_timeout = Seconds()
     cache_revalidate = Seconds()
+    cache_refresh_ahead = Seconds()
     cache_max_stale = Seconds()
     cache_lock_wait = Seconds()
     readyz_cache = Seconds()
@@ -165,11 +167,14 @@ class ProxySettings(SharedSettings):
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProxySettings:
         values = read_settings(cls, env)
-        if values["cache_revalidate_ms"] > values["cache_ttl_s"] * 1000:
-            raise ConfigError(
-                f"CACHE_REVALIDATE_MS: must not exceed CACHE_TTL_S ({values['cache_ttl_s']} s), "
-                f"got {values['cache_revalidate_ms']}"
-            )
+        ttl_ms = values["cache_ttl_s"] * 1000
+        # A refresh-ahead window over half the ttl would refresh a hot entry more than twice per ttl.
+        for name, most, bound in (
+            ("CACHE_REVALIDATE_MS", ttl_ms, "CACHE_TTL_S"),
+            ("CACHE_REFRESH_AHEAD_MS", ttl_ms // 2, "half of CACHE_TTL_S"),
+        ):
+            if values[name.lower()] > most:
+                raise ConfigError(f"{name}: must not exceed {bound} ({most} ms), got {values[name.lower()]}")
         return cls(
             **values,
             rate_limit_keys=api_keys_from_env(env),

@@ -182,3 +182,60 @@ async def test_a_miss_never_serves_a_fill_begun_before_a_change_it_shows_was_ann
 
 def metric(metrics: ProxyMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, {"route": ROUTE, **labels}) or 0.0
+
+
+async def test_a_hit_near_its_ttl_is_served_while_one_refresh_replaces_it_and_never_expires(
+    redis: aioredis.Redis,
+) -> None:
+    """Issue 24: with nothing in the catalog changing, every entry was a HIT until its ttl, then a
+    MISS that made its requests wait on the engine; entries filled together during a ramp-up
+    came due together and the stress run's throughput fell by two thirds. Within
+    ``refresh_ahead`` of its ttl an entry is still served at once, as a HIT, while one background
+    refresh (one engine request across workers, under the fill lock) replaces it."""
+    start = time.time()
+    now = [start]
+    prefix = f"rt{uuid.uuid4().hex[:8]}:"
+    one, _ = _worker(redis, prefix, clock=lambda: now[0])
+    other, _ = _worker(redis, prefix, clock=lambda: now[0])
+    refresh_may_answer = asyncio.Event()
+    asked: list[bytes] = []
+
+    async def engine() -> Produced:
+        body = b'{"v": %d}' % len(asked)
+        asked.append(body)
+        if len(asked) > 1:  # the refresh: held back while the requests below are answered
+            await refresh_may_answer.wait()
+        return Produced(body, frozenset({"p:1"}))
+
+    assert (await one.answer(ROUTE, KEY, engine)).cache == "MISS"
+    await one.close()  # its L2 write done
+    assert (await other.answer(ROUTE, KEY, engine)).cache == "HIT"  # from L2, now in both L1s
+    # The default policy (ttl 60 s less up to 10 % jitter, refresh-ahead 10 s): past the entry's
+    # refresh point (at most 50 s), short of its ttl (at least 54 s).
+    now[0] = start + 52
+    served = await asyncio.wait_for(
+        asyncio.gather(*(worker.answer(ROUTE, KEY, engine) for worker in (one, other) for _ in range(20))), 5
+    )
+    assert {(s.body, s.cache) for s in served} == {(b'{"v": 0}', "HIT")}  # none waited on the refresh
+
+    async def refreshing() -> bool:
+        return len(asked) == 2
+
+    await eventually(refreshing, timeout=5, what="one background refresh asking the engine")
+    refresh_may_answer.set()
+
+    async def replaced() -> bool:
+        kept = [worker.l1.get(KEY) for worker in (one, other)]
+        return all(entry is not None and entry.body == b'{"v": 1}' for entry in kept)
+
+    await eventually(replaced, timeout=5, what="both workers keeping the refreshed entry")
+    now[0] = start + 61  # past the first entry's ttl: the refreshed one is served
+
+    async def never() -> Produced:
+        raise AssertionError("a refreshed entry must not ask the engine")
+
+    for worker in (one, other):
+        assert (await worker.answer(ROUTE, KEY, never)).body == b'{"v": 1}'
+    assert asked == [b'{"v": 0}', b'{"v": 1}']  # the refresh: one engine request for both workers
+    await one.close()
+    await other.close()

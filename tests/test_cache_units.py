@@ -12,8 +12,9 @@ from proxy.cache.freshness import UNKNOWN_GENERATION, CatalogView, Policy, Verdi
 from proxy.cache.keys import digest, product_key, seller_key
 from proxy.cache.l1 import LRU
 
-# No jitter here: these tests pin the rules' boundaries; the jitter has tests of its own.
-POLICY = Policy(ttl=60.0, revalidate_after=5.0, max_stale=0.5, stale_if_error=300.0, jitter=0.0)
+# No jitter and no refresh-ahead here: these tests pin the rules' boundaries; the jitter and the
+# refresh-ahead have tests of their own.
+POLICY = Policy(ttl=60.0, revalidate_after=5.0, max_stale=0.5, stale_if_error=300.0, jitter=0.0, refresh_ahead=0.0)
 T0 = 1_000_000.0
 
 
@@ -261,7 +262,7 @@ def test_nothing_changed_is_served_past_the_hard_bound(
 
 @given(st.lists(st.binary(min_size=1, max_size=64), min_size=200, max_size=200, unique=True))
 def test_entries_filled_together_expire_spread_over_the_jitter_band(bodies: list[bytes]) -> None:
-    policy = Policy(ttl=60.0, revalidate_after=15.0, jitter=0.1)
+    policy = Policy(ttl=60.0, revalidate_after=15.0, jitter=0.1, refresh_ahead=0.0)
     view = CatalogView(policy)
     view.follow(10, T0 - 100)
     entries = [entry(10, body=body) for body in bodies]
@@ -283,8 +284,42 @@ def test_every_worker_gives_an_entry_the_same_lifetime() -> None:
         assert views[0].judge(one, T0 + second) is views[1].judge(other, T0 + second)
 
 
+# --- refresh-ahead -------------------------------------------------------------------------------
+
+
+def test_a_hit_within_refresh_ahead_of_its_ttl_is_judged_refresh() -> None:
+    policy = Policy(ttl=60.0, revalidate_after=5.0, jitter=0.0, refresh_ahead=10.0)
+    view = CatalogView(policy)
+    view.follow(10, T0 - 100)
+    assert view.judge(entry(10), T0 + 49.9) is Verdict.HIT
+    assert view.judge(entry(10), T0 + 50.1) is Verdict.REFRESH  # served, and refreshed
+    assert view.judge(entry(10), T0 + 60.1) is Verdict.MISS  # nobody asked within the window
+    # The catalog moved on, nothing shown changed: a HIT becomes STALE at revalidate_after as
+    # before; and a dirty entry is never a REFRESH, however close to its ttl.
+    view.announce(Announcement(11, frozenset({"p:9"})), T0 + 1)
+    assert view.judge(entry(10), T0 + 4) is Verdict.HIT
+    assert view.judge(entry(10), T0 + 55) is Verdict.STALE
+    view.announce(Announcement(12, frozenset({"p:1"})), T0 + 55)
+    assert view.judge(entry(11, tags=("p:1",)), T0 + 55.2) is Verdict.STALE
+    assert view.judge(entry(11, tags=("p:1",)), T0 + 56) is Verdict.MISS
+
+
+def test_refresh_ahead_follows_each_entrys_jittered_lifetime() -> None:
+    policy = Policy(ttl=60.0, jitter=0.1, refresh_ahead=10.0)
+    view = CatalogView(policy)
+    view.follow(10, T0 - 100)
+    for body in (b"[1]", b"[2]", b"[3]", b"[4]"):
+        fetched = entry(10, body=body)
+        expires = policy.ttl * (1 - policy.jitter * fetched.spread)
+        assert view.judge(fetched, T0 + expires - 10.01) is Verdict.HIT
+        assert view.judge(fetched, T0 + expires - 9.99) is Verdict.REFRESH
+        assert view.judge(fetched, T0 + expires + 0.01) is Verdict.MISS
+
+
 def test_a_jitter_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ValueError):
         Policy(jitter=1.0)
     with pytest.raises(ValueError):
         Policy(jitter=-0.1)
+    with pytest.raises(ValueError):
+        Policy(refresh_ahead=-1.0)

@@ -62,6 +62,11 @@ ROOT = Path(__file__).resolve().parent.parent
         (ProxySettings.from_env, {"CACHE_TTL_S": "0"}, "CACHE_TTL_S"),
         (ProxySettings.from_env, {"CACHE_TTL_S": "1m"}, "CACHE_TTL_S"),
         (ProxySettings.from_env, {"CACHE_TTL_S": "10", "CACHE_REVALIDATE_MS": "20000"}, "CACHE_REVALIDATE_MS"),
+        (
+            ProxySettings.from_env,
+            {"CACHE_TTL_S": "30", "CACHE_REFRESH_AHEAD_MS": "15001"},
+            "CACHE_REFRESH_AHEAD_MS: must not exceed half of CACHE_TTL_S",
+        ),
         (ProxySettings.from_env, {"CACHE_MAX_STALE_MS": "-1"}, "CACHE_MAX_STALE_MS"),
         (ProxySettings.from_env, {"CACHE_L1_MAX_ENTRIES": "0"}, "CACHE_L1_MAX_ENTRIES"),
         (ProxySettings.from_env, {"CACHE_L1_MAX_MB": "lots"}, "CACHE_L1_MAX_MB"),
@@ -97,6 +102,7 @@ def test_the_cache_settings_default_to_the_documented_values() -> None:
         300,
     )
     assert (settings.cache_l1_max_entries, settings.cache_l1_max_mb, settings.cache_lock_wait_ms) == (10_000, 64, 1000)
+    assert settings.cache_refresh_ahead_ms == 10_000
 
 
 def test_defaults_apply_when_unset() -> None:

@@ -97,8 +97,13 @@ def _one_per_key(
     return task, False
 
 
+# The lookup counters' result, and the X-Cache, of a verdict: a REFRESH is a HIT to the client.
+_RESULT = {Verdict.HIT: "hit", Verdict.REFRESH: "hit", Verdict.STALE: "stale", Verdict.MISS: "miss"}
+
+
 def _served(entry: Entry, verdict: Verdict, now: float) -> Served:
-    return Served(entry.body, entry.etag, verdict.value, max(0, int(now - entry.fetched_at)))
+    cache = "HIT" if verdict is Verdict.REFRESH else verdict.value
+    return Served(entry.body, entry.etag, cache, max(0, int(now - entry.fetched_at)))
 
 
 class ResponseCache:
@@ -167,10 +172,15 @@ class ResponseCache:
         judge = self.view.judge
         entry = self.l1.get(key)
         verdict = judge(entry, now) if entry is not None else Verdict.MISS
-        self._count(route, "l1", verdict.value.lower())
+        self._count(route, "l1", _RESULT[verdict])
         if entry is not None and verdict is Verdict.HIT:
             return _served(entry, verdict, now)
         key_digest = digest(self._namespace + key)
+        if entry is not None and verdict is Verdict.REFRESH:
+            # Refresh-ahead (issue 24: entries filled together expired together and every request
+            # for one waited on the engine): still a HIT, served with no Redis call on its path.
+            self._refresh(route, key, key_digest, produce)
+            return _served(entry, verdict, now)
         l2 = self.l2
         bypassed = l2 is None or not l2.available
         lock: Lock | None = None
@@ -182,7 +192,7 @@ class ResponseCache:
             # this answer bypasses it (no second trip to a Redis that just timed out).
             bypassed = shared is None and lock is None
             shared_verdict = judge(shared, now) if shared is not None else Verdict.MISS
-            self._count(route, "l2", shared_verdict.value.lower())
+            self._count(route, "l2", _RESULT[shared_verdict])
             if shared is not None and (entry is None or shared.fetched_at > entry.fetched_at):
                 entry, verdict = shared, shared_verdict
                 self._keep(key, shared)
@@ -192,7 +202,7 @@ class ResponseCache:
                 return _served(entry, verdict, now)
         elif l2 is not None:
             self._count(route, "l2", "bypass")
-        if entry is not None and verdict is Verdict.STALE:
+        if entry is not None and verdict in (Verdict.STALE, Verdict.REFRESH):
             self._refresh(route, key, key_digest, produce, lock)
             return _served(entry, verdict, now)
         self._metrics.child(self._metrics.cache_misses, route, self.view.miss_reason(entry, now)).inc()
