@@ -239,3 +239,26 @@ async def test_a_hit_near_its_ttl_is_served_while_one_refresh_replaces_it_and_ne
     assert asked == [b'{"v": 0}', b'{"v": 1}']  # the refresh: one engine request for both workers
     await one.close()
     await other.close()
+
+
+async def test_closing_ends_a_refresh_still_under_way_before_the_clients_close(redis: aioredis.Redis) -> None:
+    """At shutdown the app closes the engine client and Redis right after the cache: a refresh
+    still running then died on a closed client (an unhandled exception of ``asyncio.run``). The
+    cache's close waits for it a bounded time, then cancels it and sees it end."""
+    start = time.time()
+    now = [start]
+    cache, _ = _worker(redis, f"rt{uuid.uuid4().hex[:8]}:", clock=lambda: now[0])
+    held = asyncio.Event()
+
+    async def engine() -> Produced:
+        if cache.l1.get(KEY) is not None:  # the refresh: answers only when told, never here
+            await held.wait()
+        return Produced(b'{"v": 0}', frozenset({"p:1"}))
+
+    assert (await cache.answer(ROUTE, KEY, engine)).cache == "MISS"
+    now[0] = start + 52  # past the refresh point, short of the ttl
+    assert (await cache.answer(ROUTE, KEY, engine)).cache == "HIT"
+    refreshes = [task for task in asyncio.all_tasks() if "_fill" in repr(task.get_coro())]
+    assert len(refreshes) == 1 and not refreshes[0].done()
+    await asyncio.wait_for(cache.close(timeout=0.2), 5)
+    assert refreshes[0].cancelled()

@@ -279,12 +279,19 @@ class ResponseCache:
         task.add_done_callback(self._writes.discard)
 
     async def close(self, timeout: float = 1.0) -> None:
-        """Let the L2 writes still under way finish (at most ``timeout``), then cancel the rest."""
-        pending = set(self._writes)
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=timeout)
-            for task in late:
-                task.cancel()
+        """Let the fills (background refreshes too) and L2 writes still under way finish, at most
+        ``timeout`` in all, then cancel the rest and see them end: the app closes the engine
+        client and Redis they use right after (a refresh-ahead still running at shutdown died on
+        a closed client, logged as an unhandled exception of ``asyncio.run``)."""
+        deadline = time.monotonic() + timeout
+        # A fill ends in a write, so the writes are looked at again after the fills.
+        while pending := {task for task in (*self._writes, *self._flights.values()) if not task.done()}:
+            _, late = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+            if late:
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late)
+                return
 
     def _keep(self, key: str, entry: Entry) -> None:
         self.l1.put(key, entry)
