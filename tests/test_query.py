@@ -507,6 +507,19 @@ def test_suggest_query_matches_what_every_taxonomy_aggregation_counts() -> None:
     ]
 
 
+@pytest.mark.parametrize("q", ["st", "har", "hermoine", "star wras"])
+def test_with_the_taxonomy_held_the_engine_is_asked_for_product_names_only(q: str) -> None:
+    # Counting fandoms and categories in the engine visited every product of each matching one
+    # on every keystroke: 67,874 documents for "st" at 150k products, 16,128 without (issue 24).
+    req = SuggestRequest(q=q, size=8)
+    counted, names_only = build_suggest(req), build_suggest(req, count_taxonomy=False)
+    assert "aggs" not in names_only
+    assert names_only["query"] == counted["query"]["bool"]["should"][0]
+    assert {k: v for k, v in names_only.items() if k != "query"} == {
+        k: v for k, v in counted.items() if k not in ("query", "aggs")
+    }
+
+
 @pytest.mark.parametrize("text", ["har", "name:*", '{"match_all":{}}', "AND OR NOT", "hermione"])
 def test_suggest_text_only_appears_as_match_text(text: str) -> None:
     body = build_suggest(SuggestRequest(q=text))
