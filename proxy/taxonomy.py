@@ -21,7 +21,7 @@ Never: I/O (``proxy.app`` refreshes the vocabulary).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from proxy.answers import starts_near
@@ -101,10 +101,38 @@ class Taxonomy:
 
     names: Mapping[str, tuple[str, ...]]
     counts: Mapping[tuple[str, str], int]
+    # Names by kind and by the first letter of each of their words: a typed word, exactly or
+    # within a typo, starts only words with its own first letter (``starts_near``). Checking
+    # only those names (and one distance table per word, ``proxy.answers``) took "hermoine"'s
+    # matching from 1.6 to 0.44 ms per request (36 fandoms, 13 categories, a busy machine).
+    by_initial: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.by_initial:
+            index: dict[str, dict[str, set[str]]] = {kind: {} for kind in TAXONOMY_KINDS}
+            for kind, names in self.names.items():
+                for name in names:
+                    for word in words(name):
+                        index.setdefault(kind, {}).setdefault(word[0], set()).add(name)
+            frozen = {kind: {c: frozenset(n) for c, n in by.items()} for kind, by in index.items()}
+            object.__setattr__(self, "by_initial", frozen)
 
     def aggregations(self, req: SuggestRequest) -> dict[str, Any]:
         """The fandom and category buckets of a suggestion, as the engine would count them."""
-        return taxonomy_aggregations(req, match_taxonomy(req.q, self.names), self.counts)
+        typed = words(req.q)
+        candidates = {kind: self._candidates(kind, typed) for kind in TAXONOMY_KINDS}
+        return taxonomy_aggregations(req, match_taxonomy(req.q, candidates), self.counts)
+
+    def _candidates(self, kind: str, typed: Sequence[str]) -> frozenset[str]:
+        """The names of ``kind`` with a word of each typed word's first letter."""
+        by_initial = self.by_initial.get(kind) or {}
+        found: frozenset[str] | None = None
+        for term in typed:
+            names = by_initial.get(term[0], frozenset())
+            found = names if found is None else found & names
+            if not found:
+                break
+        return found or frozenset()
 
 
 class TaxonomyHolder:

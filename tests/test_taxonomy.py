@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.answers import shape_suggest
 from proxy.params import SuggestRequest
 from proxy.query import FACET_VALUES, TAXONOMY_KINDS
-from proxy.taxonomy import TAXONOMY_MAX_VALUES, Taxonomy, read_taxonomy, taxonomy_body
+from proxy.taxonomy import (
+    TAXONOMY_MAX_VALUES,
+    Taxonomy,
+    match_taxonomy,
+    read_taxonomy,
+    taxonomy_aggregations,
+    taxonomy_body,
+)
 
 _COUNTS = {
     "fandom": [("Harry Potter", 900), ("Star Wars", 800), ("Pokémon", 500), ("Hardcore Heroes", 3)],
@@ -80,3 +89,10 @@ def test_a_typo_matches_under_the_fuzzy_buckets_only() -> None:
 def test_at_most_size_names_of_each_kind(size: int) -> None:
     aggregations = _held().aggregations(SuggestRequest(q="st", size=size))
     assert _keys(aggregations, "category") == ["stickers", "stationery"][:size]
+
+
+@given(q=st.text(alphabet="harypotesw kmnéHP-", min_size=1, max_size=20))
+def test_checking_only_names_with_the_typed_initials_loses_no_match(q: str) -> None:
+    held, req = _held(), SuggestRequest(q=q, size=8)
+    every_name = taxonomy_aggregations(req, match_taxonomy(q, held.names), held.counts)
+    assert held.aggregations(req) == every_name
