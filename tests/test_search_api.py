@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
@@ -18,6 +19,7 @@ from proxy.app import create_app
 from proxy.state import TAXONOMY
 from proxy.taxonomy import Taxonomy
 from tests.conftest import SearchCatalog, proxy_settings
+from tests.indexer_support import engine_front
 
 
 @pytest.fixture
@@ -364,6 +366,23 @@ async def test_the_proxy_holds_every_fandom_and_category_with_its_product_count(
         rows = await pg.fetch(f"SELECT {kind} AS v, count(*) AS n FROM products WHERE status = 'active' GROUP BY 1")
         expected.update(((kind, r["v"]), r["n"]) for r in rows)
     assert dict(taxonomy.counts) == expected
+
+
+async def test_once_the_vocabulary_is_held_the_engine_is_asked_for_product_names_only(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    async with engine_front(stack_urls.elasticsearch_node) as front:
+        settings = proxy_settings(search_catalog, stack_urls, elasticsearch_node=front.url, cache_enabled=False)
+        async with TestClient(TestServer(create_app(settings))) as client:
+            await _held_taxonomy(client)
+            front.bodies.clear()
+            response = await client.get("/api/search/suggestions", params={"q": "har"})
+            assert response.status == 200
+            suggestions = (await response.json())["suggestions"]
+            assert suggestions[0] == {"text": "Harry Potter", "type": "fandom"}, suggestions
+            (asked,) = [orjson.loads(body) for body in front.bodies]
+            # Not the fandom and category counts: they visited every Harry Potter product.
+            assert "aggs" not in asked and "fandom.prefix" not in front.bodies[0].decode()
 
 
 # Prefixes, typos, several words, accents, a prefix of a category, and one matching nothing.
