@@ -20,7 +20,7 @@ from proxy.app import create_app
 from proxy.state import ENGINE_GUARD, TAXONOMY
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import TcpProxy
-from tests.proxy_support import metric, proxy_env, scraped, spawn_proxy, timed_get, wait_healthy
+from tests.proxy_support import held_taxonomy, metric, proxy_env, scraped, spawn_proxy, timed_get, wait_healthy
 
 FALLBACK_APP = "hos-search-fallback"
 SEARCH = "/api/search?q=harry+potter&size=5"
@@ -84,10 +84,7 @@ async def test_a_proxy_started_with_the_engine_down_reads_the_suggestions_vocabu
         assert status == 200 and headers["X-Search-Backend"] == "postgres"
         assert holder.current is None
         await engine_cut.open()
-        deadline = time.monotonic() + 30
-        while holder.current is None:  # retried every second until the first read
-            assert time.monotonic() < deadline, "the vocabulary was never read after the engine came back"
-            await asyncio.sleep(0.05)
+        await held_taxonomy(client)  # retried every second until the first read
         status, headers, from_engine, _ = await timed_get(client, "/api/search/suggestions?q=pokmon")
         assert status == 200 and headers["X-Search-Backend"] == "elasticsearch"
         assert from_engine["suggestions"][0] == body["suggestions"][0] == {"text": "Pokémon", "type": "fandom"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -17,9 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.state import TAXONOMY
-from proxy.taxonomy import Taxonomy
 from tests.conftest import SearchCatalog, proxy_settings
-from tests.indexer_support import engine_front
+from tests.proxy_support import held_taxonomy, proxy_behind_front
 
 
 @pytest.fixture
@@ -347,20 +344,10 @@ async def test_equally_matching_suggestions_come_best_rated_first(client: TestCl
     assert ratings[: len(rated)] == rated, "unrated products come last"
 
 
-async def _held_taxonomy(client: TestClient) -> Taxonomy:
-    """The vocabulary the proxy holds, once it has read it (polled, with a deadline)."""
-    holder = client.server.app[TAXONOMY]
-    deadline = time.monotonic() + 30
-    while holder.current is None:
-        assert time.monotonic() < deadline, "the proxy never read the suggestions' vocabulary"
-        await asyncio.sleep(0.05)
-    return holder.current
-
-
 async def test_the_proxy_holds_every_fandom_and_category_with_its_product_count(
     client: TestClient, pg: asyncpg.Connection
 ) -> None:
-    taxonomy = await _held_taxonomy(client)
+    taxonomy = await held_taxonomy(client)
     expected: dict[tuple[str, str], int] = {}
     for kind in ("fandom", "category"):
         rows = await pg.fetch(f"SELECT {kind} AS v, count(*) AS n FROM products WHERE status = 'active' GROUP BY 1")
@@ -371,18 +358,16 @@ async def test_the_proxy_holds_every_fandom_and_category_with_its_product_count(
 async def test_once_the_vocabulary_is_held_the_engine_is_asked_for_product_names_only(
     search_catalog: SearchCatalog, stack_urls: StackUrls
 ) -> None:
-    async with engine_front(stack_urls.elasticsearch_node) as front:
-        settings = proxy_settings(search_catalog, stack_urls, elasticsearch_node=front.url, cache_enabled=False)
-        async with TestClient(TestServer(create_app(settings))) as client:
-            await _held_taxonomy(client)
-            front.bodies.clear()
-            response = await client.get("/api/search/suggestions", params={"q": "har"})
-            assert response.status == 200
-            suggestions = (await response.json())["suggestions"]
-            assert suggestions[0] == {"text": "Harry Potter", "type": "fandom"}, suggestions
-            (asked,) = [orjson.loads(body) for body in front.bodies]
-            # Not the fandom and category counts: they visited every Harry Potter product.
-            assert "aggs" not in asked and "fandom.prefix" not in front.bodies[0].decode()
+    async with proxy_behind_front(search_catalog, stack_urls) as (client, front):
+        await held_taxonomy(client)
+        front.bodies.clear()
+        response = await client.get("/api/search/suggestions", params={"q": "har"})
+        assert response.status == 200
+        suggestions = (await response.json())["suggestions"]
+        assert suggestions[0] == {"text": "Harry Potter", "type": "fandom"}, suggestions
+        (asked,) = [orjson.loads(body) for body in front.bodies]
+        # Not the fandom and category counts: they visited every Harry Potter product.
+        assert "aggs" not in asked and "fandom.prefix" not in front.bodies[0].decode()
 
 
 # Prefixes, typos, several words, accents, a prefix of a category, and one matching nothing.
@@ -393,7 +378,7 @@ async def test_suggestions_from_the_held_vocabulary_are_the_engines_own(
     client: TestClient, search_catalog: SearchCatalog, stack_urls: StackUrls
 ) -> None:
     # The same answers as when the engine counts fandoms and categories on every keystroke.
-    await _held_taxonomy(client)
+    await held_taxonomy(client)
     counting = proxy_settings(search_catalog, stack_urls, suggest_taxonomy_refresh_s=0, cache_enabled=False)
     async with TestClient(TestServer(create_app(counting))) as engine_counts:
         assert engine_counts.server.app[TAXONOMY].current is None
