@@ -161,6 +161,9 @@ _SUGGEST_SOURCE: Final = ["id", "name"]
 # Among names that match equally, the better-rated product first (the catalog's popularity
 # signal); then the id, so equal answers come back in the same order.
 _SUGGEST_SORT: Final = [{"_score": "desc"}, {"rating": {"order": "desc", "missing": "_last"}}, _TIE_BREAK]
+# When every hit scores alike (exact prefixes only, no taxonomy matches): the index's own order
+# (``catalog.mapping.INDEX_SORT``), so the engine stops after the first hits of each segment.
+_SUGGEST_INDEX_ORDER: Final = _SUGGEST_SORT[1:]
 # A suggestion hit scoring this matched a fandom or category name only, not its own name:
 # every name match scores at least 1 (``_exact_or_fuzzy``).
 TAXONOMY_ONLY_SCORE: Final = 0.0
@@ -452,7 +455,7 @@ def build_suggest(req: SuggestRequest, *, count_taxonomy: bool = True) -> dict[s
             "query": name_query,
             "size": req.size * SUGGEST_HIT_FACTOR,
             "_source": _SUGGEST_SOURCE,
-            "sort": _SUGGEST_SORT,
+            "sort": _SUGGEST_SORT if fuzzy else _SUGGEST_INDEX_ORDER,
             "track_total_hits": False,
         }
     taxonomy: dict[str, Any] = {}

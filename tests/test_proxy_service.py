@@ -24,6 +24,7 @@ from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.openapi import openapi_document
+from proxy.taxonomy import taxonomy_body
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.proxy_support import proxy_behind_front, proxy_env, spawn_proxy, wait_healthy
 
@@ -377,9 +378,14 @@ _EMPTY_ANSWER = {"hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}, 
 async def _scripted_engine(search: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[str]:
     """A real HTTP server speaking just enough of the engine's API: ``GET /`` and searches.
 
-    Each search is answered with what ``search()`` returns (it may sleep first); yields the URL.
+    Each search is answered with what ``search()`` returns (it may sleep first), except the
+    proxy's read of the suggestions' vocabulary (``proxy.taxonomy``), answered at once with
+    none: a scripted search must be the one a test sent. Yields the URL.
     """
     from aiohttp import web
+
+    vocabulary_read = orjson.dumps(taxonomy_body())
+    no_vocabulary = {"aggregations": {kind: {"buckets": []} for kind in taxonomy_body()["aggs"]}}
 
     headers = {"X-Elastic-Product": "Elasticsearch"}
     root = {"version": {"distribution": "opensearch", "number": "3.8.0"}}
@@ -388,6 +394,8 @@ async def _scripted_engine(search: Callable[[], Awaitable[dict[str, Any]]]) -> A
         return web.json_response(root, headers=headers)
 
     async def answer(request: web.Request) -> web.Response:
+        if orjson.dumps(orjson.loads(await request.read())) == vocabulary_read:
+            return web.json_response(no_vocabulary, headers=headers)
         return web.json_response(await search(), headers=headers)
 
     engine_app = web.Application()
