@@ -904,6 +904,7 @@ async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
     except ImportError:
         return None
     from proxy.params import parse_search, parse_suggest
+    from proxy.taxonomy import match_taxonomy
 
     conn = await asyncpg.connect(database_url)
     plans = []
@@ -941,7 +942,7 @@ async def explain_plans(database_url: str, mix: list[Ask]) -> list[Plan] | None:
                     row = await conn.fetchrow(statement.sql, *statement.args)
                 except asyncpg.PostgresError:
                     row = None  # explained (and reported) below
-                if row is not None and (matches := sql.match_taxonomy(suggest, row)):
+                if row is not None and (matches := match_taxonomy(suggest.q, row)):
                     statements.append(("taxonomy counts", sql.taxonomy_count_statement(matches)))
             for label, statement in statements:
                 try:

@@ -54,6 +54,7 @@ from devstack.catalogs import prepare_catalog, remove_catalog
 from devstack.databases import ScratchDatabases
 from devstack.servers import free_port
 from devstack.stack import DevStack
+from proxy.taxonomy import taxonomy_body
 
 # A fixed storefront mix: typo'd and exact text, filters, sorts, deep-ish pages, browse.
 SEARCH_MIX: list[list[tuple[str, str]]] = [
@@ -74,7 +75,8 @@ SUGGEST_MIX: list[list[tuple[str, str]]] = [[("q", "har")], [("q", "pika")], [("
 
 
 def _body(path: str, params: list[tuple[str, str]]) -> bytes:
-    """The exact engine body the proxy sends for this request (with the default synonyms)."""
+    """The exact engine body the proxy sends for this request (with the default synonyms; for
+    suggestions, once it holds the fandom and category vocabulary, ``proxy.taxonomy``)."""
     from proxy.params import parse_search, parse_suggest
     from proxy.query import build_search, build_suggest
     from proxy.synonyms import DEFAULT_SYNONYMS_PATH, load_synonyms
@@ -83,7 +85,7 @@ def _body(path: str, params: list[tuple[str, str]]) -> bytes:
     if path == "/api/search":
         body = build_search(parse_search(query), load_synonyms(DEFAULT_SYNONYMS_PATH))
     else:
-        body = build_suggest(parse_suggest(query))
+        body = build_suggest(parse_suggest(query), count_taxonomy=False)
     return orjson.dumps(body)
 
 
@@ -207,6 +209,44 @@ async def measure(
     return samples
 
 
+async def measure_suggestions(proxies: dict[str, str], rounds: int) -> dict[str, list[float]]:
+    """The mix's suggestions through each of ``proxies`` (label -> URL), interleaved request by
+    request (the order turned each round), ``rounds`` passes: same requests, same moment."""
+    samples: dict[str, list[float]] = {label: [] for label in proxies}
+    suggestions = [params for path, params, _ in _requests() if path != "/api/search"]
+    order = list(proxies.items())
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
+        for round_no in range(rounds + 3):  # 3 warm-up rounds, not kept
+            for params in suggestions:
+                for label, url in order:
+                    took = await _timed(session, "GET", url + "/api/search/suggestions", params=params)
+                    if round_no >= 3:
+                        samples[label].append(took)
+            order.reverse()
+    return samples
+
+
+def record_suggestions(results: Results, samples: dict[str, list[float]], products: int) -> None:
+    """Suggestions with the proxy holding the fandom and category vocabulary, against the engine
+    counting them per keystroke (the way before it), interleaved."""
+    held, counting = samples[HELD], samples[COUNTING]
+    print(f"\nsuggestions, real engine, cache off: {len(held)} requests each way, interleaved")
+    print(f"{'':<22}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
+    for label, values in samples.items():
+        print(f"{label:<22}" + "".join(f"{percentile(values, p):>10.2f}" for p in (50, 95, 99)))
+    results.add(
+        f"suggestions through the proxy (cache off), p99, fandoms and categories from the held vocabulary, "
+        f"{products:,} products",
+        percentile(held, 99),
+        "ms",
+        baseline=percentile(counting, 99),
+        baseline_label="the engine counting them on every keystroke (SUGGEST_TAXONOMY_REFRESH_S=0), same requests "
+        "interleaved",
+        notes=f"{len(held):,} requests each; p50 {percentile(held, 50):.1f} ms (engine counting "
+        f"{percentile(counting, 50):.1f})",
+    )
+
+
 async def measure_misses(engine_url: str, alias: str, proxies: dict[str, str], rounds: int) -> dict[str, list[float]]:
     """Paired timings of cache misses: per request new to every cache, the engine answering the
     exact body directly (``direct``) and each proxy of ``proxies`` (label -> base URL; cache on)
@@ -282,6 +322,10 @@ def report(label: str, samples: dict[str, list[float]]) -> None:
             f"through a proxy with its cache on (HIT), {len(hits)} requests: "
             + "   ".join(f"p{p} {percentile(hits, p):.2f} ms" for p in (50, 95, 99))
         )
+
+
+HELD = "vocabulary held"
+COUNTING = "engine counts"
 
 
 def record_figures(results: Results, label: str, samples: dict[str, list[float]], products: int) -> None:
@@ -501,13 +545,15 @@ async def record(engine_url: str, alias: str) -> bytes:
     async with aiohttp.ClientSession() as session:
         async with session.get(engine_url + "/") as response:
             answers["__root__"] = (await response.read()).decode()
-        for path, _, body in _requests():
+        # The proxy's read of the suggestions' vocabulary, answered for real too.
+        for path, _, body in [*_requests(), ("", [], orjson.dumps(taxonomy_body()))]:
             async with session.post(
                 f"{engine_url}/{alias}/_search", data=body, headers={"Content-Type": "application/json"}
             ) as response:
                 answer = (await response.read()).decode()
             answers[hashlib.sha1(body).hexdigest()] = answer
-            answers.setdefault("__search__" if path == "/api/search" else "__suggest__", answer)
+            if path:
+                answers.setdefault("__search__" if path == "/api/search" else "__suggest__", answer)
     return orjson.dumps(answers)
 
 
@@ -581,6 +627,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows = asyncio.run(engine_profile(urls.elasticsearch_node, alias, args.engine_profile))
                 report_profile(rows)
                 record_profile(results, rows, args.products)
+            stop_process(children.pop())
+            stop_process(children.pop())
+            # Suggestions before and after the proxy held the fandom and category vocabulary.
+            ports = {HELD: free_port(), COUNTING: free_port()}
+            children.append(start_proxy(env, ports[HELD]))
+            children.append(start_proxy({**env, "SUGGEST_TAXONOMY_REFRESH_S": "0"}, ports[COUNTING]))
+            urls_by = {label: f"http://127.0.0.1:{port}" for label, port in ports.items()}
+            suggested = asyncio.run(measure_suggestions(urls_by, args.rounds))
+            record_suggestions(results, suggested, args.products)
             stop_process(children.pop())
             stop_process(children.pop())
         if args.mode in ("both", "replay"):

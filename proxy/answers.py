@@ -288,10 +288,11 @@ def _edits_allowed(typed: str) -> int:
     return 0 if len(typed) < FUZZY_MIN_WORD_CHARS else 1 if len(typed) < FUZZY_TWO_EDITS_CHARS else 2
 
 
-def _distance(a: str, b: str, limit: int) -> int:
-    """Optimal-string-alignment distance of ``a`` and ``b`` (a transposition is one edit), capped."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
+def _prefix_distances(a: str, b: str, limit: int) -> list[int]:
+    """Optimal-string-alignment distances (a transposition is one edit) of ``a`` to every prefix
+    of ``b``: item ``j`` is the distance to ``b[:j]`` — the last row of one table, where a table
+    per prefix cost five times as much (the proxy matches every suggestion's fandom and category
+    names with it, ``proxy.taxonomy``). Past ``limit`` the values are only known to be larger."""
     previous2: list[int] = []
     previous = list(range(len(b) + 1))
     for i, ca in enumerate(a, start=1):
@@ -301,8 +302,10 @@ def _distance(a: str, b: str, limit: int) -> int:
             current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
             if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
                 current[j] = min(current[j], previous2[j - 2] + 1)
+        if min(current) > limit:  # every later row only grows
+            return [limit + 1] * (len(b) + 1)
         previous2, previous = previous, current
-    return previous[-1]
+    return previous
 
 
 def starts_near(name: str, typed: str) -> bool:
@@ -310,10 +313,8 @@ def starts_near(name: str, typed: str) -> bool:
     allowed = _edits_allowed(typed)
     if allowed == 0 or name[:1] != typed[:1]:
         return False
-    return any(
-        _distance(typed, name[:length], allowed) <= allowed
-        for length in range(max(1, len(typed) - allowed), min(len(name), len(typed) + allowed) + 1)
-    )
+    distances = _prefix_distances(typed, name[: len(typed) + allowed], allowed)
+    return min(distances[max(1, len(typed) - allowed) :], default=allowed + 1) <= allowed
 
 
 def _dedupe(entries: Iterable[tuple[str, str, str | None]]) -> list[tuple[str, str, str | None]]:

@@ -32,6 +32,7 @@ from proxy.cache.response_cache import ResponseCache
 from proxy.cache.subscriber import Subscriber
 from proxy.engine import EngineGateway
 from proxy.engine_guard import EngineGuard
+from proxy.errors import BackendUnavailable
 from proxy.fallback.postgres import PostgresFallback
 from proxy.http_caching import HttpCaching, entity_tag
 from proxy.images import ImageUrls
@@ -65,10 +66,12 @@ from proxy.state import (
     REDIS,
     SETTINGS,
     SYNONYMS,
+    TAXONOMY,
 )
 from proxy.storefront import add_routes as add_storefront_routes
 from proxy.synonyms import SynonymError, SynonymsHolder, load_synonyms
 from proxy.tasks import cancel_and_wait
+from proxy.taxonomy import TaxonomyHolder, read_taxonomy, taxonomy_body
 
 log = logging.getLogger("hos_search.proxy")
 # Redis connections per worker on a request's path.
@@ -110,7 +113,9 @@ def create_app(settings: ProxySettings) -> web.Application:
     app[READINESS] = Recent(settings.readyz_cache)
     add_routes(app, metrics_route=not settings.metrics_port)
     add_storefront_routes(app)
-    app.cleanup_ctx.extend((_synonyms, _metrics_flush, _engine, _redis, _postgres, _fallback, _cache, _rate_limiter))
+    app.cleanup_ctx.extend(
+        (_synonyms, _metrics_flush, _engine, _taxonomy, _redis, _postgres, _fallback, _cache, _rate_limiter)
+    )
     if settings.cache_enabled:
         app.cleanup_ctx.append(_generation_subscriber)
     return app
@@ -193,6 +198,35 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     log.info("proxy ready: index alias %s at %s", settings.search_index, redact_url(settings.elasticsearch_node))
     yield
     await engine.close()
+
+
+# Until the vocabulary was first read (the engine may be down at start), try again this soon.
+_TAXONOMY_RETRY_S = 1.0
+
+
+async def _taxonomy(app: web.Application) -> AsyncIterator[None]:
+    """Read the suggestions' fandom and category vocabulary (``proxy.taxonomy``) now and every
+    ``SUGGEST_TAXONOMY_REFRESH_S``; when a read fails, the one held stays in use."""
+    holder = app[TAXONOMY] = TaxonomyHolder()
+    every = app[SETTINGS].suggest_taxonomy_refresh_s
+    if not every:
+        yield
+        return
+    engine = app[ENGINE]
+
+    async def refresh_forever() -> None:
+        read = False
+        while True:
+            try:
+                holder.current = read_taxonomy(await engine.search(taxonomy_body()))
+                read = True
+            except BackendUnavailable as exc:
+                log.debug("suggestion vocabulary not refreshed: %s", exc)
+            await asyncio.sleep(every if read else min(every, _TAXONOMY_RETRY_S))
+
+    task = asyncio.ensure_future(refresh_forever())
+    yield
+    await cancel_and_wait(task)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -27,7 +27,7 @@ from proxy.fallback.postgres import PostgresFallback
 from proxy.params import SearchRequest, SuggestRequest
 from proxy.query import build_product, build_seller, build_suggest
 from proxy.relaxation import search_with_recovery
-from proxy.state import ENGINE, ENGINE_GUARD, FALLBACK, IMAGES, METRICS, SYNONYMS
+from proxy.state import ENGINE, ENGINE_GUARD, FALLBACK, IMAGES, METRICS, SYNONYMS, TAXONOMY
 
 BACKEND = "elasticsearch"
 
@@ -114,7 +114,11 @@ async def produce_search(app: web.Application, req: SearchRequest, calls: Calls)
 
 
 async def produce_suggestions(app: web.Application, req: SuggestRequest, calls: Calls) -> Produced:
-    return _suggest_answer(shape_suggest(req, await _engine_search(app, build_suggest(req), "suggest", calls)))
+    taxonomy = app[TAXONOMY].current
+    found = await _engine_search(app, build_suggest(req, count_taxonomy=taxonomy is None), "suggest", calls)
+    if taxonomy is not None:
+        found = {**found, "aggregations": taxonomy.aggregations(req)}
+    return _suggest_answer(shape_suggest(req, found))
 
 
 async def produce_product(app: web.Application, product_id: int, calls: Calls) -> Produced:

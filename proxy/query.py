@@ -161,6 +161,9 @@ _SUGGEST_SOURCE: Final = ["id", "name"]
 # Among names that match equally, the better-rated product first (the catalog's popularity
 # signal); then the id, so equal answers come back in the same order.
 _SUGGEST_SORT: Final = [{"_score": "desc"}, {"rating": {"order": "desc", "missing": "_last"}}, _TIE_BREAK]
+# When every hit scores alike (exact prefixes only, no taxonomy matches): the index's own order
+# (``catalog.mapping.INDEX_SORT``), so the engine stops after the first hits of each segment.
+_SUGGEST_INDEX_ORDER: Final = _SUGGEST_SORT[1:]
 # A suggestion hit scoring this matched a fandom or category name only, not its own name:
 # every name match scores at least 1 (``_exact_or_fuzzy``).
 TAXONOMY_ONLY_SCORE: Final = 0.0
@@ -420,8 +423,19 @@ def _taxonomy_agg(kind: str, query: dict[str, Any], size: int) -> dict[str, Any]
     }
 
 
-def build_suggest(req: SuggestRequest) -> dict[str, Any]:
-    """The engine body for autocomplete: product names plus fandom and category names.
+def build_suggest(req: SuggestRequest, *, count_taxonomy: bool = True) -> dict[str, Any]:
+    """The engine body for autocomplete: product names, plus fandom and category names.
+
+    ``count_taxonomy=False``: product names only — the proxy matches fandom and category names
+    against the vocabulary it holds (``proxy.taxonomy``), which is the usual case. The
+    engine then visits only the products whose name matches: at 150k products, "st" visited
+    67,874 documents with the taxonomy counted, most of them for the fandom and category
+    matches and their aggregations (benchmarks/results/2026-12-06-suggest-latency.md). A prefix
+    too short for typos scores every hit alike, so it sorts in the index's own order and the
+    engine stops after the first hits of each segment (17 documents for "st", not 16,128).
+
+    With ``count_taxonomy`` (until the proxy holds the vocabulary, or when the catalog has too
+    many names to hold):
 
     Product hits are the products whose name matches; fandoms and categories come from
     aggregations over the products whose fandom or category matches, so they match on their own
@@ -438,6 +452,14 @@ def build_suggest(req: SuggestRequest) -> dict[str, Any]:
     q = req.q
     fuzzy = len(q) >= FUZZY_MIN_CHARS
     name_query = _exact_or_fuzzy(q, _PREFIX_FIELDS["name"], fuzzy)
+    if not count_taxonomy:
+        return {
+            "query": name_query,
+            "size": req.size * SUGGEST_HIT_FACTOR,
+            "_source": _SUGGEST_SOURCE,
+            "sort": _SUGGEST_SORT if fuzzy else _SUGGEST_INDEX_ORDER,
+            "track_total_hits": False,
+        }
     taxonomy: dict[str, Any] = {}
     # What the taxonomy aggregations can count: a typo-tolerant match includes the exact one.
     taxonomy_matches: list[dict[str, Any]] = []

@@ -112,6 +112,9 @@ class ProxySettings(SharedSettings):
     shutdown_timeout_s: float = 10.0
     # Search synonyms (proxy.synonyms); re-read on SIGHUP.
     synonyms_path: Path = setting("SYNONYMS_PATH", DEFAULT_SYNONYMS_PATH, read=lambda env, n, d: _synonyms_path(env, d))
+    # Suggestions match fandom and category names against a vocabulary the proxy re-reads from
+    # the engine this often (proxy.taxonomy); 0 = the engine counts them on every keystroke.
+    suggest_taxonomy_refresh_s: int = setting("SUGGEST_TAXONOMY_REFRESH_S", 60, minimum=0, maximum=86_400)
     # Every Redis call on a request's path (cache tiers) gives up after this.
     redis_timeout_ms: int = setting("REDIS_TIMEOUT_MS", 50, minimum=1, maximum=1_000)
     # The response cache (proxy.cache; the rules are in proxy.cache.freshness).

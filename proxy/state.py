@@ -22,6 +22,7 @@ from proxy.ratelimit.limiter import Limiter
 from proxy.readiness import Check, Recent
 from proxy.settings import ProxySettings
 from proxy.synonyms import SynonymsHolder
+from proxy.taxonomy import TaxonomyHolder
 
 SETTINGS = web.AppKey("settings", ProxySettings)
 ENGINE = web.AppKey("engine", EngineGateway)
@@ -37,6 +38,7 @@ READYZ_DETAILS = web.AppKey("readyz_details", bool)
 # The last readiness check of this worker, reused for READYZ_CACHE_MS (proxy.readiness.Recent).
 READINESS = web.AppKey("readiness", Recent[dict[str, Check]])
 SYNONYMS = web.AppKey("synonyms", SynonymsHolder)
+TAXONOMY = web.AppKey("taxonomy", TaxonomyHolder)
 CACHE = web.AppKey("cache", ResponseCache)
 LIMITER = web.AppKey("limiter", Limiter)
 ENGINE_GUARD = web.AppKey("engine_guard", EngineGuard)

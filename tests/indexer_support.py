@@ -291,10 +291,12 @@ _NOT_FORWARDED = {
 
 @dataclass
 class EngineFront:
-    """An HTTP front of the engine (:func:`engine_front`): its URL and the paths it forwarded."""
+    """An HTTP front of the engine (:func:`engine_front`): its URL, and the paths and bodies it
+    forwarded."""
 
     url: str = ""
     paths: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
 
 
 @contextlib.asynccontextmanager
@@ -315,6 +317,7 @@ async def engine_front(
             if slow is not None and len(body) > slow[0]:
                 await asyncio.sleep(slow[1])
             seen.paths.append(request.path)
+            seen.bodies.append(body)
             headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
             async with session.request(
                 request.method, target + request.rel_url.raw_path_qs, data=body, headers=headers

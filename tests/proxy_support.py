@@ -28,9 +28,10 @@ from proxy.app import create_app
 from proxy.cache.keys import fills_channel
 from proxy.fastpath import install
 from proxy.settings import ProxySettings
-from proxy.state import CACHE, METRICS
-from tests.conftest import SearchCatalog
-from tests.indexer_support import eventually
+from proxy.state import CACHE, METRICS, TAXONOMY
+from proxy.taxonomy import Taxonomy
+from tests.conftest import SearchCatalog, proxy_settings
+from tests.indexer_support import EngineFront, engine_front, eventually
 
 
 def proxy_env(catalog: SearchCatalog, urls: StackUrls, **extra: str) -> dict[str, str]:
@@ -114,6 +115,25 @@ async def fast_path_proxy(settings: ProxySettings) -> AsyncIterator[TestClient]:
         install(client.server.runner)
         await following(client)
         yield client
+
+
+@contextlib.asynccontextmanager
+async def proxy_behind_front(catalog: SearchCatalog, urls: StackUrls) -> AsyncIterator[tuple[TestClient, EngineFront]]:
+    """An in-process proxy, cache off, whose engine requests pass an engine front that records them."""
+    async with engine_front(urls.elasticsearch_node) as front:
+        settings = proxy_settings(catalog, urls, elasticsearch_node=front.url, cache_enabled=False)
+        async with TestClient(TestServer(create_app(settings))) as client:
+            yield client, front
+
+
+async def held_taxonomy(client: TestClient, timeout: float = 30) -> Taxonomy:
+    """The suggestions' vocabulary the in-process proxy holds, once it has read it."""
+    holder = client.server.app[TAXONOMY]
+
+    async def held() -> Taxonomy | None:
+        return holder.current
+
+    return await eventually(held, timeout=timeout, what="the proxy holding the suggestions' vocabulary")
 
 
 def metric(client: TestClient, name: str, **labels: str) -> float:

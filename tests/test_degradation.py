@@ -17,10 +17,10 @@ from catalog.processes import stop_process
 from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
-from proxy.state import ENGINE_GUARD
+from proxy.state import ENGINE_GUARD, TAXONOMY
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import TcpProxy
-from tests.proxy_support import metric, proxy_env, scraped, spawn_proxy, timed_get, wait_healthy
+from tests.proxy_support import held_taxonomy, metric, proxy_env, scraped, spawn_proxy, timed_get, wait_healthy
 
 FALLBACK_APP = "hos-search-fallback"
 SEARCH = "/api/search?q=harry+potter&size=5"
@@ -72,6 +72,22 @@ async def test_with_the_engine_refusing_search_and_suggestions_answer_from_postg
         status, _, ready, _ = await timed_get(client, "/readyz")
         assert status == 200 and ready["status"] == "degraded" and ready["backend"] == "postgres"
         assert ready["checks"]["elasticsearch"]["ok"] is False
+
+
+async def test_a_proxy_started_with_the_engine_down_reads_the_suggestions_vocabulary_once_it_is_back(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, engine_cut: TcpProxy
+) -> None:
+    await engine_cut.close()
+    async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, engine_cut.url)))) as client:
+        holder = client.server.app[TAXONOMY]
+        status, headers, body, _ = await timed_get(client, "/api/search/suggestions?q=pokmon")
+        assert status == 200 and headers["X-Search-Backend"] == "postgres"
+        assert holder.current is None
+        await engine_cut.open()
+        await held_taxonomy(client)  # retried every second until the first read
+        status, headers, from_engine, _ = await timed_get(client, "/api/search/suggestions?q=pokmon")
+        assert status == 200 and headers["X-Search-Backend"] == "elasticsearch"
+        assert from_engine["suggestions"][0] == body["suggestions"][0] == {"text": "Pokémon", "type": "fandom"}
 
 
 async def test_the_fallback_answers_as_the_engine_does(

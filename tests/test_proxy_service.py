@@ -24,9 +24,9 @@ from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
 from proxy.openapi import openapi_document
+from proxy.taxonomy import taxonomy_body
 from tests.conftest import SearchCatalog, proxy_settings
-from tests.indexer_support import engine_front
-from tests.proxy_support import proxy_env, spawn_proxy, wait_healthy
+from tests.proxy_support import proxy_behind_front, proxy_env, spawn_proxy, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -274,34 +274,32 @@ async def test_readyz_names_a_hanging_engine_with_a_503_every_time(
 async def test_a_readyz_flood_makes_at_most_one_engine_call_a_second_and_searches_keep_answering(
     search_catalog: SearchCatalog, stack_urls: StackUrls
 ) -> None:
-    async with engine_front(stack_urls.elasticsearch_node) as front:
-        settings = proxy_settings(search_catalog, stack_urls, elasticsearch_node=front.url, cache_enabled=False)
-        async with TestClient(TestServer(create_app(settings))) as client:
-            assert (await client.get("/readyz")).status == 200
-            before = len(front.paths)
-            started = time.monotonic()
+    async with proxy_behind_front(search_catalog, stack_urls) as (client, front):
+        assert (await client.get("/readyz")).status == 200
+        before = len(front.paths)
+        started = time.monotonic()
 
-            async def flood() -> list[int]:
-                statuses = []
-                for _ in range(20):
-                    responses = await asyncio.gather(*(client.get("/readyz") for _ in range(25)))
-                    statuses += [response.status for response in responses]
-                return statuses
+        async def flood() -> list[int]:
+            statuses = []
+            for _ in range(20):
+                responses = await asyncio.gather(*(client.get("/readyz") for _ in range(25)))
+                statuses += [response.status for response in responses]
+            return statuses
 
-            async def searches() -> list[int]:
-                statuses = []
-                for _ in range(20):
-                    response = await client.get("/api/search", params={"q": "wand"})
-                    statuses.append(response.status)
-                return statuses
+        async def searches() -> list[int]:
+            statuses = []
+            for _ in range(20):
+                response = await client.get("/api/search", params={"q": "wand"})
+                statuses.append(response.status)
+            return statuses
 
-            probes, searched = await asyncio.gather(flood(), searches())
-            seconds = time.monotonic() - started
-            assert probes == [200] * 500 and searched == [200] * 20
-            engine_calls = front.paths[before:]
-            alias_checks = sum(1 for path in engine_calls if not path.endswith("/_search"))
-            # 500 probes: one check of the alias a second at most (and one more in flight).
-            assert alias_checks <= seconds + 1, (alias_checks, seconds)
+        probes, searched = await asyncio.gather(flood(), searches())
+        seconds = time.monotonic() - started
+        assert probes == [200] * 500 and searched == [200] * 20
+        engine_calls = front.paths[before:]
+        alias_checks = sum(1 for path in engine_calls if not path.endswith("/_search"))
+        # 500 probes: one check of the alias a second at most (and one more in flight).
+        assert alias_checks <= seconds + 1, (alias_checks, seconds)
 
 
 # --- the process ------------------------------------------------------------------------------
@@ -380,9 +378,14 @@ _EMPTY_ANSWER = {"hits": {"total": {"value": 0, "relation": "eq"}, "hits": []}, 
 async def _scripted_engine(search: Callable[[], Awaitable[dict[str, Any]]]) -> AsyncIterator[str]:
     """A real HTTP server speaking just enough of the engine's API: ``GET /`` and searches.
 
-    Each search is answered with what ``search()`` returns (it may sleep first); yields the URL.
+    Each search is answered with what ``search()`` returns (it may sleep first), except the
+    proxy's read of the suggestions' vocabulary (``proxy.taxonomy``), answered at once with
+    none: a scripted search must be the one a test sent. Yields the URL.
     """
     from aiohttp import web
+
+    vocabulary_read = orjson.dumps(taxonomy_body())
+    no_vocabulary = {"aggregations": {kind: {"buckets": []} for kind in taxonomy_body()["aggs"]}}
 
     headers = {"X-Elastic-Product": "Elasticsearch"}
     root = {"version": {"distribution": "opensearch", "number": "3.8.0"}}
@@ -391,6 +394,8 @@ async def _scripted_engine(search: Callable[[], Awaitable[dict[str, Any]]]) -> A
         return web.json_response(root, headers=headers)
 
     async def answer(request: web.Request) -> web.Response:
+        if orjson.dumps(orjson.loads(await request.read())) == vocabulary_read:
+            return web.json_response(no_vocabulary, headers=headers)
         return web.json_response(await search(), headers=headers)
 
     engine_app = web.Application()

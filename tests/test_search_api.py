@@ -7,11 +7,16 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import SearchCatalog
+from devstack.stack import StackUrls
+from proxy.app import create_app
+from proxy.state import TAXONOMY
+from tests.conftest import SearchCatalog, proxy_settings
+from tests.proxy_support import held_taxonomy, proxy_behind_front
 
 
 @pytest.fixture
@@ -337,3 +342,50 @@ async def test_equally_matching_suggestions_come_best_rated_first(client: TestCl
     rated = [r for r in ratings if r is not None]
     assert rated == sorted(rated, reverse=True), ratings
     assert ratings[: len(rated)] == rated, "unrated products come last"
+
+
+async def test_the_proxy_holds_every_fandom_and_category_with_its_product_count(
+    client: TestClient, pg: asyncpg.Connection
+) -> None:
+    taxonomy = await held_taxonomy(client)
+    expected: dict[tuple[str, str], int] = {}
+    for kind in ("fandom", "category"):
+        rows = await pg.fetch(f"SELECT {kind} AS v, count(*) AS n FROM products WHERE status = 'active' GROUP BY 1")
+        expected.update(((kind, r["v"]), r["n"]) for r in rows)
+    assert dict(taxonomy.counts) == expected
+
+
+async def test_once_the_vocabulary_is_held_the_engine_is_asked_for_product_names_only(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    async with proxy_behind_front(search_catalog, stack_urls) as (client, front):
+        await held_taxonomy(client)
+        front.bodies.clear()
+        response = await client.get("/api/search/suggestions", params={"q": "har"})
+        assert response.status == 200
+        suggestions = (await response.json())["suggestions"]
+        assert suggestions[0] == {"text": "Harry Potter", "type": "fandom"}, suggestions
+        (asked,) = [orjson.loads(body) for body in front.bodies]
+        # Not the fandom and category counts: they visited every Harry Potter product.
+        assert "aggs" not in asked and "fandom.prefix" not in front.bodies[0].decode()
+
+
+# Prefixes, typos, several words, accents, a prefix of a category, and one matching nothing.
+_SUGGESTED = ["h", "har", "harr", "hermoine", "pokmon", "pokém", "st", "star wras", "plus", "lightsab", "qqxqz"]
+
+
+async def test_suggestions_from_the_held_vocabulary_are_the_engines_own(
+    client: TestClient, search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    # The same answers as when the engine counts fandoms and categories on every keystroke.
+    await held_taxonomy(client)
+    counting = proxy_settings(search_catalog, stack_urls, suggest_taxonomy_refresh_s=0, cache_enabled=False)
+    async with TestClient(TestServer(create_app(counting))) as engine_counts:
+        assert engine_counts.server.app[TAXONOMY].current is None
+        for q in _SUGGESTED:
+            answers = []
+            for proxy in (client, engine_counts):
+                response = await proxy.get("/api/search/suggestions", params={"q": q, "size": "8"})
+                assert response.status == 200, await response.text()
+                answers.append(await response.json())
+            assert answers[0] == answers[1], q

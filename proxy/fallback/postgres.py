@@ -42,6 +42,7 @@ from proxy.fallback.sql import Statement
 from proxy.params import SearchRequest, SuggestRequest
 from proxy.queueing import ServiceTime, already_waited
 from proxy.tasks import cancel_and_wait
+from proxy.taxonomy import match_taxonomy
 
 log = logging.getLogger("hos_search.proxy.fallback")
 
@@ -260,7 +261,7 @@ class PostgresFallback:
         async with self._connection() as conn:
             started = time.perf_counter()
             row = await _fetchrow(conn, sql.suggest_statement(req)) or {}
-            matches = sql.match_taxonomy(req, row)
+            matches = match_taxonomy(req.q, row)
             counts = await _fetch(conn, sql.taxonomy_count_statement(matches)) if matches else []
             took = _ms_since(started)
         return sql.suggest_response(req, row, matches, counts, took)

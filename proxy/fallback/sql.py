@@ -48,13 +48,11 @@ import orjson
 
 from catalog.document import PRODUCT_ROWS_SQL, UnindexableRow, product_document
 from catalog.mapping import PRICE_BUCKETS
-from proxy.answers import starts_near
 from proxy.params import SearchRequest, Sort, SuggestRequest
 from proxy.query import (
     FACET_SIZES,
     FACET_VALUES,
     FUZZY_MIN_CHARS,
-    FUZZY_SUFFIX,
     SELLER_TOP_VALUES,
     SOURCE_FIELDS,
     SUGGEST_HIT_FACTOR,
@@ -62,6 +60,7 @@ from proxy.query import (
     TAXONOMY_KINDS,
 )
 from proxy.synonyms import fold, words
+from proxy.taxonomy import TaxonomyMatches, begins, starts_every, taxonomy_aggregations
 
 # Session settings the statements rely on (``proxy.fallback.postgres`` sets them on connect).
 # Typo suggestions' threshold: "hary poter" is 0.6 of "Harry Potter", but "pokmon" only 0.5
@@ -139,11 +138,6 @@ def query_words(q: str) -> tuple[str, ...]:
 def prefix_tsquery(terms: Sequence[str], weights: str = "") -> str:
     """``harry:* & pot:*``: every term as a prefix, all required (``weights``: only in those)."""
     return " & ".join(f"{term}:*{weights}" for term in terms)
-
-
-def _begins(word: str, term: str, typo: bool) -> bool:
-    """Whether folded ``word`` starts with ``term`` or, with ``typo``, nearly does."""
-    return word.startswith(term) or (typo and starts_near(word, term))
 
 
 # --- search -----------------------------------------------------------------------------------
@@ -353,7 +347,7 @@ def highlight(name: str, terms: Sequence[str], *, typo: bool) -> str | None:
     position = 0
     for match in _WORD.finditer(name):
         word = fold(match.group())
-        if any(_begins(word, term, typo) for term in terms):
+        if any(begins(word, term, typo) for term in terms):
             parts += (html.escape(name[position : match.start()]), _EM_OPEN, html.escape(match.group()), _EM_CLOSE)
             position = match.end()
     if not parts:
@@ -469,42 +463,6 @@ SELECT {_names("exact")} AS hits,
     return Statement(sql, tuple(args.values))
 
 
-@dataclass(frozen=True, slots=True)
-class TaxonomyMatches:
-    """Fandom and category names a prefix matches, by kind: exactly, or only within a typo."""
-
-    exact: Mapping[str, tuple[str, ...]]
-    near: Mapping[str, tuple[str, ...]]
-
-    def names(self, kind: str) -> list[str]:
-        return sorted({*self.exact.get(kind, ()), *self.near.get(kind, ())})
-
-    def __bool__(self) -> bool:
-        return any(self.names(kind) for kind in TAXONOMY_KINDS)
-
-
-def _starts(name: str, typed: Sequence[str], typo: bool) -> bool:
-    """Whether every typed word starts (or, with ``typo``, nearly starts) a word of ``name``."""
-    name_words = words(name)
-    return bool(typed) and all(any(_begins(word, term, typo) for word in name_words) for term in typed)
-
-
-def match_taxonomy(req: SuggestRequest, row: Mapping[str, Any]) -> TaxonomyMatches:
-    """The fandom and category names (``row``'s lists) matching the typed prefix, ignoring case
-    and accents like the engine's edge n-grams; within a typo for long enough prefixes."""
-    typed = words(req.q)
-    fuzzy = len(req.q) >= FUZZY_MIN_CHARS
-    exact: dict[str, tuple[str, ...]] = {}
-    near: dict[str, tuple[str, ...]] = {}
-    for kind in TAXONOMY_KINDS:
-        names = row.get(kind) or ()
-        exact[kind] = tuple(name for name in names if _starts(name, typed, typo=False))
-        near[kind] = tuple(
-            name for name in names if fuzzy and name not in exact[kind] and _starts(name, typed, typo=True)
-        )
-    return TaxonomyMatches(exact, near)
-
-
 def taxonomy_count_statement(matches: TaxonomyMatches) -> Statement:
     """Active products per matched fandom and category name."""
     args = _Args()
@@ -526,19 +484,12 @@ def suggest_response(
     """The engine-shaped suggestions: product hits, and fandom and category buckets under
     ``taxonomy`` — exact matches under the kind, typo matches under ``kind + FUZZY_SUFFIX``."""
     products = {(r["kind"], r["name"]): int(r["n"]) for r in counts}
-
-    def top(kind: str, names: Iterable[str]) -> dict[str, Any]:
-        counted = [(name, products[kind, name]) for name in names if products.get((kind, name))]
-        counted.sort(key=lambda pair: (-pair[1], pair[0]))
-        return {FACET_VALUES: _buckets(counted[: req.size])}
-
-    taxonomy: dict[str, Any] = {}
-    for kind in TAXONOMY_KINDS:
-        taxonomy[kind] = top(kind, matches.exact.get(kind, ()))
-        if len(req.q) >= FUZZY_MIN_CHARS:
-            taxonomy[kind + FUZZY_SUFFIX] = top(kind, matches.near.get(kind, ()))
+    taxonomy = taxonomy_aggregations(req, matches, products)
     typed = words(req.q)
-    names = [*(_json(row.get("hits")) or ()), *(p for p in _json(row.get("typos")) or () if _starts(p[1], typed, True))]
+    names = [
+        *(_json(row.get("hits")) or ()),
+        *(p for p in _json(row.get("typos")) or () if starts_every(p[1], typed, True)),
+    ]
     hits = [
         {"_id": str(i), "_source": {"id": str(i), "name": name}} for i, name in names[: req.size * SUGGEST_HIT_FACTOR]
     ]
