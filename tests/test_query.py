@@ -569,8 +569,11 @@ def test_user_text_never_appears_outside_match_queries(q: str, category: str, so
     body = build_search(req)
     for path in user_text_paths(body, req.q):
         assert is_text_query_path(path), path
+    # The query's own texts, as the body writes them ('0:' is searched as '0'): a category of the
+    # same text rightly appears there too (Hypothesis found q='0:', category='0').
+    query_texts = {value for path, value in leaves(body) if is_text_query_path(path)}
     for value in req.categories:
-        assume(value not in _STATIC and value != req.q)
+        assume(value not in _STATIC and value != req.q and value not in query_texts)
         for path in user_text_paths(body, value):
             assert path[-1] == "category" and path[-2] == "terms", path
     assert not clause_kinds(body) & {"query_string", "simple_query_string"}
