@@ -71,8 +71,9 @@ class EngineNode(AiohttpHttpNode):
     one copied the node's headers into every request (the session sends them already) and made a
     new ``ClientTimeout`` each time, and, for OpenSearch, the old ``PlainJsonNode`` copied the
     headers once more and the answer's meta twice. Issue 24: on a miss the engine client's layers
-    cost about as much CPU as aiohttp's own client under them; this node took ~100 µs of CPU off
-    each engine request (one client against the replay engine, 2-core machine, load 10+).
+    cost about twice the CPU of aiohttp's own client under them; this node took 75–200 µs of CPU
+    off each engine request in three in-process runs against the replay engine (2-core machine,
+    load 10+; benchmarks/results/2026-12-06-miss-path/).
     """
 
     plain_json: ClassVar[bool] = False
