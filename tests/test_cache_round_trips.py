@@ -95,6 +95,8 @@ async def test_a_cold_miss_makes_one_redis_round_trip_before_the_engine_and_writ
     served = await asyncio.wait_for(cache.answer(ROUTE, KEY, engine), 5)
     assert served.body == b'{"total": 1}' and served.cache == "MISS"
     assert seen_at_engine == [(["read_or_lock"], True)]  # one round trip, and it took the lock
+    assert counted.calls == ["read_or_lock"] and served.due == key_digest  # the write waits for the answer
+    cache.answer_sent(served)  # as the route's response does once aiohttp has written it
     assert not await redis.exists(storage_key(prefix, key_digest))
 
     counted.fill_may_start.set()
