@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -48,6 +51,7 @@ from multidict import MultiDict
 
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import BIG_BUCKET, ROOT, wait_answering
+from benchmarks.kit.profiling import available, sampling, summarise, summary
 from benchmarks.kit.results import Results
 from catalog.processes import stop_process
 from devstack.catalogs import prepare_catalog, remove_catalog
@@ -247,17 +251,38 @@ def record_suggestions(results: Results, samples: dict[str, list[float]], produc
     )
 
 
-async def measure_misses(engine_url: str, alias: str, proxies: dict[str, str], rounds: int) -> dict[str, list[float]]:
+def on_cpu_ns(pid: int) -> int:
+    """Nanoseconds the process ``pid`` has run on a CPU, all its threads (``/proc/<pid>/task/*/schedstat``).
+
+    Unlike wall time, not stretched by waiting for a CPU: on a shared machine the time a miss
+    spends in the proxy's own code is measured by this, not by its latency."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+async def measure_misses(
+    engine_url: str, alias: str, proxies: dict[str, str], rounds: int, pids: dict[str, int] | None = None
+) -> dict[str, list[float]]:
     """Paired timings of cache misses: per request new to every cache, the engine answering the
     exact body directly (``direct``) and each proxy of ``proxies`` (label -> base URL; cache on)
     answering it through its miss path: the L1 miss, the one Redis round trip before the engine
     (L2 read + stampede lock, the limiter's decision unless a lease covers it), the engine call,
-    the answer; its L2 write happens after. Order rotates per request."""
+    the answer; its L2 write happens after. Order rotates per request.
+
+    ``pids`` (label -> process; ``direct`` for the engine's): also ``<label> cpu``, one sample,
+    each process's CPU microseconds per request of the measured rounds (:func:`on_cpu_ns`)."""
     headers = {"Content-Type": "application/json"}
     search_url = f"{engine_url}/{alias}/_search"
     samples: dict[str, list[float]] = {"direct": [], **{label: [] for label in proxies}}
+    pids = pids or {}
+    cpu_at_start: dict[str, int] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
         for round_no in range(rounds + 2):  # two rounds of warm-up: connections, code paths
+            if round_no == 2:
+                cpu_at_start = {label: on_cpu_ns(pid) for label, pid in pids.items()}
             for n, (path, params, body) in enumerate(_miss_requests(round_no)):
                 calls: list[tuple[str, Callable[[], Awaitable[float]]]] = [
                     ("direct", partial(_timed, session, "POST", search_url, data=body, headers=headers))
@@ -269,6 +294,10 @@ async def measure_misses(engine_url: str, alias: str, proxies: dict[str, str], r
                 if round_no >= 2:
                     for label, ms in timings:
                         samples[label].append(ms)
+    # The replay engine answers the direct requests and every proxy's: it served them all.
+    served = {label: len(samples[label]) * (1 if label != "direct" else 1 + len(proxies)) for label in pids}
+    for label, pid in pids.items():
+        samples[f"{label} cpu"] = [(on_cpu_ns(pid) - cpu_at_start[label]) / 1000 / max(served[label], 1)]
     return samples
 
 
@@ -297,6 +326,99 @@ def record_misses(results: Results, samples: dict[str, list[float]]) -> None:
             f"{percentile(direct, 50):.2f} ms); proxy p50 {percentile(mine, 50):.2f} ms, added p99 {added99:+.2f} ms"
             + (f"; {not_miss} answers were not a MISS" if not_miss else ""),
         )
+
+
+def record_miss_cpu(results: Results, samples: dict[str, list[float]]) -> None:
+    """Each process's CPU per request in the miss run: the proxies' against the replay engine's."""
+    if "direct cpu" not in samples:
+        return
+    engine = samples["direct cpu"][0]
+    print(f"on-CPU µs per request (/proc schedstat): replay engine {engine:.0f}", end="")
+    for label in samples:
+        if label.endswith(" cpu") and label != "direct cpu":
+            mine = samples[label][0]
+            print(f"   proxy, {label[:-4]} {mine:.0f} ({mine / engine:.2f} ×)", end="")
+            results.add(
+                f"cache miss: proxy CPU per request, {label[4:-4]}",
+                mine,
+                "µs",
+                baseline=engine,
+                baseline_label="replay engine (bare aiohttp) CPU per request, same run",
+                notes="on-CPU time (/proc/<pid>/schedstat), not stretched by waiting for a CPU on a busy machine",
+            )
+    print()
+
+
+# Where a miss's time goes: groups of frames a sample passes through (inclusive; one sample may
+# be in several), for benchmarks.kit.profiling.summary.
+MISS_GROUPS: dict[str, tuple[str, ...]] = {
+    "engine call (elasticsearch-py, elastic_transport, aiohttp client)": (
+        "elasticsearch/",
+        "elastic_transport/",
+        "aiohttp/client",
+        "proxy/engine.py",
+    ),
+    "elasticsearch-py + elastic_transport alone": ("elasticsearch/", "elastic_transport/"),
+    "answer shaping (proxy/answers.py)": ("proxy/answers.py",),
+    "engine body (proxy/query.py)": ("proxy/query.py",),
+    "parameters (proxy/params.py)": ("proxy/params.py",),
+    "response cache (proxy/cache/)": ("proxy/cache/",),
+    "redis-py": ("redis/",),
+    "rate limiter (proxy/ratelimit/, its middleware)": ("proxy/ratelimit/", "proxy/middleware/ratelimit.py"),
+    "metrics (prometheus_client, proxy/metrics.py)": ("prometheus_client/", "proxy/metrics.py"),
+    "logging": ("logging/",),
+    "aiohttp server (web_protocol, web_request, web_response, http_writer)": (
+        "aiohttp/web_",
+        "aiohttp/http_writer",
+        "aiohttp/http_parser",
+    ),
+}
+MISS_PROFILE_RATE = 1000  # samples per second: a miss is about a millisecond of work
+
+
+async def _misses(url: str, first_round: int, count: int) -> int:
+    """``count`` requests new to every cache, one at a time, to the proxy at ``url``."""
+    sent = 0
+    async with aiohttp.ClientSession() as session:
+        round_no = first_round
+        while sent < count:
+            for path, params, _ in _miss_requests(round_no):
+                await _timed(session, "GET", url + path, params=params)
+                sent += 1
+            round_no += 1
+    return sent
+
+
+def profile_misses(proxies: dict[str, tuple[str, int]], requests: int, keep: Path | None) -> None:
+    """Where a miss's time goes in each proxy (label -> (URL, pid)): ``requests`` more misses,
+    one at a time, under py-spy (``benchmarks.kit.profiling``), as busy µs per request by part,
+    the share of each of :data:`MISS_GROUPS` and the heaviest functions, and the process's
+    on-CPU µs per request. ``keep``: a folder for py-spy's raw stacks (flame graphs)."""
+    why = available()
+    if why is not None:
+        print(f"miss profile: skipped ({why})")
+        return
+    folder = keep or Path(tempfile.mkdtemp(prefix="hos-miss-profile-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, (label, (url, pid)) in enumerate(proxies.items()):
+        raw = folder / f"miss-{label.replace(' ', '-').replace(',', '')}.txt"
+        before = on_cpu_ns(pid)
+        with sampling(pid, raw, rate=MISS_PROFILE_RATE):
+            sent = asyncio.run(_misses(url, 100_000 * (n + 1), requests))
+        cpu = (on_cpu_ns(pid) - before) / 1000 / sent
+        profile = summarise(raw.read_text(), MISS_PROFILE_RATE) if raw.exists() else None
+        print(f"\nmiss profile, proxy {label}: {sent} misses, on-CPU {cpu:.0f} µs per request")
+        if profile is None:
+            print("  py-spy wrote no samples")
+            continue
+        print(
+            "  busy µs per request by part: "
+            + ", ".join(f"{part} {us:.0f}" for part, us in profile.part_rows(sent).items())
+        )
+        print(f"  total busy {profile.microseconds(profile.samples, sent):.0f} µs per request")
+        print("\n".join("  " + line for line in summary(raw, MISS_GROUPS, top=25)))
+    if keep is None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def report(label: str, samples: dict[str, list[float]]) -> None:
@@ -577,6 +699,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help='real engine: also profile each request of the mix ("profile": true, RUNS times each): its took, '
         "its costliest clauses and aggregations, documents visited",
     )
+    parser.add_argument(
+        "--miss-profile",
+        type=int,
+        default=0,
+        metavar="REQUESTS",
+        help="replay engine: then send REQUESTS more misses to each proxy (no cache; cache with the limiter off, on) "
+        "under py-spy and print where their time goes (needs root)",
+    )
+    parser.add_argument("--miss-profile-dir", type=Path, help="keep py-spy's raw stacks of --miss-profile here")
     parser.add_argument("--serve-replay", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -658,30 +789,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             replay_url = f"http://127.0.0.1:{replay_port}"
             wait_answering(replay_url + "/", replay)
             port = free_port()
-            children.append(start_proxy({**env, "ELASTICSEARCH_NODE": replay_url}, port))
-            samples = asyncio.run(measure(replay_url, alias, f"http://127.0.0.1:{port}", args.rounds * 4))
+            no_cache = start_proxy({**env, "ELASTICSEARCH_NODE": replay_url}, port)
+            no_cache_url = f"http://127.0.0.1:{port}"
+            children.append(no_cache)
+            samples = asyncio.run(measure(replay_url, alias, no_cache_url, args.rounds * 4))
             report("replay engine (engine cost removed)", samples)
             record_figures(results, "replay", samples, args.products)
             # Cache misses as deployed: cache on (L1, L2 in Redis), limiter off and on.
             missing: dict[str, str] = {}
+            pids = {"direct": replay.pid}
             # Limited as deployed, with a bucket the bench's one client never runs dry (the default
             # limit answered it 429 within the run).
             for label, limiting in (("miss, limiter off", {}), ("miss, limiter on", BIG_BUCKET)):
                 port = free_port()
-                children.append(
-                    start_proxy(
-                        {
-                            **env,
-                            "ELASTICSEARCH_NODE": replay_url,
-                            "CACHE_ENABLED": "true",
-                            **limiting,
-                            "REDIS_KEY_PREFIX": f"{alias}-{len(missing)}:",
-                        },
-                        port,
-                    )
+                proxy = start_proxy(
+                    {
+                        **env,
+                        "ELASTICSEARCH_NODE": replay_url,
+                        "CACHE_ENABLED": "true",
+                        **limiting,
+                        "REDIS_KEY_PREFIX": f"{alias}-{len(missing)}:",
+                    },
+                    port,
                 )
+                children.append(proxy)
                 missing[label] = f"http://127.0.0.1:{port}"
-            record_misses(results, asyncio.run(measure_misses(replay_url, alias, missing, args.rounds)))
+                pids[label] = proxy.pid
+            misses = asyncio.run(measure_misses(replay_url, alias, missing, args.rounds, pids))
+            record_misses(results, misses)
+            record_miss_cpu(results, misses)
+            if args.miss_profile:
+                profiled = {"no cache": (no_cache_url, no_cache.pid)}
+                profiled |= {label[6:]: (url, pids[label]) for label, url in missing.items()}
+                profile_misses(profiled, args.miss_profile, args.miss_profile_dir)
     finally:
         if args.json:
             results.write(args.json)

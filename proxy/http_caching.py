@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -68,12 +69,33 @@ def is_public(cache_control: str | None) -> bool:
     return cache_control is not None and cache_control.startswith(_PUBLIC)
 
 
-def conditional_response(body: bytes, headers: dict[str, str], if_none_match: str | None) -> web.Response:
+class SentResponse(web.Response):
+    """A response that calls ``sent()`` once aiohttp has handed all of it to the socket: work
+    that must not delay the answer (the cache's L2 write) starts then."""
+
+    def __init__(self, *, sent: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sent = sent
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        try:
+            await super().write_eof(data)
+        finally:
+            self._sent()
+
+
+def conditional_response(
+    body: bytes, headers: dict[str, str], if_none_match: str | None, sent: Callable[[], None] | None = None
+) -> web.Response:
     """``body`` with ``headers``, or a 304 with the same headers (but no Content-Type) when
-    ``If-None-Match`` names its ETag."""
+    ``If-None-Match`` names its ETag; ``sent()`` is called once either is sent."""
     if if_none_match is not None and none_match(if_none_match, headers["ETag"]):
         headers.pop("Content-Type", None)
+        if sent is not None:
+            return SentResponse(status=304, headers=headers, sent=sent)
         return web.Response(status=304, headers=headers)
+    if sent is not None:
+        return SentResponse(body=body, headers=headers, sent=sent)
     return web.Response(body=body, headers=headers)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import parse_qsl
 
@@ -306,7 +307,9 @@ def cached_response(request: web.Request, route: Route[Any], served: Served) -> 
     app = request.app
     app[METRICS].count_response(route.name, served.cache, backend=served.backend if route.by_backend else None)
     headers = answer_headers(app[HTTP_CACHING], served, keyed=API_KEY_HEADER in request.headers)
-    return conditional_response(served.body, headers, request.headers.get("If-None-Match"))
+    # A miss's L2 write starts once the answer is sent (issue 24), not as soon as it is made.
+    sent = partial(app[CACHE].answer_sent, served) if served.due is not None else None
+    return conditional_response(served.body, headers, request.headers.get("If-None-Match"), sent)
 
 
 async def _charge_extra_calls(request: web.Request, route: Route[Any], extra: int) -> None:

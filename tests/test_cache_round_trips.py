@@ -12,11 +12,20 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio.cluster import RedisCluster
 
-from catalog.cache_generation import Announcement
+from catalog.cache_generation import Announcement, generation_key
+from catalog.redis_client import RedisClient
+from devstack.stack import StackUrls
+from proxy.app import create_app
+from proxy.cache.entry import Entry
 from proxy.cache.freshness import CatalogView, Policy
 from proxy.cache.keys import digest, lock_key, storage_key
 from proxy.cache.l1 import LRU
@@ -24,7 +33,10 @@ from proxy.cache.l2 import RedisTier
 from proxy.cache.notices import FillNotices
 from proxy.cache.response_cache import Produced, ResponseCache
 from proxy.metrics import ProxyMetrics
+from proxy.state import CACHE, ENGINE
+from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import eventually
+from tests.proxy_support import following
 
 ROUTE = "search"
 KEY = "search:v2?q=wand"
@@ -83,6 +95,8 @@ async def test_a_cold_miss_makes_one_redis_round_trip_before_the_engine_and_writ
     served = await asyncio.wait_for(cache.answer(ROUTE, KEY, engine), 5)
     assert served.body == b'{"total": 1}' and served.cache == "MISS"
     assert seen_at_engine == [(["read_or_lock"], True)]  # one round trip, and it took the lock
+    assert counted.calls == ["read_or_lock"] and served.due == key_digest  # the write waits for the answer
+    cache.answer_sent(served)  # as the route's response does once aiohttp has written it
     assert not await redis.exists(storage_key(prefix, key_digest))
 
     counted.fill_may_start.set()
@@ -262,3 +276,133 @@ async def test_closing_ends_a_refresh_still_under_way_before_the_clients_close(r
     assert len(refreshes) == 1 and not refreshes[0].done()
     await asyncio.wait_for(cache.close(timeout=0.2), 5)
     assert refreshes[0].cancelled()
+
+
+# --- through a whole proxy: the commands a real Redis runs (MONITOR) ---------------------------
+
+
+class RedisMonitor:
+    """Every command the stack's Redis servers run, in their order, as MONITOR reports them: the
+    commands of one server between two markers (an ``ECHO`` this monitor sends) ran between the
+    moments the markers were sent. On a Redis Cluster, every primary is watched and marked."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        if isinstance(redis, RedisCluster):
+            self._nodes = [(node.host, node.port) for node in redis.get_primaries()]
+        else:
+            kwargs = redis.connection_pool.connection_kwargs
+            self._nodes = [(kwargs.get("host", "localhost"), kwargs.get("port", 6379))]
+        self.seen: list[list[str]] = [[] for _ in self._nodes]
+        self._clients: list[aioredis.Redis] = []
+        self._markers: list[aioredis.Redis] = []  # connected before MONITOR starts: no handshakes seen
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> RedisMonitor:
+        for n, (host, port) in enumerate(self._nodes):
+            marker = aioredis.Redis(host=host, port=int(port), single_connection_client=True)
+            await marker.ping()
+            self._markers.append(marker)
+            client = aioredis.Redis(host=host, port=int(port))
+            self._clients.append(client)
+            monitor = client.monitor()
+            await monitor.__aenter__()
+            self._readers.append(asyncio.ensure_future(self._read(monitor, self.seen[n])))
+        await self.mark("monitor-started")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for reader in self._readers:
+            reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        for client in self._clients + self._markers:
+            await client.aclose()
+
+    @staticmethod
+    async def _read(monitor: Any, seen: list[str]) -> None:
+        while True:
+            command = await monitor.next_command()
+            if command["client_type"] != "lua":  # a script's own commands: part of its one call
+                seen.append(command["command"])
+
+    async def mark(self, name: str) -> None:
+        """Send marker ``name`` to every server; return once each has reported it."""
+        for marker in self._markers:
+            await marker.echo(name)
+
+        async def reported() -> bool:
+            return all(f"ECHO {name}" in seen for seen in self.seen)
+
+        await eventually(reported, timeout=10, what=f"MONITOR reporting marker {name}")
+
+    def between(self, first: str, second: str, ignore: tuple[str, ...] = ()) -> list[str]:
+        """The commands run between marker ``first`` and the next ``second`` on every server (but
+        the markers, and those starting with any of ``ignore``)."""
+        out = []
+        for seen in self.seen:
+            start = seen.index(f"ECHO {first}")
+            end = seen.index(f"ECHO {second}", start)
+            out += [c for c in seen[start + 1 : end] if not c.startswith(("ECHO ", *ignore))]
+        return out
+
+
+def _recording_access_log(events: list[str]) -> type[AbstractAccessLogger]:
+    class Recorded(AbstractAccessLogger):
+        """aiohttp logs an access once the response is written: that moment, recorded."""
+
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            events.append(f"answer sent {request.path_qs}")
+
+    return Recorded
+
+
+async def test_a_miss_through_the_proxy_runs_one_redis_command_before_the_engine_and_its_write_after_the_answer(
+    search_catalog: SearchCatalog, stack_urls: StackUrls, redis: RedisClient
+) -> None:
+    """Issue 24, counted on the real Redis: with the limiter on (the client holding a lease) a
+    cache miss runs one command before the engine call — the script that reads L2 and takes the
+    fill lock — and its L2 write starts after aiohttp has written the answer (it used to start as
+    the engine answered, its encoding and send ahead of the answer's)."""
+    settings = proxy_settings(
+        search_catalog, stack_urls, rate_limit_enabled=True, rate_limit_max=1_000_000_000, rate_limit_ttl_ms=1000
+    )
+    events: list[str] = []
+    server = TestServer(create_app(settings))
+    await server.start_server(access_log_class=_recording_access_log(events))  # TestClient's start keeps it
+    async with TestClient(server) as client, RedisMonitor(redis) as monitor:
+        await following(client)
+        app = server.app
+        tier = app[CACHE].l2
+        assert tier is not None
+        fill, search = tier.fill, app[ENGINE].search
+
+        async def recorded_fill(key_digest: str, entry: Entry, *, locked: bool) -> None:
+            events.append("l2 write")
+            await fill(key_digest, entry, locked=locked)
+
+        async def marked_search(body: dict[str, Any]) -> dict[str, Any]:
+            await monitor.mark("engine-called")  # every command the proxy ran so far is before it
+            return await search(body)
+
+        tier.fill = recorded_fill  # type: ignore[method-assign]
+        app[ENGINE].search = marked_search  # type: ignore[method-assign]
+
+        async def written(count: int) -> bool:
+            return events.count("l2 write") == count
+
+        # The client's first miss brings its lease, and the worker's loads the script (a NOSCRIPT
+        # answer, SCRIPT LOAD, EVALSHA again: once per worker and Redis).
+        assert (await client.get("/api/search", params={"q": "wand"})).headers["X-Cache"] == "MISS"
+        await eventually(partial(written, 1), timeout=10, what="the first miss's L2 write")
+        await monitor.mark("before-the-miss")
+        response = await client.get("/api/search", params={"q": "wand", "sort": "newest"})
+        assert response.status == 200 and response.headers["X-Cache"] == "MISS"
+        await response.read()
+        ignored = ("PING", f"GET {generation_key(settings.redis_key_prefix)}")  # health checks, the watchdog
+        assert [c.split(" ")[0] for c in monitor.between("before-the-miss", "engine-called", ignored)] == ["EVALSHA"]
+        await eventually(partial(written, 2), timeout=10, what="the second miss's L2 write")
+        assert events == [
+            "answer sent /api/search?q=wand",
+            "l2 write",
+            "answer sent /api/search?q=wand&sort=newest",
+            "l2 write",
+        ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from catalog.cache_generation import ANY_SELLER, Announcement, product_tag, seller_tag
 from proxy.cache.entry import ENTRY_OVERHEAD_BYTES, Entry
 from proxy.cache.freshness import UNKNOWN_GENERATION, CatalogView, Policy, Verdict
-from proxy.cache.keys import digest, product_key, seller_key
+from proxy.cache.keys import digest, product_key, request_key, seller_key
 from proxy.cache.l1 import LRU
 
 # No jitter and no refresh-ahead here: these tests pin the rules' boundaries; the jitter and the
@@ -323,3 +325,17 @@ def test_a_jitter_outside_zero_to_one_is_refused() -> None:
         Policy(jitter=-0.1)
     with pytest.raises(ValueError):
         Policy(refresh_ahead=-1.0)
+
+
+@given(st.text(max_size=40), st.lists(st.text(max_size=12), max_size=3), st.integers(1, 20))
+def test_request_keys_are_the_urlencoded_fields_they_always_were(q: str, fandoms: list[str], size: int) -> None:
+    """Keys are built without urlencode now (issue 24: its cost on every miss); a key spelled any
+    differently would split every cached entry from its requests."""
+    from proxy.params import SearchRequest, SuggestRequest
+
+    search = SearchRequest(q=q, fandoms=tuple(fandoms), size=size)
+    unset = [("min_price", ""), ("max_price", ""), ("in_stock", "")]
+    rest = [("sort", search.sort), ("page", str(search.page)), ("size", str(size))]
+    fields = [("q", q), *(("fandom", f) for f in fandoms), *unset, *rest]
+    assert request_key(search) == "search:v2?" + urlencode(fields)
+    assert request_key(SuggestRequest(q=q, size=size)) == "suggest:v2?" + urlencode([("q", q), ("size", size)])

@@ -13,13 +13,23 @@ also what a filled-entry notice carries (``proxy.cache.notices``).
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Final
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 from proxy.params import SearchRequest, SuggestRequest
 
 # Bump when the shape of a cached answer changes: old entries then simply stop being found.
 CACHE_KEY_VERSION: Final = 2
+
+# What quote_plus leaves as it is: most values are made of these alone and skip it.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _encode(fields: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:
+    """``urlencode(fields)`` for names that need no quoting, at a fraction of its cost (issue 24:
+    urlencode was a tenth of the cache's own time on a miss): a value is quoted only if needed."""
+    return "&".join(f"{name}={value if _UNQUOTED.fullmatch(value) else quote_plus(value)}" for name, value in fields)
 
 
 def request_key(request: SearchRequest | SuggestRequest) -> str:
@@ -28,7 +38,7 @@ def request_key(request: SearchRequest | SuggestRequest) -> str:
     ``q`` keeps its case because the response echoes it.
     """
     if isinstance(request, SuggestRequest):
-        return f"suggest:v{CACHE_KEY_VERSION}?" + urlencode((("q", request.q), ("size", request.size)))
+        return f"suggest:v{CACHE_KEY_VERSION}?" + _encode((("q", request.q), ("size", str(request.size))))
     fields: list[tuple[str, str]] = [("q", request.q)]
     fields.extend(("category", value) for value in request.categories)
     fields.extend(("fandom", value) for value in request.fandoms)
@@ -38,7 +48,7 @@ def request_key(request: SearchRequest | SuggestRequest) -> str:
     fields.append(("max_price", "" if request.max_price is None else repr(request.max_price)))
     fields.append(("in_stock", "" if request.in_stock is None else str(request.in_stock).lower()))
     fields.extend((("sort", request.sort), ("page", str(request.page)), ("size", str(request.size))))
-    return f"search:v{CACHE_KEY_VERSION}?" + urlencode(fields)
+    return f"search:v{CACHE_KEY_VERSION}?" + _encode(fields)
 
 
 def product_key(product_id: int) -> str:

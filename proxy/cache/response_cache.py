@@ -20,6 +20,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from proxy.cache.entry import Entry
@@ -36,6 +37,9 @@ from proxy.queueing import having_waited
 # After the engine failed, background refreshes pause this long: a down engine is not asked
 # again for every stale answer served meanwhile.
 _REFRESH_PAUSE_S = 1.0
+# A miss's L2 write waits for its answer to be sent (answer_sent), at most this long: a fill whose
+# requests all went away (a client that hung up) still stores its entry and wakes its waiters.
+_WRITE_AFTER_ANSWER_WITHIN_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +53,16 @@ class Produced:
 @dataclass(frozen=True, slots=True)
 class Served:
     """The bytes to send and their ETag; ``cache`` is the X-Cache value; ``age`` (seconds) on
-    HIT and STALE; ``backend`` the X-Search-Backend (what produced the bytes)."""
+    HIT and STALE; ``backend`` the X-Search-Backend (what produced the bytes); ``due``: on a
+    MISS, the key whose L2 write waits for this answer to be sent
+    (:meth:`ResponseCache.answer_sent`)."""
 
     body: bytes
     etag: str
     cache: str
     age: int | None = None
     backend: str = "elasticsearch"  # ENGINE_BACKEND
+    due: str | None = None
 
 
 ENGINE_BACKEND = "elasticsearch"  # X-Search-Backend of an answer the engine produced
@@ -141,6 +148,8 @@ class ResponseCache:
         self._reads: dict[str, asyncio.Task[tuple[Entry | None, Lock | None]]] = {}
         self._fallbacks: dict[str, asyncio.Task[Produced]] = {}
         self._writes: set[asyncio.Task[object]] = set()
+        # L2 writes of fills whose answers are not sent yet: key digest -> (the write, its deadline).
+        self._due: dict[str, tuple[Callable[[], Coroutine[Any, Any, object]], asyncio.TimerHandle]] = {}
         self._refresh_paused_until = 0.0
 
     def _count(self, route: str, tier: str, result: str) -> None:
@@ -207,11 +216,15 @@ class ResponseCache:
             return _served(entry, verdict, now)
         self._metrics.child(self._metrics.cache_misses, route, self.view.miss_reason(entry, now)).inc()
         try:
-            fresh = await asyncio.shield(self._flight(route, key, key_digest, produce, lock, use_redis=not bypassed))
+            fresh = await asyncio.shield(
+                self._flight(route, key, key_digest, produce, lock, use_redis=not bypassed, answered=True)
+            )
             if self.view.following and self.view.judge(fresh, self._clock()) is Verdict.MISS:
                 # A fill begun before a change to what it shows was announced (one this request
                 # joined, or a slow one) may have read the old data: not served past the bound.
-                fresh = await asyncio.shield(self._flight(route, key, key_digest, produce, use_redis=not bypassed))
+                fresh = await asyncio.shield(
+                    self._flight(route, key, key_digest, produce, use_redis=not bypassed, answered=True)
+                )
         except BackendUnavailable as exc:
             if entry is not None and self.policy.usable_on_error(entry, now):
                 return _served(entry, Verdict.STALE, now)
@@ -219,7 +232,25 @@ class ResponseCache:
                 raise
             return await self._fall_back(key, fallback, exc)
         # BYPASS also when Redis failed during this request (the breaker opened meanwhile).
-        return Served(fresh.body, fresh.etag, "BYPASS" if bypassed or l2 is None or not l2.available else "MISS")
+        return Served(
+            fresh.body,
+            fresh.etag,
+            "BYPASS" if bypassed or l2 is None or not l2.available else "MISS",
+            due=key_digest if key_digest in self._due else None,
+        )
+
+    def answer_sent(self, served: Served) -> None:
+        """``served`` is on its way to the client: start the L2 write it was holding back, if any
+        (the first of the requests that shared its fill to get here starts it)."""
+        if served.due is not None:
+            self._write_due(served.due)
+
+    def _write_due(self, key_digest: str) -> None:
+        due = self._due.pop(key_digest, None)
+        if due is not None:
+            write, deadline = due
+            deadline.cancel()
+            self._background(write())
 
     async def _fall_back(self, key: str, fallback: Producer, shed: BaseException | None = None) -> Served:
         """The fallback's answer for ``key``: identical concurrent requests share one query.
@@ -284,8 +315,14 @@ class ResponseCache:
         client and Redis they use right after (a refresh-ahead still running at shutdown died on
         a closed client, logged as an unhandled exception of ``asyncio.run``)."""
         deadline = time.monotonic() + timeout
-        # A fill ends in a write, so the writes are looked at again after the fills.
-        while pending := {task for task in (*self._writes, *self._flights.values()) if not task.done()}:
+        while True:
+            # A fill ends in a write held for its answer (none will come now), so the writes are
+            # looked at again after the fills.
+            for key_digest in list(self._due):
+                self._write_due(key_digest)
+            pending = {task for task in (*self._writes, *self._flights.values()) if not task.done()}
+            if not pending:
+                return
             _, late = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
             if late:
                 for task in late:
@@ -307,13 +344,17 @@ class ResponseCache:
         lock: Lock | None = None,
         *,
         use_redis: bool = True,
+        answered: bool = False,
     ) -> asyncio.Task[Entry]:
         """The one fill of ``key`` in this worker: joined if running, else started (under
-        ``lock``, the outcome of the read's lock attempt, when nobody has claimed it yet)."""
+        ``lock``, the outcome of the read's lock attempt, when nobody has claimed it yet);
+        ``answered``: a request waits for it, whose answer starts the fill's L2 write once sent."""
         claimed = lock is not None and lock.claim()
         held = lock.taken if lock is not None and claimed else None
         task, joined = _one_per_key(
-            self._flights, key, lambda: self._fill(route, key, key_digest, produce, held, use_redis=use_redis)
+            self._flights,
+            key,
+            lambda: self._fill(route, key, key_digest, produce, held, use_redis=use_redis, answered=answered),
         )
         if joined:
             self._metrics.cache_coalesced.labels(route, "worker").inc()
@@ -344,6 +385,7 @@ class ResponseCache:
         held: bool | None = None,
         *,
         use_redis: bool = True,
+        answered: bool = False,
     ) -> Entry:
         """Ask ``produce`` for ``key`` and keep the answer; ``held``: the fill lock is this
         worker's (True), another process's (False), or not tried yet (None); ``use_redis``
@@ -400,9 +442,18 @@ class ResponseCache:
         entry = Entry(produced.body, generation, started, produced.tags)
         self._keep(key, entry)
         if l2 is not None:
-            # After the answer, not before it (issue 24: the awaited write added a round trip to
-            # every miss); waiters elsewhere hear of the entry when it is there.
-            self._background(l2.fill(key_digest, entry, locked=locked))
+            # After the answer is sent, not before it (issue 24: the awaited write added a round
+            # trip to every miss; started here, its encoding and send still ran before the
+            # answer's); waiters elsewhere hear of the entry when it is there.
+            write = partial(l2.fill, key_digest, entry, locked=locked)
+            if answered:
+                self._write_due(key_digest)  # an earlier fill's, still unsent: not lost
+                deadline = asyncio.get_running_loop().call_later(
+                    _WRITE_AFTER_ANSWER_WITHIN_S, self._write_due, key_digest
+                )
+                self._due[key_digest] = (write, deadline)
+            else:
+                self._background(write())
         return entry
 
     async def _fill_by_another(self, key_digest: str) -> Entry | None:
