@@ -153,6 +153,13 @@ def _tree(root: int, processes: dict[int, tuple[int, int]]) -> set[int]:
     return members
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and its live descendants (a proxy's
+    supervisor and its workers). Linux only (/proc)."""
+    processes = _cpu_ticks_by_process()
+    return sum(processes[pid][1] for pid in _tree(root, processes) if pid in processes) / os.sysconf("SC_CLK_TCK")
+
+
 def cores_used_outside(root: int, seconds: float = 1.0) -> float:
     """Cores that processes outside ``root``'s tree (a run: its benches, servers and load
     generators) used over the next ``seconds``: other people's load, which the load average
