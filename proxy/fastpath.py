@@ -32,7 +32,7 @@ from multidict import CIMultiDict
 from proxy.cache.response_cache import ENGINE_BACKEND, Served
 from proxy.http_caching import API_KEY_HEADER, HttpCaching, is_public, none_match
 from proxy.middleware.metrics import STATUS_CLASS
-from proxy.middleware.ratelimit import admission_headers, admit, refusal
+from proxy.middleware.ratelimit import admission_headers, admit, admitted_now, refusal
 from proxy.middleware.request_id import REQUEST_ID_HEADER, request_id_of
 from proxy.routes import ROUTES, answer_headers
 from proxy.state import CACHE, HTTP_CACHING, LIMITER, METRICS, SETTINGS
@@ -101,7 +101,10 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                         if limiter is not None:
                             # Limited like any request: the rate-limit middleware's own steps.
                             cost = route.cost(costs, known[1])  # priced from the parsed request
-                            admission = await admit(limiter, metrics, request, route.name, cost)
+                            # A leased request is answered without a coroutine (Limiter.leased).
+                            admission = admitted_now(limiter, metrics, request, route.name, cost) or await admit(
+                                limiter, metrics, request, route.name, cost
+                            )
                             if not admission.decision.allowed:
                                 refused = refusal(request, admission)
                                 refused.headers[REQUEST_ID_HEADER] = request_id

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import redis
+
 from benchmarks.kit.scrape import metric, scrape_sync
 from devstack.servers import child_setup, free_port, wait_http
 
@@ -42,6 +44,31 @@ def pinning_cpus() -> tuple[int | None, int | None]:
     if len(cpus) < 2 or shutil.which("taskset") is None:
         return None, None
     return cpus[0], cpus[1]
+
+
+def pin_redis(urls: list[str], cpu: int | None) -> list[int]:
+    """Move the local ``redis-server`` behind each of ``urls`` to ``cpu``; their pids.
+
+    For benches that measure the proxy's own cost with Redis beside it: unpinned, Redis runs on
+    the proxy's core too, and its work is charged to the proxy (py-spy saw a fifth of the limited
+    proxy's samples in the socket write that woke Redis, ``benchmarks/ratelimit.py --profile``),
+    where in production Redis has a machine of its own. A Redis that is not ours (another host,
+    or not a ``redis-server`` process here) is left alone.
+    """
+    moved: list[int] = []
+    if cpu is None:
+        return moved
+    for url in urls:
+        with redis.Redis.from_url(url, socket_timeout=5) as client:
+            pid = int(client.info("server")["process_id"])
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm.startswith("redis-server"):
+            os.sched_setaffinity(pid, {cpu})
+            moved.append(pid)
+    return moved
 
 
 def pinned(command: list[str], cpu: int | None) -> list[str]:

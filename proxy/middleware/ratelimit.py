@@ -40,11 +40,23 @@ def refusal(request: web.BaseRequest, admission: Admission) -> web.Response:
     return response
 
 
+def admitted_now(
+    limiter: Limiter, metrics: ProxyMetrics, request: web.BaseRequest, route: str, cost: float
+) -> Admission | None:
+    """The admission when a lease answers it at once (``Limiter.leased``), counted; else None."""
+    admission = limiter.leased(request, cost)
+    if admission is not None:
+        metrics.count_admission(route, admission)
+    return admission
+
+
 async def admit(
     limiter: Limiter, metrics: ProxyMetrics, request: web.BaseRequest, route: str, cost: float
 ) -> Admission:
-    admission = await limiter.admit(request, cost)
-    metrics.count_admission(route, admission)
+    admission = admitted_now(limiter, metrics, request, route, cost)
+    if admission is None:
+        admission = await limiter.admit(request, cost)
+        metrics.count_admission(route, admission)
     return admission
 
 

@@ -189,17 +189,38 @@ class Limiter:
             known = self._key_clients.get(api_key)
             if known is not None:
                 return known
-        forwarded = headers.getall("X-Forwarded-For", [])
-        joined = forwarded[0] if len(forwarded) == 1 else ",".join(forwarded)
-        if len(joined) > MAX_REMEMBERED_FORWARDED_CHARS:
-            return identify(request.remote, forwarded, None, self._trusted, {}, self._ipv6_prefix)
+        if "X-Forwarded-For" in headers:
+            forwarded = headers.getall("X-Forwarded-For")
+            joined = forwarded[0] if len(forwarded) == 1 else ",".join(forwarded)
+            if len(joined) > MAX_REMEMBERED_FORWARDED_CHARS:
+                return identify(request.remote, forwarded, None, self._trusted, {}, self._ipv6_prefix)
+        else:
+            joined = ""
         seen = (request.remote, joined)
-        client = self.identities.get(seen)
+        found = self.identities._entries.get(seen)  # Remembered.get, inlined: once per request
+        client = None if found is None else found[0]
         if client is None:
             client = identify(seen[0], [joined] if joined else [], None, self._trusted, {}, self._ipv6_prefix)
             size = _ENTRY_OVERHEAD + sys.getsizeof(seen[0] or "") + sys.getsizeof(joined) + sys.getsizeof(client.id)
             self.identities.put(seen, client, size)
         return client
+
+    def leased(self, request: web.BaseRequest, cost: float) -> Admission | None:
+        """:meth:`admit`'s answer without awaiting anything, when a live lease of the client covers
+        ``cost`` (most requests of a client far from its limit); None when only :meth:`admit` can
+        answer. Awaiting ``admit`` (two coroutines, made and run per request) was a third of the
+        limiter's time on a hot client's cache hits (py-spy under wrk, ``benchmarks/ratelimit.py``)."""
+        client = self.client(request)
+        found = self._leases._entries.get(client.id)  # Remembered.get, inlined: once per request
+        if found is None:
+            return None
+        lease = found[0]
+        if lease.tokens < cost or time.monotonic() > lease.expires:
+            return None
+        lease.tokens -= cost
+        decision = Decision(True, lease.remaining + int(lease.tokens), 0, lease.reset_ms, lease.bucket)
+        limit = client.limit
+        return Admission(decision, limit or self._default, "default" if limit is None else "key", "lease")
 
     async def admit(self, request: web.BaseRequest, cost: float) -> Admission:
         """Take ``cost`` tokens from the bucket of ``request``'s client, or refuse."""
