@@ -257,7 +257,7 @@ def supervise(
                 if code is not None and not stopping:
                     # Doubling while it keeps dying young (proxy.restarts): a worker that cannot
                     # start was restarted every second, for as long as nobody looked.
-                    delay = backoffs[i].exited(now)
+                    delay = backoffs[i].exited(now, by_signal=code < 0)
                     log.error("proxy worker %d exited with status %s; restarting it in %.0f s", child.pid, code, delay)
                     try:
                         # Its counters stay in the totals; its files would slow every scrape.

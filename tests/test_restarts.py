@@ -42,3 +42,14 @@ def test_every_delay_is_between_the_first_and_the_cap_and_never_shrinks_while_li
             assert delay >= last
         last = delay
         now += pause
+
+
+def test_a_worker_killed_by_a_signal_is_restarted_after_the_first_delay_and_does_not_count() -> None:
+    """SIGKILLed serving workers (the OOM killer, an operator, tests/test_prometheus_scrape.py ten
+    times in a row) say nothing about starting: each is back after FIRST_S."""
+    backoff = RestartBackoff()
+    backoff.started(0.0)
+    assert [backoff.exited(float(t), by_signal=True) for t in range(1, 11)] == [FIRST_S] * 10
+    assert [backoff.exited(t) for t in (11.0, 12.0)] == [FIRST_S, 2.0]  # the kills did not count
+    assert backoff.exited(13.0, by_signal=True) == FIRST_S
+    assert backoff.exited(14.0) == 4.0  # nor do they reset a start that keeps failing
