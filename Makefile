@@ -33,7 +33,7 @@ test-soak: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/mypy $(PACKAGES) tests
 
 format: $(STAMP)
 	$(BIN)/ruff format .

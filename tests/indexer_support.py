@@ -74,7 +74,7 @@ def spawn_indexer(env: Mapping[str, str], log: Path, *args: str) -> subprocess.P
         )
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 30.0, what: str = "condition") -> T:
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last: T | None = None

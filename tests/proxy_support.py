@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiohttp import ClientSession, TCPConnector
+from aiohttp import ClientSession, TCPConnector, web
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
@@ -98,7 +98,7 @@ async def running_proxy(env: dict[str, str], *, workers: int = 1) -> AsyncIterat
 async def following(client: TestClient) -> None:
     """Wait until the in-process proxy behind ``client`` follows the catalog generation
     (before that its cache is blind, and a second request may not be a HIT)."""
-    view = client.server.app[CACHE].view
+    view = client.app[CACHE].view
 
     async def follows() -> bool:
         return view.following
@@ -111,8 +111,9 @@ async def fast_path_proxy(settings: ProxySettings) -> AsyncIterator[TestClient]:
     """An in-process proxy with the fast path in front, as ``python -m proxy`` runs it, once its
     cache follows the catalog."""
     async with TestClient(TestServer(create_app(settings))) as client:
-        assert client.server.runner is not None
-        install(client.server.runner)
+        runner = client.server.runner
+        assert isinstance(runner, web.AppRunner)  # TestServer's runner, typed as BaseTestServer's BaseRunner
+        install(runner)
         await following(client)
         yield client
 
@@ -128,7 +129,7 @@ async def proxy_behind_front(catalog: SearchCatalog, urls: StackUrls) -> AsyncIt
 
 async def held_taxonomy(client: TestClient, timeout: float = 30) -> Taxonomy:
     """The suggestions' vocabulary the in-process proxy holds, once it has read it."""
-    holder = client.server.app[TAXONOMY]
+    holder = client.app[TAXONOMY]
 
     async def held() -> Taxonomy | None:
         return holder.current
@@ -138,7 +139,7 @@ async def held_taxonomy(client: TestClient, timeout: float = 30) -> Taxonomy:
 
 def metric(client: TestClient, name: str, **labels: str) -> float:
     """A sample of the in-process proxy's metrics, the fast path's batched counts included."""
-    metrics = client.server.app[METRICS]
+    metrics = client.app[METRICS]
     metrics.flush()
     return metrics.registry.get_sample_value(name, labels) or 0.0
 

@@ -41,7 +41,7 @@ async def client(search_catalog: SearchCatalog, stack_urls: StackUrls) -> AsyncI
 
 
 def _prefix(client: TestClient) -> str:
-    return client.server.app[SETTINGS].redis_key_prefix
+    return client.app[SETTINGS].redis_key_prefix
 
 
 async def _get(client: TestClient, path: str, status: int = 200) -> tuple[aiohttp.ClientResponse, Any]:
@@ -59,7 +59,7 @@ async def _announce(client: TestClient, redis_url: str, tags: set[str]) -> None:
         await redis.publish(key, Announcement.of(generation, tags).encode())
     finally:
         await redis.aclose()
-    view = client.server.app[CACHE].view
+    view = client.app[CACHE].view
 
     async def heard() -> bool:
         return view.generation >= generation
@@ -100,7 +100,7 @@ async def test_a_change_to_a_product_not_shown_leaves_the_entry_a_hit(
 
 
 async def test_junk_parameters_create_no_new_entries(client: TestClient, stack_urls: StackUrls) -> None:
-    cache = client.server.app[CACHE]
+    cache = client.app[CACHE]
     redis = aioredis.from_url(stack_urls.redis_url)
     pattern = f"{_prefix(client)}cache:*"
     try:
@@ -238,7 +238,7 @@ async def test_redis_paused_or_killed_mid_test_never_makes_a_request_wait(
         settings = proxy_settings(search_catalog, stack_urls, redis_url=redis_server.url)
         async with TestClient(TestServer(create_app(settings))) as client:
             await following(client)
-            cache = client.server.app[CACHE]
+            cache = client.app[CACHE]
             await _get(client, "/api/search?q=wand")
             assert cache.l2 is not None and cache.l2.available
 
@@ -282,7 +282,7 @@ async def test_an_announcement_lost_while_the_subscription_is_down_is_not_missed
     await _get(client, path)
     hit, _ = await _get(client, path)
     assert hit.headers["X-Cache"] == "HIT"
-    view = client.server.app[CACHE].view
+    view = client.app[CACHE].view
     redis = aioredis.from_url(stack_urls.redis_url)
     key = generation_key(_prefix(client))
     try:

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,9 @@ ROOT = Path(__file__).resolve().parent.parent
         (ProxySettings.from_env, {"RATE_LIMIT_IPV6_PREFIX": "/64"}, "RATE_LIMIT_IPV6_PREFIX"),
     ],
 )
-def test_bad_values_name_their_variable(reader, env: dict[str, str], named: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_values_name_their_variable(
+    reader: Callable[[Mapping[str, str]], object], env: dict[str, str], named: str
+) -> None:
     with pytest.raises(ConfigError, match=named):
         reader(env)
 

@@ -79,7 +79,7 @@ async def test_a_proxy_started_with_the_engine_down_reads_the_suggestions_vocabu
 ) -> None:
     await engine_cut.close()
     async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, engine_cut.url)))) as client:
-        holder = client.server.app[TAXONOMY]
+        holder = client.app[TAXONOMY]
         status, headers, body, _ = await timed_get(client, "/api/search/suggestions?q=pokmon")
         assert status == 200 and headers["X-Search-Backend"] == "postgres"
         assert holder.current is None
@@ -113,7 +113,7 @@ async def test_cut_off_mid_run_the_breaker_opens_and_traffic_returns_when_the_en
     search_catalog: SearchCatalog, stack_urls: StackUrls, engine_cut: TcpProxy
 ) -> None:
     async with TestClient(TestServer(create_app(_settings(search_catalog, stack_urls, engine_cut.url)))) as client:
-        guard = client.server.app[ENGINE_GUARD]
+        guard = client.app[ENGINE_GUARD]
         assert (await timed_get(client, SEARCH))[1]["X-Search-Backend"] == "elasticsearch"
         await engine_cut.close()
         backends = []

@@ -172,6 +172,7 @@ def test_hos_search_dev_is_ready_when_the_engine_serves_the_catalog_and_stops_cl
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert proc.stdout is not None
     try:
         deadline = time.monotonic() + 120
         while not env_file.exists() and time.monotonic() < deadline and proc.poll() is None:

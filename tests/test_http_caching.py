@@ -58,7 +58,7 @@ _sample = metric
 
 def _engine_requests(client: TestClient) -> float:
     """Every engine call the proxy made: timed when it answered, counted when it failed."""
-    metrics = client.server.app[METRICS]
+    metrics = client.app[METRICS]
     total = 0.0
     for family in metrics.registry.collect():
         if family.name in ("search_proxy_backend_duration_seconds", "search_proxy_backend_errors"):
@@ -99,7 +99,7 @@ async def test_the_etag_is_a_digest_of_the_bytes_and_stable_across_tiers_and_pro
     assert other_body != body and other.headers["ETag"] == entity_tag(other_body) != miss.headers["ETag"]
     # Another proxy sharing the Redis entry (an L2 hit) sends the same bytes, so the same tag:
     # a CDN revalidating against any worker or host gets its 304.
-    settings = proxy_settings(search_catalog, stack_urls, redis_key_prefix=client.server.app[SETTINGS].redis_key_prefix)
+    settings = proxy_settings(search_catalog, stack_urls, redis_key_prefix=client.app[SETTINGS].redis_key_prefix)
     async with TestClient(TestServer(create_app(settings))) as second:
         await following(second)
         shared, shared_body = await _get(second, SEARCH)

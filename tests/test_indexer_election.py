@@ -13,12 +13,13 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiohttp import ClientError, ClientSession
+from aiohttp import ClientError, ClientSession, ClientTimeout
 from elasticsearch import AsyncElasticsearch
 from prometheus_client import Counter
 from prometheus_client.parser import text_string_to_metric_families
@@ -65,7 +66,7 @@ class IndexerProcess:
         try:
             async with (
                 ClientSession() as session,
-                session.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as response,
+                session.get(f"http://127.0.0.1:{self.port}/metrics", timeout=ClientTimeout(total=2)) as response,
             ):
                 text = await response.text()
         except (ClientError, TimeoutError):
@@ -348,7 +349,7 @@ async def test_indexers_of_different_aliases_or_names_are_each_active(
         assert main.active._value.get() == beside.active._value.get() == named.active._value.get() == 1
         product = await add_product(db, await add_seller(db), "Golden Snitch")
         for alias in (settings.search_index, other_alias.search_index):
-            await eventually(lambda alias=alias: indexed(engine, alias, product), what=f"indexed in {alias}")
+            await eventually(partial(indexed, engine, alias, product), what=f"indexed in {alias}")
 
 
 def test_the_lock_key_names_the_indexer_and_its_alias() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
 
 import asyncpg
 import pytest
@@ -87,9 +88,7 @@ async def test_a_batch_over_the_engine_request_limit_is_split_and_only_a_documen
                 huge = await add_product(db, seller, "Unabridged Scroll")
                 await db.execute("UPDATE products SET description = repeat('parchment ', 990) WHERE id = $1", huge)
             for product_id in ids:
-                await eventually(
-                    lambda product_id=product_id: searchable(engine, alias, product_id), what="a split write"
-                )
+                await eventually(partial(searchable, engine, alias, product_id), what="a split write")
 
             async def set_aside() -> bool:
                 return bool(await db.fetchval("SELECT count(*) FROM search_dead_letters WHERE product_id = $1", huge))

@@ -388,7 +388,7 @@ async def _check(
 @pytest_asyncio.fixture(loop_scope="session")
 async def client(proxy_client: TestClient) -> AsyncIterator[TestClient]:
     """The proxy, once its cache follows the catalog: until then an answer is fresh only briefly."""
-    view = proxy_client.server.app[CACHE].view
+    view = proxy_client.app[CACHE].view
     deadline = time.monotonic() + 10
     while not view.following:
         assert time.monotonic() < deadline, "the cache did not start following the catalog generation"
@@ -411,7 +411,7 @@ async def test_every_served_parameter_is_checked(client: TestClient) -> None:
 
 async def test_every_served_route_is_documented(client: TestClient) -> None:
     served = await _served(client)
-    app = client.server.app
+    app = client.app
     routes = {route.resource.canonical for route in app.router.routes() if route.resource and route.method == "GET"}
     assert routes - _UNDOCUMENTED == set(served["paths"])
     for path, item in served["paths"].items():

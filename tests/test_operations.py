@@ -188,7 +188,7 @@ def test_dashboards_are_generated_from_code() -> None:
 
 def test_dashboard_queries_only_name_exported_or_recorded_metrics() -> None:
     exported = _exported_names()
-    recorded = set()
+    recorded: set[str] = set()
     for path in (ROOT / "prometheus" / "rules").glob("*.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             recorded.update(rule["record"] for rule in group["rules"] if "record" in rule)

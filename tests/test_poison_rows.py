@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -95,7 +96,7 @@ async def test_poison_rows_are_set_aside_and_the_rest_of_their_batch_is_searchab
     async with running_indexer(settings) as metrics:
         ids = await _poison(db, seller)
         for name in GOOD:
-            await eventually(lambda name=name: searchable(engine, settings.search_index, ids[name]), what=name)
+            await eventually(partial(searchable, engine, settings.search_index, ids[name]), what=name)
         huge = await indexed(engine, settings.search_index, ids["huge"])
         assert huge is not None and len(huge["description"]) == MAX_DESCRIPTION_CHARS
         for name in POISONED:

@@ -392,7 +392,7 @@ def _run_worker(directory: Path, script: str) -> None:
 def _collected(directory: Path) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
     """What a scrape of ``directory`` shows: by family type, {(sample name, labels): value}."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, str(directory))  # type: ignore[no-untyped-call]
+    multiprocess.MultiProcessCollector(registry, str(directory))
     shown: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:

@@ -385,7 +385,7 @@ async def _scripted_engine(search: Callable[[], Awaitable[dict[str, Any]]]) -> A
     from aiohttp import web
 
     vocabulary_read = orjson.dumps(taxonomy_body())
-    no_vocabulary = {"aggregations": {kind: {"buckets": []} for kind in taxonomy_body()["aggs"]}}
+    no_vocabulary: dict[str, Any] = {"aggregations": {kind: {"buckets": []} for kind in taxonomy_body()["aggs"]}}
 
     headers = {"X-Elastic-Product": "Elasticsearch"}
     root = {"version": {"distribution": "opensearch", "number": "3.8.0"}}

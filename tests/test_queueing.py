@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -140,9 +141,17 @@ async def test_a_request_the_fallback_would_refuse_gets_its_503_without_a_turn_o
     view.follow(1, time.time())
     metrics = ProxyMetrics()
 
-    def cache(**gate: object) -> ResponseCache:
+    def cache(fallback_full: Callable[[float], bool] | None = None) -> ResponseCache:
         return ResponseCache(
-            policy, LRU(10, 1 << 20), None, view, FillNotices(), metrics, lock_wait=0.1, enabled=False, **gate
+            policy,
+            LRU(10, 1 << 20),
+            None,
+            view,
+            FillNotices(),
+            metrics,
+            lock_wait=0.1,
+            enabled=False,
+            fallback_full=fallback_full,
         )
 
     async def engine() -> Produced:

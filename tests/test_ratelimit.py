@@ -264,7 +264,7 @@ async def test_with_redis_paused_search_keeps_answering_under_each_fallback(
             search_catalog, stack_urls, redis_url=redis_server.url, rate_limit_max=3, rate_limit_fallback=fallback
         )
         async with TestClient(TestServer(create_app(settings))) as client:
-            limiter = client.server.app[LIMITER]
+            limiter = client.app[LIMITER]
             assert (await client.get("/api/search?q=wand")).status == 200  # through Redis
             redis_server.pause()
             # Three decisions time out on the stopped Redis and open the breaker; they are made
@@ -298,7 +298,7 @@ async def test_far_from_its_limit_a_client_is_served_from_leases_and_never_beyon
 ) -> None:
     settings = _settings(search_catalog, stack_urls, rate_limit_max=100)
     async with TestClient(TestServer(create_app(settings))) as client:
-        limiter = client.server.app[LIMITER]
+        limiter = client.app[LIMITER]
         statuses = await _statuses(client, "/api/search?q=wand", 40)
         # From the first request on, while the bucket stays at least half full, one Redis round
         # trip buys a lease of 5 tokens along with its own: six requests per round trip.
@@ -319,7 +319,7 @@ async def test_concurrent_requests_share_one_lease_instead_of_each_taking_one(
     drained a bucket of a million tokens below half (found with wrk: leases never kicked in)."""
     settings = _settings(search_catalog, stack_urls, rate_limit_max=1_000_000, rate_limit_ttl_ms=1_000)
     async with TestClient(TestServer(create_app(settings))) as client:
-        limiter = client.server.app[LIMITER]
+        limiter = client.app[LIMITER]
 
         async def visitor() -> list[int]:
             return await _statuses(client, "/api/search?q=wand", 10)
@@ -339,7 +339,7 @@ async def test_a_cold_client_s_first_request_brings_a_lease_so_its_next_ones_nee
     trusted = (ipaddress.ip_network("127.0.0.0/8"),)
     settings = _settings(search_catalog, stack_urls, rate_limit_max=100, trusted_proxies=trusted)
     async with TestClient(TestServer(create_app(settings))) as client:
-        limiter = client.server.app[LIMITER]
+        limiter = client.app[LIMITER]
         remaining = []
         for n in range(20):
             for _ in range(3):
@@ -350,7 +350,7 @@ async def test_a_cold_client_s_first_request_brings_a_lease_so_its_next_ones_nee
         assert limiter.redis_calls == 20  # each client's first request, and nothing after it
         assert remaining == ["99", "98", "97"] * 20  # the lease counts as the client's own
         # The lease left the shared bucket with the first request, before any of it was spent.
-        key = bucket_key(client.server.app[SETTINGS].redis_key_prefix, "ip:198.51.100.7")
+        key = bucket_key(client.app[SETTINGS].redis_key_prefix, "ip:198.51.100.7")
         tokens = await redis.hget(key, "tokens")
         assert tokens is not None and float(tokens) == 100 - 1 - 5
 

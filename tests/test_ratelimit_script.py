@@ -30,6 +30,7 @@ def buckets(redis: aioredis.Redis, redis_prefix: str) -> RedisBuckets:
 async def stored(redis: aioredis.Redis, key: str) -> Bucket:
     """The bucket as the script left it in Redis."""
     tokens, ts = await redis.hmget(key, ["tokens", "ts"])
+    assert tokens is not None and ts is not None, f"no bucket at {key}"
     return Bucket(float(tokens), int(ts))
 
 

@@ -222,8 +222,8 @@ async def test_killing_the_primary_of_a_hot_client_s_slot_costs_no_5xx_and_no_wa
     limited_on_cluster: TestClient, cluster: RedisClusterServers
 ) -> None:
     client = limited_on_cluster
-    limiter = client.server.app[LIMITER]
-    prefix = client.server.app[SETTINGS].redis_key_prefix
+    limiter = client.app[LIMITER]
+    prefix = client.app[SETTINGS].redis_key_prefix
     hot = "198.51.100.9"
     path = "/api/search?q=wand"
     await (await client.get(path, headers={"X-Forwarded-For": hot})).read()

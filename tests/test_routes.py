@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from proxy.openapi import openapi_bytes
-from proxy.params import SEARCH_PARAMS, parse_search
+from proxy.params import SEARCH_PARAMS, SearchRequest, parse_search
 from proxy.ratelimit.costs import DEEP_PAGE, DEFAULT_COSTS
 from proxy.routes import MEMO_MAX_BYTES, MEMO_MAX_QUERY_CHARS, ROUTES, ROUTES_BY_PATH, ParsedQueries, add_routes
 
@@ -39,8 +39,8 @@ def _many_values(i: int) -> str:
 def test_the_query_memo_holds_no_more_than_its_byte_budget() -> None:
     assert len(_many_values(99_999)) <= MEMO_MAX_QUERY_CHARS
 
-    def fill() -> ParsedQueries[object]:
-        memo: ParsedQueries[object] = ParsedQueries(parse_search, SEARCH_PARAMS)  # type: ignore[arg-type]
+    def fill() -> ParsedQueries[SearchRequest]:
+        memo: ParsedQueries[SearchRequest] = ParsedQueries(parse_search, SEARCH_PARAMS)
         for i in range(3 * MEMO_MAX_BYTES // 6_000):  # several times what fits
             memo.parse(_many_values(i))
             assert memo.bytes <= MEMO_MAX_BYTES
@@ -51,8 +51,8 @@ def test_the_query_memo_holds_no_more_than_its_byte_budget() -> None:
 
 def test_long_query_strings_are_parsed_every_time_not_remembered() -> None:
     # Issue 23: 4,096 query strings of up to 64 KiB each were kept, ~256 MiB per route.
-    def fill() -> ParsedQueries[object]:
-        memo: ParsedQueries[object] = ParsedQueries(parse_search, SEARCH_PARAMS)  # type: ignore[arg-type]
+    def fill() -> ParsedQueries[SearchRequest]:
+        memo: ParsedQueries[SearchRequest] = ParsedQueries(parse_search, SEARCH_PARAMS)
         for i in range(1_000):
             raw = f"q=wand&junk{i}=" + "x" * 32_000
             _key, req = memo.parse(raw)
@@ -64,7 +64,7 @@ def test_long_query_strings_are_parsed_every_time_not_remembered() -> None:
 
 
 def test_a_short_query_string_is_parsed_once() -> None:
-    memo: ParsedQueries[object] = ParsedQueries(parse_search, SEARCH_PARAMS)  # type: ignore[arg-type]
+    memo: ParsedQueries[SearchRequest] = ParsedQueries(parse_search, SEARCH_PARAMS)
     first = memo.parse("q=harry+potter&page=2")
     assert memo.known("q=harry+potter&page=2") is first
     assert memo.parse("q=harry+potter&page=2") is first

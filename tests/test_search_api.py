@@ -381,7 +381,7 @@ async def test_suggestions_from_the_held_vocabulary_are_the_engines_own(
     await held_taxonomy(client)
     counting = proxy_settings(search_catalog, stack_urls, suggest_taxonomy_refresh_s=0, cache_enabled=False)
     async with TestClient(TestServer(create_app(counting))) as engine_counts:
-        assert engine_counts.server.app[TAXONOMY].current is None
+        assert engine_counts.app[TAXONOMY].current is None
         for q in _SUGGESTED:
             answers = []
             for proxy in (client, engine_counts):

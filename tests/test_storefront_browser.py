@@ -37,7 +37,7 @@ from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import eventually
 
 try:
-    from playwright.async_api import Browser, Page, Request, Response, Route, async_playwright, expect
+    from playwright.async_api import Browser, Page, Request, Response, Route, ViewportSize, async_playwright, expect
 except ImportError:  # the reason is given by the skip below
     async_playwright = None  # type: ignore[assignment]
 
@@ -54,8 +54,8 @@ _MISSING = (
 )
 pytestmark = pytest.mark.skipif(_MISSING is not None, reason=f"no browser: {_MISSING}")
 
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 # Generous: the first search of a fresh proxy also warms the engine.
 WAIT_MS = 15_000
 
@@ -83,7 +83,7 @@ async def serving(settings: ProxySettings) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def opened(browser: Browser, base: str, viewport: dict[str, int] = DESKTOP) -> AsyncIterator[Page]:
+async def opened(browser: Browser, base: str, viewport: ViewportSize = DESKTOP) -> AsyncIterator[Page]:
     """A fresh page (own cookies and cache) that may reach ``base`` only; no script errors allowed."""
     context = await browser.new_context(viewport=viewport, locale="en-GB")
     context.set_default_timeout(WAIT_MS)
