@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -263,18 +264,31 @@ async def test_killing_the_primary_of_a_hot_client_s_slot_costs_no_5xx_and_no_wa
     promoted = cluster.primary_of(slot_of(hot_key.decode()))
     assert promoted is not victim
     owners = cluster.slot_owners()
-    fresh = next(
+    fresh_clients = (
         address
         for address in (f"10.3.{n // 250}.{n % 250}" for n in range(20_000))
         if owners[slot_of(bucket_key(prefix, "ip:" + address))] is promoted
     )
-    statuses_in_order = []
-    for _ in range(25):
-        response = await client.get(path, headers={"X-Forwarded-For": fresh})
-        await response.read()
-        statuses_in_order.append(response.status)
-    assert statuses_in_order == [200] * 20 + [429] * 5
-    assert _keys_on(promoted, bucket_key(prefix, "ip:" + fresh))  # decided on the promoted node
+    # Up to three fresh clients: on a busy CI machine one slow Redis call after the failover can
+    # open the breaker again, and a client decided meanwhile is decided exactly but locally (a
+    # full run once saw the right statuses and no key). Never on Redis in three tries fails.
+    attempts: list[tuple[list[int], bool]] = []
+    for fresh in itertools.islice(fresh_clients, 3):
+        while not limiter.breaker.closed:
+            assert time.monotonic() - killed_at < 60, "the limiter did not stay back on Redis"
+            await asyncio.sleep(0.1)
+        statuses_in_order = []
+        for _ in range(25):
+            response = await client.get(path, headers={"X-Forwarded-For": fresh})
+            await response.read()
+            statuses_in_order.append(response.status)
+        on_promoted = bool(_keys_on(promoted, bucket_key(prefix, "ip:" + fresh)))  # decided on Redis there
+        attempts.append((statuses_in_order, on_promoted))
+        if on_promoted:
+            break
+    statuses_in_order, on_promoted = attempts[-1]
+    assert statuses_in_order == [200] * 20 + [429] * 5, attempts
+    assert on_promoted, attempts
 
 
 def cluster_healthy(cluster: RedisClusterServers) -> bool:
