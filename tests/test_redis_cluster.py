@@ -258,7 +258,10 @@ async def test_killing_the_primary_of_a_hot_client_s_slot_costs_no_5xx_and_no_wa
     statuses = {status for _, status in timings}
     assert statuses <= {200, 429}, statuses
     slowest = max(elapsed for elapsed, _ in timings)
-    assert slowest <= REDIS_TIMEOUT_MS / 1000 + 0.1, slowest
+    # One Redis timeout and the machine's own lag: a clean-clone CI run (three Redis pairs and
+    # the engine on two cores) saw 0.46 s with a 0.3 s timeout; a wait for the failover itself
+    # would take seconds.
+    assert slowest <= REDIS_TIMEOUT_MS / 1000 + 0.25, slowest
 
     # Exact again, on the promoted node: a fresh client whose bucket lives there.
     promoted = cluster.primary_of(slot_of(hot_key.decode()))
