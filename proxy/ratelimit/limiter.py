@@ -211,14 +211,9 @@ class Limiter:
         answer. Awaiting ``admit`` (two coroutines, made and run per request) was a third of the
         limiter's time on a hot client's cache hits (py-spy under wrk, ``benchmarks/ratelimit.py``)."""
         client = self.client(request)
-        found = self._leases._entries.get(client.id)  # Remembered.get, inlined: once per request
-        if found is None:
+        decision = self._from_lease(client.id, cost)
+        if decision is None:
             return None
-        lease = found[0]
-        if lease.tokens < cost or time.monotonic() > lease.expires:
-            return None
-        lease.tokens -= cost
-        decision = Decision(True, lease.remaining + int(lease.tokens), 0, lease.reset_ms, lease.bucket)
         limit = client.limit
         return Admission(decision, limit or self._default, "default" if limit is None else "key", "lease")
 
