@@ -160,7 +160,7 @@ def _wait_for_catalog(
     return False
 
 
-def _child_commands(port: int) -> dict[str, list[str]]:
+def _child_commands(port: int, workers: int = 1) -> dict[str, list[str]]:
     """The long-running services of the stack, by name, each a ``python -m`` module."""
     commands: dict[str, list[str]] = {}
     root = Path(__file__).resolve().parent.parent
@@ -176,7 +176,7 @@ def _child_commands(port: int) -> dict[str, list[str]]:
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
         ]
     return commands
 
@@ -190,7 +190,9 @@ def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
     stop_processes(list(children.values()), 15, on_kill=killing)
 
 
-def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | None, seed: int = 42) -> int:
+def run_dev(
+    env: dict[str, str], *, products: int, port: int, env_file: str | None, seed: int = 42, workers: int = 1
+) -> int:
     if port and port_is_open(port):
         print(
             f"hos-search dev: port {port} on 127.0.0.1 is already in use (choose another with --port)",
@@ -232,7 +234,7 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
             "INDEXER_METRICS_PORT": str(metrics_port),
             "SEARCH_INDEX_REPLICAS": replicas,
         }
-        for name, command in _child_commands(port).items():
+        for name, command in _child_commands(port, workers).items():
             children[name] = subprocess.Popen(command, env=child_env, stdin=subprocess.DEVNULL)
         proxy_url = f"http://127.0.0.1:{port}"
         lines = {**urls.as_env()}
@@ -251,7 +253,10 @@ def run_dev(env: dict[str, str], *, products: int, port: int, env_file: str | No
                 f"metrics:   {proxy_url}/metrics (proxy), http://127.0.0.1:{metrics_port}/metrics (indexer)", flush=True
             )
         if env_file:
-            Path(env_file).write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+            # Whole or absent: its appearance is the signal a waiting tool reads (hos_search.dev_process).
+            partial = Path(f"{env_file}.partial")
+            partial.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+            partial.replace(env_file)
             print(f"env file:  {env_file}", flush=True)
         print("ready — Ctrl-C stops everything", flush=True)
         while not stop_requested:

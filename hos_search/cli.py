@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--env-file", help="write DATABASE_URL, REDIS_URL, ELASTICSEARCH_NODE, PROXY_URL here when ready")
     dev.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sample-catalog seed (default {DEFAULT_SEED})")
+    dev.add_argument("--workers", type=_positive, default=1, help="proxy worker processes (default 1)")
 
     commands.add_parser("migrate", help="apply the catalog's SQL migrations", parents=after)
     for name, (_module, _prefix, help_text) in _SERVICE_COMMANDS.items():
@@ -170,7 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dev":
             from devstack.dev import run_dev
 
-            return run_dev(env, products=args.products, port=args.port, env_file=args.env_file, seed=args.seed)
+            return run_dev(
+                env,
+                products=args.products,
+                port=args.port,
+                env_file=args.env_file,
+                seed=args.seed,
+                workers=args.workers,
+            )
     except ConfigError as exc:
         print(f"hos-search: configuration error: {exc}", file=sys.stderr)
         return 2

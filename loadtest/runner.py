@@ -5,10 +5,10 @@
     python -m loadtest --compare before/summary.json after/summary.json
     python -m loadtest --write-vocabulary      # regenerate loadtest/k6/vocabulary.js
 
-Against ``--url`` (or ``PROXY_URL``) when given; otherwise against a dev stack started here and
-stopped afterwards: the embedded servers (or those ``DATABASE_URL``, ``REDIS_URL``,
-``ELASTICSEARCH_NODE`` name), a scratch database with ``--products`` sample products indexed
-behind a fresh alias, and a ``--workers`` proxy on 127.0.0.1 whose rate limiting is off unless
+Against ``--url`` (or ``PROXY_URL``) when given; otherwise against ``hos-search dev`` run here
+(``hos_search.dev_process``) and stopped afterwards: embedded servers (never the ones
+``DATABASE_URL``, ``REDIS_URL``, ``ELASTICSEARCH_NODE`` name), ``--products`` sample products
+indexed, and a ``--workers`` proxy on 127.0.0.1 whose rate limiting is off unless
 the profile's ``hos.proxyEnv`` turns it on (every Locust user is one client address). Locust's
 exit code is this command's: 0, or 99 when a threshold failed (k6's), or 104 for a profile k6
 would refuse. Every wait is bounded: the run by the profile's length plus its graceful stop.
@@ -20,7 +20,6 @@ PATH or where ``go install go.k6.io/k6@v1.8.1`` puts it; k6's exit code is this 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from catalog.processes import stop_process
+from hos_search.dev_process import NAMED_SERVERS, DevStackFailed, dev_stack
 from loadtest.profile import Profile, ProfileError, load_profile, profile_names
 from loadtest.summary import compare
 from loadtest.traffic import build_queries, vocabulary_js
@@ -127,46 +127,23 @@ def run_load(command: list[str], tool: str, profile: Profile, url: str, out: Pat
 def run_on_dev_stack(
     profile: Profile, env: Mapping[str, str], products: int, workers: int, run: Callable[[str], int]
 ) -> int:
-    """``run(proxy URL)`` on a dev stack, a seeded and indexed catalog and a proxy; all stopped afterwards."""
-    from devstack.catalogs import prepare_catalog, remove_catalog
-    from devstack.databases import ScratchDatabases
-    from devstack.servers import free_port, wait_http
-    from devstack.stack import DevStack
-
-    stack = DevStack(env)
-    dbs: ScratchDatabases | None = None
-    alias: str | None = None
-    proxy: subprocess.Popen[bytes] | None = None
+    """``run(proxy URL)`` on ``hos-search dev``: embedded servers, ``products`` sample products
+    indexed, a ``workers`` proxy; all stopped and removed afterwards."""
+    # Embedded servers always: a load run never seeds or reindexes a database the environment names.
+    stack_env = {key: value for key, value in env.items() if key not in NAMED_SERVERS}
+    stack_env |= {
+        "LOG_LEVEL": "warning",
+        "REDIS_KEY_PREFIX": f"load{uuid.uuid4().hex[:8]}:",  # a fresh cache and fresh buckets
+        "RATE_LIMIT_ENABLED": "false",
+        **profile.proxy_env,
+    }
+    print(f"dev stack: seeding and indexing {products} products…", flush=True)
     try:
-        urls = stack.start()
-        dbs = ScratchDatabases(urls.database_url, prefix="load")
-        print(f"dev stack: engine {urls.elasticsearch_node}; seeding and indexing {products} products…", flush=True)
-        database_url, alias = asyncio.run(prepare_catalog(dbs, urls, products))
-        proxy_env = {
-            **env,
-            **urls.as_env(),
-            "DATABASE_URL": database_url,
-            "SEARCH_INDEX": alias,
-            "LOG_LEVEL": "warning",
-            "REDIS_KEY_PREFIX": f"load{uuid.uuid4().hex[:8]}:",  # a fresh cache and fresh buckets
-            "RATE_LIMIT_ENABLED": "false",
-            **profile.proxy_env,
-        }
-        port = free_port()
-        proxy = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "--port", str(port), "--workers", str(workers)], cwd=ROOT, env=proxy_env
-        )
-        url = f"http://127.0.0.1:{port}"
-        if not wait_http(url + "/readyz", proxy, 60):
-            print(f"the proxy did not get ready (exit status {proxy.poll()})", file=sys.stderr)
-            return 1
-        return run(url)
-    finally:
-        if proxy is not None:
-            stop_process(proxy, 40)  # its supervisor waits up to 30 s for its workers
-        if dbs is not None and stack.urls is not None:
-            asyncio.run(remove_catalog(dbs, stack.urls.elasticsearch_node, alias))
-        stack.close()
+        with dev_stack(stack_env, products=products, workers=workers) as urls:
+            return run(urls["PROXY_URL"])
+    except DevStackFailed as exc:
+        print(f"the dev stack did not get ready: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

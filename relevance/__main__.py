@@ -3,7 +3,8 @@
     python -m relevance [--products 8000] [--seed 42] [--write-baseline] [--all]
                         [--shards N] [--search-type dfs_query_then_fetch] [--json PATH]
 
-Starts the dev stack's engine (or uses ``ELASTICSEARCH_NODE``), indexes the sample catalog,
+Uses ``ELASTICSEARCH_NODE``, else runs ``hos-search dev`` on embedded servers for an engine
+(``hos_search.dev_process``: never an import of ``devstack``), indexes the sample catalog,
 runs every query of ``relevance/queries.json`` through the proxy's search path with the
 synonym file in use (``SYNONYMS_PATH`` or ``catalog/synonyms.txt``), and prints nDCG@10, MRR
 and the zero-result rate, then every query whose scores changed against the committed
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.engine import create_engine_client
+from hos_search.dev_process import NAMED_SERVERS, DevStackFailed, dev_stack
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, load_synonyms
 from relevance.judgments import QueryScore, Summary, load_queries, summarise
 from relevance.runner import PRODUCTS, SEED, index_catalog, run_queries
@@ -142,13 +144,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the summary and latency percentiles here")
     args = parser.parse_args()
 
-    from devstack.stack import DevStack  # the dev stack is a tool of this command, not of the code
-
     latencies: list[float] = []
-    with DevStack(os.environ) as urls:
-        scores = asyncio.run(
+
+    def scored(engine_url: str) -> list[QueryScore]:
+        return asyncio.run(
             measure(
-                urls.elasticsearch_node,
+                engine_url,
                 args.products,
                 args.seed,
                 shards=args.shards,
@@ -156,6 +157,19 @@ def main() -> int:
                 latencies=latencies,
             )
         )
+
+    if os.environ.get("ELASTICSEARCH_NODE"):
+        scores = scored(os.environ["ELASTICSEARCH_NODE"])
+    else:
+        # An engine of its own: ``hos-search dev`` on embedded servers, one sample product (this
+        # command indexes its own catalog), stopped afterwards.
+        stack_env = {key: value for key, value in os.environ.items() if key not in NAMED_SERVERS}
+        try:
+            with dev_stack(stack_env, products=1) as urls:
+                scores = scored(urls["ELASTICSEARCH_NODE"])
+        except DevStackFailed as exc:
+            print(f"the dev stack did not get ready: {exc}", file=sys.stderr)
+            return 1
     summary = summarise(scores)
     ordered = sorted(latencies)
     percentiles = {

@@ -18,6 +18,7 @@ import pytest
 
 from devstack.dev import Browse, engine_serves_catalog
 from devstack.stack import clean_stale_workdirs
+from hos_search.dev_process import NAMED_SERVERS, DevStackFailed, dev_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,10 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
@@ -241,3 +246,31 @@ def test_hos_search_dev_refuses_a_bad_index_name_in_one_line_before_starting_any
     [line] = result.stderr.strip().splitlines()
     assert "SEARCH_INDEX" in line and "Traceback" not in result.stderr
     assert result.stdout == ""  # no server was started: nothing printed about one
+
+
+# --- hos_search.dev_process: the stack `make load` and `make relevance` start for themselves ---
+
+
+def test_a_tool_gets_a_ready_dev_stack_with_the_workers_it_asked_for_and_nothing_is_left() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in NAMED_SERVERS}
+    with dev_stack(env, products=40, workers=2) as urls:
+        with urllib.request.urlopen(urls["PROXY_URL"] + "/api/search?size=1", timeout=30) as response:
+            backend = response.headers["X-Search-Backend"]
+            total = json.loads(response.read())["total"]
+        assert backend == "elasticsearch" and total > 0  # ready: the engine serves the seeded catalog
+        port = urls["PROXY_URL"].rsplit(":", 1)[1]
+        pattern = f"-m proxy --host 127.0.0.1 --port {port} "
+        found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True).stdout.split()
+        parents = {int(pid): _parent(int(pid)) for pid in found}  # the supervisor and its forked workers
+        [supervisor] = [pid for pid, parent in parents.items() if parent not in parents]
+        workers = [pid for pid, parent in parents.items() if parent == supervisor]
+        assert len(workers) == 2
+        pids = [_parent(supervisor), *parents]  # hos-search dev, its proxy's supervisor and workers
+    assert _wait_gone(pids) == []
+
+
+def test_a_dev_stack_that_cannot_start_is_one_error_not_a_wait() -> None:
+    # Seen as the child's exit, not as the wait running out (that message differs).
+    failing = dev_stack({**os.environ, "SEARCH_INDEX": "Not An Alias"}, products=1, ready_within_s=60)
+    with pytest.raises(DevStackFailed, match="exited with status 2 before it was ready"), failing:
+        pass

@@ -1,7 +1,8 @@
 """The layout's import rules, read from the source with ``ast`` (nothing is imported or run).
 
 - ``proxy`` and ``indexer`` never import each other; the services (``catalog``, ``proxy``,
-  ``indexer``) never import a tool (``devstack``, ``benchmarks``, ``loadtest``, ``relevance``, tests).
+  ``indexer``) never import a tool (``devstack``, ``benchmarks``, ``loadtest``, ``relevance``, tests);
+  ``devstack`` is imported only by the CLI's ``dev`` command, the benchmarks and the tests.
 - A benchmark imports only its kit (``benchmarks.kit``), never another bench; the kit never imports
   a bench; ``loadtest`` and ``relevance`` never import ``benchmarks``; nothing outside ``benchmarks``
   and the tests imports it.
@@ -189,6 +190,8 @@ def layering_problems(tree: Tree) -> list[str]:
             problems.append(f"{where}: proxy and indexer never import each other")
         elif src in SERVICES and dst in TOOLS:
             problems.append(f"{where}: a service never imports a tool")
+        elif dst == "devstack" and src not in ("devstack", "benchmarks", "tests") and imp.importer != "hos_search.cli":
+            problems.append(f"{where}: only the CLI's dev command, benchmarks and tests import devstack")
         elif dst == "benchmarks" and src not in ("benchmarks", "tests"):
             problems.append(f"{where}: only benchmarks (and tests) import benchmarks")
         elif dst == "benchmarks" and src == "tests" and not target.startswith("benchmarks.kit"):
@@ -326,12 +329,15 @@ def test_a_bench_importing_another_bench_or_the_runner_importing_a_bench_is_caug
             "indexer/sink.py": "from devstack.servers import free_port\n",
             "devstack/__init__.py": "",
             "devstack/servers.py": "",
+            "relevance/__init__.py": "",
+            "relevance/__main__.py": "def main():\n    from devstack.servers import free_port\n",
         },
     )
     assert sorted(p.split(": ", 1)[1] for p in layering_problems(tree)) == [
         "a bench imports only its kit",
         "a service never imports a tool",
         "only benchmarks (and tests) import benchmarks",
+        "only the CLI's dev command, benchmarks and tests import devstack",
         "proxy and indexer never import each other",
         "the kit never imports a bench",
     ]
