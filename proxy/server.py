@@ -36,6 +36,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import uvloop
@@ -183,6 +184,26 @@ def _loopback_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+@dataclass(slots=True)
+class WorkerSlot:
+    """One of the supervisor's workers: its process (None while its restart waits until
+    ``due``) and the backoff between its restarts."""
+
+    process: subprocess.Popen[bytes] | None = None
+    due: float = 0.0
+    backoff: RestartBackoff = field(default_factory=RestartBackoff)
+
+    def start(self, process: subprocess.Popen[bytes], now: float) -> None:
+        self.process = process
+        self.backoff.started(now)
+
+    def exited(self, now: float, code: int) -> float:
+        """Its process exited with ``code`` (negative: a signal) at ``now``: the delay before the next."""
+        delay = self.backoff.exited(now, by_signal=code < 0)
+        self.process, self.due = None, now + delay
+        return delay
+
+
 def supervise(
     host: str,
     port: int,
@@ -211,16 +232,13 @@ def supervise(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # One slot per worker: its process (None while a restart waits) and when to start the next.
-    children: list[subprocess.Popen[bytes] | None] = []
-    backoffs = [RestartBackoff() for _ in range(workers)]
-    due = [0.0] * workers
+    slots = [WorkerSlot() for _ in range(workers)]
 
     def reload(signum: int, frame: object) -> None:
         # SIGHUP reloads the search synonyms: every worker re-reads the file (proxy.app).
-        for child in children:
-            if child is not None and child.poll() is None:
-                child.send_signal(signal.SIGHUP)
+        for slot in slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.send_signal(signal.SIGHUP)
 
     signal.signal(signal.SIGHUP, reload)
 
@@ -237,38 +255,36 @@ def supervise(
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)
 
     started = time.monotonic()
-    children.extend(_spawn_worker() for _ in range(workers))
-    for backoff in backoffs:
-        backoff.started(started)
+    for slot in slots:
+        slot.start(_spawn_worker(), started)
     log.info("proxy supervisor: %d workers on %s:%d", workers, host, port)
     if listener is not None:
         listener.start()
         log.info("proxy metrics on http://%s:%d/metrics (internal listener)", *listener.server_address[:2])
     try:
         while not stopping:
-            for i, child in enumerate(children):
+            for slot in slots:
                 now = time.monotonic()
+                child = slot.process
                 if child is None:
-                    if now >= due[i] and not stopping:
-                        children[i] = _spawn_worker()
-                        backoffs[i].started(now)
+                    if now >= slot.due and not stopping:
+                        slot.start(_spawn_worker(), now)
                     continue
                 code = child.poll()
                 if code is not None and not stopping:
                     # Doubling while it keeps dying young (proxy.restarts): a worker that cannot
                     # start was restarted every second, for as long as nobody looked.
-                    delay = backoffs[i].exited(now, by_signal=code < 0)
+                    delay = slot.exited(now, code)
                     log.error("proxy worker %d exited with status %s; restarting it in %.0f s", child.pid, code, delay)
                     try:
                         # Its counters stay in the totals; its files would slow every scrape.
                         archive_dead_worker(metrics_dir, child.pid)
                     except (OSError, RuntimeError, ValueError):
                         log.exception("could not archive the metrics of proxy worker %d", child.pid)
-                    children[i], due[i] = None, now + delay
             time.sleep(0.2)
     finally:
         # Each worker shuts down gracefully, or is killed.
-        stop_processes([child for child in children if child is not None], 30)
+        stop_processes([slot.process for slot in slots if slot.process is not None], 30)
         if listener is not None:
             listener.shutdown()
             listener.server_close()
