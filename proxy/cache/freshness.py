@@ -58,6 +58,12 @@ class Verdict(enum.Enum):
     STALE = "STALE"
     MISS = "MISS"
 
+    @property
+    def shown(self) -> str:
+        """The X-Cache of an answer so judged, and (lower-cased) its lookup counters' result: a
+        REFRESH is the HIT it serves."""
+        return "HIT" if self is Verdict.REFRESH else self.value
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:

@@ -104,13 +104,8 @@ def _one_per_key(
     return task, False
 
 
-# The lookup counters' result, and the X-Cache, of a verdict: a REFRESH is a HIT to the client.
-_RESULT = {Verdict.HIT: "hit", Verdict.REFRESH: "hit", Verdict.STALE: "stale", Verdict.MISS: "miss"}
-
-
 def _served(entry: Entry, verdict: Verdict, now: float) -> Served:
-    cache = "HIT" if verdict is Verdict.REFRESH else verdict.value
-    return Served(entry.body, entry.etag, cache, max(0, int(now - entry.fetched_at)))
+    return Served(entry.body, entry.etag, verdict.shown, max(0, int(now - entry.fetched_at)))
 
 
 class ResponseCache:
@@ -181,7 +176,7 @@ class ResponseCache:
         judge = self.view.judge
         entry = self.l1.get(key)
         verdict = judge(entry, now) if entry is not None else Verdict.MISS
-        self._count(route, "l1", _RESULT[verdict])
+        self._count(route, "l1", verdict.shown.lower())
         if entry is not None and verdict is Verdict.HIT:
             return _served(entry, verdict, now)
         key_digest = digest(self._namespace + key)
@@ -201,7 +196,7 @@ class ResponseCache:
             # this answer bypasses it (no second trip to a Redis that just timed out).
             bypassed = shared is None and lock is None
             shared_verdict = judge(shared, now) if shared is not None else Verdict.MISS
-            self._count(route, "l2", _RESULT[shared_verdict])
+            self._count(route, "l2", shared_verdict.shown.lower())
             if shared is not None and (entry is None or shared.fetched_at > entry.fetched_at):
                 entry, verdict = shared, shared_verdict
                 self._keep(key, shared)
