@@ -56,10 +56,12 @@ import redis
 from benchmarks.kit import profiling
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.cluster import on_cluster, redis_cluster
+from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy, tree_cpu_seconds
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import metric, scrape
 from benchmarks.kit.wrk import WrkRun, run_wrk
+from catalog.processes import stop_process
 from catalog.redis_client import slot_of
 from devstack.servers import RedisClusterServers
 from proxy.ratelimit.script import bucket_key
@@ -140,9 +142,11 @@ def _measure(
     redis_urls = [catalog.urls.redis_url] + ([] if cluster is None else [node.url for node in cluster.nodes])
     pinned_redis = pin_redis(redis_urls, redis_cpu)
     common = catalog.proxy_env(TRUSTED_PROXIES="127.0.0.1/32")
-    off = start_hot_proxy({**common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
-    on = start_hot_proxy({**common, **BIG_BUCKET}, server_cpu, children)
+    off_env, on_env = {**common, "RATE_LIMIT_ENABLED": "false"}, {**common, **BIG_BUCKET}
+    off = start_hot_proxy(off_env, server_cpu, children)
+    on = start_hot_proxy(on_env, server_cpu, children)
     pids = {off: children[-2].pid, on: children[-1].pid}
+    env_of = {off: off_env, on: on_env}
     script = catalog.workdir / "many_clients.lua"
     script.write_text(MANY_CLIENTS_LUA)
     targets = {
@@ -152,9 +156,12 @@ def _measure(
     }
     if cluster is not None:
         cluster_common = on_cluster(common, cluster)
-        cluster_off = start_hot_proxy({**cluster_common, "RATE_LIMIT_ENABLED": "false"}, server_cpu, children)
-        cluster_on = start_hot_proxy({**cluster_common, **BIG_BUCKET}, server_cpu, children)
+        cluster_off_env = {**cluster_common, "RATE_LIMIT_ENABLED": "false"}
+        cluster_on_env = {**cluster_common, **BIG_BUCKET}
+        cluster_off = start_hot_proxy(cluster_off_env, server_cpu, children)
+        cluster_on = start_hot_proxy(cluster_on_env, server_cpu, children)
         pids |= {cluster_off: children[-2].pid, cluster_on: children[-1].pid}
+        env_of |= {cluster_off: cluster_off_env, cluster_on: cluster_on_env}
         targets |= {
             "Redis Cluster: limiter off": (cluster_off, None),
             "Redis Cluster: limiter on, one client": (cluster_on, None),
@@ -184,7 +191,7 @@ def _measure(
     print()
     for name in targets:
         # Each "on" against the "off" on the same Redis (one server, or the cluster).
-        off_name = name.split("limiter")[0] + "limiter off"
+        off_name = _off_name(name)
         if name == off_name:
             continue
         base_p50 = statistics.median(r.p50_ms for r in runs[off_name])
@@ -228,10 +235,63 @@ def _measure(
         pinning += "; Redis unpinned (shares the proxy's core)"
     results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
     print(results.meta["load"])
+    _count_calls(catalog, {name: (env_of[base], lua) for name, (base, lua) in targets.items()}, results)
     if args.profile is not None:
         redis_of = {name: None if name.startswith("Redis Cluster") else catalog.urls.redis_url for name in targets}
         profiled = {name: (pids[base], base, lua, redis_of[name]) for name, (base, lua) in targets.items()}
         _profile(args.profile, profiled, args.seconds)
+
+
+COUNTED_SECONDS = 2
+
+
+def _off_name(name: str) -> str:
+    """The "limiter off" run on the same Redis (one server, or the cluster) as ``name``."""
+    return name.split("limiter")[0] + "limiter off"
+
+
+def _count_calls(
+    catalog: BenchCatalog, targets: dict[str, tuple[dict[str, str], Path | None]], results: Results
+) -> None:
+    """Python calls per cache hit of each target (``benchmarks/kit/counting.py``): a proxy of the
+    same settings under the call counter, one short wrk run counted; each "on" against its "off"."""
+    server_cpu, wrk_cpu = pinning_cpus()
+    calls: dict[str, Calls] = {}
+    for name, (env, lua) in targets.items():
+        stats = catalog.workdir / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".calls")
+        base = start_hot_proxy(env, server_cpu, catalog.children, counted_to=stats)
+        proxy = catalog.children[-1]
+        # Uncounted first: the many clients' first decisions (and their leases) before the count,
+        # as in the rounds' steady state, where each comes back within a lease's lifetime.
+        run_wrk(base + HOT_URL, COUNTED_SECONDS * 2, wrk_cpu, lua)
+        with counting(proxy.pid, stats):
+            run = run_wrk(base + HOT_URL, COUNTED_SECONDS, wrk_cpu, lua)
+        calls[name] = Calls.read(stats, run.requests)
+        stop_process(proxy)
+    print("\nPython calls per cache hit (cProfile's count, start-up excluded):")
+    for name, counted in calls.items():
+        off_name = _off_name(name)
+        print(f"  {name}: {counted.total:.1f}" + ("" if name == off_name else f" ({calls[off_name].total:.1f} off)"))
+        if name == off_name:
+            continue
+        grown = counted.more_than(calls[off_name], top=8)
+        print("    more per request than off: " + "; ".join(f"+{n:.2f} {function}" for n, function in grown))
+        results.add(
+            f"Python calls per cache hit, {name}",
+            counted.total,
+            "calls",
+            baseline=calls[off_name].total,
+            baseline_label=f"{off_name}, same run",
+            ratio=calls[off_name].total / counted.total,  # as the throughput ratio: off ÷ on
+            notes="counted, not timed: the machine's noise does not move it; most added: "
+            + ", ".join(f"{function} +{n:.2f}" for n, function in grown[:4])
+            + (
+                "; counted after an uncounted run that gave the clients their leases, but the counting proxy is"
+                " slower, so each client comes back less often than in the rounds above"
+                if "clients" in name
+                else ""
+            ),
+        )
 
 
 # Where a limited cache hit's time goes, by the frames a sample passes through (issue 24).

@@ -114,12 +114,18 @@ def await_proxy(proc: subprocess.Popen[bytes], base: str, workers: int) -> str:
     return base
 
 
-def start_hot_proxy(env: dict[str, str], cpu: int | None, children: list[subprocess.Popen[bytes]]) -> str:
-    """A 1-worker proxy on ``cpu`` (put in ``children``) whose :data:`HOT_URL` is a fast-path hit."""
+def start_hot_proxy(
+    env: dict[str, str], cpu: int | None, children: list[subprocess.Popen[bytes]], *, counted_to: Path | None = None
+) -> str:
+    """A 1-worker proxy on ``cpu`` (put in ``children``) whose :data:`HOT_URL` is a fast-path hit.
+
+    ``counted_to``: run it under ``benchmarks.kit.counting``, writing its call counts there (its
+    one process is the worker: ``counting.counting(children[-1].pid, counted_to)``)."""
     port = free_port()
-    proc = spawn(
-        [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, cpu
+    launcher = (
+        [sys.executable] if counted_to is None else [sys.executable, "-m", "benchmarks.kit.counting", str(counted_to)]
     )
+    proc = spawn([*launcher, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, cpu)
     children.append(proc)
     base = await_proxy(proc, f"http://127.0.0.1:{port}", 1)
     for _ in range(3):  # cached, then a hit served by the fast path
