@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import core_times, cores_used_outside, tree_cpu_seconds
 from benchmarks.kit.profiling import OTHER, summarise
@@ -164,3 +166,30 @@ def test_a_servers_cpu_counts_its_children_and_core_times_are_read_per_core() ->
     assert 0 <= one.steal <= every.steal and 0 < one.busy < every.busy
     with pytest.raises(ValueError, match="cpu99999"):
         core_times(99999)
+
+
+def test_calls_are_counted_per_request_between_the_signals_only(tmp_path: Path) -> None:
+    """A real process under the counting launcher: lines sent before the count (and its imports)
+    are not counted; the ten sent during it are, one ``marker()`` call each."""
+    stats = tmp_path / "target.calls"
+    command = [sys.executable, "-m", "benchmarks.kit.counting", str(stats), "-m", "tests.counting_target"]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def ask(times: int) -> None:
+        for _ in range(times):
+            proc.stdin.write("x\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == "ok\n"
+
+    try:
+        ask(5)  # running, not counted
+        with counting(proc.pid, stats):
+            ask(10)
+        calls = Calls.read(stats, 10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert calls.by_function["tests/counting_target.py:9(marker)"] == 1.0
+    assert calls.total < 20  # a few reads and writes per line: no start-up, no imports
+    assert calls.more_than(Calls(0.0, {}))[0][0] >= 1.0
