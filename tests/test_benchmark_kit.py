@@ -174,13 +174,14 @@ def test_calls_are_counted_per_request_between_the_signals_only(tmp_path: Path) 
     stats = tmp_path / "target.calls"
     command = [sys.executable, "-m", "benchmarks.kit.counting", str(stats), "-m", "tests.counting_target"]
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdin is not None and proc.stdout is not None
+    to_it, from_it = proc.stdin, proc.stdout
+    assert to_it is not None and from_it is not None
 
     def ask(times: int) -> None:
         for _ in range(times):
-            proc.stdin.write("x\n")
-            proc.stdin.flush()
-            assert proc.stdout.readline() == "ok\n"
+            to_it.write("x\n")
+            to_it.flush()
+            assert from_it.readline() == "ok\n"
 
     try:
         ask(5)  # running, not counted
