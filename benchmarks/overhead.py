@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import os
 import shutil
 import statistics
 import subprocess
@@ -49,15 +48,12 @@ import aiohttp
 import orjson
 from multidict import MultiDict
 
+from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import BIG_BUCKET, ROOT, wait_answering
+from benchmarks.kit.processes import BIG_BUCKET, ROOT, free_port, wait_answering
 from benchmarks.kit.profiling import available, sampling, summarise, summary
 from benchmarks.kit.results import Results
 from catalog.processes import stop_process
-from devstack.catalogs import prepare_catalog, remove_catalog
-from devstack.databases import ScratchDatabases
-from devstack.servers import free_port
-from devstack.stack import DevStack
 from proxy.taxonomy import taxonomy_body
 
 # A fixed storefront mix: typo'd and exact text, filters, sorts, deep-ish pages, browse.
@@ -715,122 +711,110 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_replay(args.serve_replay, args.port)
         return 0
 
-    stack = DevStack(os.environ)
     results = Results("proxy")
     results.meta["proxy"] = "1 worker, not pinned; client: one aiohttp connection pool, requests one at a time"
-    children: list[subprocess.Popen[bytes]] = []
-    dbs: ScratchDatabases | None = None
-    alias: str | None = None
     try:
-        urls = stack.start()
-        dbs = ScratchDatabases(urls.database_url)
-        print(f"engine {urls.elasticsearch_node}; seeding and indexing {args.products} products…", flush=True)
-        database_url, alias = asyncio.run(prepare_catalog(dbs, urls, args.products))
-        env = {
-            **os.environ,
-            **urls.as_env(),
-            "DATABASE_URL": database_url,
-            "SEARCH_INDEX": alias,
-            "LOG_LEVEL": "warning",
-            "RATE_LIMIT_ENABLED": "false",
-            # What the proxy adds over the engine: every request must reach the engine.
-            "CACHE_ENABLED": "false",
-        }
-        if args.mode in ("both", "real"):
-            port = free_port()
-            children.append(start_proxy(env, port))
-            # The same requests answered from the cache, for the latency distributions.
-            hit_port = free_port()
-            cached = {**env, "CACHE_ENABLED": "true", "REDIS_KEY_PREFIX": f"{alias}:"}
-            children.append(start_proxy(cached, hit_port))
-            samples = asyncio.run(
-                measure(
-                    urls.elasticsearch_node,
-                    alias,
-                    f"http://127.0.0.1:{port}",
-                    args.rounds,
-                    hit_url=f"http://127.0.0.1:{hit_port}",
-                )
-            )
-            report(f"real engine ({args.products} products)", samples)
-            record_figures(results, "real", samples, args.products)
-            if args.engine_profile:
-                rows = asyncio.run(engine_profile(urls.elasticsearch_node, alias, args.engine_profile))
-                report_profile(rows)
-                record_profile(results, rows, args.products)
-            stop_process(children.pop())
-            stop_process(children.pop())
-            # Suggestions before and after the proxy held the fandom and category vocabulary.
-            ports = {HELD: free_port(), COUNTING: free_port()}
-            children.append(start_proxy(env, ports[HELD]))
-            children.append(start_proxy({**env, "SUGGEST_TAXONOMY_REFRESH_S": "0"}, ports[COUNTING]))
-            urls_by = {label: f"http://127.0.0.1:{port}" for label, port in ports.items()}
-            suggested = asyncio.run(measure_suggestions(urls_by, args.rounds))
-            record_suggestions(results, suggested, args.products)
-            stop_process(children.pop())
-            stop_process(children.pop())
-        if args.mode in ("both", "replay"):
-            recording = Path(stack.workdir or ".") / "replay.json"
-            recording.write_bytes(asyncio.run(record(urls.elasticsearch_node, alias)))
-            replay_port = free_port()
-            replay = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.overhead",
-                    "--serve-replay",
-                    str(recording),
-                    "--port",
-                    str(replay_port),
-                ],
-                cwd=ROOT,
-            )
-            children.append(replay)
-            replay_url = f"http://127.0.0.1:{replay_port}"
-            wait_answering(replay_url + "/", replay)
-            port = free_port()
-            no_cache = start_proxy({**env, "ELASTICSEARCH_NODE": replay_url}, port)
-            no_cache_url = f"http://127.0.0.1:{port}"
-            children.append(no_cache)
-            samples = asyncio.run(measure(replay_url, alias, no_cache_url, args.rounds * 4))
-            report("replay engine (engine cost removed)", samples)
-            record_figures(results, "replay", samples, args.products)
-            # Cache misses as deployed: cache on (L1, L2 in Redis), limiter off and on.
-            missing: dict[str, str] = {}
-            pids = {"direct": replay.pid}
-            # Limited as deployed, with a bucket the bench's one client never runs dry (the default
-            # limit answered it 429 within the run).
-            for label, limiting in (("miss, limiter off", {}), ("miss, limiter on", BIG_BUCKET)):
-                port = free_port()
-                proxy = start_proxy(
-                    {
-                        **env,
-                        "ELASTICSEARCH_NODE": replay_url,
-                        "CACHE_ENABLED": "true",
-                        **limiting,
-                        "REDIS_KEY_PREFIX": f"{alias}-{len(missing)}:",
-                    },
-                    port,
-                )
-                children.append(proxy)
-                missing[label] = f"http://127.0.0.1:{port}"
-                pids[label] = proxy.pid
-            misses = asyncio.run(measure_misses(replay_url, alias, missing, args.rounds, pids))
-            record_misses(results, misses)
-            record_miss_cpu(results, misses)
-            if args.miss_profile:
-                profiled = {"no cache": (no_cache_url, no_cache.pid)}
-                profiled |= {label[6:]: (url, pids[label]) for label, url in missing.items()}
-                profile_misses(profiled, args.miss_profile, args.miss_profile_dir)
+        with bench_catalog("proxy", args.products) as catalog:
+            _measure(catalog, args, results)
     finally:
         if args.json:
             results.write(args.json)
-        for child in children:
-            stop_process(child)
-        if dbs is not None and stack.urls is not None:
-            asyncio.run(remove_catalog(dbs, stack.urls.elasticsearch_node, alias))
-        stack.close()
     return 0
+
+
+def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) -> None:
+    urls, alias, children = catalog.urls, catalog.alias, catalog.children
+    env = catalog.proxy_env(
+        RATE_LIMIT_ENABLED="false",
+        # What the proxy adds over the engine: every request must reach the engine.
+        CACHE_ENABLED="false",
+    )
+    if args.mode in ("both", "real"):
+        port = free_port()
+        children.append(start_proxy(env, port))
+        # The same requests answered from the cache, for the latency distributions.
+        hit_port = free_port()
+        cached = {**env, "CACHE_ENABLED": "true"}
+        children.append(start_proxy(cached, hit_port))
+        samples = asyncio.run(
+            measure(
+                urls.elasticsearch_node,
+                alias,
+                f"http://127.0.0.1:{port}",
+                args.rounds,
+                hit_url=f"http://127.0.0.1:{hit_port}",
+            )
+        )
+        report(f"real engine ({args.products} products)", samples)
+        record_figures(results, "real", samples, args.products)
+        if args.engine_profile:
+            rows = asyncio.run(engine_profile(urls.elasticsearch_node, alias, args.engine_profile))
+            report_profile(rows)
+            record_profile(results, rows, args.products)
+        stop_process(children.pop())
+        stop_process(children.pop())
+        # Suggestions before and after the proxy held the fandom and category vocabulary.
+        ports = {HELD: free_port(), COUNTING: free_port()}
+        children.append(start_proxy(env, ports[HELD]))
+        children.append(start_proxy({**env, "SUGGEST_TAXONOMY_REFRESH_S": "0"}, ports[COUNTING]))
+        urls_by = {label: f"http://127.0.0.1:{port}" for label, port in ports.items()}
+        suggested = asyncio.run(measure_suggestions(urls_by, args.rounds))
+        record_suggestions(results, suggested, args.products)
+        stop_process(children.pop())
+        stop_process(children.pop())
+    if args.mode in ("both", "replay"):
+        recording = catalog.workdir / "replay.json"
+        recording.write_bytes(asyncio.run(record(urls.elasticsearch_node, alias)))
+        replay_port = free_port()
+        replay = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.overhead",
+                "--serve-replay",
+                str(recording),
+                "--port",
+                str(replay_port),
+            ],
+            cwd=ROOT,
+        )
+        children.append(replay)
+        replay_url = f"http://127.0.0.1:{replay_port}"
+        wait_answering(replay_url + "/", replay)
+        port = free_port()
+        no_cache = start_proxy({**env, "ELASTICSEARCH_NODE": replay_url}, port)
+        no_cache_url = f"http://127.0.0.1:{port}"
+        children.append(no_cache)
+        samples = asyncio.run(measure(replay_url, alias, no_cache_url, args.rounds * 4))
+        report("replay engine (engine cost removed)", samples)
+        record_figures(results, "replay", samples, args.products)
+        # Cache misses as deployed: cache on (L1, L2 in Redis), limiter off and on.
+        missing: dict[str, str] = {}
+        pids = {"direct": replay.pid}
+        # Limited as deployed, with a bucket the bench's one client never runs dry (the default
+        # limit answered it 429 within the run).
+        for label, limiting in (("miss, limiter off", {}), ("miss, limiter on", BIG_BUCKET)):
+            port = free_port()
+            proxy = start_proxy(
+                {
+                    **env,
+                    "ELASTICSEARCH_NODE": replay_url,
+                    "CACHE_ENABLED": "true",
+                    **limiting,
+                    "REDIS_KEY_PREFIX": f"{alias}-{len(missing)}:",
+                },
+                port,
+            )
+            children.append(proxy)
+            missing[label] = f"http://127.0.0.1:{port}"
+            pids[label] = proxy.pid
+        misses = asyncio.run(measure_misses(replay_url, alias, missing, args.rounds, pids))
+        record_misses(results, misses)
+        record_miss_cpu(results, misses)
+        if args.miss_profile:
+            profiled = {"no cache": (no_cache_url, no_cache.pid)}
+            profiled |= {label[6:]: (url, pids[label]) for label, url in missing.items()}
+            profile_misses(profiled, args.miss_profile, args.miss_profile_dir)
 
 
 if __name__ == "__main__":
