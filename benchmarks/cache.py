@@ -108,15 +108,12 @@ from benchmarks.kit.processes import (
 from benchmarks.kit.profiling import record
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import ENGINE_CALLS, LOOKUPS, delta, deltas_by, engine_queries, scrape, scrape_sync
+from benchmarks.kit.stack import DevStack, ScratchDatabases, StackUrls, free_port, prepare_catalog, remove_catalog
 from benchmarks.kit.wrk import WRK_CONNECTIONS, WrkRun, run_wrk
 from catalog.cache_generation import Announcement, generation_key, product_tag
 from catalog.config import env_bool
 from catalog.processes import stop_process
 from catalog.redis_client import open_redis
-from devstack.catalogs import prepare_catalog, remove_catalog
-from devstack.databases import ScratchDatabases
-from devstack.servers import free_port
-from devstack.stack import DevStack, StackUrls
 
 THROUGHPUT_GOAL = 0.85
 # The goal's baseline: aiohttp's app serving the proxy's very answer, body and headers, so that

@@ -58,16 +58,22 @@ from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import spawn, wait_answering
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import metric, scrape
+from benchmarks.kit.stack import (
+    DevStack,
+    ScratchDatabases,
+    ServerProcess,
+    StackUrls,
+    free_port,
+    parse_heap,
+    restart_opensearch,
+    start_opensearch_cluster,
+)
 from benchmarks.kit.streams import LAG_GOAL_S, at_rate, lag_recovery, write_changes
 from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
 from catalog.engine import create_engine_client
 from catalog.mapping import index_mappings, index_settings, live_settings
 from catalog.processes import stop_process
 from catalog.seed import seed_catalog
-from devstack.databases import ScratchDatabases
-from devstack.opensearch import parse_heap, restart_opensearch, start_opensearch_cluster
-from devstack.servers import ServerProcess, free_port
-from devstack.stack import DevStack, StackUrls
 from indexer.service import run_reindex
 from indexer.settings import IndexerSettings
 from proxy.params import SearchRequest

@@ -81,13 +81,18 @@ from benchmarks.kit.catalog import build_urls
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import PROXY_STOP_S, interrupt_on_sigterm, pinning_cpus, spawn
 from benchmarks.kit.results import Results
+from benchmarks.kit.stack import (
+    DevStack,
+    ScratchDatabases,
+    StackUrls,
+    free_port,
+    prepare_catalog,
+    remove_catalog,
+    wait_http,
+)
 from benchmarks.kit.wrk import run_wrk
 from catalog.generator import FANDOM_VOCAB
 from catalog.processes import stop_process
-from devstack.catalogs import prepare_catalog, remove_catalog
-from devstack.databases import ScratchDatabases
-from devstack.servers import free_port, wait_http
-from devstack.stack import DevStack, StackUrls
 from proxy.breaker import Breaker
 from proxy.engine_guard import EngineGuard
 from proxy.errors import EngineSkipped

@@ -34,7 +34,7 @@ from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import spawn, wait_answering
 from benchmarks.kit.results import Results
-from devstack.servers import free_port
+from benchmarks.kit.stack import free_port
 
 SEARCH = "/api/search?q=wand"
 CONNECTIONS = 16

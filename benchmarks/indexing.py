@@ -44,13 +44,11 @@ from elasticsearch.helpers import async_bulk
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import ROOT
 from benchmarks.kit.results import Results
+from benchmarks.kit.stack import DevStack, ScratchDatabases, StackUrls, scratch_indexer_settings
 from catalog.document import PRODUCT_ROWS_SQL, is_searchable, product_document
 from catalog.engine import create_engine_client
 from catalog.mapping import index_mappings, index_settings
 from catalog.seed import seed_catalog
-from devstack.catalogs import scratch_indexer_settings
-from devstack.databases import ScratchDatabases
-from devstack.stack import DevStack, StackUrls
 from indexer.checkpoint import advance_checkpoint
 from indexer.metrics import IndexerMetrics
 from indexer.reindex import LOAD_CHUNK, reindex

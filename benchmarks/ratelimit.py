@@ -60,10 +60,10 @@ from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy, tree_cpu_seconds
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import metric, scrape
+from benchmarks.kit.stack import RedisClusterServers
 from benchmarks.kit.wrk import WrkRun, run_wrk
 from catalog.processes import stop_process
 from catalog.redis_client import slot_of
-from devstack.servers import RedisClusterServers
 from proxy.ratelimit.script import bucket_key
 
 GOAL = 0.85

@@ -35,8 +35,8 @@ from typing import Any
 
 from benchmarks.kit.processes import cores_used_outside, interrupt_on_sigterm, pinning_cpus
 from benchmarks.kit.results import OUTSIDE_CORES_MAX, busy, verdict_of
+from benchmarks.kit.stack import DevStack
 from catalog.processes import stop_process
-from devstack.stack import DevStack
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import asyncpg
 
 from benchmarks.kit.results import Results
+from benchmarks.kit.stack import ScratchDatabases
 from catalog.generator import (
     PRODUCT_COLUMNS,
     SELLER_COLUMNS,
@@ -41,7 +42,6 @@ from catalog.generator import (
     iter_sellers,
 )
 from catalog.seed import seed_catalog
-from devstack.databases import ScratchDatabases
 
 GOAL_SECONDS_150K = 15.0
 
@@ -297,7 +297,7 @@ def _main(args: argparse.Namespace, results: Results) -> int:
         asyncio.run(run(args.database_url, args, results))
         return 0
 
-    from devstack.servers import start_postgres
+    from benchmarks.kit.stack import start_postgres
 
     with tempfile.TemporaryDirectory(prefix="hos-bench-seed-") as workdir:
         server = start_postgres(Path(workdir))

@@ -3,7 +3,8 @@
 - ``proxy`` and ``indexer`` never import each other; the services (``catalog``, ``proxy``,
   ``indexer``) never import a tool (``devstack``, ``benchmarks``, ``loadtest``, ``relevance``, tests);
   ``devstack`` is imported only by the CLI's ``dev`` command, the benchmarks and the tests.
-- A benchmark imports only its kit (``benchmarks.kit``), never another bench; the kit never imports
+- A benchmark imports only its kit (``benchmarks.kit``), never another bench nor ``devstack`` (the
+  kit's ``stack`` module is its door to it); the kit never imports
   a bench; ``loadtest`` and ``relevance`` never import ``benchmarks``; nothing outside ``benchmarks``
   and the tests imports it.
 - No private name (``_x``) crosses a module: neither ``from m import _x`` nor ``m._x`` on a project
@@ -196,6 +197,8 @@ def layering_problems(tree: Tree) -> list[str]:
             problems.append(f"{where}: only benchmarks (and tests) import benchmarks")
         elif dst == "benchmarks" and src == "tests" and not target.startswith("benchmarks.kit"):
             problems.append(f"{where}: tests may use the kit, never a bench")
+        elif src == "benchmarks" and dst == "devstack" and not imp.importer.startswith("benchmarks.kit"):
+            problems.append(f"{where}: a bench reaches devstack through its kit (benchmarks.kit.stack)")
         elif src == "benchmarks" and dst == "benchmarks":
             importer_in_kit = imp.importer.startswith("benchmarks.kit")
             if importer_in_kit and not target.startswith("benchmarks.kit"):
@@ -322,6 +325,7 @@ def test_a_bench_importing_another_bench_or_the_runner_importing_a_bench_is_caug
             "benchmarks/kit/wrk.py": "from benchmarks.cache import HOT\n",
             "benchmarks/cache.py": "HOT = 1\n",
             "benchmarks/stress.py": "from benchmarks.cache import HOT\nfrom benchmarks.kit.wrk import x\n",
+            "benchmarks/seed.py": "from devstack.servers import start_postgres\n",
             "loadtest/__init__.py": "",
             "loadtest/runner.py": "from benchmarks.kit import wrk\n",
             "proxy/__init__.py": "import indexer.sink\n",
@@ -335,6 +339,7 @@ def test_a_bench_importing_another_bench_or_the_runner_importing_a_bench_is_caug
     )
     assert sorted(p.split(": ", 1)[1] for p in layering_problems(tree)) == [
         "a bench imports only its kit",
+        "a bench reaches devstack through its kit (benchmarks.kit.stack)",
         "a service never imports a tool",
         "only benchmarks (and tests) import benchmarks",
         "only the CLI's dev command, benchmarks and tests import devstack",
