@@ -49,6 +49,7 @@ import orjson
 from multidict import MultiDict
 
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
+from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import BIG_BUCKET, ROOT, free_port, wait_answering
 from benchmarks.kit.profiling import available, sampling, summarise, summary
@@ -417,6 +418,44 @@ def profile_misses(proxies: dict[str, tuple[str, int]], requests: int, keep: Pat
         shutil.rmtree(folder, ignore_errors=True)
 
 
+COUNTED_MISSES = 200
+
+
+def count_misses(envs: dict[str, dict[str, str]], workdir: Path, results: Results) -> None:
+    """Python calls per miss of a proxy of each environment (label -> env), by part: the same
+    misses, one at a time, counted (``benchmarks/kit/counting.py``) after a few uncounted ones.
+    Each against the first (the proxy without its cache)."""
+    counted: dict[str, Calls] = {}
+    for n, (label, env) in enumerate(envs.items()):
+        stats = workdir / f"miss-{n}.calls"
+        port = free_port()
+        proxy = start_proxy(env, port, counted_to=stats)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            asyncio.run(_misses(url, 500_000, 20))  # connections, caches and lazy imports warmed
+            with counting(proxy.pid, stats):
+                sent = asyncio.run(_misses(url, 600_000, COUNTED_MISSES))
+            counted[label] = Calls.read(stats, sent)
+        finally:
+            stop_process(proxy)
+    first = next(iter(counted))
+    print(f"\nPython calls per miss (cProfile's count of {COUNTED_MISSES} misses, one at a time; start-up excluded):")
+    for label, calls in counted.items():
+        parts = ", ".join(f"{part} {n:.0f}" for part, n in calls.by_part().items() if n >= 0.5)
+        print(f"  proxy, {label}: {calls.total:.0f} — {parts}")
+        if label != first:
+            grown = calls.more_than(counted[first], top=10)
+            print("    most added over " + first + ": " + "; ".join(f"+{n:.1f} {f}" for n, f in grown))
+        results.add(
+            f"Python calls per cache miss, proxy, {label}",
+            calls.total,
+            "calls",
+            baseline=None if label == first else counted[first].total,
+            baseline_label="" if label == first else f"proxy, {first}, same run",
+            notes="counted, not timed (the machine's noise does not move it); by part: " + parts,
+        )
+
+
 def report(label: str, samples: dict[str, list[float]]) -> None:
     direct, proxied = samples["direct"], samples["proxy"]
     diffs = [p - d for p, d in zip(proxied, direct, strict=True)]
@@ -675,8 +714,12 @@ async def record(engine_url: str, alias: str) -> bytes:
     return orjson.dumps(answers)
 
 
-def start_proxy(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "proxy", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env)
+def start_proxy(env: dict[str, str], port: int, counted_to: Path | None = None) -> subprocess.Popen[bytes]:
+    """A 1-worker proxy; ``counted_to``: under the call counter (``benchmarks/kit/counting.py``)."""
+    launcher = (
+        [sys.executable] if counted_to is None else [sys.executable, "-m", "benchmarks.kit.counting", str(counted_to)]
+    )
+    proc = subprocess.Popen([*launcher, "-m", "proxy", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env)
     wait_answering(f"http://127.0.0.1:{port}/healthz", proc, 30)
     return proc
 
@@ -808,6 +851,18 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
             children.append(proxy)
             missing[label] = f"http://127.0.0.1:{port}"
             pids[label] = proxy.pid
+        counted = {"no cache": {**env, "ELASTICSEARCH_NODE": replay_url}}
+        counted |= {
+            label[6:]: {
+                **env,
+                "ELASTICSEARCH_NODE": replay_url,
+                "CACHE_ENABLED": "true",
+                **limiting,
+                "REDIS_KEY_PREFIX": f"{alias}-counted-{label[6:]}:",
+            }
+            for label, limiting in (("miss, limiter off", {}), ("miss, limiter on", BIG_BUCKET))
+        }
+        count_misses(counted, catalog.workdir, results)
         misses = asyncio.run(measure_misses(replay_url, alias, missing, args.rounds, pids))
         record_misses(results, misses)
         record_miss_cpu(results, misses)

@@ -33,7 +33,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.kit.profiling import OTHER, part_of
+
 START, STOP = signal.SIGUSR1, signal.SIGUSR2
+C_FUNCTIONS = "C functions called from Python (builtins, C extensions)"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,15 @@ class Calls:
             where = f"{_short(file)}:{line}({name})" if file != "~" else name
             by_function[where] = by_function.get(where, 0.0) + calls / per
         return cls(sum(by_function.values()), by_function)
+
+    def by_part(self) -> dict[str, float]:
+        """Calls per request by part of the server (``profiling.PARTS``, by the function's file;
+        a C function called from Python — a builtin, a C extension's method — is a part of its own)."""
+        parts: dict[str, float] = {}
+        for function, calls in self.by_function.items():
+            part = C_FUNCTIONS if function.startswith("<") else (part_of(function) or OTHER)
+            parts[part] = parts.get(part, 0.0) + calls
+        return dict(sorted(parts.items(), key=lambda item: -item[1]))
 
     def more_than(self, other: Calls, top: int = 12) -> list[tuple[float, str]]:
         """The functions called more often per request here than in ``other``, most first."""

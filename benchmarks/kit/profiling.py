@@ -91,7 +91,8 @@ class Profile:
         return out
 
 
-def _part_of(frame: str) -> str | None:
+def part_of(frame: str) -> str | None:
+    """The part (:data:`PARTS`) a frame or a function's ``file:line`` belongs to; None for none."""
     for part, needles in PARTS:
         if any(needle in frame for needle in needles):
             return part
@@ -112,7 +113,7 @@ def summarise(raw: str, rate: int = 200) -> Profile:
     for frames, count in _stacks(raw):
         profile.samples += count
         profile.self_time[frames[-1]] += count
-        part = next((p for p in map(_part_of, reversed(frames)) if p is not None), OTHER)
+        part = next((p for p in map(part_of, reversed(frames)) if p is not None), OTHER)
         profile.parts[part] += count
     return profile
 
