@@ -14,6 +14,11 @@ shed waits only for what is left of its queue budget (``proxy.queueing``), and o
 wait longer than that behind the requests already waiting, at the measured time a query holds
 its slot, gets its 503 at once.
 
+A browse's total and facets come from counts held in memory (``proxy.fallback.facets``), at most
+``facets_max_age_ms`` old, and only its page from Postgres; the counts are refreshed by one
+statement through a slot like any other, waiting for it up to the statement timeout rather than
+a request's queue budget (a background refresh shed at once under load would never land).
+
 On a read replica (``FALLBACK_DATABASE_URL``) a watcher measures, every
 :data:`LAG_CHECK_INTERVAL_S`, how far replay is behind what the replica received; past
 ``max_lag_ms``, or while the replica does not answer, every call is refused at once (503,
@@ -38,6 +43,7 @@ import asyncpg
 
 from proxy.errors import BackendUnavailable, Overloaded
 from proxy.fallback import sql
+from proxy.fallback.facets import HeldFacets
 from proxy.fallback.sql import Statement
 from proxy.params import SearchRequest, SuggestRequest
 from proxy.queueing import ServiceTime, already_waited
@@ -87,11 +93,14 @@ class PostgresFallback:
         capacity: int,
         queue_wait: float,
         max_lag_ms: int = 0,
+        facets_max_age_ms: int = 0,
+        refresh_wait: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
         self._slots = asyncio.Semaphore(capacity)
         self._queue_wait = queue_wait
+        self._refresh_wait = refresh_wait
         self._max_lag_ms = max_lag_ms
         self.capacity = capacity
         self._clock = clock
@@ -101,6 +110,8 @@ class PostgresFallback:
         # Why every call is refused now (the replica lags, or does not answer); None: serve.
         self.refusal: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        # Browse counts held in memory; None: every browse counts in its own statement.
+        self.facets = HeldFacets(self._facet_rows, facets_max_age_ms / 1000, clock) if facets_max_age_ms > 0 else None
 
     @classmethod
     async def open(
@@ -112,6 +123,8 @@ class PostgresFallback:
         max_concurrency: int,
         queue_wait: float,
         replica_max_lag_ms: int = 0,
+        facets_max_age_ms: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> PostgresFallback:
         """A fallback with a pool of at most ``pool_size`` connections, none opened yet.
 
@@ -119,6 +132,8 @@ class PostgresFallback:
         once, so a request holding a slot never queues again inside the pool.
         ``replica_max_lag_ms`` > 0: ``database_url`` is a replica, watched on a connection of
         its own, refused while its replay lags more than that or it does not answer.
+        ``facets_max_age_ms`` > 0: browses' totals and facets come from counts held at most
+        that long (0: every browse counts in its own statement).
         """
         if max_concurrency < 1 or pool_size < 1 or statement_timeout_ms < 1 or queue_wait < 0:
             raise ValueError("the fallback needs a pool, a slot, a statement timeout and a non-negative queue wait")
@@ -142,7 +157,13 @@ class PostgresFallback:
             server_settings=settings,
         )
         fallback = cls(
-            pool, capacity=min(max_concurrency, pool_size), queue_wait=queue_wait, max_lag_ms=replica_max_lag_ms
+            pool,
+            capacity=min(max_concurrency, pool_size),
+            queue_wait=queue_wait,
+            max_lag_ms=replica_max_lag_ms,
+            facets_max_age_ms=facets_max_age_ms,
+            refresh_wait=statement_timeout_ms / 1000,
+            clock=clock,
         )
         if replica_max_lag_ms > 0:
             fallback._watcher = asyncio.ensure_future(fallback._watch_replica(database_url, settings))
@@ -187,6 +208,8 @@ class PostgresFallback:
     async def close(self) -> None:
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
+        if self.facets is not None:
+            await self.facets.close()
         # A close that cannot finish in time terminates the pool's connections instead.
         with suppress(TimeoutError):
             await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT_S)
@@ -198,13 +221,16 @@ class PostgresFallback:
         wait = self._queue_wait - waited
         return self._slots.locked() and (wait <= 0 or self.service.expected_wait(self.waiting, self.capacity) > wait)
 
-    async def _take_slot(self) -> None:
-        # What is left of this request's queue budget (proxy.queueing): a request the engine's
-        # queue shed has spent some of it already.
-        waited = already_waited()
-        if self.would_shed(waited):
-            raise Overloaded()  # at once: waiting would end in this 503 anyway
-        wait = self._queue_wait - waited
+    async def _take_slot(self, patient: bool) -> None:
+        if patient:
+            wait = self._refresh_wait
+        else:
+            # What is left of this request's queue budget (proxy.queueing): a request the
+            # engine's queue shed has spent some of it already.
+            waited = already_waited()
+            if self.would_shed(waited):
+                raise Overloaded()  # at once: waiting would end in this 503 anyway
+            wait = self._queue_wait - waited
         self.waiting += 1
         try:
             async with asyncio.timeout(max(0.0, wait)):
@@ -220,11 +246,12 @@ class PostgresFallback:
         self._slots.release()
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection inside a slot; database failures come out as BackendUnavailable."""
+    async def _connection(self, *, patient: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside a slot; database failures come out as BackendUnavailable.
+        ``patient``: no request waits on this one — wait for a slot up to the statement timeout."""
         if self.refusal is not None:
             raise BackendUnavailable(self.refusal)
-        await self._take_slot()
+        await self._take_slot(patient)
         started = self._clock()
         try:
             # The acquire timeout also bounds the release, which resets the connection.
@@ -242,6 +269,15 @@ class PostgresFallback:
 
     async def search(self, req: SearchRequest) -> tuple[dict[str, Any], bool]:
         """The engine-shaped answer to ``req``, and whether the typo strategy found it (``relaxed``)."""
+        # Counts first, outside a slot: the refresh a browse may wait for needs one.
+        held = None if self.facets is None or not sql.counts_held(req) else await self.facets.counts()
+        if held is not None:
+            page = sql.browse_page_strategy(req)
+            async with self._connection() as conn:
+                started = time.perf_counter()
+                row = await _fetchrow(conn, page.statement)
+                took = _ms_since(started)
+            return sql.search_response(row, page, took, held.counts(req)), False
         strategy = sql.search_strategy(req)
         if strategy is None:
             return sql.search_response(None, None), False
@@ -255,6 +291,11 @@ class PostgresFallback:
                     row, strategy = relaxed, typo
             took = _ms_since(started)
         return sql.search_response(row, strategy, took), strategy.typo
+
+    async def _facet_rows(self) -> list[Mapping[str, Any]]:
+        """Every active product's facet values and price, grouped (``HeldFacets``' loader)."""
+        async with self._connection(patient=True) as conn:
+            return await _fetch(conn, Statement(sql.FACET_COUNTS_SQL, ()))
 
     async def suggest(self, req: SuggestRequest) -> dict[str, Any]:
         """Engine-shaped suggestions: product names, and fandoms and categories with counts."""
