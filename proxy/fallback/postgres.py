@@ -16,8 +16,9 @@ its slot, gets its 503 at once.
 
 A browse's total and facets come from counts held in memory (``proxy.fallback.facets``), at most
 ``facets_max_age_ms`` old, and only its page from Postgres; the counts are refreshed by one
-statement through a slot like any other, waiting for it up to the statement timeout rather than
-a request's queue budget (a background refresh shed at once under load would never land).
+statement on a connection of the pool's that no slot may take (the pool has one more then): in a
+slot, the refresh made a fourth of four busy clients wait past its queue budget, 503s seen in
+``benchmarks.fallback``.
 
 On a read replica (``FALLBACK_DATABASE_URL``) a watcher measures, every
 :data:`LAG_CHECK_INTERVAL_S`, how far replay is behind what the replica received; past
@@ -94,13 +95,11 @@ class PostgresFallback:
         queue_wait: float,
         max_lag_ms: int = 0,
         facets_max_age_ms: int = 0,
-        refresh_wait: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
         self._slots = asyncio.Semaphore(capacity)
         self._queue_wait = queue_wait
-        self._refresh_wait = refresh_wait
         self._max_lag_ms = max_lag_ms
         self.capacity = capacity
         self._clock = clock
@@ -151,7 +150,8 @@ class PostgresFallback:
         pool = await asyncpg.create_pool(
             database_url,
             min_size=0,
-            max_size=pool_size,
+            # The held facets' refresh has a connection of its own (one refresh at a time).
+            max_size=pool_size + 1 if facets_max_age_ms > 0 else pool_size,
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=statement_timeout_ms / 1000 + _CLIENT_DEADLINE_MARGIN_S,
             server_settings=settings,
@@ -162,7 +162,6 @@ class PostgresFallback:
             queue_wait=queue_wait,
             max_lag_ms=replica_max_lag_ms,
             facets_max_age_ms=facets_max_age_ms,
-            refresh_wait=statement_timeout_ms / 1000,
             clock=clock,
         )
         if replica_max_lag_ms > 0:
@@ -221,16 +220,13 @@ class PostgresFallback:
         wait = self._queue_wait - waited
         return self._slots.locked() and (wait <= 0 or self.service.expected_wait(self.waiting, self.capacity) > wait)
 
-    async def _take_slot(self, patient: bool) -> None:
-        if patient:
-            wait = self._refresh_wait
-        else:
-            # What is left of this request's queue budget (proxy.queueing): a request the
-            # engine's queue shed has spent some of it already.
-            waited = already_waited()
-            if self.would_shed(waited):
-                raise Overloaded()  # at once: waiting would end in this 503 anyway
-            wait = self._queue_wait - waited
+    async def _take_slot(self) -> None:
+        # What is left of this request's queue budget (proxy.queueing): a request the engine's
+        # queue shed has spent some of it already.
+        waited = already_waited()
+        if self.would_shed(waited):
+            raise Overloaded()  # at once: waiting would end in this 503 anyway
+        wait = self._queue_wait - waited
         self.waiting += 1
         try:
             async with asyncio.timeout(max(0.0, wait)):
@@ -246,13 +242,21 @@ class PostgresFallback:
         self._slots.release()
 
     @asynccontextmanager
-    async def _connection(self, *, patient: bool = False) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection inside a slot; database failures come out as BackendUnavailable.
-        ``patient``: no request waits on this one — wait for a slot up to the statement timeout."""
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside a slot; database failures come out as BackendUnavailable."""
         if self.refusal is not None:
             raise BackendUnavailable(self.refusal)
-        await self._take_slot(patient)
+        await self._take_slot()
         started = self._clock()
+        try:
+            async with self._pooled() as conn:
+                yield conn
+        finally:
+            self.service.observe(self._clock() - started)
+            self._give_slot()
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
         try:
             # The acquire timeout also bounds the release, which resets the connection.
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
@@ -263,13 +267,10 @@ class PostgresFallback:
         except _DATABASE_ERRORS as exc:
             log.warning("fallback query failed: %s", type(exc).__name__)
             raise BackendUnavailable("The catalog database is not available.") from exc
-        finally:
-            self.service.observe(self._clock() - started)
-            self._give_slot()
 
     async def search(self, req: SearchRequest) -> tuple[dict[str, Any], bool]:
         """The engine-shaped answer to ``req``, and whether the typo strategy found it (``relaxed``)."""
-        # Counts first, outside a slot: the refresh a browse may wait for needs one.
+        # Counts first, outside a slot: a browse waiting for a refresh holds none meanwhile.
         held = None if self.facets is None or not sql.counts_held(req) else await self.facets.counts()
         if held is not None:
             page = sql.browse_page_strategy(req)
@@ -293,8 +294,11 @@ class PostgresFallback:
         return sql.search_response(row, strategy, took), strategy.typo
 
     async def _facet_rows(self) -> list[Mapping[str, Any]]:
-        """Every active product's facet values and price, grouped (``HeldFacets``' loader)."""
-        async with self._connection(patient=True) as conn:
+        """Every active product's facet values and price, grouped (``HeldFacets``' loader), on
+        the pool's connection beyond the slots' (single flight: never more than one)."""
+        if self.refusal is not None:
+            raise BackendUnavailable(self.refusal)
+        async with self._pooled() as conn:
             return await _fetch(conn, Statement(sql.FACET_COUNTS_SQL, ()))
 
     async def suggest(self, req: SuggestRequest) -> dict[str, Any]:
