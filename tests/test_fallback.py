@@ -513,6 +513,28 @@ async def test_no_facet_value_is_listed_with_a_count_of_zero(
         assert (body["total"], body["facets"]) == (from_engine["total"], from_engine["facets"])
 
 
+@pytest.mark.parametrize(
+    "filters", [{}, {"min_price": 250.0}, {"max_price": 10.0}, {"min_price": 20.0, "max_price": 50.0, "in_stock": True}]
+)
+async def test_a_nan_price_is_counted_where_postgres_counts_it(database_url: str, filters: dict[str, Any]) -> None:
+    """A row older than migration 0005's constraint may be priced 'NaN', which Postgres orders
+    above every number: in the last bucket, above any min_price, below no max_price."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await seed_catalog(conn, 60, seed=5)
+        await conn.execute("ALTER TABLE products DROP CONSTRAINT products_price_finite")
+        await conn.execute(
+            "UPDATE products SET price = 'NaN' WHERE id = (SELECT min(id) FROM products WHERE status = 'active')"
+        )
+    finally:
+        await conn.close()
+    async with _opened(database_url) as counting, _opened(database_url, facets_max_age_ms=3_600_000) as holding:
+        counted, _ = await counting.search(SearchRequest(**filters))
+        body, _ = await holding.search(SearchRequest(**filters))
+    assert holding.facets is not None and holding.facets.age <= holding.facets.max_age, "the counts were held"
+    assert {**body, "took": 0} == {**counted, "took": 0}
+
+
 async def test_held_browse_counts_follow_a_write_within_their_maximum_age(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     await seed_catalog(conn, 300, seed=11)
@@ -549,6 +571,29 @@ async def test_held_browse_counts_follow_a_write_within_their_maximum_age(databa
             await conn.execute("UPDATE products SET status = 'archived' WHERE id = $1", second)
             now[0] = 2.6 + 5.001  # past the maximum age: never served, the browse waits for a count
             assert (await browse())[0] == total - 2
+    finally:
+        await conn.close()
+
+
+async def test_held_browse_counts_are_kept_fresh_between_browses(database_url: str) -> None:
+    """While browses keep coming, the counts are refreshed without one: a browse after a lull
+    finds them fresh instead of waiting for them."""
+    conn = await asyncpg.connect(database_url)
+    await seed_catalog(conn, 100, seed=13)
+    now = [0.0]
+    try:
+        async with _opened(database_url, facets_max_age_ms=200, clock=lambda: now[0]) as backend:
+            assert backend.facets is not None
+            body, _ = await backend.search(SearchRequest())
+            total = body["hits"]["total"]["value"]
+            newest = int(body["hits"]["hits"][0]["_id"])
+            await conn.execute("UPDATE products SET status = 'archived' WHERE id = $1", newest)
+            now[0] = 0.15  # past half the maximum age, and no browse
+            deadline = time.monotonic() + 10
+            while (held := backend.facets.held) is not None and held.products == total:
+                assert time.monotonic() < deadline, "the held counts were not refreshed without a browse"
+                await asyncio.sleep(0.05)
+            assert held is not None and held.products == total - 1
     finally:
         await conn.close()
 
