@@ -2,6 +2,7 @@
 
     python -m benchmarks.fallback [--products 150000] [--rounds 10] [--seconds 15] [--concurrency 4]
                                   [--quick] [--parts latency,switches,overload,plans]
+                                  [--fallback-baseline NAME=VALUE ...]
 
 Starts the dev stack (``devstack``; servers named by ``DATABASE_URL`` / ``REDIS_URL`` /
 ``ELASTICSEARCH_NODE`` are used as they are), seeds a fresh database with ``--products`` sample
@@ -16,6 +17,9 @@ available:
    alternating rounds: one whose engine is a closed port (every answer must say
    ``X-Search-Backend: postgres``) and one with the engine up (``elasticsearch``). Prints p50/p99
    of each, per kind too, and the factor fallback / engine. Goal: fallback p99 < 300 ms.
+   ``--fallback-baseline NAME=VALUE`` (repeatable) adds a third proxy to the same rounds: a
+   fallback with those settings (e.g. ``FALLBACK_FACETS_MAX_AGE_MS=0``, every browse counting in
+   its own statement), and prints the fallback's p99 as a ratio of that baseline's.
 2. **Switch-over**: a proxy whose engine is reached through a forwarder in this process; a search
    every 20 ms (open loop). The forwarder is closed (connections refused and cut): time to the
    first ``postgres`` answer; reopened on the same port: time to the first ``elasticsearch``
@@ -332,8 +336,11 @@ class Latency:
     errors: int  # answers of the fallback proxy that were not its 200s
 
 
+BASELINE = "baseline"  # part 1's optional second fallback proxy (--fallback-baseline)
+
+
 def report_latency(answers: dict[str, list[Answer]], mix: list[Ask], workers: int) -> Latency:
-    expected = {"engine": ENGINE, "fallback": FALLBACK}
+    expected = {"engine": ENGINE, "fallback": FALLBACK, BASELINE: FALLBACK}
     kinds = {ask.path: ask.kind for ask in mix}
     good = {name: [a for a in got if a.status == 200 and a.backend == expected[name]] for name, got in answers.items()}
     problems = []
@@ -347,14 +354,23 @@ def report_latency(answers: dict[str, list[Answer]], mix: list[Ask], workers: in
             seen = "; ".join(f"{n} x {what}" for what, n in sorted(wrong.items()))
             problems.append(f"{name}: {wrong.total()} of {len(got)} answers not 200 from {expected[name]}: {seen}")
     print(f"\n1. latency of the mix: {len(answers['fallback'])} requests per proxy, closed loop, clients: {workers}")
-    print(f"{'':<12}{'engine p50':>12}{'p99':>9}{'fallback p50':>14}{'p99':>9}{'x p50':>8}{'x p99':>8}")
+    baseline = BASELINE in good
+    print(
+        f"{'':<12}{'engine p50':>12}{'p99':>9}{'fallback p50':>14}{'p99':>9}{'x p50':>8}{'x p99':>8}"
+        + (f"{'baseline p50':>14}{'p99':>9}{'fb/base p99':>13}" if baseline else "")
+    )
     rows = [("all", None), *((kind, kind) for kind in KINDS)]
     for label, kind in rows:
         ms = {name: [a.ms for a in got if kind is None or kinds[a.path] == kind] for name, got in good.items()}
         eng, fb = ms["engine"], ms["fallback"]
         x50 = percentile(fb, 50) / percentile(eng, 50) if eng and fb else float("nan")
         x99 = percentile(fb, 99) / percentile(eng, 99) if eng and fb else float("nan")
-        print(f"{label:<12}{_ms(eng, 50):>12}{_ms(eng, 99):>9}{_ms(fb, 50):>14}{_ms(fb, 99):>9}{x50:>8.1f}{x99:>8.1f}")
+        line = f"{label:<12}{_ms(eng, 50):>12}{_ms(eng, 99):>9}{_ms(fb, 50):>14}{_ms(fb, 99):>9}{x50:>8.1f}{x99:>8.1f}"
+        if baseline:
+            base = ms[BASELINE]
+            by_base = percentile(fb, 99) / percentile(base, 99) if base and fb else float("nan")
+            line += f"{_ms(base, 50):>14}{_ms(base, 99):>9}{by_base:>13.2f}"
+        print(line)
     for name, got in good.items():
         by_path: dict[str, list[float]] = {}
         for a in got:
@@ -1008,18 +1024,44 @@ class Summary:
             print(f"{name:<52} {value:<30} {target:<14} {met}")
 
 
-def part_latency(proxies: Proxies, env: dict[str, str], rounds: int, workers: int, summary: Summary) -> None:
+def part_latency(
+    proxies: Proxies,
+    env: dict[str, str],
+    rounds: int,
+    workers: int,
+    summary: Summary,
+    baseline: dict[str, str] | None = None,
+) -> None:
     mix = latency_mix()
     print(f"1. latency: {rounds} rounds of {PASSES} x {len(mix)} requests per proxy…", flush=True)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     bases = {"engine": proxies.start(env), "fallback": proxies.start({**env, "ELASTICSEARCH_NODE": closed})}
+    if baseline:
+        bases[BASELINE] = proxies.start({**env, "ELASTICSEARCH_NODE": closed, **baseline})
     answers = asyncio.run(measure_latency(bases, mix, rounds, workers))
     latency = report_latency(answers, mix, workers)
     proxies.stop()
     good = {
-        name: [a.ms for a in got if a.status == 200 and a.backend == backend]
-        for (name, got), backend in zip(answers.items(), (ENGINE, FALLBACK), strict=True)
+        name: [a.ms for a in got if a.status == 200 and a.backend == (ENGINE if name == "engine" else FALLBACK)]
+        for name, got in answers.items()
     }
+    if baseline:
+        settings = " ".join(f"{name}={value}" for name, value in baseline.items())
+        summary.results.add(
+            f"fallback p99 on the storefront mix against a fallback with {settings}",
+            latency.p99,
+            "ms",
+            baseline=percentile(good[BASELINE], 99),
+            baseline_label=f"a fallback proxy with {settings}, same mix, alternating rounds",
+            notes=f"p50 {latency.p50:.0f} ms against {percentile(good[BASELINE], 50):.0f} ms",
+        )
+        summary.add(
+            f"fallback p99 / with {settings}",
+            f"{latency.p99:.0f} / {percentile(good[BASELINE], 99):.0f} = "
+            f"{latency.p99 / percentile(good[BASELINE], 99):.2f}x",
+            "",
+            None,
+        )
     summary.results.add(
         "fallback (Postgres) p99 on the storefront mix",
         latency.p99,
@@ -1186,6 +1228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small catalog and short phases")
     parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/report.py reads them)")
     parser.add_argument(
+        "--fallback-baseline",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="part 1 also measures a fallback proxy with this setting, as a baseline (repeatable)",
+    )
+    parser.add_argument(
         "--parts",
         default=",".join(PARTS),
         help=f"which parts to run, comma-separated (default all: {','.join(PARTS)})",
@@ -1194,6 +1243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts = set(args.parts.split(","))
     if not parts <= set(PARTS):
         parser.error(f"--parts: choose among {', '.join(PARTS)}")
+    if any("=" not in setting for setting in args.fallback_baseline):
+        parser.error("--fallback-baseline: NAME=VALUE, e.g. FALLBACK_FACETS_MAX_AGE_MS=0")
+    baseline = dict(setting.split("=", 1) for setting in args.fallback_baseline)
     products = args.products or (10_000 if args.quick else 150_000)
     rounds = args.rounds or (2 if args.quick else 10)
     seconds = args.seconds or (6 if args.quick else 15)
@@ -1236,7 +1288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ENGINE_TIMEOUT_MS": str(ENGINE_TIMEOUT_MS),
         }
         if "latency" in parts:
-            part_latency(proxies, env, rounds, args.concurrency, summary)
+            part_latency(proxies, env, rounds, args.concurrency, summary, baseline)
         if "switches" in parts:
             part_switches(proxies, env, urls.elasticsearch_node, summary)
         if "overload" in parts:

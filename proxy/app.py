@@ -271,6 +271,7 @@ async def _fallback(app: web.Application) -> AsyncIterator[None]:
         queue_wait=settings.fallback_queue,
         # Only a replica lags: the primary (DATABASE_URL) needs no watcher.
         replica_max_lag_ms=settings.fallback_max_lag_ms if settings.fallback_database_url else 0,
+        facets_max_age_ms=settings.fallback_facets_max_age_ms,
     )
     app[FALLBACK] = fallback
     yield

@@ -108,6 +108,9 @@ class ProxySettings(SharedSettings):
     # FALLBACK_MAX_LAG_MS behind (0 = no bound; proxy.fallback.postgres).
     fallback_database_url: str = setting("FALLBACK_DATABASE_URL", "", read=_optional_database_url)
     fallback_max_lag_ms: int = setting("FALLBACK_MAX_LAG_MS", 5_000, minimum=0, maximum=3_600_000)
+    # A browse's total and facets from counts each worker holds at most this long (0 = counted
+    # in every browse's statement; proxy.fallback.facets). Pages are always read live.
+    fallback_facets_max_age_ms: int = setting("FALLBACK_FACETS_MAX_AGE_MS", 5_000, minimum=0, maximum=3_600_000)
     access_log: bool = setting("ACCESS_LOG", False)
     shutdown_timeout_s: float = 10.0
     # Search synonyms (proxy.synonyms); re-read on SIGHUP.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 
-async def cancel_and_wait(task: asyncio.Future[None]) -> None:
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` until it ends.
 
     One cancel is not always enough: a cancellation that lands as a redis-py read times out

@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
         (ProxySettings.from_env, {"FALLBACK_ENABLED": "perhaps"}, "FALLBACK_ENABLED"),
         (ProxySettings.from_env, {"FALLBACK_MAX_CONCURRENCY": "0"}, "FALLBACK_MAX_CONCURRENCY"),
         (ProxySettings.from_env, {"FALLBACK_STATEMENT_TIMEOUT_MS": "5"}, "FALLBACK_STATEMENT_TIMEOUT_MS"),
+        (ProxySettings.from_env, {"FALLBACK_FACETS_MAX_AGE_MS": "-1"}, "FALLBACK_FACETS_MAX_AGE_MS"),
+        (ProxySettings.from_env, {"FALLBACK_FACETS_MAX_AGE_MS": "5s"}, "FALLBACK_FACETS_MAX_AGE_MS"),
         (ProxySettings.from_env, {"RATE_LIMIT_COSTS": "search"}, "RATE_LIMIT_COSTS"),
         (ProxySettings.from_env, {"RATE_LIMIT_COSTS": "autocomplete=1"}, "RATE_LIMIT_COSTS"),
         (ProxySettings.from_env, {"RATE_LIMIT_COSTS": "search=cheap"}, "RATE_LIMIT_COSTS"),

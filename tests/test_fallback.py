@@ -12,14 +12,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 import asyncpg
 import pytest
 import pytest_asyncio
 from elasticsearch import AsyncElasticsearch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from catalog.mapping import PRICE_BUCKETS
+from catalog.seed import seed_catalog
 from devstack.servers import free_port
 from proxy.answers import shape_product, shape_search, shape_seller, shape_suggest
 from proxy.errors import BackendUnavailable, Overloaded
@@ -427,6 +430,172 @@ async def test_seller_pages_match_the_engines(
         assert from_postgres["active_products"] == dict(counts)[seller_id]
         assert from_postgres == shape_seller(seller_id, await _engine(engine, search_catalog, build_seller(seller_id)))
     assert shape_seller(10**12, await fallback.seller(10**12)) is None
+
+
+# --- held browse facets (proxy.fallback.facets) ----------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def held(search_catalog: SearchCatalog) -> AsyncIterator[PostgresFallback]:
+    """A fallback whose browses count from held counts, for longer than any test takes."""
+    async with _opened(search_catalog.database_url, facets_max_age_ms=3_600_000) as backend:
+        yield backend
+
+
+def _bucket_bounds() -> list[float]:
+    return sorted({bound for _, low, high in PRICE_BUCKETS for bound in (low, high) if bound is not None})
+
+
+def _browses(active: list[Product]) -> st.SearchStrategy[SearchRequest]:
+    """Browses combining every filter a browse has (no text, no seller), with prices on bucket
+    bounds, exactly on products' prices, a cent or half a cent either side, and anywhere."""
+    categories = sorted({p.category for p in active})
+    fandoms = sorted({p.fandom for p in active})
+    prices = sorted({p.price for p in active})
+    near = st.builds(
+        lambda price, cents: max(0.0, float(price + Decimal(cents) / 100)),
+        st.sampled_from(prices),
+        st.sampled_from(["-1", "-0.5", "0", "0.5", "1"]),
+    )
+    price = st.one_of(
+        st.sampled_from(_bucket_bounds()), near, st.floats(0, 1000, allow_nan=False).map(lambda v: round(v, 3))
+    )
+
+    def build(cats: set[str], fans: set[str], low: float | None, high: float | None, **rest: Any) -> SearchRequest:
+        if low is not None and high is not None and low > high:
+            low, high = high, low
+        return SearchRequest(
+            categories=tuple(sorted(cats)), fandoms=tuple(sorted(fans)), min_price=low, max_price=high, **rest
+        )
+
+    return st.builds(
+        build,
+        st.sets(st.sampled_from([*categories, "no-such-category"]), max_size=3),
+        st.sets(st.sampled_from(fandoms), max_size=4),
+        st.none() | price,
+        st.none() | price,
+        in_stock=st.sampled_from([None, True, False]),
+        sort=st.sampled_from(get_args(Sort)),
+        page=st.integers(1, 4),
+        size=st.sampled_from([1, 7, 20, 100]),
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_a_held_browse_answers_exactly_as_counting_in_its_statement(
+    fallback: PostgresFallback, held: PostgresFallback, active: list[Product], data: st.DataObject
+) -> None:
+    """The same total, facets and page with counts held as with counts taken by the statement."""
+    req = data.draw(_browses(active), label="browse")
+    counted, _ = await fallback.search(req)
+    body, relaxed = await held.search(req)
+    assert held.facets is not None and held.facets.age <= held.facets.max_age, "the counts were held"
+    assert relaxed is False
+    assert {**body, "took": 0} == {**counted, "took": 0}
+
+
+async def test_no_facet_value_is_listed_with_a_count_of_zero(
+    fallback: PostgresFallback,
+    held: PostgresFallback,
+    engine: AsyncElasticsearch,
+    search_catalog: SearchCatalog,
+    active: list[Product],
+) -> None:
+    """As the engine's terms buckets: ``fandom=X&min_price=500`` used to list every category of
+    X, most of them counted 0 (only replicas cost that much)."""
+    fandom = _most_common(active, "fandom", 1)[0]
+    req = SearchRequest(fandoms=(fandom,), min_price=500.0)
+    from_engine = shape_search(req, await _engine(engine, search_catalog, build_search(req)))
+    for backend in (fallback, held):
+        body = await _shaped_search(backend, req)
+        assert all(value["count"] for facet in ("category", "fandom") for value in body["facets"][facet]), body
+        assert (body["total"], body["facets"]) == (from_engine["total"], from_engine["facets"])
+
+
+@pytest.mark.parametrize(
+    "filters", [{}, {"min_price": 250.0}, {"max_price": 10.0}, {"min_price": 20.0, "max_price": 50.0, "in_stock": True}]
+)
+async def test_a_nan_price_is_counted_where_postgres_counts_it(database_url: str, filters: dict[str, Any]) -> None:
+    """A row older than migration 0005's constraint may be priced 'NaN', which Postgres orders
+    above every number: in the last bucket, above any min_price, below no max_price."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await seed_catalog(conn, 60, seed=5)
+        await conn.execute("ALTER TABLE products DROP CONSTRAINT products_price_finite")
+        await conn.execute(
+            "UPDATE products SET price = 'NaN' WHERE id = (SELECT min(id) FROM products WHERE status = 'active')"
+        )
+    finally:
+        await conn.close()
+    async with _opened(database_url) as counting, _opened(database_url, facets_max_age_ms=3_600_000) as holding:
+        counted, _ = await counting.search(SearchRequest(**filters))
+        body, _ = await holding.search(SearchRequest(**filters))
+    assert holding.facets is not None and holding.facets.age <= holding.facets.max_age, "the counts were held"
+    assert {**body, "took": 0} == {**counted, "took": 0}
+
+
+async def test_held_browse_counts_follow_a_write_within_their_maximum_age(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    await seed_catalog(conn, 300, seed=11)
+    now = [0.0]
+    try:
+        async with _opened(database_url, facets_max_age_ms=5_000, clock=lambda: now[0]) as backend:
+            assert backend.facets is not None
+
+            async def browse(**filters: Any) -> tuple[int, list[str]]:
+                body, _ = await backend.search(SearchRequest(**filters))
+                return body["hits"]["total"]["value"], [hit["_id"] for hit in body["hits"]["hits"]]
+
+            total, page = await browse()
+            newest = int(page[0])
+            seller = str(await conn.fetchval("SELECT seller_id FROM products WHERE id = $1", newest))
+            sellers_total, _ = await browse(seller_ids=(seller,))
+
+            await conn.execute("UPDATE products SET status = 'archived' WHERE id = $1", newest)
+            now[0] = 2.4  # under half the maximum age: held, and no refresh started
+            held_total, live_page = await browse()
+            assert held_total == total
+            assert live_page[:-1] == page[1:], "the page is read live: the archived product left it"
+            await backend.facets.settled()
+            assert (await browse())[0] == total
+            # A seller's browse is not held: it counts in its statement, at once.
+            assert (await browse(seller_ids=(seller,)))[0] == sellers_total - 1
+
+            now[0] = 2.6  # past half: the held counts answer, and a refresh starts behind them
+            assert (await browse())[0] == total
+            await backend.facets.settled()
+            assert (await browse())[0] == total - 1
+
+            second = int((await browse())[1][0])
+            await conn.execute("UPDATE products SET status = 'archived' WHERE id = $1", second)
+            now[0] = 2.6 + 5.001  # past the maximum age: never served, the browse waits for a count
+            assert (await browse())[0] == total - 2
+    finally:
+        await conn.close()
+
+
+async def test_held_browse_counts_are_kept_fresh_between_browses(database_url: str) -> None:
+    """While browses keep coming, the counts are refreshed without one: a browse after a lull
+    finds them fresh instead of waiting for them."""
+    conn = await asyncpg.connect(database_url)
+    await seed_catalog(conn, 100, seed=13)
+    now = [0.0]
+    try:
+        async with _opened(database_url, facets_max_age_ms=200, clock=lambda: now[0]) as backend:
+            assert backend.facets is not None
+            body, _ = await backend.search(SearchRequest())
+            total = body["hits"]["total"]["value"]
+            newest = int(body["hits"]["hits"][0]["_id"])
+            await conn.execute("UPDATE products SET status = 'archived' WHERE id = $1", newest)
+            now[0] = 0.15  # past half the maximum age, and no browse
+            deadline = time.monotonic() + 10
+            while (held := backend.facets.held) is not None and held.products == total:
+                assert time.monotonic() < deadline, "the held counts were not refreshed without a browse"
+                await asyncio.sleep(0.05)
+            assert held is not None and held.products == total - 1
+    finally:
+        await conn.close()
 
 
 # --- failure: the cap, the statement timeout, Postgres down --------------------------------------

@@ -14,6 +14,12 @@ shed waits only for what is left of its queue budget (``proxy.queueing``), and o
 wait longer than that behind the requests already waiting, at the measured time a query holds
 its slot, gets its 503 at once.
 
+A browse's total and facets come from counts held in memory (``proxy.fallback.facets``), at most
+``facets_max_age_ms`` old, and only its page from Postgres; the counts are refreshed by one
+statement on a connection of the pool's that no slot may take (the pool has one more then): in a
+slot, the refresh made a fourth of four busy clients wait past its queue budget, 503s seen in
+``benchmarks.fallback``.
+
 On a read replica (``FALLBACK_DATABASE_URL``) a watcher measures, every
 :data:`LAG_CHECK_INTERVAL_S`, how far replay is behind what the replica received; past
 ``max_lag_ms``, or while the replica does not answer, every call is refused at once (503,
@@ -38,6 +44,7 @@ import asyncpg
 
 from proxy.errors import BackendUnavailable, Overloaded
 from proxy.fallback import sql
+from proxy.fallback.facets import HeldFacets
 from proxy.fallback.sql import Statement
 from proxy.params import SearchRequest, SuggestRequest
 from proxy.queueing import ServiceTime, already_waited
@@ -87,6 +94,7 @@ class PostgresFallback:
         capacity: int,
         queue_wait: float,
         max_lag_ms: int = 0,
+        facets_max_age_ms: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = pool
@@ -101,6 +109,8 @@ class PostgresFallback:
         # Why every call is refused now (the replica lags, or does not answer); None: serve.
         self.refusal: str | None = None
         self._watcher: asyncio.Task[None] | None = None
+        # Browse counts held in memory; None: every browse counts in its own statement.
+        self.facets = HeldFacets(self._facet_rows, facets_max_age_ms / 1000, clock) if facets_max_age_ms > 0 else None
 
     @classmethod
     async def open(
@@ -112,6 +122,8 @@ class PostgresFallback:
         max_concurrency: int,
         queue_wait: float,
         replica_max_lag_ms: int = 0,
+        facets_max_age_ms: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> PostgresFallback:
         """A fallback with a pool of at most ``pool_size`` connections, none opened yet.
 
@@ -119,6 +131,8 @@ class PostgresFallback:
         once, so a request holding a slot never queues again inside the pool.
         ``replica_max_lag_ms`` > 0: ``database_url`` is a replica, watched on a connection of
         its own, refused while its replay lags more than that or it does not answer.
+        ``facets_max_age_ms`` > 0: browses' totals and facets come from counts held at most
+        that long (0: every browse counts in its own statement).
         """
         if max_concurrency < 1 or pool_size < 1 or statement_timeout_ms < 1 or queue_wait < 0:
             raise ValueError("the fallback needs a pool, a slot, a statement timeout and a non-negative queue wait")
@@ -136,13 +150,19 @@ class PostgresFallback:
         pool = await asyncpg.create_pool(
             database_url,
             min_size=0,
-            max_size=pool_size,
+            # The held facets' refresh has a connection of its own (one refresh at a time).
+            max_size=pool_size + 1 if facets_max_age_ms > 0 else pool_size,
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=statement_timeout_ms / 1000 + _CLIENT_DEADLINE_MARGIN_S,
             server_settings=settings,
         )
         fallback = cls(
-            pool, capacity=min(max_concurrency, pool_size), queue_wait=queue_wait, max_lag_ms=replica_max_lag_ms
+            pool,
+            capacity=min(max_concurrency, pool_size),
+            queue_wait=queue_wait,
+            max_lag_ms=replica_max_lag_ms,
+            facets_max_age_ms=facets_max_age_ms,
+            clock=clock,
         )
         if replica_max_lag_ms > 0:
             fallback._watcher = asyncio.ensure_future(fallback._watch_replica(database_url, settings))
@@ -187,6 +207,8 @@ class PostgresFallback:
     async def close(self) -> None:
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
+        if self.facets is not None:
+            await self.facets.close()
         # A close that cannot finish in time terminates the pool's connections instead.
         with suppress(TimeoutError):
             await asyncio.wait_for(self._pool.close(), _CLOSE_TIMEOUT_S)
@@ -227,6 +249,15 @@ class PostgresFallback:
         await self._take_slot()
         started = self._clock()
         try:
+            async with self._pooled() as conn:
+                yield conn
+        finally:
+            self.service.observe(self._clock() - started)
+            self._give_slot()
+
+    @asynccontextmanager
+    async def _pooled(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
             # The acquire timeout also bounds the release, which resets the connection.
             async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as conn:
                 yield conn
@@ -236,12 +267,18 @@ class PostgresFallback:
         except _DATABASE_ERRORS as exc:
             log.warning("fallback query failed: %s", type(exc).__name__)
             raise BackendUnavailable("The catalog database is not available.") from exc
-        finally:
-            self.service.observe(self._clock() - started)
-            self._give_slot()
 
     async def search(self, req: SearchRequest) -> tuple[dict[str, Any], bool]:
         """The engine-shaped answer to ``req``, and whether the typo strategy found it (``relaxed``)."""
+        # Counts first, outside a slot: a browse waiting for a refresh holds none meanwhile.
+        held = None if self.facets is None or not sql.counts_held(req) else await self.facets.counts()
+        if held is not None:
+            page = sql.browse_page_strategy(req)
+            async with self._connection() as conn:
+                started = time.perf_counter()
+                row = await _fetchrow(conn, page.statement)
+                took = _ms_since(started)
+            return sql.search_response(row, page, took, held.counts(req)), False
         strategy = sql.search_strategy(req)
         if strategy is None:
             return sql.search_response(None, None), False
@@ -255,6 +292,14 @@ class PostgresFallback:
                     row, strategy = relaxed, typo
             took = _ms_since(started)
         return sql.search_response(row, strategy, took), strategy.typo
+
+    async def _facet_rows(self) -> list[Mapping[str, Any]]:
+        """Every active product's facet values and price, grouped (``HeldFacets``' loader), on
+        the pool's connection beyond the slots' (single flight: never more than one)."""
+        if self.refusal is not None:
+            raise BackendUnavailable(self.refusal)
+        async with self._pooled() as conn:
+            return await _fetch(conn, Statement(sql.FACET_COUNTS_SQL, ()))
 
     async def suggest(self, req: SuggestRequest) -> dict[str, Any]:
         """Engine-shaped suggestions: product names, and fandoms and categories with counts."""

@@ -23,6 +23,9 @@ Search (``proxy.fallback.postgres`` runs it), one statement per strategy:
   most one may fail) are grouped once into small cells (category × fandom × price bucket,
   counted whole and, with a price filter, inside it); the total and each facet add up cells, each facet with every
   filter but its own (disjunctive). Every sort ends on the product id: pages never overlap.
+- A browse without a seller filter may take its total and facets from counts held in memory
+  (``proxy.fallback.facets``, from :data:`FACET_COUNTS_SQL`) and read only its page
+  (:func:`browse_page_strategy`): the same page, the same counts as of when they were read.
 
 Suggestions: product names whose words start with every typed word (the weight-A lexemes of
 ``search_tsv``), best rated first; for prefixes of ``FUZZY_MIN_CHARS`` or more, then names
@@ -143,7 +146,8 @@ def prefix_tsquery(terms: Sequence[str], weights: str = "") -> str:
 # --- search -----------------------------------------------------------------------------------
 
 
-def _price(value: float) -> Decimal:
+def numeric(value: float) -> Decimal:
+    """A price parameter as the statements compare it (``proxy.fallback.facets`` too)."""
     # repr: the shortest text that reads back as this float — 19.99, not 19.989999…
     return Decimal(repr(value))
 
@@ -157,9 +161,9 @@ def _facet_filters(req: SearchRequest, args: _Args) -> dict[str, str]:
         filters["fandom"] = f"fandom = ANY({args.add(list(req.fandoms))}::text[])"
     bounds = []
     if req.min_price is not None:
-        bounds.append(f"price >= {args.add(_price(req.min_price))}::numeric")
+        bounds.append(f"price >= {args.add(numeric(req.min_price))}::numeric")
     if req.max_price is not None:
-        bounds.append(f"price <= {args.add(_price(req.max_price))}::numeric")
+        bounds.append(f"price <= {args.add(numeric(req.max_price))}::numeric")
     if bounds:
         filters["price"] = "(" + " AND ".join(bounds) + ")"
     return filters
@@ -188,23 +192,65 @@ def _counted_somewhere(facet_filters: Sequence[str]) -> list[str]:
 
 def _top_values(column: str, counted: str, source: str, where: str, limit: int) -> str:
     """The ``limit`` most frequent values of ``column`` as a JSON array of [value, count]: by
-    count, then by value in bytes, as the engine orders its terms buckets."""
+    count, then by value in bytes, as the engine orders its terms buckets. A value counted 0
+    is left out, as the engine's terms buckets leave it out: a cell can hold products counted in
+    no facet's filter (``fandom=X&max_price=1`` listed X's categories at 0)."""
     return f"""(SELECT json_agg(json_build_array({column}, n) ORDER BY n DESC, {column} COLLATE "C")
           FROM (SELECT {column}, {counted} AS n FROM {source} WHERE {where}
-                 GROUP BY {column} ORDER BY n DESC, {column} COLLATE "C" LIMIT {limit}) t) AS {column}"""
+                 GROUP BY {column} HAVING {counted} > 0
+                 ORDER BY n DESC, {column} COLLATE "C" LIMIT {limit}) t) AS {column}"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Matching:
+    """What a search strategy matches and the page it reads: the parts of its statement."""
+
+    facets: dict[str, str]  # the filters that are also facets, by facet
+    base: list[str]  # every other condition a product must meet
+    columns: str  # what the page orders by, from ``products``
+    order: str  # ORDER BY, on a table named {t}
+    limit: str
+    offset: str
+
+    def page(self, rows: str) -> str:
+        """The page CTE's body: ``rows`` (a table or subquery of :attr:`columns`) in order."""
+        return f"""SELECT m.id, m.score, m.created_at, m.price, m.rating
+      FROM {rows} m
+     WHERE {_all(self.facets.values())}
+     ORDER BY {self.order.format(t="m")}
+     LIMIT {self.limit} OFFSET {self.offset}"""
+
+    def browsed(self) -> str:
+        """Every product the page may show when nothing is typed: read through an index in sort order."""
+        return f"(SELECT {self.columns} FROM products WHERE {_all(self.base)})"
+
+    def hits(self) -> str:
+        """The page CTE's products, with their sellers, as one JSON array in page order."""
+        return f"""(SELECT json_agg(r ORDER BY {self.order.format(t="page")})
+          FROM page JOIN ({PRODUCT_ROWS_SQL}) r ON r.id = page.id) AS hits"""
+
+
+def _matching(req: SearchRequest, args: _Args, match: str | None, rank: Callable[[], str]) -> _Matching:
+    """``match`` selects the products, ``rank()`` (called only for the relevance sort, as it may
+    add arguments) scores them."""
+    facets = _facet_filters(req, args)
+    base = ["status = 'active'", *([match] if match else []), *_other_filters(req, args)]
+    limit, offset = args.add(req.size), args.add(req.offset)
+    # Ranking costs a function call per match: only the relevance sort pays for it.
+    score = rank() if req.sort == "relevance" else "NULL::real"
+    columns = f"id, category, fandom, price, created_at, rating, {score} AS score"
+    return _Matching(facets, base, columns, _ORDER[req.sort], limit, offset)
 
 
 def _search_statement(req: SearchRequest, args: _Args, match: str | None, rank: Callable[[], str]) -> Statement:
-    """The statement for one strategy: ``match`` selects the products, ``rank()`` (called only
-    for the relevance sort, as it may add arguments) scores them."""
-    facets = _facet_filters(req, args)
-    base = ["status = 'active'", *([match] if match else []), *_other_filters(req, args)]
-    price = facets.get("price")
+    """The statement for one strategy: the page, the total and the facets."""
+    m = _matching(req, args, match, rank)
+    price = m.facets.get("price")
     # The category and fandom filters once more, on the cells. The price filter is no group
     # key but a second count per cell: grouping by it made Postgres hash every active product
     # of a browse, where grouping by (category, fandom, bucket) alone streams them in
     # products_active_cells_idx's order (migration 0006; fallback-profile-2026-12-06.md).
-    on_cells = {facet: condition for facet, condition in facets.items() if facet != "price"}
+    on_cells = {facet: condition for facet, condition in m.facets.items() if facet != "price"}
 
     def all_but(facet: str | None) -> str:
         return _all(condition for name, condition in on_cells.items() if name != facet)
@@ -212,40 +258,65 @@ def _search_statement(req: SearchRequest, args: _Args, match: str | None, rank: 
     def counted(facet: str | None) -> str:
         return "sum(n_priced)" if price and facet != "price" else "sum(n)"
 
-    limit, offset = args.add(req.size), args.add(req.offset)
-    order = _ORDER[req.sort]
-    # Ranking costs a function call per match: only the relevance sort pays for it.
-    score = rank() if req.sort == "relevance" else "NULL::real"
-    columns = f"id, category, fandom, price, created_at, rating, {score} AS score"
     # Text matches are read once, for the cells and the page. Browsing reads the page through
     # an index in sort order instead, and the cells from an index-only scan.
-    page_rows = "matched" if match else f"(SELECT {columns} FROM products WHERE {_all(base)})"
     priced = f", count(*) FILTER (WHERE {price}) AS n_priced" if price else ""
     sql = f"""
 WITH matched AS (
-    SELECT {columns}
+    SELECT {m.columns}
       FROM products
-     WHERE {_all([*base, *_counted_somewhere(list(facets.values()))])}
+     WHERE {_all([*m.base, *_counted_somewhere(list(m.facets.values()))])}
 ), cells AS (
     SELECT category, fandom, width_bucket(price, {_PRICE_BOUNDS}) AS bucket, count(*) AS n{priced}
       FROM matched
      GROUP BY 1, 2, 3
 ), page AS (
-    SELECT m.id, m.score, m.created_at, m.price, m.rating
-      FROM {page_rows} m
-     WHERE {_all(facets.values())}
-     ORDER BY {order.format(t="m")}
-     LIMIT {limit} OFFSET {offset}
+    {m.page("matched" if match else m.browsed())}
 )
 SELECT (SELECT coalesce({counted(None)}, 0)::bigint FROM cells WHERE {all_but(None)}) AS total,
-       (SELECT json_agg(r ORDER BY {order.format(t="page")})
-          FROM page JOIN ({PRODUCT_ROWS_SQL}) r ON r.id = page.id) AS hits,
+       {m.hits()},
        {_top_values("category", counted("category"), "cells", all_but("category"), FACET_SIZES["category"])},
        {_top_values("fandom", counted("fandom"), "cells", all_but("fandom"), FACET_SIZES["fandom"])},
        (SELECT json_agg(json_build_array(bucket, n))
           FROM (SELECT bucket, {counted("price")} AS n FROM cells WHERE {all_but("price")} GROUP BY bucket) f) AS price
 """
     return Statement(sql, tuple(args.values))
+
+
+def counts_held(req: SearchRequest) -> bool:
+    """Whether ``req``'s total and facets may come from counts held in memory
+    (``proxy.fallback.facets``): a browse, without a seller filter (counts are not kept per seller)."""
+    return not req.q and not req.seller_ids
+
+
+def browse_page_strategy(req: SearchRequest) -> SearchStrategy:
+    """A browse's page alone, its total and facets being held (:func:`counts_held`): read through
+    an index in sort order, where the full statement also groups every active product."""
+    args = _Args()
+    m = _matching(req, args, None, lambda: "0")
+    sql = f"""
+WITH page AS (
+    {m.page(m.browsed())}
+)
+SELECT {m.hits()}
+"""
+    return SearchStrategy(Statement(sql, tuple(args.values)), False, ())
+
+
+# Every active product's facet values and price, grouped by what a browse filters on besides
+# price (``proxy.fallback.facets`` sorts each group's prices: ordered aggregates made Postgres
+# sort all 127,531 on disk, 450 ms against 145 ms unsorted at 150,000 products). Prices are
+# numeric(10, 2): as whole cents they compare exactly as Postgres compares them. A 'NaN' price
+# (a row older than migration 0005's constraint) compares above every number in Postgres, and so
+# does its stand-in here, above any cents numeric(10, 2) holds.
+_NAN_CENTS: Final = 2**63 - 1
+FACET_COUNTS_SQL: Final = f"""
+SELECT category, fandom, stock > 0 AS in_stock,
+       array_agg(CASE WHEN price = 'NaN' THEN {_NAN_CENTS} ELSE (price * 100)::bigint END) AS cents
+  FROM products
+ WHERE status = 'active'
+ GROUP BY 1, 2, 3
+"""
 
 
 def search_strategy(req: SearchRequest) -> SearchStrategy | None:
@@ -386,19 +457,36 @@ def _response(total: int, hits: list[dict[str, Any]], took_ms: int, **aggregatio
     return body
 
 
-def search_response(row: Mapping[str, Any] | None, strategy: SearchStrategy | None, took_ms: int = 0) -> dict[str, Any]:
-    """The engine-shaped answer from a search statement's row; without one, no match."""
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A search's total and facets: [value, count] pairs in facet order, price as
+    [``width_bucket`` number, count] pairs — a search statement's columns, decoded."""
+
+    total: int
+    category: Sequence[Sequence[Any]] = ()
+    fandom: Sequence[Sequence[Any]] = ()
+    price: Sequence[Sequence[Any]] = ()
+
+
+def search_response(
+    row: Mapping[str, Any] | None, strategy: SearchStrategy | None, took_ms: int = 0, counts: Counts | None = None
+) -> dict[str, Any]:
+    """The engine-shaped answer from a search statement's row; without one, no match.
+    ``counts``: the total and facets when the row only carries the page (:func:`browse_page_strategy`)."""
     if row is None or strategy is None:
-        row, hits = {"total": 0}, []
+        row, hits = {}, []
     else:
         hits = [hit for product in _json(row["hits"]) or () if (hit := _hit(product, strategy)) is not None]
+    if counts is None:
+        columns = {facet: _json(row.get(facet)) or () for facet in ("category", "fandom", "price")}
+        counts = Counts(int(row.get("total", 0)), **columns)
     return _response(
-        int(row["total"]),
+        counts.total,
         hits,
         took_ms,
-        category={FACET_VALUES: _buckets(_json(row.get("category")))},
-        fandom={FACET_VALUES: _buckets(_json(row.get("fandom")))},
-        price={FACET_VALUES: _price_buckets(_json(row.get("price")))},
+        category={FACET_VALUES: _buckets(counts.category)},
+        fandom={FACET_VALUES: _buckets(counts.fandom)},
+        price={FACET_VALUES: _price_buckets(counts.price)},
     )
 
 
