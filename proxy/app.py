@@ -233,7 +233,11 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     """The client of every Redis call on a request's path: short timeouts, no retries.
 
     A request must never wait on Redis longer than ``REDIS_TIMEOUT_MS``; redis-py's default
-    retries (three, with backoff, since redis-py 6) would multiply that wait.
+    retries (three, with backoff, since redis-py 6) would multiply that wait. Each caller bounds
+    its own calls (the L2 tier, the readiness probe, the subscriber's watchdog), so the client has
+    no socket timeout: redis-py's wraps every write in ``asyncio.wait_for``, a task per command,
+    and every read in a timeout context — 2 of a miss's Redis commands' tasks and 4 of its timeouts
+    (counted by ``benchmarks.overhead``), on top of the L2 tier's own bound.
     """
     settings = app[SETTINGS]
     timeout = settings.redis_timeout
@@ -247,7 +251,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         max_connections=_REDIS_CONNECTIONS,
         blocking=True,
         timeout=timeout,
-        socket_timeout=timeout,
+        socket_timeout=None,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
@@ -373,6 +377,7 @@ async def _generation_subscriber(app: web.Application) -> AsyncIterator[None]:
         cache.view,
         cache.notices,
         commands,
+        timeout=settings.redis_timeout,
         on_state=report,
     )
     task = asyncio.ensure_future(subscriber.run())

@@ -255,6 +255,14 @@ async def test_redis_paused_or_killed_mid_test_never_makes_a_request_wait(
             assert not cache.l2.available  # the breaker is open: Redis is skipped, not waited on
             assert set(served[1:-1]) == {"BYPASS"}, served
 
+            async def blind() -> bool:
+                # The subscription hears nothing from a paused server, and no error either: only
+                # the watchdog's bounded read of the counter can tell (the Redis client has no
+                # socket timeout of its own).
+                return not cache.view.following
+
+            await eventually(blind, timeout=10, what="the cache to notice it no longer hears announcements")
+
             redis_server.resume()
 
             async def recovered() -> bool:

@@ -49,6 +49,7 @@ class Subscriber:
         *,
         poll_interval: float = 0.25,
         check_interval: float = 1.0,
+        timeout: float = 0.5,
         on_state: Callable[[bool, int], None] = lambda subscribed, generation: None,
     ) -> None:
         self._urls = urls
@@ -59,6 +60,8 @@ class Subscriber:
         self._commands = commands
         self._poll_interval = poll_interval
         self._check_interval = check_interval
+        # The commands' client has no socket timeout (proxy.app): each read is bounded here.
+        self._timeout = timeout
         self._on_state = on_state
         self.subscribed = False
         self._resync = asyncio.Event()
@@ -122,9 +125,10 @@ class Subscriber:
             resync = self._resync.is_set()
             self._resync.clear()
             try:
-                raw = await self._commands.get(self._key)
+                async with asyncio.timeout(self._timeout):
+                    raw = await self._commands.get(self._key)
                 generation = int(raw or 0)
-            except (*REDIS_ERRORS, ValueError):
+            except (*REDIS_ERRORS, ValueError, TimeoutError):
                 self._view.lose(time.time())
                 self._report()
                 continue
