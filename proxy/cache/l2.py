@@ -4,8 +4,8 @@ Values are :meth:`Entry.encode` bytes under ``{prefix}cache:<digest>``, kept for
 ``ttl + stale_if_error`` (beyond the ttl they serve only when the engine fails). A fill of a
 missing entry is guarded by a short lock (``SET NX PX``) so that one process in the cluster asks
 the engine while the others wait for its notice (``proxy.cache.notices``). An entry and its lock share a Redis
-Cluster hash slot (``proxy.cache.keys``); on a cluster the notice is a second round trip, since
-redis-py refuses PUBLISH inside a cluster pipeline.
+Cluster hash slot (``proxy.cache.keys``); a fill stores the entry, releases the lock and publishes
+the notice in one script (a cluster node forwards the PUBLISH to every other node).
 
 Every call is bounded by ``timeout`` (≤ 50 ms by default) and never raises: a Redis error or
 timeout is counted and answered as "nothing there". ``failures`` of them in a row open a
@@ -44,6 +44,20 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return {{entry, 1}}
 return {{entry, 0}}
 """
 
+# A fill's one round trip after the answer: store the entry and, when this process holds the
+# fill lock (ARGV[3] = '1'), release it and tell the waiters on the fills channel (ARGV[4]), on a
+# Redis Cluster too, where it was a second round trip. It was a pipeline of SET, DEL and PUBLISH: redis-py's
+# pipeline machinery made it about twice the Python calls of one script call (counted by
+# benchmarks.overhead). KEYS[1] and KEYS[2] share a hash slot (keys.py).
+FILL_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[2])
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+return 1
+"""
+
 T = TypeVar("T")
 
 
@@ -71,6 +85,7 @@ class RedisTier:
         self._fills = fills_channel(prefix)
         self._breaker = Breaker(failures=failures, cooldown=cooldown)
         self._read_or_lock = client.register_script(READ_OR_LOCK_SCRIPT)
+        self._fill = client.register_script(FILL_SCRIPT)
 
     @property
     def available(self) -> bool:
@@ -119,16 +134,12 @@ class RedisTier:
     async def fill(self, key_digest: str, entry: Entry, *, locked: bool) -> None:
         """Store ``entry``; if we hold the lock, release it and tell the waiters (one round trip on one Redis)."""
 
-        async def store() -> object:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.set(storage_key(self._prefix, key_digest), entry.encode(), px=self._keep_ms)
-                if locked:
-                    # Unconditional DEL: had our lock expired and another process taken it, its
-                    # fill costs one more engine request — nothing worse.
-                    pipe.delete(lock_key(self._prefix, key_digest))
-                return await self._execute_and_notify(pipe, key_digest if locked else None)
-
-        await self._call("set", store)
+        keys = (storage_key(self._prefix, key_digest), lock_key(self._prefix, key_digest))
+        # Unconditional DEL of the lock: had ours expired and another process taken it, its fill
+        # costs one more engine request — nothing worse. The notice is published from the
+        # script, on a cluster too: a node forwards a PUBLISH to every other node.
+        args = (entry.encode(), self._keep_ms, 1 if locked else 0, self._fills, key_digest)
+        await self._call("set", lambda: self._fill(keys=keys, args=args))
 
     async def release(self, key_digest: str) -> None:
         """Give the lock up without an entry (the engine failed): waiters stop waiting."""
