@@ -13,7 +13,9 @@ what the bench drove in between — no imports, no start-up, no warm-up. :func:`
 that around a block; :class:`Calls` reads the file and divides by the requests served.
 
 cProfile slows the server several times over, so the calls are the figure here, never its
-timings; each call is a Python function (or a C function called from Python), the unit the
+timings. A coroutine counts once per step: each resumption after an ``await`` that suspended is
+a call to cProfile (a request's handler that waits twice counts 3), which is the interpreter's
+work too. Each call is a Python function (or a C function called from Python), the unit the
 interpreter's time is spent in (``perf`` on the proxy put 68-75 % of its CPU in libpython, the
 rest in the kernel and C extensions: 2026-12-06, issue 24).
 """
