@@ -92,6 +92,7 @@ from yarl import URL
 
 from benchmarks.kit.catalog import ZIPF_S, ZIPF_URLS, build_urls
 from benchmarks.kit.cluster import on_cluster, redis_cluster
+from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import (
     HOT_URL,
@@ -116,6 +117,7 @@ from catalog.processes import stop_process
 from catalog.redis_client import open_redis
 
 THROUGHPUT_GOAL = 0.85
+COUNTED_SECONDS = 2  # the counted wrk run of each server after the rounds
 # The goal's baseline: aiohttp's app serving the proxy's very answer, body and headers, so that
 # the ratio is the proxy's own work per hit (a body with aiohttp's four default headers was the
 # baseline before; the proxy's answer has nine more, which any server of it must write).
@@ -217,10 +219,19 @@ def phase_throughput(
         mine.append(proc)
         return proc
 
+    # Every server under the call counter, idle until the counted run after the rounds
+    # (benchmarks/kit/counting.py: a profiler created but not enabled costs nothing).
+    counts_dir = Path(tempfile.mkdtemp(prefix="hos-bench-cache-calls-"))
+    counted_to: dict[int, Path] = {}
+
+    def counted(n: int) -> list[str]:
+        counted_to[n] = counts_dir / f"server-{n}.calls"
+        return [sys.executable, "-m", "benchmarks.kit.counting", str(counted_to[n])]
+
     proxy_port = free_port()
     proxy = spawned(
         spawn(
-            [sys.executable, "-m", "proxy", "--host", "127.0.0.1", "--port", str(proxy_port), "--workers", "1"],
+            [*counted(0), "-m", "proxy", "--host", "127.0.0.1", "--port", str(proxy_port), "--workers", "1"],
             proxy_env,
             server_cpu,
         )
@@ -251,16 +262,19 @@ def phase_throughput(
     Path(f"{body_path}.headers.json").write_bytes(orjson.dumps(answer_headers))
     try:
         targets: dict[str, str] = {"proxy (1 worker, L1 HIT)": proxy_base + HOT_URL}
-        for label, kind in (
-            (SAME_RESPONSE, "app-headers"),
-            ("bare aiohttp web.Application, same body only", "app"),
-            ("aiohttp low-level web.Server", "lowlevel"),
+        for n, (label, kind) in enumerate(
+            (
+                (SAME_RESPONSE, "app-headers"),
+                ("bare aiohttp web.Application, same body only", "app"),
+                ("aiohttp low-level web.Server", "lowlevel"),
+            ),
+            start=1,
         ):
             port = free_port()
             proc = spawned(
                 spawn(
                     [
-                        sys.executable,
+                        *counted(n),
                         "-m",
                         "benchmarks.cache",
                         "--serve-fixed",
@@ -310,11 +324,18 @@ def phase_throughput(
                 )
         after = scrape_sync(proxy_base)
         last_cache = get(proxy_base + HOT_URL)[1]
+        # Python calls per answer: the proxy's work against the bare app's, without the noise.
+        calls: dict[str, Calls] = {}
+        for n, label in enumerate(labels):
+            with counting(processes[label].pid, counted_to[n]):
+                run = run_wrk(targets[label], COUNTED_SECONDS, wrk_cpu)
+            calls[label] = Calls.read(counted_to[n], run.requests)
         if args.profile:
             profile_hits(targets, processes, args, wrk_cpu, results)
     finally:
         body_path.unlink(missing_ok=True)
         Path(f"{body_path}.headers.json").unlink(missing_ok=True)
+        shutil.rmtree(counts_dir, ignore_errors=True)
         for proc in mine:
             stop_process(proc, PROXY_STOP_S)
             children.remove(proc)
@@ -342,6 +363,12 @@ def phase_throughput(
             + " per round"
         )
     proxy_label, app_label, body_label, low_label = labels
+    print("Python calls per answer (cProfile's count of one more wrk run each):")
+    for label in labels:
+        parts = ", ".join(f"{part} {n:.1f}" for part, n in calls[label].by_part().items() if n >= 0.5)
+        print(f"  {label}: {calls[label].total:.1f} — {parts}")
+    own = calls[proxy_label].more_than(calls[app_label], top=12)
+    print("  the proxy's calls beyond the bare app's: " + "; ".join(f"+{n:.2f} {f}" for n, f in own))
     per_round = [p.rps / a.rps for p, a in zip(runs[proxy_label], runs[app_label], strict=True)]
     ratio = statistics.median(per_round)
     print(
@@ -393,6 +420,16 @@ def phase_throughput(
             f"{', '.join(f'{c.busy:.2f}' for c in app_cost)}; other programs on that core "
             f"{max(c.others for c in proxy_cost + app_cost):.2f} at most, steal "
             f"{max(c.steal for c in proxy_cost + app_cost):.2f} at most",
+        )
+        results.add(
+            "Python calls per cache hit, proxy (1 worker, L1 HIT)",
+            calls[proxy_label].total,
+            "calls",
+            baseline=calls[app_label].total,
+            baseline_label=f"{SAME_RESPONSE}, same run",
+            ratio=calls[app_label].total / calls[proxy_label].total,  # as the throughput ratio: bare ÷ proxy
+            notes="counted, not timed (the VM's noise does not move it); beyond the bare app's: "
+            + ", ".join(f"{f} +{n:.2f}" for n, f in own[:6]),
         )
         results.add(
             "cache-hit throughput against a bare app serving the same body only",
