@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from devstack.stack import StackUrls
 from tests.conftest import SearchCatalog, proxy_settings
-from tests.proxy_support import fast_path_proxy, metric
+from tests.proxy_support import fast_path_proxy, metric, scraped
 
 # Headers whose values differ between any two responses.
 _PER_RESPONSE = {"Date", "X-Request-ID"}
@@ -33,6 +33,7 @@ async def test_a_hit_on_the_fast_path_is_the_hit_the_application_gives(client: T
     requests_before = _sample(client, "search_proxy_requests_total", route="/api/search", method="GET", status="2xx")
     hits_before = _sample(client, "search_proxy_cache_responses_total", route="search", cache="hit")
     lookups_before = _sample(client, "search_proxy_cache_lookups_total", route="search", tier="l1", result="hit")
+    durations_before = await _durations(client)
 
     through_app = await client.get(app_spelling)
     fast = await client.get(fast_spelling, headers={"X-Request-ID": "trace-me-123"})
@@ -48,6 +49,22 @@ async def test_a_hit_on_the_fast_path_is_the_hit_the_application_gives(client: T
     assert _sample(client, "search_proxy_cache_responses_total", route="search", cache="hit") - hits_before == 2
     lookups = _sample(client, "search_proxy_cache_lookups_total", route="search", tier="l1", result="hit")
     assert lookups - lookups_before == 2
+    # Both answers timed, in the exposition a scrape reads (proxy.metrics.RouteDurations).
+    count, total, fastest = (
+        after - before for after, before in zip(await _durations(client), durations_before, strict=True)
+    )
+    assert count == fastest == 2 and 0 < total < 1
+
+
+async def _durations(client: TestClient) -> tuple[float, float, float]:
+    """/metrics' search durations: their count, their sum, and how many took at most 1 s."""
+    text = await (await client.get("/metrics")).text()
+    family = "search_proxy_request_duration_seconds_"
+    return (
+        scraped(text, family + 'count{route="/api/search"}'),
+        scraped(text, family + 'sum{route="/api/search"}'),
+        scraped(text, family + 'bucket{le="1.0",route="/api/search"}'),
+    )
 
 
 async def test_what_the_fast_path_cannot_answer_reaches_the_application(client: TestClient) -> None:
