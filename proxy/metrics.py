@@ -27,10 +27,14 @@ from prometheus_client.utils import floatToGoString
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Latency buckets for a search API: sub-millisecond cache hits up to multi-second timeouts.
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 _BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+# A kind of fast-path hit (ProxyMetrics.count_fast_hit): its route label, route template, status
+# class, and backend (None: the route is not counted by backend).
+FastHit = tuple[str, str, str, str | None]
 
 
 class _Series:
@@ -133,7 +137,7 @@ class ProxyMetrics:
             "search_proxy_request_duration_seconds",
             "Time from request received to response ready, by route template.",
             "route",
-            _LATENCY_BUCKETS,
+            LATENCY_BUCKETS,
             self.registry,
         )
         self.in_flight = Gauge(
@@ -146,7 +150,7 @@ class ProxyMetrics:
             "search_proxy_backend_duration_seconds",
             "Time spent waiting for a search backend, by backend and operation.",
             ["backend", "operation"],
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.backend_errors = Counter(
@@ -265,7 +269,7 @@ class ProxyMetrics:
         self.ratelimit_duration = Histogram(
             "search_proxy_ratelimit_duration_seconds",
             "The limiter's round trips to Redis (one per event-loop tick, for all its decisions).",
-            buckets=_LATENCY_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.ratelimit_redis_errors = Counter(
@@ -283,7 +287,7 @@ class ProxyMetrics:
         # call, a measurable share of a cache hit. At most 1,000 are kept (labels are bounded,
         # but a client inventing HTTP methods must not grow this).
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
-        self._fast_hits: dict[tuple[str, str, str, str | None], int] = {}
+        self._fast_hits: dict[FastHit, int] = {}
         self._admissions: dict[tuple[str, bool], int] = {}
         self._fallback_active = False
 
@@ -297,19 +301,17 @@ class ProxyMetrics:
                 self._children[key] = found
         return found
 
-    def count_fast_hit(
-        self, route: str, template: str, seconds: float, status_class: str = "2xx", backend: str | None = None
-    ) -> None:
-        """One L1 hit answered by ``proxy.fastpath`` (a 200, or a 304 to a revalidation):
-        timed now, counted in the next :meth:`flush`.
+    def count_fast_hit(self, hit: FastHit, seconds: float) -> None:
+        """One L1 hit answered by ``proxy.fastpath`` (a 200, or a 304 to a revalidation), of
+        the kind ``hit`` (built once per route and status by the fast path): timed now, counted
+        in the next :meth:`flush`.
 
         The four counters such a hit increments (requests, cache lookups, cache responses,
         responses by backend) are kept as one plain integer until then: four locked
         increments per hit cost a tenth of the hot path's throughput (``benchmarks/cache.py``).
         """
-        self.request_duration.observe(template, seconds)
-        key = (route, template, status_class, backend)
-        self._fast_hits[key] = self._fast_hits.get(key, 0) + 1
+        self.request_duration.observe(hit[1], seconds)
+        self._fast_hits[hit] = self._fast_hits.get(hit, 0) + 1
 
     def flush(self) -> None:
         """Add the pending fast-path hits and rate-limit decisions to their counters, and with

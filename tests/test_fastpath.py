@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from devstack.stack import StackUrls
+from proxy.app import create_app
+from proxy.fastpath import fast_path
 from tests.conftest import SearchCatalog, proxy_settings
-from tests.proxy_support import fast_path_proxy, metric, scraped
+from tests.proxy_support import fast_path_proxy, following, metric, scraped
 
 # Headers whose values differ between any two responses.
 _PER_RESPONSE = {"Date", "X-Request-ID"}
@@ -78,3 +82,29 @@ async def test_what_the_fast_path_cannot_answer_reaches_the_application(client: 
     assert again.status == 400
     head = await client.head("/api/search/suggestions?q=harr")
     assert head.status == 200
+
+
+async def test_a_known_hit_is_answered_before_the_application_and_other_spellings_reach_it(
+    search_catalog: SearchCatalog, stack_urls: StackUrls
+) -> None:
+    reached: list[str] = []  # the request targets the application answered
+    async with TestClient(TestServer(create_app(proxy_settings(search_catalog, stack_urls)))) as client:
+        runner = client.server.runner
+        assert isinstance(runner, web.AppRunner) and runner.server is not None
+        server = runner.server
+        application = server.request_handler
+
+        async def counted(request: web.BaseRequest) -> web.StreamResponse:
+            reached.append(request.raw_path)
+            return await application(request)
+
+        server.request_handler = fast_path(client.app, counted)
+        await following(client)
+        first = await client.get("/api/search?q=potion")
+        hit = await client.get("/api/search?q=potion")
+        # The same route with its path percent-encoded: the fast path reads the target as sent
+        # (proxy.fastpath: not the decoded path), so the application answers it, from its cache.
+        encoded = await client.get(URL("/api/%73earch?q=potion", encoded=True))
+        assert [first.headers["X-Cache"], hit.headers["X-Cache"], encoded.headers["X-Cache"]] == ["MISS", "HIT", "HIT"]
+        assert await hit.read() == await encoded.read() == await first.read()
+        assert reached == ["/api/search?q=potion", "/api/%73earch?q=potion"]

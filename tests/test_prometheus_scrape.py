@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from catalog.processes import stop_processes
 from devstack.servers import free_port
 from devstack.stack import StackUrls
-from proxy.metrics import _LATENCY_BUCKETS, ProxyMetrics, archive_dead_worker
+from proxy.metrics import LATENCY_BUCKETS, ProxyMetrics, archive_dead_worker
 from tests.conftest import SearchCatalog
 from tests.indexer_support import (
     add_products,
@@ -440,7 +440,7 @@ def observe_through_proxy_metrics(metrics: ProxyMetrics) -> None:
     in between (the next one adds only what is new)."""
     for i, (route, seconds) in enumerate(_OBSERVED):
         if i % 2:
-            metrics.count_fast_hit("search", route, seconds)
+            metrics.count_fast_hit(("search", route, "2xx", "elasticsearch"), seconds)
         else:
             metrics.count_request(route, "GET", "2xx", seconds)
         if i == 4:
@@ -454,7 +454,7 @@ def observe_through_histogram(registry: CollectorRegistry | None = REGISTRY) -> 
         _DURATIONS,
         "Time from request received to response ready, by route template.",
         ["route"],
-        buckets=_LATENCY_BUCKETS,
+        buckets=LATENCY_BUCKETS,
         registry=registry,
     )
     for route, seconds in _OBSERVED:
