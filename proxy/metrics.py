@@ -5,7 +5,10 @@ backends, engine operations. With several worker processes, ``PROMETHEUS_MULTIPR
 by the supervisor and ``/metrics`` aggregates every worker's values. prometheus_client keeps a
 file per kind and process there; when a worker exits, the supervisor folds its files into one
 archive per kind (:func:`archive_dead_worker`), so a scrape reads a bounded number of files
-however often workers restart.
+however often workers restart. Request durations (:class:`RouteDurations`) and the fast path's
+counts are written there once a second and before the worker's own scrapes
+(:meth:`ProxyMetrics.flush`): another worker's are up to a second late, and a worker killed
+outright loses its last second of them.
 """
 
 from __future__ import annotations
