@@ -24,20 +24,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 from aiohttp import web
-from multidict import CIMultiDict
+from aiohttp.hdrs import IF_NONE_MATCH, ORIGIN
+from multidict import CIMultiDict, istr
 
 from proxy.cache.response_cache import ENGINE_BACKEND, Served
 from proxy.http_caching import API_KEY_HEADER, HttpCaching, is_public, none_match
-from proxy.middleware.metrics import STATUS_CLASS
+from proxy.metrics import FastHit
 from proxy.middleware.ratelimit import admission_headers, admit, admitted_now, refusal
 from proxy.middleware.request_id import REQUEST_ID_HEADER, request_id_of
-from proxy.routes import ROUTES, answer_headers
+from proxy.routes import ROUTES, ParsedQueries, Route, answer_headers
 from proxy.state import CACHE, HTTP_CACHING, LIMITER, METRICS, SETTINGS
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+# Header names as multidict's case-insensitive keys, made once: a lookup with a plain str makes
+# one per call (0.1 µs of the 0.3 µs of each, timeit).
+API_KEY: Final = istr(API_KEY_HEADER)
 
 # Header sets kept for the hot path's answers: (ETag, age in seconds, keyed) each; a hot entry
 # adds one a second (its Age). Cleared when full: rebuilding one costs a few microseconds.
@@ -70,6 +75,20 @@ class HeaderSets:
         return found
 
 
+class HotRoute(NamedTuple):
+    """A route the fast path answers, with what it counts its hits as."""
+
+    route: Route[Any]
+    memo: ParsedQueries[Any]
+    ok: FastHit  # a 200
+    not_modified: FastHit  # a 304
+
+
+def _hot(route: Route[Any], memo: ParsedQueries[Any]) -> HotRoute:
+    backend = ENGINE_BACKEND if route.by_backend else None
+    return HotRoute(route, memo, *((route.name, route.path, status, backend) for status in ("2xx", "3xx")))
+
+
 def fast_path(app: web.Application, application: Handler) -> Handler:
     cache = app[CACHE]
     header_sets = HeaderSets(app[HTTP_CACHING])
@@ -77,25 +96,29 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
     settings = app[SETTINGS]
     limiter = app[LIMITER] if settings.rate_limit_enabled else None
     costs = settings.rate_limit_costs
-    routes = {route.path: (route, route.memo) for route in ROUTES if route.memo is not None}
+    routes = {route.path: _hot(route, route.memo) for route in ROUTES if route.memo is not None}
     perf_counter, now = time.perf_counter, time.time
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         started = perf_counter()
-        if request.method == "GET" and "Origin" not in request.headers:
-            hot = routes.get(request.path)
+        request_headers = request.headers
+        if request.method == "GET" and ORIGIN not in request_headers:
+            # The request target as sent, split once: cheaper than the decoded ``request.path``
+            # and ``rel_url`` (2 % of a hit's samples, py-spy). A path spelled otherwise
+            # (percent-encoded) or a fragment is not known here: the application answers those.
+            path, _, query = request.raw_path.partition("?")
+            hot = routes.get(path)
             if hot is not None:
-                route, memo = hot
-                known = memo.known(request.rel_url.raw_query_string)
+                route, memo, ok, not_modified = hot
+                known = memo.known(query)
                 if known is not None:
                     at = now()
                     entry = cache.cached(route.cache_key(app, known[0]), at)
                     if entry is not None:
                         # What the route and the request-id middleware would give this answer.
-                        request_headers = request.headers
                         etag = entry.etag
                         full, bare = header_sets.of(
-                            entry.body, etag, max(0, int(at - entry.fetched_at)), API_KEY_HEADER in request_headers
+                            entry.body, etag, max(0, int(at - entry.fetched_at)), API_KEY in request_headers
                         )
                         request_id = request_id_of(request)
                         if limiter is not None:
@@ -113,18 +136,18 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                         else:
                             admission = None
                         # A 304 when If-None-Match names the entry's ETag (http_caching.conditional_response).
-                        if_none_match = request_headers.get("If-None-Match")
+                        if_none_match = request_headers.get(IF_NONE_MATCH)
                         if if_none_match is not None and none_match(if_none_match, etag):
                             response = web.Response(status=304, headers=bare)
+                            hit = not_modified
                         else:
                             response = web.Response(body=entry.body, headers=full)
+                            hit = ok
                         headers = response.headers
                         headers[REQUEST_ID_HEADER] = request_id
                         if admission is not None and not is_public(full["Cache-Control"]):
                             headers.update(admission_headers(admission))
-                        status_class = STATUS_CLASS[response.status // 100]
-                        backend = ENGINE_BACKEND if route.by_backend else None
-                        metrics.count_fast_hit(route.name, route.path, perf_counter() - started, status_class, backend)
+                        metrics.count_fast_hit(hit, perf_counter() - started)
                         return response
         return await application(request)
 

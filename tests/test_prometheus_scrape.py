@@ -26,13 +26,13 @@ import pytest
 import yaml
 from aiohttp import ClientConnectorError, ClientSession, TCPConnector
 from elasticsearch import AsyncElasticsearch
-from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from catalog.processes import stop_processes
 from devstack.servers import free_port
 from devstack.stack import StackUrls
-from proxy.metrics import archive_dead_worker
+from proxy.metrics import LATENCY_BUCKETS, ProxyMetrics, archive_dead_worker
 from tests.conftest import SearchCatalog
 from tests.indexer_support import (
     add_products,
@@ -383,10 +383,13 @@ async def test_prometheus_scrapes_exact_totals_and_records_rules_through_worker_
 
 
 def _run_worker(directory: Path, script: str) -> None:
-    """A short-lived process counting into ``directory`` as a proxy worker would."""
+    """A short-lived process counting into ``directory`` as a proxy worker would, flushing its
+    batched metrics when it stops (``proxy.app._metrics_flush``)."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
     prelude = "from proxy.metrics import ProxyMetrics\nm = ProxyMetrics()\n"
-    subprocess.run([sys.executable, "-c", prelude + script], cwd=ROOT, env=env, check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", prelude + script + "\nm.flush()\n"], cwd=ROOT, env=env, check=True, timeout=60
+    )
 
 
 def _collected(directory: Path) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -422,3 +425,68 @@ def test_archiving_dead_workers_keeps_every_total_in_two_files(tmp_path: Path) -
     )
     assert durations[("search_proxy_request_duration_seconds_count", (("route", "/api/search"),))] == 3
     assert durations[("search_proxy_request_duration_seconds_bucket", (("le", "0.5"), ("route", "/api/search")))] == 2
+
+
+# Durations on both sides of every bucket bound, a bound itself, and past the last one, on two routes.
+_OBSERVED = tuple(
+    (("/api/search", "/healthz")[i % 3 == 0], seconds)
+    for i, seconds in enumerate((0.0004, 0.001, 0.0011, 0.003, 0.02, 0.3, 0.3, 2.5, 7.0))
+)
+_DURATIONS = "search_proxy_request_duration_seconds"
+
+
+def observe_through_proxy_metrics(metrics: ProxyMetrics) -> None:
+    """``_OBSERVED`` through the application's path and the fast path in turn, with a flush
+    in between (the next one adds only what is new)."""
+    for i, (route, seconds) in enumerate(_OBSERVED):
+        if i % 2:
+            metrics.count_fast_hit(("search", route, "2xx", "elasticsearch"), seconds)
+        else:
+            metrics.count_request(route, "GET", "2xx", seconds)
+        if i == 4:
+            metrics.flush()
+
+
+def observe_through_histogram(registry: CollectorRegistry | None = REGISTRY) -> None:
+    """``_OBSERVED`` through what ``search_proxy_request_duration_seconds`` was until 2026-12-06:
+    a prometheus_client Histogram."""
+    histogram = Histogram(
+        _DURATIONS,
+        "Time from request received to response ready, by route template.",
+        ["route"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    for route, seconds in _OBSERVED:
+        histogram.labels(route).observe(seconds)
+
+
+def _samples(exposition: bytes, family: str) -> list[tuple[str, dict[str, str], float]]:
+    (found,) = [f for f in text_string_to_metric_families(exposition.decode()) if f.name == family]
+    return [(sample.name, sample.labels, sample.value) for sample in found.samples]
+
+
+def test_request_durations_read_as_a_histogram_of_prometheus_client_would() -> None:
+    metrics, reference = ProxyMetrics(), CollectorRegistry()
+    observe_through_proxy_metrics(metrics)
+    observe_through_histogram(reference)
+    assert _samples(metrics.exposition(), _DURATIONS) == _samples(generate_latest(reference), _DURATIONS)
+    # A _created series per route, as a Histogram's children have (its values are times: not compared).
+    assert [s[1] for s in _samples(metrics.exposition(), _DURATIONS + "_created")] == [
+        s[1] for s in _samples(generate_latest(reference), _DURATIONS + "_created")
+    ]
+
+
+def test_request_durations_of_several_workers_merge_as_a_histograms_would(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    from_here = "from tests.test_prometheus_scrape import "
+    _run_worker(ours, from_here + "observe_through_proxy_metrics\nobserve_through_proxy_metrics(m)")
+    _run_worker(theirs, from_here + "observe_through_histogram\nobserve_through_histogram()")
+
+    expected = _collected(theirs)["histogram"]
+    assert _collected(ours)["histogram"] == expected
+    for pid in {_pid_of(name) for name in _db_files(ours)}:
+        archive_dead_worker(str(ours), int(pid))
+    assert _collected(ours)["histogram"] == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from devstack.servers import free_port
 from devstack.stack import StackUrls
 from proxy.app import create_app
+from proxy.middleware.request_id import request_ids
 from proxy.openapi import openapi_document
 from proxy.taxonomy import taxonomy_body
 from tests.conftest import SearchCatalog, proxy_settings
@@ -101,6 +103,11 @@ async def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
     problem = await client.get("/api/search?size=0", headers={"X-Request-ID": "req-9"})
     assert problem.headers["X-Request-ID"] == "req-9"
     assert (await problem.json())["instance"] == "urn:request:req-9"
+
+
+def test_generated_request_ids_are_the_prefix_and_a_counter_in_six_hex_digits() -> None:
+    made = list(itertools.islice(request_ids("f00d"), 9_000))  # past two turns of the low digits
+    assert made == [f"f00d{n:06x}" for n in range(9_000)]
 
 
 async def test_cors_allows_only_the_configured_storefront(client: TestClient) -> None:
