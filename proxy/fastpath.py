@@ -47,6 +47,8 @@ API_KEY: Final = istr(API_KEY_HEADER)
 # Header sets kept for the hot path's answers: (ETag, age in seconds, keyed) each; a hot entry
 # adds one a second (its Age). Cleared when full: rebuilding one costs a few microseconds.
 HEADER_SETS_MAX: Final = 4096
+# Prices kept for limited hits (by request key); cleared when full, like the header sets.
+PRICES_MAX: Final = 4096
 
 
 class HeaderSets:
@@ -55,23 +57,25 @@ class HeaderSets:
     and the ``Served`` behind them were a tenth of a hit's time in the handler (py-spy under wrk,
     ``benchmarks/cache.py --profile``). Each set is given out as a copy."""
 
-    __slots__ = ("_caching", "_sets")
+    __slots__ = ("_caching", "sets")
 
     def __init__(self, caching: HttpCaching) -> None:
         self._caching = caching
-        self._sets: dict[tuple[str, int, bool], tuple[CIMultiDict[str], CIMultiDict[str]]] = {}
+        # (ETag, age, keyed) -> the set; read by the fast path itself, built by :meth:`of`.
+        self.sets: dict[tuple[str, int, bool], tuple[CIMultiDict[str], CIMultiDict[str], bool]] = {}
 
-    def of(self, body: bytes, etag: str, age: int, keyed: bool) -> tuple[CIMultiDict[str], CIMultiDict[str]]:
-        """(the 200's headers, the 304's: the same without Content-Type), not to be changed."""
+    def of(self, body: bytes, etag: str, age: int, keyed: bool) -> tuple[CIMultiDict[str], CIMultiDict[str], bool]:
+        """(the 200's headers, the 304's: the same without Content-Type, whether a shared cache
+        may keep them), not to be changed."""
         key = (etag, age, keyed)
-        found = self._sets.get(key)
+        found = self.sets.get(key)
         if found is None:
             full = CIMultiDict(answer_headers(self._caching, Served(body, etag, "HIT", age), keyed=keyed))
             bare = full.copy()
             del bare["Content-Type"]
-            if len(self._sets) >= HEADER_SETS_MAX:
-                self._sets.clear()
-            found = self._sets[key] = (full, bare)
+            if len(self.sets) >= HEADER_SETS_MAX:
+                self.sets.clear()
+            found = self.sets[key] = (full, bare, is_public(full["Cache-Control"]))
         return found
 
 
@@ -98,6 +102,9 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
     costs = settings.rate_limit_costs
     routes = {route.path: _hot(route, route.memo) for route in ROUTES if route.memo is not None}
     perf_counter, now = time.perf_counter, time.time
+    # Each known request's price in tokens, by its key (which names the route too): the route's
+    # pricing is two calls more per limited hit (cost_of, the route's own).
+    prices: dict[str, float] = {}
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         started = perf_counter()
@@ -117,13 +124,21 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                     if entry is not None:
                         # What the route and the request-id middleware would give this answer.
                         etag = entry.etag
-                        full, bare = header_sets.of(
-                            entry.body, etag, max(0, int(at - entry.fetched_at)), API_KEY in request_headers
+                        age, keyed = max(0, int(at - entry.fetched_at)), API_KEY in request_headers
+                        # HeaderSets.of's lookup, inlined: a call less on every hit.
+                        full, bare, public = header_sets.sets.get((etag, age, keyed)) or header_sets.of(
+                            entry.body, etag, age, keyed
                         )
                         request_id = request_id_of(request)
                         if limiter is not None:
                             # Limited like any request: the rate-limit middleware's own steps.
-                            cost = route.cost(costs, known[1])  # priced from the parsed request
+                            # Priced from the parsed request, once per query string (PRICES_MAX).
+                            cost = prices.get(known[0])
+                            if cost is None:
+                                cost = route.cost(costs, known[1])
+                                if len(prices) >= PRICES_MAX:
+                                    prices.clear()
+                                prices[known[0]] = cost
                             # A leased request is answered without a coroutine (Limiter.leased).
                             admission = admitted_now(limiter, metrics, request, route.name, cost) or await admit(
                                 limiter, metrics, request, route.name, cost
@@ -145,7 +160,7 @@ def fast_path(app: web.Application, application: Handler) -> Handler:
                             hit = ok
                         headers = response.headers
                         headers[REQUEST_ID_HEADER] = request_id
-                        if admission is not None and not is_public(full["Cache-Control"]):
+                        if admission is not None and not public:
                             headers.update(admission_headers(admission))
                         metrics.count_fast_hit(hit, perf_counter() - started)
                         return response
