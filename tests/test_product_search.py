@@ -108,12 +108,17 @@ _UPDATES: dict[str, st.SearchStrategy[Any]] = {
 }
 # Which rows a statement touches: those with id % modulus = remainder.
 _SOME = st.tuples(st.integers(1, 4), st.integers(0, 3))
+_UPDATE = st.sampled_from(sorted(_UPDATES)).flatmap(
+    lambda column: st.tuples(st.just("update"), st.just(column), _UPDATES[column], _SOME)
+)
+# Updates thrice as likely as each other write: with one chance in five, a description change
+# (which only the copied search_tsv shows) went unseen in 60 examples when the trigger ignored it.
 _WRITE = st.one_of(
     st.tuples(st.just("insert"), st.lists(_ROW, min_size=1, max_size=30)),
     st.tuples(st.just("copy"), st.lists(_ROW, min_size=1, max_size=30)),
-    st.sampled_from(sorted(_UPDATES)).flatmap(
-        lambda column: st.tuples(st.just("update"), st.just(column), _UPDATES[column], _SOME)
-    ),
+    _UPDATE,
+    _UPDATE,
+    _UPDATE,
     st.tuples(st.just("toggle"), _SOME),
     st.tuples(st.just("delete"), _SOME),
 )
@@ -154,8 +159,8 @@ async def _write(conn: asyncpg.Connection, write: tuple[Any, ...]) -> None:
             await conn.execute("DELETE FROM products WHERE id % $1 = $2", modulus, remainder)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(writes=st.lists(_WRITE, min_size=1, max_size=8))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=st.lists(_WRITE, min_size=2, max_size=10))
 async def test_after_any_writes_the_copy_holds_exactly_the_active_products(
     shop: asyncpg.Connection, writes: list[tuple[Any, ...]]
 ) -> None:
