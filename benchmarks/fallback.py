@@ -42,9 +42,9 @@ available:
    engine to answer, this still isolates the queue's own decision.
 4. **Where the time goes**: ``EXPLAIN (ANALYZE, BUFFERS)`` of every statement each request of
    the mix runs (``proxy.fallback.sql``'s builders, with asyncpg on the scratch database, one
-   client), slowest first: execution and planning ms, buffers, the rows of ``products`` its first
-   scan produced, and the two nodes with the most time of their own. Is any node a
-   ``Seq Scan on products``? Goal: none.
+   client), slowest first: execution and planning ms, buffers, the rows of ``products`` (or of
+   ``product_search``, text searches' narrow copy) its first scan produced, and the two nodes with
+   the most time of their own. Is any node a ``Seq Scan`` on either? Goal: none.
 
 ``--parts latency,overload`` runs only those parts (the catalog is built either way).
 
@@ -855,7 +855,7 @@ class Plan:
     ask: Ask
     statement: str  # which of the request's statements
     scans: list[str]  # what its scan nodes read, in plan order
-    seq_scan: bool  # a Seq Scan on products anywhere in the plan
+    seq_scan: bool  # a Seq Scan on products or product_search anywhere in the plan
     ms: float | None  # execution time (EXPLAIN ANALYZE); None: it ran out of time, plan only
     error: str = ""  # the statement failed: Postgres's message
     planning_ms: float | None = None
@@ -887,6 +887,10 @@ def _describe(node: dict[str, Any]) -> str:
     )
 
 
+# The tables a statement must never read whole: the catalog, and its copy for text searches (0008).
+_CATALOG = ("products", "product_search")
+
+
 async def _explain(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -> dict[str, Any]:
     """The fields of :class:`Plan` beyond the ask and the statement's label."""
     try:
@@ -902,12 +906,12 @@ async def _explain(conn: asyncpg.Connection, sql: str, args: Sequence[Any]) -> d
             if what not in scans:
                 scans.append(what)
     top = document["Plan"]
-    on_products = [n for n in nodes if n.get("Relation Name") == "products" and "Actual Rows" in n]
+    on_products = [n for n in nodes if n.get("Relation Name") in _CATALOG and "Actual Rows" in n]
     # A CTE Scan's time includes running the CTE on first read, which its own plan node shows.
     timed = sorted((n for n in nodes if n["Node Type"] != "CTE Scan" and "Actual Total Time" in n), key=_self_ms)
     return {
         "scans": scans,
-        "seq_scan": any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "products" for n in nodes),
+        "seq_scan": any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") in _CATALOG for n in nodes),
         "ms": document.get("Execution Time"),
         "planning_ms": document.get("Planning Time"),
         "blocks": int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0)),

@@ -124,6 +124,13 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
+async def shop(db: asyncpg.Connection) -> asyncpg.Connection:
+    """A connection to a catalog with two sellers (ids 1 and 2) and no product."""
+    await db.execute("INSERT INTO sellers (id, name) VALUES (1, 'Acme'), (2, 'Bolt')")
+    return db
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def engine(stack_urls: StackUrls) -> AsyncIterator[AsyncElasticsearch]:
     client, _info = await create_engine_client(stack_urls.elasticsearch_node)
     try:

@@ -3,11 +3,9 @@ vocabulary (migration 0007's ``search_words``), which follows the catalog as it 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest_asyncio
 
 from proxy.fallback.postgres import PostgresFallback
 from proxy.params import SearchRequest
@@ -22,16 +20,6 @@ WANDS = 20
 # Far above what correcting two words and matching 20 products takes, far below rechecking the
 # decoys: the old strategy ran out of it here, and so answered 503.
 TIGHT_STATEMENT_TIMEOUT_MS = 100
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def shop(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    await conn.execute("INSERT INTO sellers (id, name) VALUES (1, 'Acme')")
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def _add(conn: asyncpg.Connection, name: str, *, status: str = "active", copies: int = 1) -> int:
