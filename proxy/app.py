@@ -233,11 +233,13 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     """The client of every Redis call on a request's path: short timeouts, no retries.
 
     A request must never wait on Redis longer than ``REDIS_TIMEOUT_MS``; redis-py's default
-    retries (three, with backoff, since redis-py 6) would multiply that wait. Each caller bounds
-    its own calls (the L2 tier, the readiness probe, the subscriber's watchdog), so the client has
-    no socket timeout: redis-py's wraps every write in ``asyncio.wait_for``, a task per command,
-    and every read in a timeout context — 2 of a miss's Redis commands' tasks and 4 of its timeouts
-    (counted by ``benchmarks.overhead``), on top of the L2 tier's own bound.
+    retries (three, with backoff, since redis-py 6) would multiply that wait. The socket timeout
+    stays although every caller bounds its calls too (L2, the readiness probe, the subscriber's
+    watchdog): without it, redis-py's per-write task and per-read timeout were gone (~100 of a
+    miss's ~2,600 Python calls), but the first of 1,000 identical cold requests on a fresh
+    worker timed out its L2 read and filled on its own: 2 engine requests instead of 1 for the
+    first cold URL in each of three runs of ``benchmarks.cache``'s stampede, 1 for every URL in
+    both runs with it (2026-12-06; not understood yet).
     """
     settings = app[SETTINGS]
     timeout = settings.redis_timeout
@@ -251,7 +253,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         max_connections=_REDIS_CONNECTIONS,
         blocking=True,
         timeout=timeout,
-        socket_timeout=None,
+        socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,
