@@ -26,6 +26,7 @@ import contextlib
 import cProfile
 import os
 import pstats
+import re
 import runpy
 import signal
 import sys
@@ -38,6 +39,7 @@ from pathlib import Path
 from benchmarks.kit.profiling import OTHER, part_of
 
 START, STOP = signal.SIGUSR1, signal.SIGUSR2
+_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
 C_FUNCTIONS = "C functions called from Python (builtins, C extensions)"
 
 
@@ -54,7 +56,9 @@ class Calls:
         per = max(requests, 1)
         by_function: dict[str, float] = {}
         for (file, line, name), (_primitive, calls, *_rest) in stats.items():
-            where = f"{_short(file)}:{line}({name})" if file != "~" else name
+            # A C call's name may hold an address ("… at 0x7f55…"): one per process, dropped so
+            # that two servers' counts of the same function compare.
+            where = f"{_short(file)}:{line}({name})" if file != "~" else _ADDRESS.sub("", name)
             by_function[where] = by_function.get(where, 0.0) + calls / per
         return cls(sum(by_function.values()), by_function)
 
