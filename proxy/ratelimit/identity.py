@@ -68,6 +68,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,13 @@ _REMEMBERED_ADDRESSES: Final = 1024
 @functools.lru_cache(maxsize=_REMEMBERED_ADDRESSES)
 def _address(text: str) -> IPAddress | None:
     """A bare IP address, normalised (IPv4-mapped IPv6 as IPv4, no zone); None if it is not one."""
+    try:
+        # Dotted-quad IPv4 first, in C: inet_pton reads exactly what ipaddress reads (four decimal
+        # octets, no leading zeros). ipaddress's parse was ~20 of a cold client's ~140 calls
+        # (counted, benchmarks.ratelimit); building from the 4 bytes parses nothing.
+        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+    except (OSError, ValueError):  # not an IPv4 address (ValueError: an embedded NUL)
+        pass
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
