@@ -100,6 +100,7 @@ from benchmarks.kit.processes import (
     await_proxy,
     core_times,
     interrupt_on_sigterm,
+    launcher,
     pinning_cpus,
     spawn,
     start_hot_proxy,
@@ -226,7 +227,7 @@ def phase_throughput(
 
     def counted(n: int) -> list[str]:
         counted_to[n] = counts_dir / f"server-{n}.calls"
-        return [sys.executable, "-m", "benchmarks.kit.counting", str(counted_to[n])]
+        return launcher(counted_to[n])
 
     proxy_port = free_port()
     proxy = spawned(

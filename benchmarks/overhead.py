@@ -51,7 +51,7 @@ from multidict import MultiDict
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import BIG_BUCKET, ROOT, free_port, wait_answering
+from benchmarks.kit.processes import BIG_BUCKET, ROOT, free_port, launcher, wait_answering
 from benchmarks.kit.profiling import available, sampling, summarise, summary
 from benchmarks.kit.results import Results
 from catalog.processes import stop_process
@@ -716,10 +716,9 @@ async def record(engine_url: str, alias: str) -> bytes:
 
 def start_proxy(env: dict[str, str], port: int, counted_to: Path | None = None) -> subprocess.Popen[bytes]:
     """A 1-worker proxy; ``counted_to``: under the call counter (``benchmarks/kit/counting.py``)."""
-    launcher = (
-        [sys.executable] if counted_to is None else [sys.executable, "-m", "benchmarks.kit.counting", str(counted_to)]
+    proc = subprocess.Popen(
+        [*launcher(counted_to), "-m", "proxy", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env
     )
-    proc = subprocess.Popen([*launcher, "-m", "proxy", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env)
     wait_answering(f"http://127.0.0.1:{port}/healthz", proc, 30)
     return proc
 

@@ -114,6 +114,14 @@ def await_proxy(proc: subprocess.Popen[bytes], base: str, workers: int) -> str:
     return base
 
 
+def launcher(counted_to: Path | None) -> list[str]:
+    """The start of a Python server's command (``-m MODULE …`` follows): the interpreter, or the
+    call counter writing to ``counted_to`` (``benchmarks/kit/counting.py``)."""
+    return (
+        [sys.executable] if counted_to is None else [sys.executable, "-m", "benchmarks.kit.counting", str(counted_to)]
+    )
+
+
 def start_hot_proxy(
     env: dict[str, str], cpu: int | None, children: list[subprocess.Popen[bytes]], *, counted_to: Path | None = None
 ) -> str:
@@ -122,10 +130,9 @@ def start_hot_proxy(
     ``counted_to``: run it under ``benchmarks.kit.counting``, writing its call counts there (its
     one process is the worker: ``counting.counting(children[-1].pid, counted_to)``)."""
     port = free_port()
-    launcher = (
-        [sys.executable] if counted_to is None else [sys.executable, "-m", "benchmarks.kit.counting", str(counted_to)]
+    proc = spawn(
+        [*launcher(counted_to), "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, cpu
     )
-    proc = spawn([*launcher, "-m", "proxy", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env, cpu)
     children.append(proc)
     base = await_proxy(proc, f"http://127.0.0.1:{port}", 1)
     for _ in range(3):  # cached, then a hit served by the fast path
