@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import core_times, cores_used_outside, tree_cpu_seconds
+from benchmarks.kit.processes import core_times, cores_used_outside, pin_trees, tree_cpu_seconds, tree_sched_times
 from benchmarks.kit.profiling import OTHER, summarise
 from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
 from benchmarks.kit.streams import lag_recovery
@@ -166,6 +166,53 @@ def test_a_servers_cpu_counts_its_children_and_core_times_are_read_per_core() ->
     assert 0 <= one.steal <= every.steal and 0 < one.busy < every.busy
     with pytest.raises(ValueError, match="cpu99999"):
         core_times(99999)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to move a process between")
+def test_a_tree_moves_to_a_cpu_whole_threads_and_children_and_its_time_on_a_cpu_is_read() -> None:
+    """Real processes: a parent with a thread, and a child that burns CPU and then forks a
+    grandchild after the move; every thread of all three ends on the chosen CPU (the grandchild
+    by inheritance), and the tree's time running covers the child's burn."""
+    grandchild = "import time; time.sleep(30)"
+    child = (
+        "import subprocess, sys, time\nwhile time.process_time() < 0.5: pass\n"
+        "sys.stdin.readline()\n"
+        f"subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    )
+    parent_code = (
+        "import subprocess, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        f"subprocess.run([sys.executable, '-c', {child!r}], stdin=sys.stdin)"
+    )
+    cpus = sorted(os.sched_getaffinity(0))
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdin=subprocess.PIPE, start_new_session=True)
+    assert parent.stdin is not None
+    try:
+        deadline = time.monotonic() + 30
+        while tree_sched_times(parent.pid).running < 0.5:
+            assert time.monotonic() < deadline, "the child's burn never showed in the tree's time running"
+            time.sleep(0.1)
+        assert pin_trees([parent.pid], {cpus[1]}) >= 3  # the parent's two threads, the child
+        parent.stdin.write(b"go\n")
+        parent.stdin.flush()
+        tasks: set[int] = set()
+        while len(tasks) < 4:  # the parent's two threads, the child, the grandchild
+            assert time.monotonic() < deadline, "the grandchild never started"
+            pids = [parent.pid]
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        with open(f"/proc/{pid}/stat") as stat:
+                            if int(stat.read().rsplit(")", 1)[1].split()[1]) in pids:
+                                pids.append(int(pid))
+                    except OSError:
+                        continue
+            tasks = {int(tid) for pid in pids for tid in os.listdir(f"/proc/{pid}/task")}
+            time.sleep(0.05)
+        assert {tid: os.sched_getaffinity(tid) for tid in tasks} == {tid: {cpus[1]} for tid in tasks}
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
 
 
 def test_calls_are_counted_per_request_between_the_signals_only(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ Every child is tied to the bench (it gets SIGTERM if the bench dies) and is stop
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -69,6 +71,54 @@ def pin_redis(urls: list[str], cpu: int | None) -> list[int]:
             os.sched_setaffinity(pid, {cpu})
             moved.append(pid)
     return moved
+
+
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(task) for task in os.listdir(f"/proc/{pid}/task")]
+    except OSError:  # gone meanwhile
+        return []
+
+
+def pin_trees(roots: Sequence[int], cpus: set[int]) -> int:
+    """Move every thread of ``roots`` and of their descendants to ``cpus``; how many moved.
+
+    For a bench that gives the proxy a core of its own while the servers behind it (the engine's
+    JVM, Postgres) run beside it, as they would on machines of their own in production. A thread
+    or process started later inherits its creator's CPUs (a JVM's new threads, a Postgres backend
+    forked by the postmaster). Linux only.
+    """
+    processes = _cpu_ticks_by_process()
+    moved = 0
+    for root in roots:
+        for pid in _tree(root, processes):
+            for tid in _threads(pid):
+                with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                    os.sched_setaffinity(tid, cpus)
+                    moved += 1
+    return moved
+
+
+@dataclass(frozen=True)
+class SchedTimes:
+    """Seconds a process tree's threads have so far spent running on a CPU and runnable but
+    waiting for one (``/proc/<pid>/task/*/schedstat``): the second is what other programs on its
+    cores cost its latency, which its own CPU time cannot show."""
+
+    running: float
+    waiting: float
+
+
+def tree_sched_times(root: int) -> SchedTimes:
+    """:class:`SchedTimes` of ``root`` and its living descendants, all their threads. Linux only."""
+    running = waiting = 0
+    for pid in _tree(root, _cpu_ticks_by_process()):
+        for tid in _threads(pid):
+            with contextlib.suppress(OSError, ValueError):
+                ran, waited = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[:2]
+                running += int(ran)
+                waiting += int(waited)
+    return SchedTimes(running / 1e9, waiting / 1e9)
 
 
 def pinned(command: list[str], cpu: int | None) -> list[str]:
