@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -1166,10 +1167,17 @@ def part_overload(
     # run on machines of their own.
     everywhere = os.sched_getaffinity(servers[0]) if servers else set()
     moved = pin_trees(servers, {wrk_cpu}) if wrk_cpu is not None else 0
+    # This client then shares its core with the engine's threads: ahead of them, it times the
+    # proxy rather than its own turn to read an answer (a load generator has a machine of its own).
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
     try:
         capacity, runs, sched = measure_overload(proxies, env, database_url, seconds, wrk_cpu)
     finally:
         pin_trees(servers, everywhere)
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
     overload = report_overload(capacity, runs)
     for name, times in sched.items():
         print(
