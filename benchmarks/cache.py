@@ -65,12 +65,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import itertools
 import math
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -93,6 +93,7 @@ from yarl import URL
 from benchmarks.kit.catalog import ZIPF_S, ZIPF_URLS, build_urls
 from benchmarks.kit.cluster import on_cluster, redis_cluster
 from benchmarks.kit.counting import Calls, counting
+from benchmarks.kit.forwarder import serve
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import (
     HOT_URL,
@@ -154,7 +155,6 @@ _OWN_HEADERS = ("Date", "Server", "Content-Length", "Connection", "Transfer-Enco
 def serve_fixed(body_path: Path, port: int, kind: str) -> None:
     """Answer every GET with the bytes in ``body_path`` until SIGTERM: an app or a low-level server;
     kind ``app-headers``: an app answering with the headers in ``<body_path>.headers.json`` too."""
-    import uvloop
     from aiohttp import web
     from multidict import CIMultiDict
 
@@ -168,25 +168,7 @@ def serve_fixed(body_path: Path, port: int, kind: str) -> None:
             return web.Response(body=body, headers=extra)
         return web.Response(body=body, content_type="application/json")
 
-    if kind in ("app", "app-headers"):
-        app = web.Application()
-        app.router.add_get("/api/search", handler)
-        web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=uvloop.new_event_loop())
-        return
-
-    async def low_level() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        runner = web.ServerRunner(web.Server(handler), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        await stop.wait()
-        await runner.cleanup()
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(low_level())
+    serve(port, lambda: contextlib.nullcontext(handler), ("/api/search",) if kind in ("app", "app-headers") else ())
 
 
 # --- 1. cache-hit throughput --------------------------------------------------------------------------

@@ -23,8 +23,17 @@ On the replay engine it also times **cache misses as deployed** (issue 24): two 
 the cache on (L1 and L2 in Redis), one with the rate limiter off and one with it on, each asked
 requests no cache has seen (the mix's text queries with a word of their own, ``MISS_MARK``),
 interleaved with the engine answering the same bodies directly: what a miss adds over the engine
-call it makes (goal ≤ 1 ms at p50 with the limiter off and on). Servers listen on 127.0.0.1 and
-are stopped on exit; the loops are bounded by ``--rounds``.
+call it makes (goal ≤ 1 ms at p50 with the limiter off and on). In the same rounds, the same
+requests go to the proxy without its cache and to **the floor under a miss**: bare forwarders
+(``benchmarks/kit/forwarder.py``) that POST the proxy's engine body for each GET with one aiohttp
+client session and answer the engine's bytes — on a ``web.Application``, on aiohttp's low-level
+``web.Server``, and on an application making the miss's two Redis round trips with redis-py (the
+cache's own read-or-lock and fill scripts) — what any aiohttp (+ redis-py) proxy pays before its
+own code. Each server's added p50/p99 over the engine, its on-CPU µs per request and (under the
+call counter, ``benchmarks/kit/counting.py``) its Python calls per request are reported, and the
+proxy's against the floor doing the same round trips (no cache: the bare forwarder; cache on:
+the forwarder + Redis) as ratios. Servers listen on 127.0.0.1 and are stopped on exit; the loops
+are bounded by ``--rounds``.
 """
 
 from __future__ import annotations
@@ -50,8 +59,9 @@ from multidict import MultiDict
 
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.counting import Calls, counting
+from benchmarks.kit.forwarder import request_target, start_forwarder, write_bodies
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import BIG_BUCKET, ROOT, free_port, launcher, wait_answering
+from benchmarks.kit.processes import BIG_BUCKET, free_port, start_server
 from benchmarks.kit.profiling import available, sampling, summarise, summary
 from benchmarks.kit.results import Results
 from catalog.processes import stop_process
@@ -261,19 +271,25 @@ def on_cpu_ns(pid: int) -> int:
 
 
 async def measure_misses(
-    engine_url: str, alias: str, proxies: dict[str, str], rounds: int, pids: dict[str, int] | None = None
+    engine_url: str,
+    alias: str,
+    targets: dict[str, tuple[str, str | None]],
+    rounds: int,
+    pids: dict[str, int] | None = None,
 ) -> dict[str, list[float]]:
     """Paired timings of cache misses: per request new to every cache, the engine answering the
-    exact body directly (``direct``) and each proxy of ``proxies`` (label -> base URL; cache on)
-    answering it through its miss path: the L1 miss, the one Redis round trip before the engine
-    (L2 read + stampede lock, the limiter's decision unless a lease covers it), the engine call,
-    the answer; its L2 write happens after. Order rotates per request.
+    exact body directly (``direct``) and each server of ``targets`` (label -> (base URL, the
+    X-Cache it must answer with, or None for a forwarder, ``benchmarks.kit.forwarder``))
+    answering it: a proxy with its cache on through its miss path (the L1 miss, the one Redis
+    round trip before the engine — L2 read + stampede lock, the limiter's decision unless a lease
+    covers it —, the engine call, the answer; its L2 write happens after), the proxy without its
+    cache (BYPASS), a forwarder with the least a proxy does. Order rotates per request.
 
     ``pids`` (label -> process; ``direct`` for the engine's): also ``<label> cpu``, one sample,
     each process's CPU microseconds per request of the measured rounds (:func:`on_cpu_ns`)."""
     headers = {"Content-Type": "application/json"}
     search_url = f"{engine_url}/{alias}/_search"
-    samples: dict[str, list[float]] = {"direct": [], **{label: [] for label in proxies}}
+    samples: dict[str, list[float]] = {"direct": [], **{label: [] for label in targets}}
     pids = pids or {}
     cpu_at_start: dict[str, int] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
@@ -284,15 +300,18 @@ async def measure_misses(
                 calls: list[tuple[str, Callable[[], Awaitable[float]]]] = [
                     ("direct", partial(_timed, session, "POST", search_url, data=body, headers=headers))
                 ]
-                for label, url in proxies.items():
-                    calls.append((label, partial(_timed_as, session, url + path, params, "MISS")))
+                for label, (url, cache) in targets.items():
+                    if cache is None:
+                        calls.append((label, partial(_timed, session, "GET", url + path, params=params)))
+                    else:
+                        calls.append((label, partial(_timed_as, session, url + path, params, cache)))
                 shift = (round_no + n) % len(calls)
                 timings = [(label, await call()) for label, call in calls[shift:] + calls[:shift]]
                 if round_no >= 2:
                     for label, ms in timings:
                         samples[label].append(ms)
-    # The replay engine answers the direct requests and every proxy's: it served them all.
-    served = {label: len(samples[label]) * (1 if label != "direct" else 1 + len(proxies)) for label in pids}
+    # The replay engine answers the direct requests and every other server's: it served them all.
+    served = {label: len(samples[label]) * (1 if label != "direct" else 1 + len(targets)) for label in pids}
     for label, pid in pids.items():
         samples[f"{label} cpu"] = [(on_cpu_ns(pid) - cpu_at_start[label]) / 1000 / max(served[label], 1)]
     return samples
@@ -332,11 +351,11 @@ def record_miss_cpu(results: Results, samples: dict[str, list[float]]) -> None:
     engine = samples["direct cpu"][0]
     print(f"on-CPU µs per request (/proc schedstat): replay engine {engine:.0f}", end="")
     for label in samples:
-        if label.endswith(" cpu") and label != "direct cpu":
+        if label.startswith("miss, ") and label.endswith(" cpu"):
             mine = samples[label][0]
             print(f"   proxy, {label[:-4]} {mine:.0f} ({mine / engine:.2f} ×)", end="")
             results.add(
-                f"cache miss: proxy CPU per request, {label[4:-4]}",
+                f"cache miss: proxy CPU per request, {label[6:-4]}",
                 mine,
                 "µs",
                 baseline=engine,
@@ -373,16 +392,20 @@ MISS_GROUPS: dict[str, tuple[str, ...]] = {
 MISS_PROFILE_RATE = 1000  # samples per second: a miss is about a millisecond of work
 
 
+def _miss_rounds(first_round: int, count: int) -> range:
+    """The rounds of :func:`_miss_requests` that :func:`_misses` sends for ``count`` misses."""
+    return range(first_round, first_round + -(-count // len(_miss_requests(first_round))))
+
+
 async def _misses(url: str, first_round: int, count: int) -> int:
-    """``count`` requests new to every cache, one at a time, to the proxy at ``url``."""
+    """``count`` requests new to every cache (whole rounds of them), one at a time, to the
+    proxy at ``url``."""
     sent = 0
     async with aiohttp.ClientSession() as session:
-        round_no = first_round
-        while sent < count:
+        for round_no in _miss_rounds(first_round, count):
             for path, params, _ in _miss_requests(round_no):
                 await _timed(session, "GET", url + path, params=params)
                 sent += 1
-            round_no += 1
     return sent
 
 
@@ -419,41 +442,121 @@ def profile_misses(proxies: dict[str, tuple[str, int]], requests: int, keep: Pat
 
 
 COUNTED_MISSES = 200
+WARM_ROUND, WARM_MISSES = 500_000, 20  # the uncounted misses before the counted ones
+COUNTED_ROUND = 600_000
+READY_ROUND = 900_000  # the one request a forwarder answers before it counts as started
+
+# A server of the miss run, started by a call with ``counted_to`` (a path: under the call
+# counter, writing there; None: plain): its process and base URL.
+Starter = Callable[..., tuple[subprocess.Popen[bytes], str]]
 
 
-def count_misses(envs: dict[str, dict[str, str]], workdir: Path, results: Results) -> None:
-    """Python calls per miss of a proxy of each environment (label -> env), by part: the same
-    misses, one at a time, counted (``benchmarks/kit/counting.py``) after a few uncounted ones.
-    Each against the first (the proxy without its cache)."""
+def proxy_at(env: dict[str, str], counted_to: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A 1-worker proxy of ``env`` on a free port (a :data:`Starter`)."""
+    port = free_port()
+    return start_proxy(env, port, counted_to), f"http://127.0.0.1:{port}"
+
+
+def count_misses(servers: dict[str, Starter], workdir: Path, results: Results) -> dict[str, Calls]:
+    """Python calls per miss of each server (label -> how to start it), by part: the same misses,
+    one at a time, counted (``benchmarks/kit/counting.py``) after a few uncounted ones. The
+    proxies' (labels ``proxy, …``) as figures, each against the first (the proxy without its
+    cache); the forwarders' are returned for :func:`record_floors`."""
     counted: dict[str, Calls] = {}
-    for n, (label, env) in enumerate(envs.items()):
+    for n, (label, start) in enumerate(servers.items()):
         stats = workdir / f"miss-{n}.calls"
-        port = free_port()
-        proxy = start_proxy(env, port, counted_to=stats)
-        url = f"http://127.0.0.1:{port}"
+        proc, url = start(counted_to=stats)
         try:
-            asyncio.run(_misses(url, 500_000, 20))  # connections, caches and lazy imports warmed
-            with counting(proxy.pid, stats):
-                sent = asyncio.run(_misses(url, 600_000, COUNTED_MISSES))
+            asyncio.run(_misses(url, WARM_ROUND, WARM_MISSES))  # connections, caches and lazy imports warmed
+            with counting(proc.pid, stats):
+                sent = asyncio.run(_misses(url, COUNTED_ROUND, COUNTED_MISSES))
             counted[label] = Calls.read(stats, sent)
         finally:
-            stop_process(proxy)
+            stop_process(proc)
     first = next(iter(counted))
     print(f"\nPython calls per miss (cProfile's count of {COUNTED_MISSES} misses, one at a time; start-up excluded):")
     for label, calls in counted.items():
         parts = ", ".join(f"{part} {n:.0f}" for part, n in calls.by_part().items() if n >= 0.5)
-        print(f"  proxy, {label}: {calls.total:.0f} — {parts}")
+        print(f"  {label}: {calls.total:.0f} — {parts}")
+        if not label.startswith("proxy"):
+            continue  # a forwarder: the proxy's calls beyond its own are in record_floors
         if label != first:
             grown = calls.more_than(counted[first], top=10)
             print("    most added over " + first + ": " + "; ".join(f"+{n:.1f} {f}" for n, f in grown))
         results.add(
-            f"Python calls per cache miss, proxy, {label}",
+            f"Python calls per cache miss, {label}",
             calls.total,
             "calls",
             baseline=None if label == first else counted[first].total,
-            baseline_label="" if label == first else f"proxy, {first}, same run",
+            baseline_label="" if label == first else f"{first}, same run",
             notes="counted, not timed (the machine's noise does not move it); by part: " + parts,
         )
+    return counted
+
+
+# The floors under a miss (issue 24), each held against the proxy doing the same round trips:
+# the bare forwarder (aiohttp server + client) against the proxy without its cache, the forwarder
+# with the cache's two Redis round trips against the proxy with its cache on (limiter off).
+BARE = "bare forwarder (web.Application)"
+WITH_REDIS = "forwarder + Redis (web.Application)"
+LOW_LEVEL = "bare forwarder (low-level web.Server)"
+NO_CACHE = "proxy, no cache"
+FLOOR_OF = {BARE: NO_CACHE, WITH_REDIS: "miss, limiter off", LOW_LEVEL: NO_CACHE}
+
+
+def record_floors(results: Results, samples: dict[str, list[float]], calls: dict[str, Calls]) -> None:
+    """What each forwarder adds over the engine, its CPU and Python calls per request, beside
+    the proxy's (same rounds); as figures: the proxy's added p50, CPU and calls against each
+    floor (ratio: the proxy's ÷ the floor's)."""
+    direct = samples["direct"]
+
+    def added(label: str, pct: float) -> float:
+        return percentile([ms for ms in samples[label] if ms == ms], pct) - percentile(direct, pct)
+
+    def counted(label: str) -> Calls | None:
+        return calls.get(f"proxy, {label[6:]}" if label.startswith("miss, ") else label)
+
+    print(f"\nthe floor under a miss, same rounds ({len(direct)} requests each):")
+    print(f"{'':<40}{'added p50':>11}{'added p99':>11}{'CPU µs/req':>12}{'calls/req':>11}")
+    for label in (NO_CACHE, "miss, limiter off", "miss, limiter on", *FLOOR_OF):
+        counts = counted(label)
+        print(
+            f"{label:<40}{added(label, 50):>+11.2f}{added(label, 99):>+11.2f}{samples[label + ' cpu'][0]:>12.0f}"
+            + (f"{counts.total:>11.0f}" if counts is not None else f"{'—':>11}")
+        )
+    for floor, proxy in FLOOR_OF.items():
+        shown = "proxy, cache on, limiter off" if proxy == "miss, limiter off" else proxy
+        results.add(
+            f"cache miss floor: {shown}, added p50 against {floor}",
+            added(proxy, 50),
+            "ms",
+            baseline=added(floor, 50),
+            baseline_label=f"{floor}, added p50 over the engine, same rounds",
+            notes=f"added p99 {added(proxy, 99):+.2f} ms against {added(floor, 99):+.2f} ms; the forwarder: an aiohttp "
+            "server POSTing the proxy's engine body with one aiohttp ClientSession and answering the engine's bytes"
+            + (", with the miss's two Redis EVALSHAs (redis-py)" if floor == WITH_REDIS else ""),
+        )
+        results.add(
+            f"cache miss floor: {shown}, CPU per request against {floor}",
+            samples[proxy + " cpu"][0],
+            "µs",
+            baseline=samples[floor + " cpu"][0],
+            baseline_label=f"{floor}, same rounds",
+            notes=f"on-CPU time (/proc/<pid>/schedstat); replay engine {samples['direct cpu'][0]:.0f} µs",
+        )
+        mine, theirs = counted(proxy), counted(floor)
+        if mine is not None and theirs is not None:
+            grown = mine.more_than(theirs, top=12)
+            print(f"{shown}'s calls beyond {floor}'s: " + "; ".join(f"+{n:.1f} {f}" for n, f in grown))
+            results.add(
+                f"cache miss floor: {shown}, Python calls per request against {floor}",
+                mine.total,
+                "calls",
+                baseline=theirs.total,
+                baseline_label=f"{floor}, same run",
+                notes="counted (cProfile), not timed; the forwarder's by part: "
+                + ", ".join(f"{part} {n:.0f}" for part, n in theirs.by_part().items() if n >= 0.5),
+            )
 
 
 def report(label: str, samples: dict[str, list[float]]) -> None:
@@ -716,11 +819,8 @@ async def record(engine_url: str, alias: str) -> bytes:
 
 def start_proxy(env: dict[str, str], port: int, counted_to: Path | None = None) -> subprocess.Popen[bytes]:
     """A 1-worker proxy; ``counted_to``: under the call counter (``benchmarks/kit/counting.py``)."""
-    proc = subprocess.Popen(
-        [*launcher(counted_to), "-m", "proxy", "--port", str(port), "--workers", "1"], cwd=ROOT, env=env
-    )
-    wait_answering(f"http://127.0.0.1:{port}/healthz", proc, 30)
-    return proc
+    module = ["proxy", "--port", str(port), "--workers", "1"]
+    return start_server(module, f"http://127.0.0.1:{port}/healthz", env, counted_to=counted_to, timeout=30)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -776,8 +876,7 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
         children.append(start_proxy(env, port))
         # The same requests answered from the cache, for the latency distributions.
         hit_port = free_port()
-        cached = {**env, "CACHE_ENABLED": "true"}
-        children.append(start_proxy(cached, hit_port))
+        children.append(start_proxy({**env, "CACHE_ENABLED": "true"}, hit_port))
         samples = asyncio.run(
             measure(
                 urls.elasticsearch_node,
@@ -808,21 +907,10 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
         recording = catalog.workdir / "replay.json"
         recording.write_bytes(asyncio.run(record(urls.elasticsearch_node, alias)))
         replay_port = free_port()
-        replay = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.overhead",
-                "--serve-replay",
-                str(recording),
-                "--port",
-                str(replay_port),
-            ],
-            cwd=ROOT,
-        )
-        children.append(replay)
         replay_url = f"http://127.0.0.1:{replay_port}"
-        wait_answering(replay_url + "/", replay)
+        serving = ["benchmarks.overhead", "--serve-replay", str(recording), "--port", str(replay_port)]
+        replay = start_server(serving, replay_url + "/")
+        children.append(replay)
         port = free_port()
         no_cache = start_proxy({**env, "ELASTICSEARCH_NODE": replay_url}, port)
         no_cache_url = f"http://127.0.0.1:{port}"
@@ -830,44 +918,55 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
         samples = asyncio.run(measure(replay_url, alias, no_cache_url, args.rounds * 4))
         report("replay engine (engine cost removed)", samples)
         record_figures(results, "replay", samples, args.products)
-        # Cache misses as deployed: cache on (L1, L2 in Redis), limiter off and on.
-        missing: dict[str, str] = {}
-        pids = {"direct": replay.pid}
+        # Cache misses as deployed: cache on (L1, L2 in Redis), limiter off and on; beside them
+        # the proxy without its cache and the floors under it (issue 24): forwarders doing the
+        # least an aiohttp (+ redis-py) proxy does, same requests, same rounds.
+        targets: dict[str, tuple[str, str | None]] = {NO_CACHE: (no_cache_url, "BYPASS")}
+        pids = {"direct": replay.pid, NO_CACHE: no_cache.pid}
         # Limited as deployed, with a bucket the bench's one client never runs dry (the default
         # limit answered it 429 within the run).
-        for label, limiting in (("miss, limiter off", {}), ("miss, limiter on", BIG_BUCKET)):
-            port = free_port()
-            proxy = start_proxy(
-                {
-                    **env,
-                    "ELASTICSEARCH_NODE": replay_url,
-                    "CACHE_ENABLED": "true",
-                    **limiting,
-                    "REDIS_KEY_PREFIX": f"{alias}-{len(missing)}:",
-                },
-                port,
-            )
-            children.append(proxy)
-            missing[label] = f"http://127.0.0.1:{port}"
-            pids[label] = proxy.pid
-        counted = {"no cache": {**env, "ELASTICSEARCH_NODE": replay_url}}
-        counted |= {
-            label[6:]: {
+        limiters: dict[str, dict[str, str]] = {"limiter off": {}, "limiter on": BIG_BUCKET}
+        cached: dict[str, dict[str, str]] = {}
+        for n, (label, limiting) in enumerate(limiters.items()):
+            cached[label] = {
                 **env,
                 "ELASTICSEARCH_NODE": replay_url,
                 "CACHE_ENABLED": "true",
                 **limiting,
-                "REDIS_KEY_PREFIX": f"{alias}-counted-{label[6:]}:",
+                "REDIS_KEY_PREFIX": f"{alias}-{n}:",
             }
-            for label, limiting in (("miss, limiter off", {}), ("miss, limiter on", BIG_BUCKET))
+        bodies = catalog.workdir / "forwarded.json"
+        sent_rounds = [*range(args.rounds + 2), *_miss_rounds(WARM_ROUND, WARM_MISSES)]
+        sent_rounds += [*_miss_rounds(COUNTED_ROUND, COUNTED_MISSES), READY_ROUND]
+        write_bodies(bodies, [request for n in sent_rounds for request in _miss_requests(n)])
+        ready = request_target(*_miss_requests(READY_ROUND)[0][:2])
+        forwarding = partial(start_forwarder, bodies, f"{replay_url}/{alias}/_search", ready)
+        floors: dict[str, Starter] = {
+            BARE: forwarding,
+            WITH_REDIS: partial(
+                forwarding, redis_url=urls.redis_url, cluster=urls.redis_cluster, prefix=f"{alias}-forwarder:"
+            ),
+            LOW_LEVEL: partial(forwarding, low_level=True),
         }
-        count_misses(counted, catalog.workdir, results)
-        misses = asyncio.run(measure_misses(replay_url, alias, missing, args.rounds, pids))
+        timed: dict[str, Starter] = {f"miss, {label}": partial(proxy_at, e) for label, e in cached.items()}
+        for label, start in (timed | floors).items():
+            proc, url = start(counted_to=None)
+            children.append(proc)
+            targets[label] = (url, "MISS" if label in timed else None)
+            pids[label] = proc.pid
+        counted: dict[str, Starter] = {NO_CACHE: partial(proxy_at, {**env, "ELASTICSEARCH_NODE": replay_url})}
+        for label, cached_env in cached.items():
+            counted[f"proxy, {label}"] = partial(
+                proxy_at, {**cached_env, "REDIS_KEY_PREFIX": f"{alias}-counted-{label}:"}
+            )
+        calls = count_misses(counted | floors, catalog.workdir, results)
+        misses = asyncio.run(measure_misses(replay_url, alias, targets, args.rounds, pids))
         record_misses(results, misses)
         record_miss_cpu(results, misses)
+        record_floors(results, misses, calls)
         if args.miss_profile:
             profiled = {"no cache": (no_cache_url, no_cache.pid)}
-            profiled |= {label[6:]: (url, pids[label]) for label, url in missing.items()}
+            profiled |= {label[6:]: (targets[label][0], pids[label]) for label in timed}
             profile_misses(profiled, args.miss_profile, args.miss_profile_dir)
 
 

@@ -1,24 +1,36 @@
-"""The benchmarks' one percentile (nearest rank, a stated answer for no samples) and the report's
-rule for a busy machine. Pure, no servers."""
+"""The benchmarks' kit: the one percentile (nearest rank, a stated answer for no samples), the
+report's rule for a busy machine, CPU read from /proc, the call counter, and the bare forwarder
+(real servers: a stdlib HTTP engine, the forwarder's own process, a real Redis)."""
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from benchmarks.kit.counting import Calls, counting
+from benchmarks.kit.forwarder import request_target, start_forwarder, write_bodies
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import core_times, cores_used_outside, pin_trees, tree_cpu_seconds, tree_sched_times
 from benchmarks.kit.profiling import OTHER, summarise
 from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
 from benchmarks.kit.streams import lag_recovery
+from catalog.processes import stop_process
+from devstack.servers import start_redis
+from proxy.cache.keys import digest, storage_key
 
 
 def test_no_samples_give_nan_whatever_the_percentile() -> None:
@@ -241,3 +253,93 @@ def test_calls_are_counted_per_request_between_the_signals_only(tmp_path: Path) 
     assert calls.by_function["tests/counting_target.py:9(marker)"] == 1.0
     assert calls.total < 20  # a few reads and writes per line: no start-up, no imports
     assert calls.more_than(Calls(0.0, {}))[0][0] >= 1.0
+
+
+# --- the bare forwarder (benchmarks.overhead's floor under a cache miss) ---------------------------
+
+
+def _engine_answer(body: bytes) -> bytes:
+    """What the test engine answers for ``body``: bytes no other body gets."""
+    return b'{"answered":"' + hashlib.sha1(body).hexdigest().encode() + b'"}'
+
+
+class _Engine(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the engine the forwarder's session pools
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        answer = _engine_answer(body) if self.path == "/products/_search" else b"wrong path"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def engine() -> Iterator[str]:
+    """A real HTTP engine on loopback answering each search body with :func:`_engine_answer`."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Engine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/products/_search"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FORWARDED = [
+    ("/api/search", [("q", "harry potter qqmiss1"), ("fandom", "Pokémon,One Piece")], b'{"query":{"a":1}}'),
+    ("/api/search/suggestions", [("q", "har qqsugg1")], b'{"suggest":{"b":2}}'),
+]
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.mark.parametrize("kind", ["app", "low-level", "redis"])
+def test_the_forwarder_answers_the_engines_bytes_for_the_body_it_was_given(
+    kind: str, engine: str, tmp_path: Path
+) -> None:
+    """Each GET is forwarded as the engine body written for its target, and answered with the
+    engine's bytes for that body; a target it was not given is a 404. With Redis, the miss's
+    fill lands in Redis after the answer: the round trips were made."""
+    bodies = tmp_path / "bodies.json"
+    write_bodies(bodies, FORWARDED)
+    targets = [request_target(path, params) for path, params, _ in FORWARDED]
+    redis_server = start_redis(tmp_path / "redis") if kind == "redis" else None
+    try:
+        proc, base = start_forwarder(
+            bodies,
+            engine,
+            targets[0],
+            redis_url=redis_server.url if redis_server is not None else None,
+            prefix="t-forwarder:",
+            low_level=kind == "low-level",
+        )
+        try:
+            for target, (_, _, body) in zip(targets, FORWARDED, strict=True):
+                assert _get(base + target) == (200, _engine_answer(body))
+            assert _get(base + "/api/search?q=never+written")[0] == 404
+            if redis_server is not None:
+                with redis.Redis.from_url(redis_server.url) as client:
+                    key = storage_key("t-forwarder:", digest(targets[1]))
+                    deadline = time.monotonic() + 10
+                    while client.get(key) is None and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    assert client.get(key) == _engine_answer(FORWARDED[1][2])
+                    assert client.exists(key.replace(":cache:", ":cache-fill:")) == 0  # the lock let go
+        finally:
+            stop_process(proc)
+    finally:
+        if redis_server is not None:
+            redis_server.stop()

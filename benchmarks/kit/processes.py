@@ -22,6 +22,7 @@ from typing import IO
 import redis
 
 from benchmarks.kit.scrape import metric, scrape_sync
+from catalog.processes import stop_process
 from devstack.servers import child_setup, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -170,6 +171,27 @@ def launcher(counted_to: Path | None) -> list[str]:
     return (
         [sys.executable] if counted_to is None else [sys.executable, "-m", "benchmarks.kit.counting", str(counted_to)]
     )
+
+
+def start_server(
+    module: list[str],
+    ready_url: str,
+    env: dict[str, str] | None = None,
+    *,
+    counted_to: Path | None = None,
+    cpu: int | None = None,
+    timeout: float = 60,
+) -> subprocess.Popen[bytes]:
+    """``python -m MODULE …`` (``module``: the name and its arguments) started with :func:`spawn`
+    (under the call counter with ``counted_to``), once ``ready_url`` answers 200; stopped again
+    if it does not."""
+    proc = spawn([*launcher(counted_to), "-m", *module], env, cpu)
+    try:
+        wait_answering(ready_url, proc, timeout)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
 
 
 def start_hot_proxy(
