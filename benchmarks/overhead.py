@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import shutil
 import statistics
@@ -61,7 +60,7 @@ from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.forwarder import request_target, start_forwarder, write_bodies
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import BIG_BUCKET, free_port, start_server
+from benchmarks.kit.processes import BIG_BUCKET, free_port, start_server, tree_sched_times
 from benchmarks.kit.profiling import available, sampling, summarise, summary
 from benchmarks.kit.results import Results
 from catalog.processes import stop_process
@@ -258,18 +257,6 @@ def record_suggestions(results: Results, samples: dict[str, list[float]], produc
     )
 
 
-def on_cpu_ns(pid: int) -> int:
-    """Nanoseconds the process ``pid`` has run on a CPU, all its threads (``/proc/<pid>/task/*/schedstat``).
-
-    Unlike wall time, not stretched by waiting for a CPU: on a shared machine the time a miss
-    spends in the proxy's own code is measured by this, not by its latency."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            total += int((task / "schedstat").read_text().split()[0])
-    return total
-
-
 async def measure_misses(
     engine_url: str,
     alias: str,
@@ -286,16 +273,17 @@ async def measure_misses(
     cache (BYPASS), a forwarder with the least a proxy does. Order rotates per request.
 
     ``pids`` (label -> process; ``direct`` for the engine's): also ``<label> cpu``, one sample,
-    each process's CPU microseconds per request of the measured rounds (:func:`on_cpu_ns`)."""
+    each process's CPU microseconds per request of the measured rounds (time on a CPU, all its
+    threads: ``benchmarks.kit.processes.tree_sched_times``)."""
     headers = {"Content-Type": "application/json"}
     search_url = f"{engine_url}/{alias}/_search"
     samples: dict[str, list[float]] = {"direct": [], **{label: [] for label in targets}}
     pids = pids or {}
-    cpu_at_start: dict[str, int] = {}
+    cpu_at_start: dict[str, float] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
         for round_no in range(rounds + 2):  # two rounds of warm-up: connections, code paths
             if round_no == 2:
-                cpu_at_start = {label: on_cpu_ns(pid) for label, pid in pids.items()}
+                cpu_at_start = {label: tree_sched_times(pid).running for label, pid in pids.items()}
             for n, (path, params, body) in enumerate(_miss_requests(round_no)):
                 calls: list[tuple[str, Callable[[], Awaitable[float]]]] = [
                     ("direct", partial(_timed, session, "POST", search_url, data=body, headers=headers))
@@ -313,7 +301,8 @@ async def measure_misses(
     # The replay engine answers the direct requests and every other server's: it served them all.
     served = {label: len(samples[label]) * (1 if label != "direct" else 1 + len(targets)) for label in pids}
     for label, pid in pids.items():
-        samples[f"{label} cpu"] = [(on_cpu_ns(pid) - cpu_at_start[label]) / 1000 / max(served[label], 1)]
+        ran = tree_sched_times(pid).running - cpu_at_start[label]
+        samples[f"{label} cpu"] = [ran * 1e6 / max(served[label], 1)]
     return samples
 
 
@@ -422,10 +411,10 @@ def profile_misses(proxies: dict[str, tuple[str, int]], requests: int, keep: Pat
     folder.mkdir(parents=True, exist_ok=True)
     for n, (label, (url, pid)) in enumerate(proxies.items()):
         raw = folder / f"miss-{label.replace(' ', '-').replace(',', '')}.txt"
-        before = on_cpu_ns(pid)
+        before = tree_sched_times(pid).running
         with sampling(pid, raw, rate=MISS_PROFILE_RATE):
             sent = asyncio.run(_misses(url, 100_000 * (n + 1), requests))
-        cpu = (on_cpu_ns(pid) - before) / 1000 / sent
+        cpu = (tree_sched_times(pid).running - before) * 1e6 / sent
         profile = summarise(raw.read_text(), MISS_PROFILE_RATE) if raw.exists() else None
         print(f"\nmiss profile, proxy {label}: {sent} misses, on-CPU {cpu:.0f} µs per request")
         if profile is None:
