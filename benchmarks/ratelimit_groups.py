@@ -28,9 +28,10 @@ from pathlib import Path
 
 import redis
 
+from benchmarks.kit.cluster import redis_cluster
 from benchmarks.kit.results import Results
+from benchmarks.kit.stack import RedisClusterServers
 from catalog.redis_client import RedisClient, open_redis
-from devstack.servers import RedisClusterServers, start_redis_cluster
 from proxy.ratelimit.script import RedisBuckets, Take
 
 # Decisions counted per configuration: enough batches that the groups a batch happens to hit average out.
@@ -51,12 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     groups = [int(n) for n in args.groups.split(",")]
     batches = [int(n) for n in args.batches.split(",")]
     results = Results("ratelimit_groups")
-    with tempfile.TemporaryDirectory(prefix="ratelimit-groups-") as workdir:
-        cluster = start_redis_cluster(Path(workdir) / "redis-cluster")
-        try:
-            rows = measure(cluster, {f"{n} groups": _groups(n) for n in groups}, batches)
-        finally:
-            cluster.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="ratelimit-groups-") as workdir,
+        redis_cluster(Path(workdir), []) as cluster,
+    ):
+        rows = measure(cluster, {f"{n} groups": _groups(n) for n in groups}, batches)
     print(f"\n{'':<12}" + "".join(f"{'batch of ' + str(b):>24}" for b in batches))
     print(f"{'':<12}" + f"{'calls/decision, EVALSHA':>24}" * len(batches))
     for name, by_batch in rows.items():
