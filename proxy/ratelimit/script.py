@@ -189,6 +189,7 @@ class RedisBuckets:
         self._prefix = prefix
         self._groups = groups
         self._heads = group_heads(prefix, groups)
+        self._slots = tuple(slot_of(f"{{{tag}}}") for tag in group_tags(groups))  # each group's, once
         self._cluster = client if isinstance(client, RedisCluster) else None
 
     async def take(
@@ -258,11 +259,12 @@ class RedisBuckets:
         by_group: dict[int, list[int]] = {}  # group -> positions in the batch, in order
         for position, k in enumerate(group):
             by_group.setdefault(k, []).append(position)
-        calls: list[tuple[list[int], list[bytes], list[bytes | str]]] = [
-            (positions, [keys[i] for i in positions], [args[0], bytes(which[i] for i in positions), *args[1:]])
-            for positions in by_group.values()
+        calls: list[tuple[int, list[int], list[bytes], list[bytes | str]]] = [
+            (k, positions, [keys[i] for i in positions], [args[0], bytes(which[i] for i in positions), *args[1:]])
+            for k, positions in by_group.items()
         ]
         replies: list[object] = [NoScriptError()] * len(calls)
+        nodes, slots = cluster.nodes_manager, self._slots
         for attempt in (1, 2):
             todo = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if not todo:
@@ -273,12 +275,17 @@ class RedisBuckets:
                 await cluster.script_load(LUA)
             async with cluster.pipeline() as pipe:
                 for n in todo:
-                    _, call_keys, call_args = calls[n]
-                    pipe.evalsha(SHA, len(call_keys), *call_keys, *call_args)
+                    k, _, call_keys, call_args = calls[n]
+                    # Sent to the node of the group's slot, known since the start: redis-py would
+                    # otherwise compute every key's slot to find that one (~8 calls per decision,
+                    # benchmarks/ratelimit_groups.py). A MOVED reply (a failover, a resharding)
+                    # makes redis-py route the retry by the keys.
+                    node = nodes.get_node_from_slot(slots[k])
+                    pipe.execute_command("EVALSHA", SHA, len(call_keys), *call_keys, *call_args, target_nodes=node)
                 for n, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
                     replies[n] = reply
         decisions: list[Decision | None] = [None] * len(keys)
-        for (positions, _, _), reply in zip(calls, replies, strict=True):
+        for (_, positions, _, _), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
             for position, decision in zip(positions, _decisions(reply, [takes[i] for i in positions]), strict=True):
