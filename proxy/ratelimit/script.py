@@ -16,8 +16,10 @@ process; Python's ``hash()`` of a str differs per process). On a cluster a batch
 group, one script call per group, all sent in one cluster pipeline (one round trip to each node
 concerned, in parallel): at most ``groups`` calls whatever the number of clients. With the client
 as the hash tag, 10,000 clients fell in as many slots and each cold decision was a script call
-of its own, ~100 Python calls each in redis-py's cluster pipeline (cache hits with the limiter
-0.70 × without on a cluster, 0.94 on one Redis: issue 24). A client's keys share its group's
+of its own, ~200 Python calls each in redis-py's cluster pipeline (cache hits with the limiter
+0.70 × without on a cluster, 0.94 on one Redis: issue 24; ``benchmarks/ratelimit_groups.py``
+counts the calls per cold decision by groups and batch size). Each call goes to the node of its
+group's slot, computed once. A client's keys share its group's
 slot, so its decisions stay in order within one script. Each group's tag is chosen once so that
 the groups' slots are spread evenly over the 16,384 (the k-th in the k-th of ``groups`` equal
 ranges): a cluster whose slots are split evenly among its primaries, as ``redis-cli --cluster
