@@ -33,7 +33,7 @@ from devstack.stack import StackUrls
 from proxy.app import SETTINGS, create_app
 from proxy.ratelimit.bucket import Bucket, take
 from proxy.ratelimit.identity import KeyLimit
-from proxy.ratelimit.script import DEFAULT_KEY_GROUPS, RedisBuckets, Take, bucket_key
+from proxy.ratelimit.script import DEFAULT_KEY_GROUPS, RedisBuckets, Take, bucket_key, group_tags
 from proxy.routes import LIMITER
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import add_product, add_seller, indexer_settings, running_indexer
@@ -165,6 +165,7 @@ async def test_two_hundred_requests_of_one_client_over_two_workers_admit_exactly
         RATE_LIMIT_TTL="60000",
         TRUSTED_PROXIES="127.0.0.1/32",
         REDIS_TIMEOUT_MS="1000",  # exactness is the point here, not the timeout: no fallback
+        RATE_LIMIT_KEY_GROUPS="3",  # one group per primary (their slots are spread evenly)
     )
     prefix = env["REDIS_KEY_PREFIX"]
     proc, url = spawn_proxy(env, workers=2)
@@ -193,8 +194,13 @@ async def test_two_hundred_requests_of_one_client_over_two_workers_admit_exactly
         assert 20 <= hot_statuses.count(200) <= 20 + allowance, (hot_statuses.count(200), allowance)
         assert set(hot_statuses) == {200, 429}
         assert other_statuses == [200] * 1000  # each its own bucket, on whichever node it lives
-        for primary in _primaries(cluster):
-            assert _keys_on(primary, f"{prefix}ratelimit:*"), primary.url
+        keys = {primary.url: _keys_on(primary, f"{prefix}ratelimit:*") for primary in _primaries(cluster)}
+        assert all(keys.values()), keys.keys()
+        # The setting reached the proxy: every key in one of its 3 groups; 1,002 buckets (the hot
+        # client, the thousand others, and the peer's own, which asked for the first answer).
+        tags = {key.decode().split("{")[1].split("}")[0] for node_keys in keys.values() for key in node_keys}
+        assert tags == set(group_tags(3)), tags
+        assert sum(len(node_keys) for node_keys in keys.values()) == 1002
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)
