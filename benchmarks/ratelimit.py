@@ -59,11 +59,12 @@ from benchmarks.kit.cluster import on_cluster, redis_cluster
 from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy, tree_cpu_seconds
 from benchmarks.kit.results import Results
-from benchmarks.kit.scrape import metric, scrape
+from benchmarks.kit.scrape import metric, scrape, scrape_sync
 from benchmarks.kit.stack import RedisClusterServers
 from benchmarks.kit.wrk import WrkRun, run_wrk
 from catalog.processes import stop_process
 from catalog.redis_client import slot_of
+from proxy.ratelimit.limiter import LEASE_SECONDS
 from proxy.ratelimit.script import bucket_key
 
 GOAL = 0.85
@@ -235,7 +236,15 @@ def _measure(
         pinning += "; Redis unpinned (shares the proxy's core)"
     results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
     print(results.meta["load"])
-    _count_calls(catalog, {name: (env_of[base], lua) for name, (base, lua) in targets.items()}, results)
+    redis_nodes = {
+        name: [node.url for node in cluster.nodes]
+        if cluster is not None and name.startswith("Redis Cluster")
+        else [catalog.urls.redis_url]
+        for name in targets
+    }
+    _count_calls(
+        catalog, {name: (env_of[base], lua, redis_nodes[name]) for name, (base, lua) in targets.items()}, results
+    )
     if args.profile is not None:
         redis_of = {name: None if name.startswith("Redis Cluster") else catalog.urls.redis_url for name in targets}
         profiled = {name: (pids[base], base, lua, redis_of[name]) for name, (base, lua) in targets.items()}
@@ -251,21 +260,33 @@ def _off_name(name: str) -> str:
 
 
 def _count_calls(
-    catalog: BenchCatalog, targets: dict[str, tuple[dict[str, str], Path | None]], results: Results
+    catalog: BenchCatalog, targets: dict[str, tuple[dict[str, str], Path | None, list[str]]], results: Results
 ) -> None:
     """Python calls per cache hit of each target (``benchmarks/kit/counting.py``): a proxy of the
-    same settings under the call counter, one short wrk run counted; each "on" against its "off"."""
+    same settings under the call counter, one short wrk run counted; each "on" against its "off".
+    With it, the limiter's batches in the counted run (its round trips, from the proxy's metrics),
+    and the script calls and decisions in them (``INFO commandstats`` of the target's Redis
+    nodes: EVALSHA, and the script's HMGET, one per decision)."""
     server_cpu, wrk_cpu = pinning_cpus()
     calls: dict[str, Calls] = {}
-    for name, (env, lua) in targets.items():
+    batches: dict[str, tuple[float, int, int]] = {}  # round trips, EVALSHA, decisions
+    for name, (env, lua, redis_urls) in targets.items():
         stats = catalog.workdir / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".calls")
         base = start_hot_proxy(env, server_cpu, catalog.children, counted_to=stats)
         proxy = catalog.children[-1]
-        # Uncounted first: the many clients' first decisions (and their leases) before the count,
-        # as in the rounds' steady state, where each comes back within a lease's lifetime.
+        # Uncounted first: the proxy's first answers, and the many clients' first leases.
         run_wrk(base + HOT_URL, COUNTED_SECONDS * 2, wrk_cpu, lua)
+        if lua is not None:
+            # Then past every lease's end, as each round of the many clients begins (a target's
+            # rounds are 16 s or more apart): counted right after the run above, every client still
+            # held its 10 s lease and the count saw no decision in Redis at all (0 EVALSHA in 2 s,
+            # on main and with key groups alike, 2026-12-06, issue 24).
+            time.sleep(LEASE_SECONDS + 1)
+        trips_before, (_, evalsha_before, decisions_before) = _round_trips(base), _redis_work(redis_urls)
         with counting(proxy.pid, stats):
             run = run_wrk(base + HOT_URL, COUNTED_SECONDS, wrk_cpu, lua)
+        _, evalsha, decisions = _redis_work(redis_urls)
+        batches[name] = (_round_trips(base) - trips_before, evalsha - evalsha_before, decisions - decisions_before)
         calls[name] = Calls.read(stats, run.requests)
         stop_process(proxy)
     print("\nPython calls per cache hit (cProfile's count, start-up excluded):")
@@ -274,6 +295,12 @@ def _count_calls(
         print(f"  {name}: {counted.total:.1f}" + ("" if name == off_name else f" ({calls[off_name].total:.1f} off)"))
         if name == off_name:
             continue
+        trips, evalsha, decisions = batches[name]
+        per_batch = (
+            f"{decisions} decisions in Redis in {trips:.0f} batches: {decisions / max(trips, 1):.1f} decisions and "
+            f"{evalsha / max(trips, 1):.1f} EVALSHA per batch"
+        )
+        print("    " + per_batch)
         grown = counted.more_than(calls[off_name], top=8)
         print("    more per request than off: " + "; ".join(f"+{n:.2f} {function}" for n, function in grown))
         results.add(
@@ -283,11 +310,11 @@ def _count_calls(
             baseline=calls[off_name].total,
             baseline_label=f"{off_name}, same run",
             ratio=calls[off_name].total / counted.total,  # as the throughput ratio: off ÷ on
-            notes="counted, not timed: the machine's noise does not move it; most added: "
+            notes=f"counted, not timed: the machine's noise does not move it; {per_batch}; most added: "
             + ", ".join(f"{function} +{n:.2f}" for n, function in grown[:4])
             + (
-                "; counted after an uncounted run that gave the clients their leases, but the counting proxy is"
-                " slower, so each client comes back less often than in the rounds above"
+                "; counted once the leases an uncounted run gave the clients had expired, as each round begins,"
+                " so every client's first request is a decision in Redis"
                 if "clients" in name
                 else ""
             ),
@@ -307,16 +334,25 @@ PROFILE_GROUPS = {
 }
 
 
-def _redis_work(url: str | None) -> tuple[float, int, int]:
-    """(CPU seconds the Redis server has used, EVALSHA calls it has run, decisions in them: the
-    script's HMGETs, one per decision); zeros for a cluster."""
-    if url is None:
-        return 0.0, 0, 0
-    with redis.Redis.from_url(url) as client:
-        cpu = client.info("cpu")
-        stats = client.info("commandstats")
-    calls = [int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "hmget")]
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls[0], calls[1]
+def _redis_work(urls: Sequence[str]) -> tuple[float, int, int]:
+    """(CPU seconds the Redis servers at ``urls`` have used, EVALSHA calls they have run, decisions
+    in them: the script's HMGETs, one per decision), summed; a cluster's replicas run neither
+    (scripts replicate as their effects)."""
+    cpu = 0.0
+    calls = [0, 0]
+    for url in urls:
+        with redis.Redis.from_url(url) as client:
+            used = client.info("cpu")
+            stats = client.info("commandstats")
+        cpu += float(used["used_cpu_user"]) + float(used["used_cpu_sys"])
+        for n, command in enumerate(("evalsha", "hmget")):
+            calls[n] += int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+    return cpu, calls[0], calls[1]
+
+
+def _round_trips(base: str) -> float:
+    """The limiter's round trips to Redis so far (batches of decisions), from the proxy's metrics."""
+    return metric(scrape_sync(base), "search_proxy_ratelimit_duration_seconds_count")
 
 
 def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, str | None]], seconds: int) -> None:
@@ -328,10 +364,11 @@ def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, st
     printed: list[str] = []
     for name, (pid, base, lua, redis_url) in targets.items():
         path = directory / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".txt")
-        before = _redis_work(redis_url)
+        redis_urls = [] if redis_url is None else [redis_url]
+        before = _redis_work(redis_urls)
         with profiling.sampling(pid, path, wrk_cpu):
             run = run_wrk(base + HOT_URL, seconds, wrk_cpu, lua)
-        cpu, calls, decisions = (after - was for after, was in zip(_redis_work(redis_url), before, strict=True))
+        cpu, calls, decisions = (after - was for after, was in zip(_redis_work(redis_urls), before, strict=True))
         lines = ["", f"{name}: {run.rps:,.0f} req/s under py-spy"]
         if redis_url is not None:
             per_k = 1000 / max(1, run.requests)

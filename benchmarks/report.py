@@ -90,6 +90,13 @@ BENCHES = [
         900,
     ),
     Bench(
+        "ratelimit-groups",
+        "Python calls per cold rate-limit decision on a Redis Cluster, by key groups and batch size",
+        ["-m", "benchmarks.ratelimit_groups"],
+        ["-m", "benchmarks.ratelimit_groups", "--groups", "1,8,64", "--batches", "1,16,256"],
+        300,
+    ),
+    Bench(
         "cache-cluster",
         "cache throughput and hit ratio under churn, Redis Cluster against one Redis",
         ["-m", "benchmarks.cache", "--only", "cluster", "--products", "5000"],

@@ -347,7 +347,7 @@ async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
         retry=Retry(NoBackoff(), 0),
     )
     app[LIMITER] = Limiter(
-        RedisBuckets(client, settings.redis_key_prefix),
+        RedisBuckets(client, settings.redis_key_prefix, settings.rate_limit_key_groups),
         default=KeyLimit(settings.rate_limit_max, settings.rate_limit_ttl_ms),
         keys=settings.rate_limit_keys,
         trusted=settings.trusted_proxies,

@@ -34,6 +34,7 @@ from proxy.ratelimit.identity import (
     api_keys_from_env,
 )
 from proxy.ratelimit.limiter import FALLBACKS, Fallback
+from proxy.ratelimit.script import DEFAULT_KEY_GROUPS, MAX_KEY_GROUPS
 from proxy.synonyms import DEFAULT_SYNONYMS_PATH, SynonymError, load_synonyms
 
 
@@ -84,6 +85,9 @@ class ProxySettings(SharedSettings):
     rate_limit_ipv6_prefix: int = setting(
         "RATE_LIMIT_IPV6_PREFIX", DEFAULT_IPV6_PREFIX, minimum=MIN_IPV6_PREFIX, maximum=MAX_IPV6_PREFIX
     )
+    # Buckets' keys in this many hash tags: on a Redis Cluster a batch of decisions is at most this
+    # many script calls (proxy.ratelimit.script); changing it moves every bucket to a new key.
+    rate_limit_key_groups: int = setting("RATE_LIMIT_KEY_GROUPS", DEFAULT_KEY_GROUPS, minimum=1, maximum=MAX_KEY_GROUPS)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
         "TRUSTED_PROXIES", (), read=_networks
     )

@@ -83,6 +83,8 @@ ROOT = Path(__file__).resolve().parent.parent
         (ProxySettings.from_env, {"HTTP_MAX_CONNECTIONS": "0"}, "HTTP_MAX_CONNECTIONS"),
         (ProxySettings.from_env, {"RATE_LIMIT_IPV6_PREFIX": "8"}, "RATE_LIMIT_IPV6_PREFIX"),
         (ProxySettings.from_env, {"RATE_LIMIT_IPV6_PREFIX": "/64"}, "RATE_LIMIT_IPV6_PREFIX"),
+        (ProxySettings.from_env, {"RATE_LIMIT_KEY_GROUPS": "0"}, "RATE_LIMIT_KEY_GROUPS"),
+        (ProxySettings.from_env, {"RATE_LIMIT_KEY_GROUPS": "257"}, "RATE_LIMIT_KEY_GROUPS"),
     ],
 )
 def test_bad_values_name_their_variable(

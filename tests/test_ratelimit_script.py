@@ -7,6 +7,9 @@ same tokens to the last bit, whatever the sequence of requests.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 
@@ -17,7 +20,16 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from proxy.ratelimit.bucket import Bucket, key_ttl_ms, take
-from proxy.ratelimit.script import MAX_TERMS, SHA, RedisBuckets, Take, bucket_key
+from proxy.ratelimit.script import (
+    DEFAULT_KEY_GROUPS,
+    MAX_TERMS,
+    SHA,
+    RedisBuckets,
+    Take,
+    bucket_key,
+    group_of,
+    group_tags,
+)
 
 T0 = 1_700_000_000_000  # ms
 
@@ -109,14 +121,41 @@ async def test_a_flushed_script_cache_is_refilled_and_the_request_decided_once(
     assert await redis.script_exists(SHA) == [True]
 
 
-async def test_a_clients_key_is_hash_tagged_by_its_id(
+async def test_a_clients_key_is_hash_tagged_by_its_key_group(
     redis: aioredis.Redis, buckets: RedisBuckets, redis_prefix: str
 ) -> None:
     key = bucket_key(redis_prefix, "client-7")
-    assert key == f"{redis_prefix}ratelimit:{{client-7}}"
-    assert key_slot(key.encode()) == key_slot(b"client-7")
+    tag = group_tags()[group_of("client-7")]
+    assert key == f"{redis_prefix}ratelimit:{{{tag}}}:client-7"
+    assert key_slot(key.encode()) == key_slot(tag.encode())
     await buckets.take("client-7", 1, 5, 1000)
     assert await redis.exists(key)
+
+
+@pytest.mark.parametrize("groups", [1, 3, 8, 16, 256])
+def test_the_groups_slots_are_spread_evenly_over_the_cluster_s_slots(groups: int) -> None:
+    slots = [key_slot(tag.encode()) for tag in group_tags(groups)]
+    assert slots == [slot for k, slot in enumerate(slots) if k * 16_384 // groups <= slot < (k + 1) * 16_384 // groups]
+    assert len(set(slots)) == groups
+
+
+def test_a_clients_key_group_is_the_same_in_every_process() -> None:
+    """Every proxy must put a client in the same group: ``hash()`` of a str would not (it is
+    salted per process), crc32 does. Two processes of different hash seeds, and a pinned value."""
+    ids = [f"ip:10.0.0.{n}" for n in range(50)] + ["key:partner-acme", "ip:2001:db8::/64"]
+    program = f"from proxy.ratelimit.script import bucket_key; print([bucket_key('p:', i) for i in {ids!r}])"
+    seen = [
+        subprocess.run(
+            [sys.executable, "-c", program],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    assert seen[0] == seen[1] == f"{[bucket_key('p:', i) for i in ids]!r}\n"
+    assert DEFAULT_KEY_GROUPS == 8 and bucket_key("p:", "ip:10.0.0.1") == "p:ratelimit:{g7.2}:ip:10.0.0.1"
 
 
 async def test_arguments_are_checked_before_redis_is_asked(

@@ -24,13 +24,16 @@ import pytest_asyncio
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from catalog.redis_client import open_redis, slot_of
 from devstack.servers import RedisClusterServers, ServerProcess, start_redis_cluster
 from devstack.stack import StackUrls
 from proxy.app import SETTINGS, create_app
+from proxy.ratelimit.bucket import Bucket, take
 from proxy.ratelimit.identity import KeyLimit
-from proxy.ratelimit.script import RedisBuckets, Take, bucket_key
+from proxy.ratelimit.script import DEFAULT_KEY_GROUPS, RedisBuckets, Take, bucket_key, group_tags
 from proxy.routes import LIMITER
 from tests.conftest import SearchCatalog, proxy_settings
 from tests.indexer_support import add_product, add_seller, indexer_settings, running_indexer
@@ -82,26 +85,70 @@ def _keys_on(node: ServerProcess, pattern: str) -> list[bytes]:
 # --- the limiter's script, split by slot ---------------------------------------------------------
 
 
-async def test_a_batch_of_many_clients_is_decided_on_a_cluster_in_order_and_exactly(
+def _evalsha_calls(cluster: RedisClusterServers) -> int:
+    """EVALSHA commands the primaries have run (a replica runs none: scripts replicate as effects)."""
+    total = 0
+    for primary in _primaries(cluster):
+        with redis.Redis.from_url(primary.url, socket_timeout=2) as client:
+            total += int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    return total
+
+
+async def test_a_batch_of_many_clients_is_decided_on_a_cluster_in_order_exactly_and_in_a_script_call_per_key_group(
     cluster: RedisClusterServers,
 ) -> None:
+    """Issue 24: with the client as the hash tag, 600 clients made ~600 script calls (one per slot);
+    with key groups, at most one per group, however many clients."""
     client = open_redis(cluster.url, cluster=True, max_connections=4)
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     try:
         buckets = RedisBuckets(client, prefix)
+        await buckets.take("warm-up", 1, 2, SLOW_REFILL_MS)  # the script cache of every primary it needs
         ids = [f"ip:10.1.{n // 250}.{n % 250}" for n in range(600)]
-        assert len({slot_of(bucket_key(prefix, one)) for one in ids}) > 500  # many slots, one batch
         # Each client asks three times in one batch, capacity 2: the third is refused, in order.
         takes = [Take(one, 1, 2, SLOW_REFILL_MS) for _ in range(3) for one in ids]
+        before = _evalsha_calls(cluster)
         decisions = await buckets.take_many(takes, now_ms=1_000_000)
+        calls = _evalsha_calls(cluster) - before
+        assert 1 <= calls <= DEFAULT_KEY_GROUPS, calls
         allowed = [decision.allowed for decision in decisions]
         assert allowed == [True] * 1200 + [False] * 600
         assert [decision.remaining for decision in decisions[:600]] == [1] * 600
-        # Every primary holds some of the buckets: the batch really was spread over the cluster.
+        # Every primary holds some of the buckets: the groups' slots are spread over the cluster.
         for primary in _primaries(cluster):
             assert _keys_on(primary, f"{prefix}ratelimit:*"), primary.url
     finally:
         await client.aclose()
+
+
+# Few groups and many clients: most groups hold several clients, each asking several times.
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    groups=st.sampled_from([1, 2, 3, 5]),
+    takes=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=39), st.sampled_from([0, 0.5, 1, 2, 7]), st.sampled_from([0, 1])),
+        min_size=1,
+        max_size=150,
+    ),
+    capacity=st.sampled_from([1, 3, 10]),
+)
+async def test_on_a_cluster_a_batch_over_many_clients_per_group_decides_as_take_in_order(
+    cluster: RedisClusterServers, groups: int, takes: list[tuple[int, float, float]], capacity: int
+) -> None:
+    client = open_redis(cluster.url, cluster=True, max_connections=4)
+    try:
+        buckets = RedisBuckets(client, f"t{uuid.uuid4().hex[:10]}:", groups)  # fresh buckets per example
+        batch = [Take(f"ip:10.4.0.{who}", cost, capacity, 1000, lease) for who, cost, lease in takes]
+        decided = await buckets.take_many(batch, now_ms=1_000_000)
+    finally:
+        await client.aclose()
+    bucket: dict[int, Bucket | None] = {}
+    expected = []
+    for who, cost, lease in takes:
+        mine = take(bucket.get(who), 1_000_000, cost, capacity, 1000, lease)
+        bucket[who] = mine.bucket
+        expected.append(mine)
+    assert decided == expected
 
 
 # --- the limiter through the proxy ---------------------------------------------------------------
@@ -118,6 +165,7 @@ async def test_two_hundred_requests_of_one_client_over_two_workers_admit_exactly
         RATE_LIMIT_TTL="60000",
         TRUSTED_PROXIES="127.0.0.1/32",
         REDIS_TIMEOUT_MS="1000",  # exactness is the point here, not the timeout: no fallback
+        RATE_LIMIT_KEY_GROUPS="3",  # one group per primary (their slots are spread evenly)
     )
     prefix = env["REDIS_KEY_PREFIX"]
     proc, url = spawn_proxy(env, workers=2)
@@ -146,8 +194,13 @@ async def test_two_hundred_requests_of_one_client_over_two_workers_admit_exactly
         assert 20 <= hot_statuses.count(200) <= 20 + allowance, (hot_statuses.count(200), allowance)
         assert set(hot_statuses) == {200, 429}
         assert other_statuses == [200] * 1000  # each its own bucket, on whichever node it lives
-        for primary in _primaries(cluster):
-            assert _keys_on(primary, f"{prefix}ratelimit:*"), primary.url
+        keys = {primary.url: _keys_on(primary, f"{prefix}ratelimit:*") for primary in _primaries(cluster)}
+        assert all(keys.values()), keys.keys()
+        # The setting reached the proxy: every key in one of its 3 groups; 1,002 buckets (the hot
+        # client, the thousand others, and the peer's own, which asked for the first answer).
+        tags = {key.decode().split("{")[1].split("}")[0] for node_keys in keys.values() for key in node_keys}
+        assert tags == set(group_tags(3)), tags
+        assert sum(len(node_keys) for node_keys in keys.values()) == 1002
     finally:
         proc.terminate()
         await asyncio.to_thread(proc.wait, 30)

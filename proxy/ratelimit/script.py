@@ -8,12 +8,23 @@ client, from any worker or host, each see the bucket the previous one left.
 
 One script call decides a whole batch (:meth:`RedisBuckets.take_many`): the decisions of one
 event-loop tick (``proxy.ratelimit.batch``), in order, so two requests of one client in a batch
-see each other exactly as two calls would. The batch's keys belong to different clients, which
-Redis Cluster refuses in one script (``CROSSSLOT``): there a batch is split by hash slot (each
-key's ``{client}`` hash tag decides it, computed here as the client does), one script call per
-slot, all sent in one cluster pipeline — one round trip to each node concerned, in parallel. A
-client's decisions share its slot, so they stay in order within one script. On one Redis
-nothing changes: one call.
+see each other exactly as two calls would. Redis Cluster refuses a script whose keys lie in
+different hash slots (``CROSSSLOT``), so a key's hash tag is not its client but the client's **key
+group**, one of ``groups`` (``RATE_LIMIT_KEY_GROUPS``, default 8): ``{prefix}ratelimit:{<group's
+tag>}:<client id>``, the group ``crc32(client id) % groups`` (a C hash, the same in every
+process; Python's ``hash()`` of a str differs per process). On a cluster a batch is split by
+group, one script call per group, all sent in one cluster pipeline (one round trip to each node
+concerned, in parallel): at most ``groups`` calls whatever the number of clients. With the client
+as the hash tag, 10,000 clients fell in as many slots and each cold decision was a script call
+of its own, ~200 Python calls each in redis-py's cluster pipeline (cache hits with the limiter
+0.70 × without on a cluster, 0.94 on one Redis: issue 24; ``benchmarks/ratelimit_groups.py``
+counts the calls per cold decision by groups and batch size). Each call goes to the node of its
+group's slot, computed once. A client's keys share its group's
+slot, so its decisions stay in order within one script. Each group's tag is chosen once so that
+the groups' slots are spread evenly over the 16,384 (the k-th in the k-th of ``groups`` equal
+ranges): a cluster whose slots are split evenly among its primaries, as ``redis-cli --cluster
+create`` splits them, gets the groups spread evenly over its primaries too. On one Redis nothing
+changes: the same keys, one call.
 
 The time is the Redis server's (``TIME``, read once per script call), one clock for every proxy
 (on a cluster each node's; they are kept in step like any servers' clocks), unless the caller
@@ -24,7 +35,10 @@ survives as a string exactly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
+import zlib
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
@@ -110,14 +124,46 @@ return replies
 SHA = hashlib.sha1(LUA.encode()).hexdigest()
 
 
-def bucket_key(prefix: str, client_id: str) -> str:
-    """The Redis key of ``client_id``'s bucket.
+# Key groups (the module docstring): the default, and the bounds RATE_LIMIT_KEY_GROUPS may take.
+DEFAULT_KEY_GROUPS: Final = 8
+MAX_KEY_GROUPS: Final = 256  # as many as a batch has decisions (proxy.ratelimit.batch.MAX_BATCH)
+HASH_SLOTS: Final = 16_384
 
-    The id in braces is the key's Redis Cluster hash tag: only it decides the slot, so every key
-    of one client (this one and any added later) lands on one node, where a script may use them
-    together.
+
+def group_of(client_id: str, groups: int = DEFAULT_KEY_GROUPS) -> int:
+    """``client_id``'s key group: crc32, the same in every process and on every host."""
+    return zlib.crc32(client_id.encode()) % groups
+
+
+@functools.cache
+def group_tags(groups: int = DEFAULT_KEY_GROUPS) -> tuple[str, ...]:
+    """Each key group's hash tag: ``g<k>.<n>``, the first ``n`` putting its slot in the k-th of
+    ``groups`` equal ranges of the 16,384 (a cluster's primaries usually own equal contiguous
+    ranges, so the groups spread evenly over them). About ``groups`` tries per group: 65,536 CRCs
+    at most, once per process."""
+    if not 1 <= groups <= MAX_KEY_GROUPS:
+        raise ValueError(f"key groups must be 1-{MAX_KEY_GROUPS}, not {groups}")
+    tags = []
+    for k in range(groups):
+        low, high = k * HASH_SLOTS // groups, (k + 1) * HASH_SLOTS // groups
+        tags.append(next(tag for n in itertools.count() if low <= slot_of(tag := f"g{k}.{n}") < high))
+    return tuple(tags)
+
+
+def group_heads(prefix: str, groups: int = DEFAULT_KEY_GROUPS) -> tuple[bytes, ...]:
+    """Each group's keys' beginning, ``{prefix}ratelimit:{<tag>}:``, encoded: a key is its
+    group's head and the client id."""
+    return tuple(f"{prefix}ratelimit:{{{tag}}}:".encode() for tag in group_tags(groups))
+
+
+def bucket_key(prefix: str, client_id: str, groups: int = DEFAULT_KEY_GROUPS) -> str:
+    """The Redis key of ``client_id``'s bucket: ``{prefix}ratelimit:{<group's tag>}:<client id>``.
+
+    The group's tag in braces is the key's Redis Cluster hash tag: only it decides the slot, so
+    every key of one client (this one and any added later) lands on one node, where a script may
+    use them together, and so do those of every client of its group.
     """
-    return f"{prefix}ratelimit:{{{client_id}}}"
+    return f"{prefix}ratelimit:{{{group_tags(groups)[group_of(client_id, groups)]}}}:{client_id}"
 
 
 class Take(NamedTuple):
@@ -138,11 +184,14 @@ MAX_TERMS: Final = 256
 
 
 class RedisBuckets:
-    """Clients' token buckets in Redis under ``prefix``."""
+    """Clients' token buckets in Redis under ``prefix``, their keys in ``groups`` key groups."""
 
-    def __init__(self, client: RedisClient, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str, groups: int = DEFAULT_KEY_GROUPS) -> None:
         self._client = client
         self._prefix = prefix
+        self._groups = groups
+        self._heads = group_heads(prefix, groups)
+        self._slots = tuple(slot_of(f"{{{tag}}}") for tag in group_tags(groups))  # each group's, once
         self._cluster = client if isinstance(client, RedisCluster) else None
 
     async def take(
@@ -164,10 +213,12 @@ class RedisBuckets:
 
     async def take_many(self, takes: Sequence[Take], now_ms: int | None = None) -> list[Decision]:
         """:meth:`take` for each of ``takes``, in order: on one Redis in one script call (one round
-        trip, one atomic step for all of them); on a cluster one script call per hash slot."""
-        keys: list[str] = []
+        trip, one atomic step for all of them); on a cluster one script call per key group."""
+        keys: list[bytes] = []
+        group: list[int] = []  # each decision's key group
         which = bytearray()  # the index of each decision's terms
         terms: dict[tuple[float, float, int, float], int] = {}
+        heads, groups = self._heads, self._groups
         for one in takes:
             term = (one.cost, one.capacity, one.period_ms, one.lease)
             index = terms.get(term)
@@ -177,14 +228,17 @@ class RedisBuckets:
                     raise ValueError(f"at most {MAX_TERMS} distinct terms in one call")
                 index = terms[term] = len(terms)
             which.append(index)
-            keys.append(bucket_key(self._prefix, one.client_id))
+            # Bytes, not str: redis-py encodes a str argument in Python, a bytes one it passes as is.
+            client_id = one.client_id.encode()
+            k = zlib.crc32(client_id) % groups  # group_of, inline: once per decision
+            group.append(k)
+            keys.append(heads[k] + client_id)
         # repr of a float is the shortest text that reads back as the same double.
         args = [repr(float(value)) if n != 2 else str(value) for term in terms for n, value in enumerate(term)]
         now = "" if now_ms is None else str(int(now_ms))
         if self._cluster is not None:
-            return await self._take_per_slot(self._cluster, takes, keys, which, [now, *args])
-        # Bytes, not str: redis-py encodes a str argument in Python, a bytes one it passes as is.
-        call: list[bytes | str] = [*(key.encode() for key in keys), now, bytes(which), *args]
+            return await self._take_per_group(self._cluster, takes, keys, group, which, [now, *args])
+        call: list[bytes | str] = [*keys, now, bytes(which), *args]
         try:
             reply = await self._client.evalsha(SHA, len(keys), *call)
         except NoScriptError:
@@ -194,18 +248,25 @@ class RedisBuckets:
             reply = await self._client.evalsha(SHA, len(keys), *call)
         return _decisions(reply, takes)
 
-    async def _take_per_slot(
-        self, cluster: RedisCluster, takes: Sequence[Take], keys: list[str], which: bytearray, args: list[str]
+    async def _take_per_group(
+        self,
+        cluster: RedisCluster,
+        takes: Sequence[Take],
+        keys: list[bytes],
+        group: list[int],
+        which: bytearray,
+        args: list[str],
     ) -> list[Decision]:
         """``args``: now and every term of the batch (each call gets them all: they are few)."""
-        by_slot: dict[int, list[int]] = {}  # slot -> positions in the batch, in order
-        for position, key in enumerate(keys):
-            by_slot.setdefault(slot_of(key), []).append(position)
-        calls: list[tuple[list[int], list[str], list[bytes | str]]] = [
-            (positions, [keys[i] for i in positions], [args[0], bytes(which[i] for i in positions), *args[1:]])
-            for positions in by_slot.values()
+        by_group: dict[int, list[int]] = {}  # group -> positions in the batch, in order
+        for position, k in enumerate(group):
+            by_group.setdefault(k, []).append(position)
+        calls: list[tuple[int, list[int], list[bytes], list[bytes | str]]] = [
+            (k, positions, [keys[i] for i in positions], [args[0], bytes(which[i] for i in positions), *args[1:]])
+            for k, positions in by_group.items()
         ]
         replies: list[object] = [NoScriptError()] * len(calls)
+        nodes, slots = cluster.nodes_manager, self._slots
         for attempt in (1, 2):
             todo = [n for n, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if not todo:
@@ -216,12 +277,17 @@ class RedisBuckets:
                 await cluster.script_load(LUA)
             async with cluster.pipeline() as pipe:
                 for n in todo:
-                    _, call_keys, call_args = calls[n]
-                    pipe.evalsha(SHA, len(call_keys), *call_keys, *call_args)
+                    k, _, call_keys, call_args = calls[n]
+                    # Sent to the node of the group's slot, known since the start: redis-py would
+                    # otherwise compute every key's slot to find that one (~8 calls per decision,
+                    # benchmarks/ratelimit_groups.py). A MOVED reply (a failover, a resharding)
+                    # makes redis-py route the retry by the keys.
+                    node = nodes.get_node_from_slot(slots[k])
+                    pipe.execute_command("EVALSHA", SHA, len(call_keys), *call_keys, *call_args, target_nodes=node)
                 for n, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
                     replies[n] = reply
         decisions: list[Decision | None] = [None] * len(keys)
-        for (positions, _, _), reply in zip(calls, replies, strict=True):
+        for (_, positions, _, _), reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
             for position, decision in zip(positions, _decisions(reply, [takes[i] for i in positions]), strict=True):
