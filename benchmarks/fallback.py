@@ -90,6 +90,7 @@ from benchmarks.kit.processes import (
     PROXY_STOP_S,
     SchedTimes,
     interrupt_on_sigterm,
+    listening_pids,
     pin_trees,
     pinning_cpus,
     spawn,
@@ -1355,7 +1356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "switches" in parts:
             part_switches(proxies, env, urls.elasticsearch_node, summary)
         if "overload" in parts:
-            part_overload(proxies, env, database_url, seconds, client_cpu, stack.pids(), summary)
+            servers = listening_pids([*urls.elasticsearch_node.split(","), urls.database_url])
+            part_overload(proxies, env, database_url, seconds, client_cpu, servers, summary)
         if "queue" in parts:
             part_queue(summary)
         if "plans" in parts:

@@ -24,9 +24,17 @@ import redis
 from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.forwarder import request_target, start_forwarder, write_bodies
 from benchmarks.kit.percentile import percentile
-from benchmarks.kit.processes import core_times, cores_used_outside, pin_trees, tree_cpu_seconds, tree_sched_times
+from benchmarks.kit.processes import (
+    core_times,
+    cores_used_outside,
+    listening_pids,
+    pin_trees,
+    tree_cpu_seconds,
+    tree_sched_times,
+)
 from benchmarks.kit.profiling import OTHER, summarise
 from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
+from benchmarks.kit.stack import free_port
 from benchmarks.kit.streams import lag_recovery
 from catalog.processes import stop_process
 from devstack.servers import start_redis
@@ -225,6 +233,27 @@ def test_a_tree_moves_to_a_cpu_whole_threads_and_children_and_its_time_on_a_cpu_
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_the_process_listening_on_a_urls_port_is_found_and_none_for_a_port_nobody_holds() -> None:
+    """Real processes: a server on a free port is found by its URL; a port closed again is not."""
+    port, idle = free_port(), free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (found := listening_pids([f"http://127.0.0.1:{port}/x", f"postgresql://u@127.0.0.1:{idle}/db"])) != [
+            server.pid
+        ]:
+            assert time.monotonic() < deadline, f"found {found}, not the server {server.pid}"
+            time.sleep(0.05)
+    finally:
+        server.kill()
+        server.wait()
+    assert listening_pids([f"http://127.0.0.1:{port}/"]) == []
 
 
 def test_calls_are_counted_per_request_between_the_signals_only(tmp_path: Path) -> None:

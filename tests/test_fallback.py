@@ -27,6 +27,7 @@ from devstack.servers import free_port
 from proxy.answers import shape_product, shape_search, shape_seller, shape_suggest
 from proxy.errors import BackendUnavailable, Overloaded
 from proxy.fallback import sql
+from proxy.fallback.facets import HeldFacets
 from proxy.fallback.postgres import APPLICATION_NAME, PostgresFallback
 from proxy.params import SearchRequest, Sort, SuggestRequest
 from proxy.query import build_product, build_search, build_seller
@@ -653,6 +654,54 @@ async def test_over_the_cap_requests_are_refused_quickly_and_the_pool_stays_smal
         answered = [result for _, result in await asyncio.gather(*calls) if not isinstance(result, Exception)]
         assert len(answered) == 2 and all(body["hits"]["total"]["value"] == 0 for body, _ in answered)
         assert (backend.in_flight, backend.waiting) == (0, 0)
+
+
+async def test_a_browse_with_every_slot_busy_is_refused_at_once_not_after_a_facet_refresh(
+    database_url: str, products_locked: asyncpg.Connection
+) -> None:
+    """Every slot held, no counts held yet: a browse is shed at once. It used to wait for the
+    refresh first (here hung on the lock until the statement timeout; at twice the engine's
+    capacity 130-200 ms), then find no slot: the 503s' p99 of the overload bench (issue 24)."""
+    async with _opened(
+        database_url,
+        pool_size=2,
+        statement_timeout_ms=10_000,
+        max_concurrency=2,
+        queue_wait=0.05,
+        facets_max_age_ms=5_000,
+    ) as backend:
+        holders = [asyncio.create_task(_timed(backend.search(SearchRequest(q="wand")))) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 30
+            while backend.in_flight < 2:
+                assert time.monotonic() < deadline, "the text searches never held both slots"
+                await asyncio.sleep(0.01)
+            seconds, refused = await _timed(backend.search(SearchRequest(categories=("wands",))))
+            assert isinstance(refused, Overloaded) and seconds < 1.0, (seconds, refused)
+        finally:
+            await products_locked.execute("ROLLBACK")
+            await asyncio.gather(*holders)
+
+
+async def test_a_browse_waits_for_a_refresh_only_its_queue_budget_and_the_refresh_goes_on() -> None:
+    """Held counts: a refresh slower than the budget answers None (the browse counts in its own
+    statement), and is not cancelled by it: the next browse gets its counts."""
+    loaded = asyncio.Event()
+
+    async def slow_load() -> list[dict[str, Any]]:
+        await loaded.wait()
+        return []
+
+    held = HeldFacets(slow_load, max_age=60.0)
+    started = time.monotonic()
+    assert await held.counts(within=0.05) is None
+    assert 0.04 <= time.monotonic() - started < 5.0
+    assert await held.counts(within=0.0) is None
+    loaded.set()
+    counts = await held.counts(within=5.0)
+    assert counts is not None and counts is held.held
+    assert await held.counts() is counts  # fresh: no wait, no refresh
+    await held.close()
 
 
 async def test_a_slow_statement_is_cancelled_by_postgres_and_reported_unavailable(

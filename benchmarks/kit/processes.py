@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import redis
 
@@ -98,6 +99,30 @@ def pin_trees(roots: Sequence[int], cpus: set[int]) -> int:
                     os.sched_setaffinity(tid, cpus)
                     moved += 1
     return moved
+
+
+def listening_pids(urls: Sequence[str]) -> list[int]:
+    """The local processes listening on the ports of ``urls`` (``scheme://host:port/...``):
+    the servers behind a stack's URLs, whoever started them (``make bench`` starts one stack for
+    every bench, so a bench's own stack then has no processes). A port nobody here listens on
+    (another host) gives none. Linux only (/proc/net/tcp, /proc/<pid>/fd)."""
+    ports = {urlsplit(url).port for url in urls} - {None}
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()  # sl local_address rem_address st ... inode
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) in ports:  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{entry}/fd")):
+                found.append(int(entry))
+    return found
 
 
 @dataclass(frozen=True)

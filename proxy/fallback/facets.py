@@ -15,8 +15,9 @@ them, facet values by count then value in bytes, at most ``FACET_SIZES``, none c
 :class:`HeldFacets` keeps one at most ``max_age`` seconds old: once it is half that old, the
 next browse starts a refresh in the background (one at a time) and is answered from the held
 counts meanwhile; counts older than ``max_age`` are never served — a browse then waits for the
-refresh. While browses keep coming (one in the last :data:`KEEP_FRESH_S`), a task refreshes
-every half ``max_age`` too, so that a browse after a lull of a few seconds does not wait.
+refresh, at most its queue budget (``counts(within=…)``), and counts in its own statement after.
+While browses keep coming (one in the last :data:`KEEP_FRESH_S`), a task refreshes every half
+``max_age`` too, so that a browse after a lull of a few seconds does not wait.
 Pages are never held: ``proxy.fallback.postgres`` reads each from Postgres.
 
 Never: read Postgres itself (the loader it is given does), or hold counts for a text search or
@@ -192,9 +193,14 @@ class HeldFacets:
         """Seconds since the held counts' reading began (infinite: none held)."""
         return self._clock() - self._read_at
 
-    async def counts(self) -> FacetCounts | None:
-        """Counts no older than ``max_age``; None when they cannot be read (the caller counts
-        in its own statement, which fails or not on its own)."""
+    async def counts(self, within: float = math.inf) -> FacetCounts | None:
+        """Counts no older than ``max_age``; None when they cannot be read, or not ``within``
+        seconds (the refresh goes on for the browses to come): the caller counts in its own
+        statement, which fails or not on its own.
+
+        ``within`` is a browse's queue budget: at twice the engine's capacity, the browses that
+        found no counts waited for a refresh of 130-200 ms on a busy Postgres and were then shed
+        for want of a slot, which set the 503s' p99 (165 ms against a goal of 50, issue 24)."""
         self._asked_at = self._clock()
         if self._keeper is None:
             self._keeper = asyncio.ensure_future(self._keep_fresh())
@@ -204,7 +210,14 @@ class HeldFacets:
                 self._refreshing()  # ahead of need: the browses to come seldom wait
             return self._held
         # Shielded: a browse that gives up must not cancel the refresh others wait for.
-        return await asyncio.shield(self._refreshing())
+        refresh = asyncio.shield(self._refreshing())
+        if within == math.inf:
+            return await refresh
+        try:
+            async with asyncio.timeout(max(0.0, within)):
+                return await refresh
+        except TimeoutError:
+            return None
 
     async def _keep_fresh(self) -> None:
         """Refresh every half ``max_age`` until no browse came for ``KEEP_FRESH_S``."""

@@ -47,7 +47,7 @@ from proxy.fallback import sql
 from proxy.fallback.facets import HeldFacets
 from proxy.fallback.sql import Statement
 from proxy.params import SearchRequest, SuggestRequest
-from proxy.queueing import ServiceTime, already_waited
+from proxy.queueing import ServiceTime, already_waited, having_waited
 from proxy.tasks import cancel_and_wait
 from proxy.taxonomy import match_taxonomy
 
@@ -270,15 +270,28 @@ class PostgresFallback:
 
     async def search(self, req: SearchRequest) -> tuple[dict[str, Any], bool]:
         """The engine-shaped answer to ``req``, and whether the typo strategy found it (``relaxed``)."""
+        if self.facets is None or not sql.counts_held(req):
+            return await self._counted(req)
         # Counts first, outside a slot: a browse waiting for a refresh holds none meanwhile.
-        held = None if self.facets is None or not sql.counts_held(req) else await self.facets.counts()
-        if held is not None:
+        waited = already_waited()
+        if self.would_shed(waited):
+            raise Overloaded()  # at once: no slot would read its page, whatever the counts
+        asked = self._clock()
+        held = await self.facets.counts(within=self._queue_wait - waited)
+        # The refresh waited for was queueing too: it comes out of the budget for a slot.
+        with having_waited(waited + self._clock() - asked):
+            if held is None:
+                return await self._counted(req)
             page = sql.browse_page_strategy(req)
             async with self._connection() as conn:
                 started = time.perf_counter()
                 row = await _fetchrow(conn, page.statement)
                 took = _ms_since(started)
-            return sql.search_response(row, page, took, held.counts(req)), False
+        return sql.search_response(row, page, took, held.counts(req)), False
+
+    async def _counted(self, req: SearchRequest) -> tuple[dict[str, Any], bool]:
+        """The search in its own statement: its page, total and facets (and the typo strategy's
+        when the words as typed found nothing)."""
         strategy = sql.search_strategy(req)
         if strategy is None:
             return sql.search_response(None, None), False
