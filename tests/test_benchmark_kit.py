@@ -250,6 +250,7 @@ def test_the_process_listening_on_a_urls_port_is_found_and_none_for_a_port_nobod
         ]:
             assert time.monotonic() < deadline, f"found {found}, not the server {server.pid}"
             time.sleep(0.05)
+        assert listening_pids([f"http://192.0.2.1:{port}/"]) == []  # another host's, on the same port
     finally:
         server.kill()
         server.wait()

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-import redis
-
 from benchmarks.kit.scrape import metric, scrape_sync
 from catalog.processes import stop_process
 from devstack.servers import child_setup, free_port, wait_http
@@ -51,28 +49,20 @@ def pinning_cpus() -> tuple[int | None, int | None]:
 
 
 def pin_redis(urls: list[str], cpu: int | None) -> list[int]:
-    """Move the local ``redis-server`` behind each of ``urls`` to ``cpu``; their pids.
+    """Move the local ``redis-server`` behind each of ``urls`` to ``cpu`` (every thread,
+    :func:`pin_trees`); their pids.
 
     For benches that measure the proxy's own cost with Redis beside it: unpinned, Redis runs on
     the proxy's core too, and its work is charged to the proxy (py-spy saw a fifth of the limited
     proxy's samples in the socket write that woke Redis, ``benchmarks/ratelimit.py --profile``),
-    where in production Redis has a machine of its own. A Redis that is not ours (another host,
-    or not a ``redis-server`` process here) is left alone.
+    where in production Redis has a machine of its own. A Redis that is not ours (another host:
+    nothing here listens for it, :func:`listening_pids`) is left alone.
     """
-    moved: list[int] = []
     if cpu is None:
-        return moved
-    for url in urls:
-        with redis.Redis.from_url(url, socket_timeout=5) as client:
-            pid = int(client.info("server")["process_id"])
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            continue
-        if comm.startswith("redis-server"):
-            os.sched_setaffinity(pid, {cpu})
-            moved.append(pid)
-    return moved
+        return []
+    pids = listening_pids(urls)
+    pin_trees(pids, {cpu})
+    return pids
 
 
 def _threads(pid: int) -> list[int]:
@@ -101,12 +91,15 @@ def pin_trees(roots: Sequence[int], cpus: set[int]) -> int:
     return moved
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def listening_pids(urls: Sequence[str]) -> list[int]:
     """The local processes listening on the ports of ``urls`` (``scheme://host:port/...``):
     the servers behind a stack's URLs, whoever started them (``make bench`` starts one stack for
-    every bench, so a bench's own stack then has no processes). A port nobody here listens on
-    (another host) gives none. Linux only (/proc/net/tcp, /proc/<pid>/fd)."""
-    ports = {urlsplit(url).port for url in urls} - {None}
+    every bench, so a bench's own stack then has no processes). A URL of another host gives none,
+    even when something here listens on its port. Linux only (/proc/net/tcp, /proc/<pid>/fd)."""
+    ports = {split.port for split in map(urlsplit, urls) if split.hostname in _LOOPBACK} - {None}
     inodes: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError), open(table) as lines:
