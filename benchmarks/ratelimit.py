@@ -53,11 +53,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
-import redis
 
 from benchmarks.kit import profiling
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
-from benchmarks.kit.cluster import on_cluster, redis_cluster
+from benchmarks.kit.cluster import on_cluster, redis_cluster, redis_work
 from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy, tree_cpu_seconds
 from benchmarks.kit.results import Results
@@ -287,10 +286,10 @@ def _count_calls(
             # held its 10 s lease and the count saw no decision in Redis at all (0 EVALSHA in 2 s,
             # on main and with key groups alike, 2026-12-06, issue 24).
             time.sleep(LEASE_SECONDS + 1)
-        trips_before, (_, evalsha_before, decisions_before) = _round_trips(base), _redis_work(redis_urls)
+        trips_before, (_, evalsha_before, decisions_before) = _round_trips(base), redis_work(redis_urls)
         with counting(proxy.pid, stats):
             run = run_wrk(base + HOT_URL, COUNTED_SECONDS, wrk_cpu, lua)
-        _, evalsha, decisions = _redis_work(redis_urls)
+        _, evalsha, decisions = redis_work(redis_urls)
         batches[name] = (_round_trips(base) - trips_before, evalsha - evalsha_before, decisions - decisions_before)
         calls[name] = Calls.read(stats, run.requests)
         stop_process(proxy)
@@ -339,22 +338,6 @@ PROFILE_GROUPS = {
 }
 
 
-def _redis_work(urls: Sequence[str]) -> tuple[float, int, int]:
-    """(CPU seconds the Redis servers at ``urls`` have used, EVALSHA calls they have run, decisions
-    in them: the script's HMGETs, one per decision), summed; a cluster's replicas run neither
-    (scripts replicate as their effects)."""
-    cpu = 0.0
-    calls = [0, 0]
-    for url in urls:
-        with redis.Redis.from_url(url) as client:
-            used = client.info("cpu")
-            stats = client.info("commandstats")
-        cpu += float(used["used_cpu_user"]) + float(used["used_cpu_sys"])
-        for n, command in enumerate(("evalsha", "hmget")):
-            calls[n] += int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
-    return cpu, calls[0], calls[1]
-
-
 def _round_trips(base: str) -> float:
     """The limiter's round trips to Redis so far (batches of decisions), from the proxy's metrics."""
     return metric(scrape_sync(base), "search_proxy_ratelimit_duration_seconds_count")
@@ -370,10 +353,10 @@ def _profile(directory: Path, targets: dict[str, tuple[int, str, Path | None, st
     for name, (pid, base, lua, redis_url) in targets.items():
         path = directory / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".txt")
         redis_urls = [] if redis_url is None else [redis_url]
-        before = _redis_work(redis_urls)
+        before = redis_work(redis_urls)
         with profiling.sampling(pid, path, wrk_cpu):
             run = run_wrk(base + HOT_URL, seconds, wrk_cpu, lua)
-        cpu, calls, decisions = (after - was for after, was in zip(_redis_work(redis_urls), before, strict=True))
+        cpu, calls, decisions = (after - was for after, was in zip(redis_work(redis_urls), before, strict=True))
         lines = ["", f"{name}: {run.rps:,.0f} req/s under py-spy"]
         if redis_url is not None:
             per_k = 1000 / max(1, run.requests)

@@ -26,9 +26,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import redis
-
-from benchmarks.kit.cluster import redis_cluster
+from benchmarks.kit.cluster import redis_cluster, redis_work
 from benchmarks.kit.results import Results
 from benchmarks.kit.stack import RedisClusterServers
 from catalog.redis_client import RedisClient, open_redis
@@ -114,14 +112,8 @@ async def _measure(
 
 
 def evalsha_calls(cluster: RedisClusterServers) -> int:
-    """EVALSHA commands the cluster's nodes have run (a replica runs none: scripts replicate as
-    their effects)."""
-    total = 0
-    for node in cluster.nodes:
-        if node.running():
-            with redis.Redis.from_url(node.url, socket_timeout=2) as one:
-                total += int(one.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
-    return total
+    """EVALSHA commands the cluster's running nodes have run."""
+    return redis_work([node.url for node in cluster.nodes if node.running()]).evalsha
 
 
 if __name__ == "__main__":
