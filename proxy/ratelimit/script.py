@@ -163,7 +163,7 @@ def bucket_key(prefix: str, client_id: str, groups: int = DEFAULT_KEY_GROUPS) ->
     every key of one client (this one and any added later) lands on one node, where a script may
     use them together, and so do those of every client of its group.
     """
-    return f"{prefix}ratelimit:{{{group_tags(groups)[group_of(client_id, groups)]}}}:{client_id}"
+    return group_heads(prefix, groups)[group_of(client_id, groups)].decode() + client_id
 
 
 class Take(NamedTuple):
