@@ -209,13 +209,10 @@ class HeldFacets:
             if age >= self.max_age / 2:
                 self._refreshing()  # ahead of need: the browses to come seldom wait
             return self._held
-        # Shielded: a browse that gives up must not cancel the refresh others wait for.
-        refresh = asyncio.shield(self._refreshing())
-        if within == math.inf:
-            return await refresh
         try:
-            async with asyncio.timeout(max(0.0, within)):
-                return await refresh
+            async with asyncio.timeout(None if within == math.inf else max(0.0, within)):
+                # Shielded: a browse that gives up must not cancel the refresh others wait for.
+                return await asyncio.shield(self._refreshing())
         except TimeoutError:
             return None
 
