@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
+from catalog.redis_client import REDIS_ERRORS
+from devstack.servers import start_redis
 from proxy.ratelimit.bucket import Bucket, key_ttl_ms, take
 from proxy.ratelimit.script import (
     DEFAULT_KEY_GROUPS,
@@ -197,3 +200,62 @@ async def test_a_batch_decides_as_its_takes_would_one_after_another(
         bucket[who] = mine.bucket
         expected.append(mine)
     assert decided == expected
+
+
+# --- the connection the script calls go over (one Redis) -------------------------------------
+
+
+async def _script_connections(admin: aioredis.Redis) -> list[str]:
+    """The ids of the connections whose last command was the bucket script."""
+    return [c["id"] for c in await admin.client_list() if c["cmd"] == "evalsha"]
+
+
+async def test_a_killed_script_connection_fails_one_call_at_most_and_is_replaced(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "redis")
+    client, admin = aioredis.from_url(server.url), aioredis.from_url(server.url)
+    try:
+        buckets = RedisBuckets(client, "t:")
+        for _ in range(3):
+            await buckets.take("k", 1, 10, 60_000, now_ms=T0)
+        (kept,) = await _script_connections(admin)  # three calls, one connection
+        await admin.client_kill_filter(_id=kept)
+        try:
+            after = await buckets.take("k", 1, 10, 60_000, now_ms=T0)
+        except REDIS_ERRORS:
+            after = await buckets.take("k", 1, 10, 60_000, now_ms=T0)
+        assert after.remaining == 6  # a failed call took nothing: 10 - 3 - 1
+        assert await _script_connections(admin) not in ([], [kept])
+    finally:
+        await client.aclose()
+        await admin.aclose()
+        server.stop()
+
+
+async def test_a_call_cancelled_on_the_kept_connection_leaves_no_reply_for_the_next(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "redis")
+    client = aioredis.from_url(server.url)
+    try:
+        buckets = RedisBuckets(client, "t:")
+        await buckets.take("warm", 1, 10, 60_000, now_ms=T0)
+        server.pause()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await buckets.take("late", 3, 10, 60_000, now_ms=T0)
+        server.resume()
+        # The late call's reply, if Redis made one, must not be read as this call's.
+        decision = await buckets.take("next", 1, 100, 60_000, now_ms=T0)
+        assert decision.remaining == 99
+    finally:
+        server.resume()
+        await client.aclose()
+        server.stop()
+
+
+async def test_calls_made_while_one_is_out_take_another_connection_and_stay_exact(
+    redis: aioredis.Redis, buckets: RedisBuckets
+) -> None:
+    await buckets.take("warm", 0, 100, 60_000, now_ms=T0)  # the kept connection, taken
+    # Six: the fixture's client has eight connections, one of them kept by ``buckets``. Each
+    # client its own cost, so an answer read by the wrong call shows.
+    decided = await asyncio.gather(*(buckets.take(f"together-{n}", n, 100, 60_000, now_ms=T0) for n in range(6)))
+    assert [d.remaining for d in decided] == [100 - n for n in range(6)]
