@@ -62,7 +62,7 @@ from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpu
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import metric, scrape, scrape_sync
 from benchmarks.kit.stack import RedisClusterServers
-from benchmarks.kit.wrk import WrkRun, run_wrk
+from benchmarks.kit.wrk import WrkRun, many_clients_lua, run_wrk
 from catalog.processes import stop_process
 from catalog.redis_client import slot_of
 from proxy.ratelimit.limiter import LEASE_SECONDS
@@ -70,15 +70,6 @@ from proxy.ratelimit.script import bucket_key
 
 GOAL = 0.85
 CLIENTS = 10_000
-# A random client per request, as a trusted proxy in front would report it.
-MANY_CLIENTS_LUA = f"""
-math.randomseed(42)
-request = function()
-  local n = math.random(0, {CLIENTS - 1})
-  local address = string.format("10.%d.%d.%d", math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-  return wrk.format(nil, nil, {{["X-Forwarded-For"] = address}})
-end
-"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,7 +141,7 @@ def _measure(
     pids = {off: children[-2].pid, on: children[-1].pid}
     env_of = {off: off_env, on: on_env}
     script = catalog.workdir / "many_clients.lua"
-    script.write_text(MANY_CLIENTS_LUA)
+    script.write_text(many_clients_lua(CLIENTS))
     targets = {
         "limiter off": (off, None),
         "limiter on, one client": (on, None),

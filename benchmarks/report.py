@@ -97,6 +97,13 @@ BENCHES = [
         300,
     ),
     Bench(
+        "ratelimit-phases",
+        "the limiter with many clients: a round's cold start and its warm rest, against off, by clients",
+        ["-m", "benchmarks.ratelimit_phases"],
+        ["-m", "benchmarks.ratelimit_phases", "--clients", "1,10000", "--rounds", "1", "--seconds", "2"],
+        600,
+    ),
+    Bench(
         "cache-cluster",
         "cache throughput and hit ratio under churn, Redis Cluster against one Redis",
         ["-m", "benchmarks.cache", "--only", "cluster", "--products", "5000"],

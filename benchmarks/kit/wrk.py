@@ -16,6 +16,20 @@ from benchmarks.kit.processes import pinned
 WRK_CONNECTIONS = 50
 
 
+def many_clients_lua(clients: int) -> str:
+    """A wrk script sending each request from a random one of ``clients`` clients, as a trusted
+    proxy in front would report it: ``X-Forwarded-For: 10.a.b.c`` (the n-th client's address,
+    seeded, so every run draws the same sequence)."""
+    return f"""
+math.randomseed(42)
+request = function()
+  local n = math.random(0, {clients - 1})
+  local address = string.format("10.%d.%d.%d", math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  return wrk.format(nil, nil, {{["X-Forwarded-For"] = address}})
+end
+"""
+
+
 @dataclass(frozen=True)
 class WrkRun:
     """What one wrk run measured."""
