@@ -29,11 +29,16 @@ requests go to the proxy without its cache and to **the floor under a miss**: ba
 client session and answer the engine's bytes — on a ``web.Application``, on aiohttp's low-level
 ``web.Server``, and on an application making the miss's two Redis round trips with redis-py (the
 cache's own read-or-lock and fill scripts) — what any aiohttp (+ redis-py) proxy pays before its
-own code. Each server's added p50/p99 over the engine, its on-CPU µs per request and (under the
-call counter, ``benchmarks/kit/counting.py``) its Python calls per request are reported, and the
-proxy's against the floor doing the same round trips (no cache: the bare forwarder; cache on:
-the forwarder + Redis) as ratios. Servers listen on 127.0.0.1 and are stopped on exit; the loops
-are bounded by ``--rounds``.
+own code — and the same two forwarders written in Go (``benchmarks/kit/goforwarder/``: net/http
+server and client, go-redis, the same scripts and keys), the floor of a proxy that is not Python,
+the remedy the floor's cost pointed at, measured instead of named (built with ``go build`` when
+the bench starts; without ``go``, or if the build fails, the bench says so and goes on without
+them). Each forwarder is checked to answer the engine's very bytes before the timing. Each
+server's added p50/p99 over the engine, its on-CPU µs per request and (under the call counter,
+``benchmarks/kit/counting.py``; not the Go ones) its Python calls per request are reported, and
+the proxy's against the floor doing the same round trips (no cache: the bare forwarder; cache on:
+the forwarder + Redis; each in Python and in Go) as ratios. Servers listen on 127.0.0.1 and are
+stopped on exit; the loops are bounded by ``--rounds``.
 """
 
 from __future__ import annotations
@@ -58,7 +63,14 @@ from multidict import MultiDict
 
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.counting import Calls, counting
-from benchmarks.kit.forwarder import request_target, start_forwarder, write_bodies
+from benchmarks.kit.forwarder import (
+    GoUnavailable,
+    build_go_forwarder,
+    request_target,
+    start_forwarder,
+    start_go_forwarder,
+    write_bodies,
+)
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import BIG_BUCKET, free_port, start_server, tree_sched_times
 from benchmarks.kit.profiling import available, sampling, summarise, summary
@@ -433,6 +445,7 @@ def profile_misses(proxies: dict[str, tuple[str, int]], requests: int, keep: Pat
 COUNTED_MISSES = 200
 WARM_ROUND, WARM_MISSES = 500_000, 20  # the uncounted misses before the counted ones
 COUNTED_ROUND = 600_000
+CHECK_ROUND = 800_000  # the requests each forwarder must answer with the engine's bytes (check_forwarder)
 READY_ROUND = 900_000  # the one request a forwarder answers before it counts as started
 
 # A server of the miss run, started by a call with ``counted_to`` (a path: under the call
@@ -444,6 +457,48 @@ def proxy_at(env: dict[str, str], counted_to: Path | None = None) -> tuple[subpr
     """A 1-worker proxy of ``env`` on a free port (a :data:`Starter`)."""
     port = free_port()
     return start_proxy(env, port, counted_to), f"http://127.0.0.1:{port}"
+
+
+def go_floors(catalog: BenchCatalog, bodies: Path, search_url: str, ready: str, results: Results) -> dict[str, Starter]:
+    """The Go forwarders (:data:`GO_BARE`, :data:`GO_WITH_REDIS`) as :data:`Starter` s, built into
+    the bench's workdir; none, said in the output and the results, without ``go`` or a build (and
+    no Go + Redis on a Redis Cluster, which the Go forwarder does not speak)."""
+    try:
+        binary = build_go_forwarder(catalog.workdir)
+    except GoUnavailable as why:
+        print(f"\nGo floors: not measured ({why})")
+        results.meta["go_floors"] = f"not measured: {why}"
+        return {}
+
+    def go(counted_to: Path | None = None, **more: Any) -> tuple[subprocess.Popen[bytes], str]:
+        if counted_to is not None:
+            raise ValueError("the Go forwarder has no Python calls to count")
+        return start_go_forwarder(binary, bodies, search_url, ready, **more)
+
+    starters: dict[str, Starter] = {GO_BARE: go}
+    if catalog.urls.redis_cluster:
+        print(f"\n{GO_WITH_REDIS}: not measured (the Go forwarder speaks to one Redis, not a cluster)")
+        results.meta["go_floors"] = f"{GO_WITH_REDIS} not measured: Redis Cluster"
+    else:
+        starters[GO_WITH_REDIS] = partial(go, redis_url=catalog.urls.redis_url, prefix=f"{catalog.alias}-goforwarder:")
+    return starters
+
+
+async def check_forwarder(label: str, url: str, search_url: str) -> None:
+    """Raise unless the forwarder at ``url`` answers each request of :data:`CHECK_ROUND` with the
+    very bytes the engine answers its body with: a floor must do the proxy's work, not less."""
+    async with aiohttp.ClientSession() as session:
+        for path, params, body in _miss_requests(CHECK_ROUND):
+            async with session.post(search_url, data=body, headers={"Content-Type": "application/json"}) as answer:
+                engine = await answer.read()
+            async with session.get(url + path, params=params) as answer:
+                forwarded = await answer.read()
+                status = answer.status
+            if status != 200 or forwarded != engine:
+                raise RuntimeError(
+                    f"{label} answered {path} {params} with {status}, {len(forwarded)} bytes, not the engine's "
+                    f"{len(engine)} bytes"
+                )
 
 
 def count_misses(servers: dict[str, Starter], workdir: Path, results: Results) -> dict[str, Calls]:
@@ -489,8 +544,18 @@ def count_misses(servers: dict[str, Starter], workdir: Path, results: Results) -
 BARE = "bare forwarder (web.Application)"
 WITH_REDIS = "forwarder + Redis (web.Application)"
 LOW_LEVEL = "bare forwarder (low-level web.Server)"
+# The same two in Go (net/http, go-redis): what the proxy's floor would be were it not Python.
+GO_BARE = "Go bare forwarder (net/http)"
+GO_WITH_REDIS = "Go forwarder + Redis (net/http, go-redis)"
 NO_CACHE = "proxy, no cache"
-FLOOR_OF = {BARE: NO_CACHE, WITH_REDIS: "miss, limiter off", LOW_LEVEL: NO_CACHE}
+FLOOR_OF = {
+    BARE: NO_CACHE,
+    WITH_REDIS: "miss, limiter off",
+    LOW_LEVEL: NO_CACHE,
+    GO_BARE: NO_CACHE,
+    GO_WITH_REDIS: "miss, limiter off",
+}
+PYTHON_PEER = {GO_BARE: BARE, GO_WITH_REDIS: WITH_REDIS}  # the Python forwarder doing the same work
 
 
 def record_floors(results: Results, samples: dict[str, list[float]], calls: dict[str, Calls]) -> None:
@@ -505,15 +570,29 @@ def record_floors(results: Results, samples: dict[str, list[float]], calls: dict
     def counted(label: str) -> Calls | None:
         return calls.get(f"proxy, {label[6:]}" if label.startswith("miss, ") else label)
 
+    floors = {floor: proxy for floor, proxy in FLOOR_OF.items() if floor in samples}  # the Go ones may be absent
     print(f"\nthe floor under a miss, same rounds ({len(direct)} requests each):")
-    print(f"{'':<40}{'added p50':>11}{'added p99':>11}{'CPU µs/req':>12}{'calls/req':>11}")
-    for label in (NO_CACHE, "miss, limiter off", "miss, limiter on", *FLOOR_OF):
+    print(f"{'':<44}{'added p50':>11}{'added p99':>11}{'CPU µs/req':>12}{'calls/req':>11}")
+    for label in (NO_CACHE, "miss, limiter off", "miss, limiter on", *floors):
         counts = counted(label)
         print(
-            f"{label:<40}{added(label, 50):>+11.2f}{added(label, 99):>+11.2f}{samples[label + ' cpu'][0]:>12.0f}"
+            f"{label:<44}{added(label, 50):>+11.2f}{added(label, 99):>+11.2f}{samples[label + ' cpu'][0]:>12.0f}"
             + (f"{counts.total:>11.0f}" if counts is not None else f"{'—':>11}")
         )
-    for floor, proxy in FLOOR_OF.items():
+    for go, python in PYTHON_PEER.items():
+        if go not in samples:
+            continue
+        results.add(
+            f"cache miss floor: {go}, added p50 over the engine against {python}",
+            added(go, 50),
+            "ms",
+            baseline=added(python, 50),
+            baseline_label=f"{python}, added p50 over the engine, same rounds",
+            notes=f"added p99 {added(go, 99):+.2f} ms against {added(python, 99):+.2f} ms; CPU per request "
+            f"{samples[go + ' cpu'][0]:.0f} µs (all threads) against {samples[python + ' cpu'][0]:.0f} µs; the proxy "
+            f"({FLOOR_OF[go]}) added {added(FLOOR_OF[go], 50):+.2f} ms in the same rounds",
+        )
+    for floor, proxy in floors.items():
         shown = "proxy, cache on, limiter off" if proxy == "miss, limiter off" else proxy
         results.add(
             f"cache miss floor: {shown}, added p50 against {floor}",
@@ -521,9 +600,7 @@ def record_floors(results: Results, samples: dict[str, list[float]], calls: dict
             "ms",
             baseline=added(floor, 50),
             baseline_label=f"{floor}, added p50 over the engine, same rounds",
-            notes=f"added p99 {added(proxy, 99):+.2f} ms against {added(floor, 99):+.2f} ms; the forwarder: an aiohttp "
-            "server POSTing the proxy's engine body with one aiohttp ClientSession and answering the engine's bytes"
-            + (", with the miss's two Redis EVALSHAs (redis-py)" if floor == WITH_REDIS else ""),
+            notes=f"added p99 {added(proxy, 99):+.2f} ms against {added(floor, 99):+.2f} ms; " + _forwarder_note(floor),
         )
         results.add(
             f"cache miss floor: {shown}, CPU per request against {floor}",
@@ -546,6 +623,20 @@ def record_floors(results: Results, samples: dict[str, list[float]], calls: dict
                 notes="counted (cProfile), not timed; the forwarder's by part: "
                 + ", ".join(f"{part} {n:.0f}" for part, n in theirs.by_part().items() if n >= 0.5),
             )
+
+
+def _forwarder_note(floor: str) -> str:
+    """What the forwarder ``floor`` is, for a figure's notes."""
+    redis = floor in (WITH_REDIS, GO_WITH_REDIS)
+    if floor in PYTHON_PEER:
+        return (
+            "the forwarder: a Go net/http server POSTing the proxy's engine body with one keep-alive http.Client "
+            "and answering the engine's bytes" + (", with the miss's two Redis EVALSHAs (go-redis)" if redis else "")
+        )
+    return (
+        "the forwarder: an aiohttp server POSTing the proxy's engine body with one aiohttp ClientSession and answering "
+        "the engine's bytes" + (", with the miss's two Redis EVALSHAs (redis-py)" if redis else "")
+    )
 
 
 def report(label: str, samples: dict[str, list[float]]) -> None:
@@ -926,10 +1017,11 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
             }
         bodies = catalog.workdir / "forwarded.json"
         sent_rounds = [*range(args.rounds + 2), *_miss_rounds(WARM_ROUND, WARM_MISSES)]
-        sent_rounds += [*_miss_rounds(COUNTED_ROUND, COUNTED_MISSES), READY_ROUND]
+        sent_rounds += [*_miss_rounds(COUNTED_ROUND, COUNTED_MISSES), CHECK_ROUND, READY_ROUND]
         write_bodies(bodies, [request for n in sent_rounds for request in _miss_requests(n)])
         ready = request_target(*_miss_requests(READY_ROUND)[0][:2])
-        forwarding = partial(start_forwarder, bodies, f"{replay_url}/{alias}/_search", ready)
+        search_url = f"{replay_url}/{alias}/_search"
+        forwarding = partial(start_forwarder, bodies, search_url, ready)
         floors: dict[str, Starter] = {
             BARE: forwarding,
             WITH_REDIS: partial(
@@ -938,9 +1030,11 @@ def _measure(catalog: BenchCatalog, args: argparse.Namespace, results: Results) 
             LOW_LEVEL: partial(forwarding, low_level=True),
         }
         timed: dict[str, Starter] = {f"miss, {label}": partial(proxy_at, e) for label, e in cached.items()}
-        for label, start in (timed | floors).items():
+        for label, start in (timed | floors | go_floors(catalog, bodies, search_url, ready, results)).items():
             proc, url = start(counted_to=None)
             children.append(proc)
+            if label not in timed:
+                asyncio.run(check_forwarder(label, url, search_url))
             targets[label] = (url, "MISS" if label in timed else None)
             pids[label] = proc.pid
         counted: dict[str, Starter] = {NO_CACHE: partial(proxy_at, {**env, "ELASTICSEARCH_NODE": replay_url})}

@@ -1,6 +1,7 @@
 """The benchmarks' kit: the one percentile (nearest rank, a stated answer for no samples), the
 report's rule for a busy machine, CPU read from /proc, the call counter, and the bare forwarder
-(real servers: a stdlib HTTP engine, the forwarder's own process, a real Redis)."""
+and the Go one (real servers: a stdlib HTTP engine, the forwarder's own process, a real Redis; the
+Go forwarder built with the installed ``go``)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ import pytest
 import redis
 
 from benchmarks.kit.counting import Calls, counting
-from benchmarks.kit.forwarder import request_target, start_forwarder, write_bodies
+from benchmarks.kit.forwarder import (
+    build_go_forwarder,
+    request_target,
+    start_forwarder,
+    start_go_forwarder,
+    write_bodies,
+)
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import (
     core_times,
@@ -336,26 +343,34 @@ def _get(url: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-@pytest.mark.parametrize("kind", ["app", "low-level", "redis"])
+@pytest.fixture(scope="module")
+def go_forwarder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go forwarder, built once (a few seconds with Go's build cache warm)."""
+    return build_go_forwarder(tmp_path_factory.mktemp("go"))
+
+
+@pytest.mark.parametrize("kind", ["app", "low-level", "redis", "go", "go-redis"])
 def test_the_forwarder_answers_the_engines_bytes_for_the_body_it_was_given(
-    kind: str, engine: str, tmp_path: Path
+    kind: str, engine: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Each GET is forwarded as the engine body written for its target, and answered with the
     engine's bytes for that body; a target it was not given is a 404. With Redis, the miss's
-    fill lands in Redis after the answer: the round trips were made."""
+    fill lands in Redis after the answer: the round trips were made. The Go forwarder alike."""
     bodies = tmp_path / "bodies.json"
     write_bodies(bodies, FORWARDED)
     targets = [request_target(path, params) for path, params, _ in FORWARDED]
-    redis_server = start_redis(tmp_path / "redis") if kind == "redis" else None
+    redis_server = start_redis(tmp_path / "redis") if kind.endswith("redis") else None
     try:
-        proc, base = start_forwarder(
-            bodies,
-            engine,
-            targets[0],
-            redis_url=redis_server.url if redis_server is not None else None,
-            prefix="t-forwarder:",
-            low_level=kind == "low-level",
-        )
+        redis_url = redis_server.url if redis_server is not None else None
+        if kind.startswith("go"):
+            binary = request.getfixturevalue("go_forwarder")  # built only when a Go case runs
+            proc, base = start_go_forwarder(
+                binary, bodies, engine, targets[0], redis_url=redis_url, prefix="t-forwarder:"
+            )
+        else:
+            proc, base = start_forwarder(
+                bodies, engine, targets[0], redis_url=redis_url, prefix="t-forwarder:", low_level=kind == "low-level"
+            )
         try:
             for target, (_, _, body) in zip(targets, FORWARDED, strict=True):
                 assert _get(base + target) == (200, _engine_answer(body))

@@ -17,6 +17,12 @@ call, the fill EVALSHA once the answer is sent. No parameters parsed, no query b
 shaped, no metrics, no middleware: what is left is aiohttp's server and client (and redis-py), so
 its added latency over the engine is the floor a proxy built on them cannot go under.
 
+The **Go forwarder** (``benchmarks/kit/goforwarder/main.go``; :func:`build_go_forwarder`,
+:func:`start_go_forwarder`) does the same with Go's net/http server and client and go-redis: the
+floor a proxy that is not Python would stand on, measured beside the Python one. Its Redis round
+trips run the scripts and keys of ``proxy.cache`` that :func:`write_plan` hands it (the Lua and the
+key format stay defined once, in Python); one Redis only, no cluster.
+
 Never imports a bench; listens on 127.0.0.1 only.
 """
 
@@ -25,10 +31,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -38,7 +46,8 @@ import uvloop
 from aiohttp import web
 from yarl import URL
 
-from benchmarks.kit.processes import free_port, start_server
+from benchmarks.kit.processes import free_port, spawn, start_server, wait_answering
+from catalog.processes import stop_process
 from catalog.redis_client import RedisClient, open_redis
 from proxy.cache.keys import digest, fills_channel, lock_key, storage_key
 from proxy.cache.l2 import FILL_SCRIPT, READ_OR_LOCK_SCRIPT
@@ -177,6 +186,84 @@ def start_forwarder(
         module.append("--low-level")
     base = f"http://127.0.0.1:{port}"
     return start_server(module, base + ready_target, counted_to=counted_to, timeout=30), base
+
+
+GO_SOURCE = Path(__file__).with_name("goforwarder")
+GO_BUILD_TIMEOUT_S = 300  # a first build downloads go-redis from the module proxy: ~25 s here
+
+
+class GoUnavailable(Exception):
+    """No Go forwarder to time (no ``go`` on PATH, or ``go build`` failed): the bench goes on
+    without its floors and says why."""
+
+
+def build_go_forwarder(workdir: Path) -> Path:
+    """The Go forwarder built into ``workdir``: its binary. Raises :class:`GoUnavailable` with a
+    one-line reason."""
+    go = shutil.which("go")
+    if go is None:
+        raise GoUnavailable("no `go` on PATH")
+    binary = workdir / "goforwarder"
+    # go.sum pins the modules; GOTOOLCHAIN=local: the installed Go, never a toolchain download.
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    command = [go, "build", "-o", str(binary), "."]
+    try:
+        built = subprocess.run(
+            command, cwd=GO_SOURCE, env=env, capture_output=True, text=True, timeout=GO_BUILD_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired as timeout:
+        raise GoUnavailable(f"go build took over {GO_BUILD_TIMEOUT_S} s") from timeout
+    if built.returncode != 0:
+        raise GoUnavailable("go build failed: " + (built.stderr.strip().splitlines() or ["(no output)"])[-1])
+    return binary
+
+
+def write_plan(file: Path, targets: Iterable[str], prefix: str) -> None:
+    """What the Go forwarder's Redis round trips need, from ``proxy.cache``: both scripts' text,
+    their constant arguments, the fills channel and each target's (storage key, lock key,
+    digest) under ``prefix`` — the arguments this module's forwarder sends."""
+    keys = {}
+    for target in targets:
+        key_digest = digest(target)
+        keys[target] = [storage_key(prefix, key_digest), lock_key(prefix, key_digest), key_digest]
+    plan = {
+        "read_or_lock": READ_OR_LOCK_SCRIPT,
+        "fill": FILL_SCRIPT,
+        "young_s": YOUNG_S,
+        "lock_ms": LOCK_MS,
+        "keep_ms": KEEP_MS,
+        "channel": fills_channel(prefix),
+        "keys": keys,
+    }
+    file.write_bytes(orjson.dumps(plan))
+
+
+def start_go_forwarder(
+    binary: Path,
+    bodies: Path,
+    search_url: str,
+    ready_target: str,
+    *,
+    redis_url: str | None = None,
+    prefix: str = "goforwarder:",
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The Go forwarder (:func:`build_go_forwarder`) in its own process and its base URL, once
+    it has forwarded ``ready_target``; with ``redis_url``, making a miss's two Redis round trips
+    (its plan written next to ``bodies``)."""
+    port = free_port()
+    command = [str(binary), "--search-url", search_url, "--port", str(port)]
+    if redis_url is not None:
+        plan = bodies.with_name(f"{bodies.stem}-plan.json")
+        write_plan(plan, orjson.loads(bodies.read_bytes()), prefix)
+        command += ["--redis", redis_url, "--plan", str(plan)]
+    proc = spawn([*command, str(bodies)])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_answering(base + ready_target, proc, timeout=30)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, base
 
 
 # The proxy's two GET routes the forwarder's app answers (the bench's miss requests use both).
