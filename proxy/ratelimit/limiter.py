@@ -62,8 +62,12 @@ Fallback = Literal["local", "open", "closed"]
 FALLBACKS: Final = get_args(Fallback)
 
 # What a worker remembers per client, at most, in bytes: identities, leases, fallback buckets.
-IDENTITIES_MAX_BYTES: Final = 4 << 20
-LEASES_MAX_BYTES: Final = 8 << 20
+# An identity is ~380 bytes and a lease ~260 as counted: 4 MiB held ~11,000 identities, and with
+# 30,000 clients nearly every request worked its identity out again, and leases began to go too
+# (the limiter at 0.48-0.51 x off, against 0.75 with 10,000; benchmarks/ratelimit_phases.py,
+# 2026-12-06). 16 MiB each hold ~44,000 identities and ~64,000 leases.
+IDENTITIES_MAX_BYTES: Final = 16 << 20
+LEASES_MAX_BYTES: Final = 16 << 20
 LOCAL_BUCKETS_MAX_BYTES: Final = 8 << 20
 # Longer X-Forwarded-For values are read each time, never remembered (a real chain is < 100).
 MAX_REMEMBERED_FORWARDED_CHARS: Final = 256
