@@ -1,6 +1,6 @@
 """Benchmark: what the rate limiter costs on the proxy's hottest path, a cache hit.
 
-    python -m benchmarks.ratelimit [--products 2000] [--rounds 3] [--seconds 8] [--cluster]
+    python -m benchmarks.ratelimit [--products 2000] [--rounds 3] [--seconds 8] [--cluster] [--go]
 
 One run, one machine: a 1-worker proxy with rate limiting off, and the same with it on (a
 bucket too large to run dry, so every answer is a 200), serving one cached search to ``wrk``
@@ -18,6 +18,19 @@ adds. Goal (issue 10): on ≥ 0.85 × off. Redis (and each cluster node) runs on
 every run, limiter on and off alike: in production it has a machine of its own, and on the
 proxy's core its work for the limiter was charged to the proxy (issue 24); ``--redis-beside-proxy``
 leaves it unpinned, as the figures before 2026-12-06's second run were taken.
+
+``--go`` (issue 24) adds, in the same alternating rounds on the same Redis, a Go server doing the
+same work (``benchmarks/kit/goforwarder/hits.go``, net/http + go-redis): the proxy's answer to the
+hot search as fixed bytes, limiter off, and limiter on as ``proxy.ratelimit`` does it — identity
+from a trusted peer's ``X-Forwarded-For``, remembered; leases of 5 % answering a client's next
+requests for 10 s; cold decisions in batches of the same Lua script, on the same keys; the five
+rate-limit headers — every term from the proxy's own settings and modules
+(``benchmarks.kit.gohits.write_hit_plan``, which lists where it differs). Pinned to the proxy's
+core with ``GOMAXPROCS=1``: one core, as the 1-worker proxy has. Its ratio on ÷ off (one client,
+10,000 clients) and its CPU per answer are what "a limiter that is not Python" would cost, measured
+beside the proxy's. Before timing, each Go server must answer the proxy's bytes, and the limited one
+its headers and a bucket in Redis. Without ``go`` (or if the build or that check fails) the bench
+says why, records it, and goes on without them.
 
 ``--profile DIR`` (issue 24): after the rounds, one more wrk run per proxy with py-spy sampling
 it (``benchmarks/kit/profiling.py``): the raw samples of each in DIR (speedscope.app reads them), and
@@ -49,15 +62,19 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
+import redis
 
 from benchmarks.kit import profiling
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
 from benchmarks.kit.cluster import on_cluster, redis_cluster, redis_work
 from benchmarks.kit.counting import Calls, counting
+from benchmarks.kit.forwarder import GoUnavailable, build_go_forwarder
+from benchmarks.kit.gohits import proxy_answer, start_go_hits, write_hit_plan
 from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy, tree_cpu_seconds
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import metric, scrape, scrape_sync
@@ -65,8 +82,11 @@ from benchmarks.kit.stack import RedisClusterServers
 from benchmarks.kit.wrk import WrkRun, many_clients_lua, run_wrk
 from catalog.processes import stop_process
 from catalog.redis_client import slot_of
+from proxy.ratelimit.bucket import Bucket, Decision
+from proxy.ratelimit.headers import rate_limit_headers
 from proxy.ratelimit.limiter import LEASE_SECONDS
 from proxy.ratelimit.script import bucket_key
+from proxy.settings import ProxySettings
 
 GOAL = 0.85
 CLIENTS = 10_000
@@ -81,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the figures here (benchmarks/report.py reads them)")
     parser.add_argument("--cluster", action="store_true", help="also on a Redis Cluster, and a primary's failover")
+    parser.add_argument(
+        "--go",
+        action="store_true",
+        help="also a Go server doing the same work, limiter off and on, in the same rounds (needs go)",
+    )
     parser.add_argument(
         "--redis-beside-proxy",
         action="store_true",
@@ -139,6 +164,7 @@ def _measure(
     off = start_hot_proxy(off_env, server_cpu, children)
     on = start_hot_proxy(on_env, server_cpu, children)
     pids = {off: children[-2].pid, on: children[-1].pid}
+    go = _start_go(catalog, off, off_env, on_env, server_cpu, results) if args.go else None
     env_of = {off: off_env, on: on_env}
     script = catalog.workdir / "many_clients.lua"
     script.write_text(many_clients_lua(CLIENTS))
@@ -162,16 +188,39 @@ def _measure(
             f"Redis Cluster: limiter off, {CLIENTS:,} clients": (cluster_off, script),
             f"Redis Cluster: limiter on, {CLIENTS:,} clients": (cluster_on, script),
         }
-    runs: dict[str, list[WrkRun]] = {name: [] for name in targets}
+    timed = dict(targets)
+    if go is not None:
+        (go_off, go_on), go_pids = go
+        pids |= go_pids
+        timed |= {
+            f"{GO}limiter off": (go_off, None),
+            f"{GO}limiter on, one client": (go_on, None),
+            f"{GO}limiter off, {CLIENTS:,} clients": (go_off, script),
+            f"{GO}limiter on, {CLIENTS:,} clients": (go_on, script),
+        }
+    redis_nodes = {
+        name: [node.url for node in cluster.nodes]
+        if cluster is not None and name.startswith("Redis Cluster")
+        else [catalog.urls.redis_url]
+        for name in timed
+    }
+    runs: dict[str, list[WrkRun]] = {name: [] for name in timed}
     # The proxy's own CPU per answer (its process tree's, from /proc): on a machine shared with
     # other work, req/s tells how much CPU the proxy got as much as what it costs; this does not.
-    cpu_us: dict[str, list[float]] = {name: [] for name in targets}
+    cpu_us: dict[str, list[float]] = {name: [] for name in timed}
+    # The limited many clients' runs: decisions in Redis and the script calls that carried them.
+    decided: dict[str, list[tuple[int, int]]] = {}
     for _ in range(args.rounds):
-        for name, (base, lua) in targets.items():
+        for name, (base, lua) in timed.items():
+            counted = lua is not None and "limiter on" in name
+            work_before = redis_work(redis_nodes[name]) if counted else None
             cpu_before = tree_cpu_seconds(pids[base])
             run = run_wrk(base + HOT_URL, args.seconds, wrk_cpu, lua)
             cpu_us[name].append((tree_cpu_seconds(pids[base]) - cpu_before) / max(run.requests, 1) * 1e6)
             runs[name].append(run)
+            if work_before is not None:
+                _, evalsha, decisions = redis_work(redis_nodes[name])
+                decided.setdefault(name, []).append((decisions - work_before[2], evalsha - work_before[1]))
     print(
         f"\n{'GET ' + HOT_URL + ' (cache hit), 1 worker, wrk -c50':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
         f" {'CPU us/req':>10}"
@@ -184,11 +233,12 @@ def _measure(
         problems = "; ".join(r.problems for r in rs if r.problems)
         print(f"{name:<44} {median[name]:>9,.0f} {p50:>8.2f} {p99:>8.2f} {cpu[name]:>10.1f} {problems}")
     print()
-    for name in targets:
-        # Each "on" against the "off" on the same Redis (one server, or the cluster).
+    for name in timed:
+        # Each "on" against the "off" on the same Redis (one server, or the cluster), Go against Go.
         off_name = _off_name(name)
         if name == off_name:
             continue
+        is_go = name.startswith(GO)
         base_p50 = statistics.median(r.p50_ms for r in runs[off_name])
         base_p99 = statistics.median(r.p99_ms for r in runs[off_name])
         ratio = median[name] / median[off_name]
@@ -196,46 +246,55 @@ def _measure(
         added99 = statistics.median(r.p99_ms for r in runs[name]) - base_p99
         met = "met" if ratio >= GOAL else "NOT met"
         by_cpu = cpu[off_name] / cpu[name]  # the throughput the proxy's CPU allows, on / off
+        in_redis = ""
+        if name in decided:
+            in_redis = (
+                f"; {statistics.median(d for d, _ in decided[name]):,.0f} decisions in Redis in "
+                f"{statistics.median(c for _, c in decided[name]):,.0f} EVALSHA per run (median)"
+            )
+        server = "the Go server's" if is_go else "the proxy's"
         print(
             f"{name}: {ratio:.2f} x off (goal >= {GOAL}: {met}); adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms;"
-            f" by the proxy's CPU per answer: {by_cpu:.2f} x off ({cpu[name]:.1f} against {cpu[off_name]:.1f} us)"
+            f" by {server} CPU per answer: {by_cpu:.2f} x off ({cpu[name]:.1f} against {cpu[off_name]:.1f} us)"
+            + in_redis
         )
+        # The Go server's figures are the issue's question ("a limiter that is not Python"), not
+        # the proxy's goal: no goal is claimed for them.
+        build = "Go server" if is_go else "proxy build"
         results.add(
             f"cache-hit throughput, {name}",
             median[name],
             "req/s",
             baseline=median[off_name],
-            baseline_label=f"{off_name}, same proxy build",
-            goal=f"≥ {GOAL} × off",
-            met=ratio >= GOAL,
-            notes=f"adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; {args.rounds} x {args.seconds} s, alternating; "
-            + ("Redis on wrk's core" if pinned_redis else "Redis unpinned"),
+            baseline_label=f"{off_name}, same {build}",
+            goal="" if is_go else f"≥ {GOAL} × off",
+            met=None if is_go else ratio >= GOAL,
+            notes=(GO_NOTE if is_go else "")
+            + f"adds p50 {added50:+.2f} ms, p99 {added99:+.2f} ms; {args.rounds} x {args.seconds} s, alternating; "
+            + ("Redis on wrk's core" if pinned_redis else "Redis unpinned")
+            + in_redis,
         )
         results.add(
-            f"proxy CPU per cache hit, {name}",
+            f"{'Go server' if is_go else 'proxy'} CPU per cache hit, {name}",
             cpu[name],
             "µs",
             baseline=cpu[off_name],
-            baseline_label=f"{off_name}, same proxy build",
+            baseline_label=f"{off_name}, same {build}",
             ratio=by_cpu,  # as the throughput ratio: off's CPU per answer ÷ on's
-            goal=f"off ÷ on ≥ {GOAL}",
-            met=by_cpu >= GOAL,
-            notes="the proxy's process tree's CPU over the answers it gave (median of the rounds): what the "
-            "limiter costs the proxy, whatever CPU the shared machine left it",
+            goal="" if is_go else f"off ÷ on ≥ {GOAL}",
+            met=None if is_go else by_cpu >= GOAL,
+            notes=f"{server} process tree's CPU over the answers it gave (median of the rounds): what the "
+            f"limiter costs {'it' if is_go else 'the proxy'}, whatever CPU the shared machine left it",
         )
     pinning = f"proxy on CPU {server_cpu}, wrk on CPU {wrk_cpu}" if server_cpu is not None else "not pinned"
     if pinned_redis:
         pinning += f"; Redis ({len(pinned_redis)} redis-server) on CPU {redis_cpu} with wrk, for every run"
     else:
         pinning += "; Redis unpinned (shares the proxy's core)"
+    if go is not None:
+        pinning += "; the Go hit servers on the proxy's CPU, GOMAXPROCS=1"
     results.meta["load"] = f"1-worker proxies, wrk -t1 -c50 on {HOT_URL}; {pinning}"
     print(results.meta["load"])
-    redis_nodes = {
-        name: [node.url for node in cluster.nodes]
-        if cluster is not None and name.startswith("Redis Cluster")
-        else [catalog.urls.redis_url]
-        for name in targets
-    }
     _count_calls(
         catalog, {name: (env_of[base], lua, redis_nodes[name]) for name, (base, lua) in targets.items()}, results
     )
@@ -243,6 +302,86 @@ def _measure(
         redis_of = {name: None if name.startswith("Redis Cluster") else catalog.urls.redis_url for name in targets}
         profiled = {name: (pids[base], base, lua, redis_of[name]) for name, (base, lua) in targets.items()}
         _profile(args.profile, profiled, args.seconds)
+
+
+GO = "Go: "
+GO_NOTE = (
+    "a Go server (net/http + go-redis, GOMAXPROCS=1, on the proxy's core) answering the proxy's bytes and "
+    "doing the limiter's work as proxy.ratelimit does (benchmarks/kit/goforwarder/hits.go): what a limiter "
+    "that is not Python costs, not the proxy's figure; "
+)
+# A client of the Go check, none of the wrk script's 10.x.y.z.
+GO_PROBE_CLIENT = "192.0.2.77"
+
+
+def _start_go(
+    catalog: BenchCatalog,
+    python_off: str,
+    off_env: dict[str, str],
+    on_env: dict[str, str],
+    cpu: int | None,
+    results: Results,
+) -> tuple[tuple[str, str], dict[str, int]] | None:
+    """The Go hit servers (``--go``), limiter off and on, serving the proxy's answer at
+    ``python_off``: their base URLs and pids, once each answered the proxy's bytes and the limited
+    one its rate-limit headers and a bucket in Redis. None when Go is missing, the build fails or
+    a check does: the reason printed and in ``results.meta``."""
+    reason: str | None
+    try:
+        binary = build_go_forwarder(catalog.workdir)
+    except GoUnavailable as unavailable:
+        reason = str(unavailable)
+    else:
+        body, headers = proxy_answer(python_off + HOT_URL)
+        settings = ProxySettings.from_env(on_env)
+        prefix = f"{catalog.alias}-go:"  # buckets apart from the proxy's
+        plans = [catalog.workdir / f"go-hits-{state}.json" for state in ("off", "on")]
+        write_hit_plan(plans[0], HOT_URL, body, headers, ProxySettings.from_env(off_env))
+        write_hit_plan(plans[1], HOT_URL, body, headers, settings, prefix=prefix)
+        bases: dict[str, int] = {}
+        try:
+            for plan, redis_url in zip(plans, (None, catalog.urls.redis_url), strict=True):
+                proc, base = start_go_hits(binary, plan, HOT_URL, redis_url=redis_url, cpu=cpu)
+                catalog.children.append(proc)
+                bases[base] = proc.pid
+        except RuntimeError as failed:  # it exited, or never answered
+            reason = f"the Go hit server did not start: {failed}"
+        else:
+            off, on = bases
+            key = bucket_key(prefix, "ip:" + GO_PROBE_CLIENT, settings.rate_limit_key_groups)
+            reason = _go_check(off, on, body, catalog.urls.redis_url, key)
+            if reason is None:
+                results.meta["Go hit server"] = "built, answered the proxy's bytes and decided in Redis"
+                return (off, on), bases
+    print(f"benchmarks.ratelimit: --go: no Go figures: {reason}", file=sys.stderr)
+    results.meta["Go hit server"] = f"not measured: {reason}"
+    return None
+
+
+# The rate-limit headers' names, as proxy.ratelimit.headers writes them.
+_LIMIT_HEADERS = tuple(rate_limit_headers("default", 1, 1, Decision(True, 0, 0, 0, Bucket(0.0, 0))))
+
+
+def _go_check(off: str, on: str, body: bytes, redis_url: str, key: str) -> str | None:
+    """What is wrong with the Go hit servers at ``off`` and ``on``, or None: each must answer
+    :data:`HOT_URL` 200 with the proxy's ``body``; the limited one, for a client it never saw, with
+    the rate-limit headers, after a decision in Redis (its bucket at ``key``)."""
+    for base, limited in ((off, False), (on, True)):
+        headers = {"X-Forwarded-For": GO_PROBE_CLIENT} if limited else {}
+        request = urllib.request.Request(base + HOT_URL, headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, answered, sent = response.status, response.read(), response.headers
+        if status != 200 or answered != body:
+            return f"the Go server at {base} answered {status} with {len(answered)} bytes, not the proxy's {len(body)}"
+        missing = [name for name in _LIMIT_HEADERS if name not in sent]
+        if limited and missing:
+            return f"the limited Go server's answer lacks {', '.join(missing)}"
+        if not limited and len(missing) != len(_LIMIT_HEADERS):
+            return "the Go server without the limiter sent rate-limit headers"
+    with redis.Redis.from_url(redis_url, socket_timeout=5) as client:
+        if not client.exists(key):
+            return f"no bucket at {key} after the limited Go server's answer"
+    return None
 
 
 COUNTED_SECONDS = 2

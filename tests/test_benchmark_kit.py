@@ -1,10 +1,12 @@
 """The benchmarks' kit: the one percentile (nearest rank, a stated answer for no samples), the
-report's rule for a busy machine, CPU read from /proc, the call counter, and the bare forwarder
-and the Go one (real servers: a stdlib HTTP engine, the forwarder's own process, a real Redis; the
-Go forwarder built with the installed ``go``)."""
+report's rule for a busy machine, CPU read from /proc, the call counter, the bare forwarder and
+the Go one, and the Go hit server with the rate limiter (real servers: a stdlib HTTP engine, the
+forwarder's own process, a real Redis, the proxy's own Limiter beside the Go one; the Go binary
+built with the installed ``go``)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.server
 import math
@@ -16,11 +18,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.forwarder import (
@@ -30,8 +34,10 @@ from benchmarks.kit.forwarder import (
     start_go_forwarder,
     write_bodies,
 )
+from benchmarks.kit.gohits import start_go_hits, write_hit_plan
 from benchmarks.kit.percentile import percentile
 from benchmarks.kit.processes import (
+    HOT_URL,
     core_times,
     cores_used_outside,
     listening_pids,
@@ -44,8 +50,17 @@ from benchmarks.kit.results import NOT_CLAIMED, busy, verdict_of
 from benchmarks.kit.stack import free_port
 from benchmarks.kit.streams import lag_recovery
 from catalog.processes import stop_process
+from catalog.redis_client import open_redis
 from devstack.servers import start_redis
 from proxy.cache.keys import digest, storage_key
+from proxy.middleware.ratelimit import admission_headers
+from proxy.ratelimit.bucket import Bucket, Decision, take
+from proxy.ratelimit.costs import cost_of
+from proxy.ratelimit.headers import rate_limit_headers
+from proxy.ratelimit.identity import KeyLimit
+from proxy.ratelimit.limiter import LEASE_SHARE, Limiter
+from proxy.ratelimit.script import RedisBuckets, bucket_key
+from proxy.settings import ProxySettings
 
 
 def test_no_samples_give_nan_whatever_the_percentile() -> None:
@@ -388,3 +403,137 @@ def test_the_forwarder_answers_the_engines_bytes_for_the_body_it_was_given(
     finally:
         if redis_server is not None:
             redis_server.stop()
+
+
+# --- the Go hit server with the rate limiter (benchmarks.ratelimit --go) ---------------------------
+
+HIT_BODY = b'{"items":[{"id":1,"title":"wand"}],"total":1}'
+HIT_HEADERS = [("Content-Type", "application/json; charset=utf-8"), ("ETag", '"w/1"'), ("X-Cache", "HIT")]
+GO_CAPACITY, GO_PERIOD_MS = 1_000, 60_000
+GO_CLIENTS = ["198.51.100.7", "198.51.100.8"]
+REQUESTS_PER_CLIENT = 4
+
+
+def _limited(redis_url: str) -> ProxySettings:
+    return ProxySettings.from_env(
+        {
+            "REDIS_URL": redis_url,
+            "RATE_LIMIT_ENABLED": "true",
+            "RATE_LIMIT_MAX": str(GO_CAPACITY),
+            "RATE_LIMIT_TTL": str(GO_PERIOD_MS),
+            "TRUSTED_PROXIES": "127.0.0.1/32",
+        }
+    )
+
+
+def _limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    names = rate_limit_headers("default", 1, 1, Decision(True, 0, 0, 0, Bucket(0.0, 0)))
+    return {name: headers[name] for name in names if name in headers}
+
+
+def _evalsha_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def _go_hit(url: str, client: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    request = urllib.request.Request(url, headers={} if client is None else {"X-Forwarded-For": client})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read(), dict(response.headers.items())
+
+
+async def _python_limiter_headers(settings: ProxySettings, prefix: str, clients: list[str]) -> list[dict[str, str]]:
+    """The rate-limit headers ``proxy.ratelimit``'s Limiter gives each request of ``clients``
+    (their X-Forwarded-For, from 127.0.0.1), as the fast path asks it (leased, else admit)."""
+    client = open_redis(settings.redis_url, cluster=False, max_connections=8)
+    limiter = Limiter(
+        RedisBuckets(client, prefix, settings.rate_limit_key_groups),
+        default=KeyLimit(settings.rate_limit_max, settings.rate_limit_ttl_ms),
+        keys={},
+        trusted=settings.trusted_proxies,
+        timeout=1.0,
+        fallback="closed",
+        ipv6_prefix=settings.rate_limit_ipv6_prefix,
+    )
+    cost = cost_of(settings.rate_limit_costs, "search")
+
+    async def decide(request: web.Request) -> web.Response:
+        admission = limiter.leased(request, cost) or await limiter.admit(request, cost)
+        return web.Response(headers=admission_headers(admission))
+
+    app = web.Application()
+    app.router.add_get(HOT_URL.partition("?")[0], decide)
+    answers = []
+    try:
+        async with TestClient(TestServer(app)) as http:
+            for forwarded in clients:
+                async with http.get(HOT_URL, headers={"X-Forwarded-For": forwarded}) as response:
+                    answers.append(_limit_headers(response.headers))
+    finally:
+        await limiter.close()
+        await client.aclose()
+    return answers
+
+
+def test_the_go_hit_server_limits_each_client_as_the_proxy_s_limiter_does(go_forwarder: Path, tmp_path: Path) -> None:
+    """``benchmarks.ratelimit --go`` (issue 24): a client's first request to the Go hit server is
+    one decision in Redis that leaves the bucket exactly as ``proxy.ratelimit.bucket.take`` does,
+    lease included; its next ones are the lease's (no script call, the bucket untouched); every
+    answer carries the headers ``proxy.ratelimit``'s Limiter gives the same requests. Without the
+    limiter: the plan's bytes and headers, and no rate-limit headers."""
+    server = start_redis(tmp_path / "redis")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        settings = _limited(server.url)
+        plans = tmp_path / "off.json", tmp_path / "on.json"
+        unlimited = ProxySettings.from_env({"RATE_LIMIT_ENABLED": "false"})
+        write_hit_plan(plans[0], HOT_URL, HIT_BODY, HIT_HEADERS, unlimited)
+        write_hit_plan(plans[1], HOT_URL, HIT_BODY, HIT_HEADERS, settings, prefix="t-go:")
+        bases = []
+        for plan, redis_url in zip(plans, (None, server.url), strict=True):
+            proc, base = start_go_hits(go_forwarder, plan, HOT_URL, redis_url=redis_url)
+            procs.append(proc)
+            bases.append(base)
+        off_base, on_base = bases
+
+        status, body, headers = _go_hit(off_base + HOT_URL, GO_CLIENTS[0])
+        assert (status, body) == (200, HIT_BODY)
+        assert headers["ETag"] == '"w/1"' and headers["Content-Type"] == HIT_HEADERS[0][1]
+        assert _limit_headers(headers) == {}
+
+        cost = cost_of(settings.rate_limit_costs, "search")
+        lease = GO_CAPACITY * LEASE_SHARE
+        sequence = [client for client in GO_CLIENTS for _ in range(REQUESTS_PER_CLIENT)]
+        go_headers = []
+        with redis.Redis.from_url(server.url) as client:
+            for forwarded in GO_CLIENTS:
+                key = bucket_key("t-go:", "ip:" + forwarded, settings.rate_limit_key_groups)
+                calls = _evalsha_calls(client)
+                status, body, headers = _go_hit(on_base + HOT_URL, forwarded)
+                assert (status, body) == (200, HIT_BODY)
+                go_headers.append(_limit_headers(headers))
+                assert _evalsha_calls(client) == calls + 1  # one decision in Redis
+                bucket = client.hgetall(key)
+                expected = take(None, int(bucket[b"ts"]), cost, GO_CAPACITY, GO_PERIOD_MS, lease)
+                assert expected.leased == lease
+                assert float(bucket[b"tokens"]) == expected.bucket.tokens == GO_CAPACITY - cost - lease
+                for _ in range(REQUESTS_PER_CLIENT - 1):
+                    status, body, headers = _go_hit(on_base + HOT_URL, forwarded)
+                    assert (status, body) == (200, HIT_BODY)
+                    go_headers.append(_limit_headers(headers))
+                # Leased: no script call, and the bucket as the first request left it.
+                assert _evalsha_calls(client) == calls + 1
+                assert client.hgetall(key) == bucket
+            python_headers = asyncio.run(_python_limiter_headers(settings, "t-py:", sequence))
+            for forwarded in GO_CLIENTS:
+                go_bucket, python_bucket = (
+                    client.hget(bucket_key(prefix, "ip:" + forwarded, settings.rate_limit_key_groups), "tokens")
+                    for prefix in ("t-go:", "t-py:")
+                )
+                assert go_bucket == python_bucket
+        assert len(python_headers[0]) == 5
+        assert go_headers == python_headers
+        assert [h["X-RateLimit-Remaining"] for h in go_headers[:REQUESTS_PER_CLIENT]] == ["999", "998", "997", "996"]
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        server.stop()

@@ -21,7 +21,8 @@ The **Go forwarder** (``benchmarks/kit/goforwarder/main.go``; :func:`build_go_fo
 :func:`start_go_forwarder`) does the same with Go's net/http server and client and go-redis: the
 floor a proxy that is not Python would stand on, measured beside the Python one. Its Redis round
 trips run the scripts and keys of ``proxy.cache`` that :func:`write_plan` hands it (the Lua and the
-key format stay defined once, in Python); one Redis only, no cluster.
+key format stay defined once, in Python); one Redis only, no cluster. The same binary's ``hits``
+mode serves a cache hit with the rate limiter done in Go (``benchmarks/kit/gohits.py``).
 
 Never imports a bench; listens on 127.0.0.1 only.
 """
@@ -256,7 +257,15 @@ def start_go_forwarder(
         plan = bodies.with_name(f"{bodies.stem}-plan.json")
         write_plan(plan, orjson.loads(bodies.read_bytes()), prefix)
         command += ["--redis", redis_url, "--plan", str(plan)]
-    proc = spawn([*command, str(bodies)])
+    return started_go([*command, str(bodies)], port, ready_target)
+
+
+def started_go(
+    command: list[str], port: int, ready_target: str, env: dict[str, str] | None = None, cpu: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``command`` (a Go binary of :func:`build_go_forwarder`, listening on ``port``) spawned on
+    ``cpu``, and its base URL once ``ready_target`` answers 200; stopped again if it does not."""
+    proc = spawn(command, env, cpu)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_answering(base + ready_target, proc, timeout=30)

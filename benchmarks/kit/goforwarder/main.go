@@ -14,6 +14,10 @@
 // holds both scripts' text, their constant arguments and each target's keys, all taken from
 // proxy.cache: the Lua and the key format are defined once, in Python; nothing here copies them.
 // One Redis only (no cluster support). Listens on 127.0.0.1 only; exits on SIGTERM or SIGINT.
+//
+//	goforwarder hits --port P [--redis URL] PLAN
+//
+// is the same binary serving a cache hit instead, with or without the rate limiter (hits.go).
 package main
 
 import (
@@ -128,7 +132,42 @@ func readJSON(path string, into any) error {
 	return json.Unmarshal(raw, into)
 }
 
+// newRedis is a client as the Python forwarder's redis-py one: RESP2, 8 connections, no extra
+// commands on connect.
+func newRedis(url string) *redis.Client {
+	options, err := redis.ParseURL(url)
+	if err != nil {
+		log.Fatalf("redis: %v", err)
+	}
+	options.Protocol = 2
+	options.PoolSize = 8
+	options.DisableIdentity = true
+	options.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return redis.NewClient(options)
+}
+
+// serve runs handler on 127.0.0.1:port until SIGTERM or SIGINT, then shuts the server down.
+func serve(port int, handler http.Handler) {
+	server := &http.Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Handler: handler}
+	stop, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	failed := make(chan error, 1)
+	go func() { failed <- server.ListenAndServe() }()
+	select {
+	case err := <-failed:
+		log.Fatalf("serve: %v", err)
+	case <-stop.Done():
+	}
+	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	server.Shutdown(ctx)
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "hits" {
+		serveHits(os.Args[2:])
+		return
+	}
 	searchURL := flag.String("search-url", "", "the engine's POST <alias>/_search URL")
 	port := flag.Int("port", 0, "the port to listen on, on 127.0.0.1")
 	redisURL := flag.String("redis", "", "also make a miss's two Redis round trips, on this Redis (redis://...)")
@@ -159,31 +198,10 @@ func main() {
 		if err := readJSON(*planPath, &f.plan); err != nil {
 			log.Fatalf("plan: %v", err)
 		}
-		options, err := redis.ParseURL(*redisURL)
-		if err != nil {
-			log.Fatalf("redis: %v", err)
-		}
-		// As the Python forwarder's redis-py client: RESP2, 8 connections, no extra commands on connect.
-		options.Protocol = 2
-		options.PoolSize = 8
-		options.DisableIdentity = true
-		options.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		f.rdb = redis.NewClient(options)
+		f.rdb = newRedis(*redisURL)
 		f.read, f.fill = redis.NewScript(f.plan.ReadOrLock), redis.NewScript(f.plan.Fill)
 	}
-	server := &http.Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)), Handler: f}
-	stop, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer cancel()
-	failed := make(chan error, 1)
-	go func() { failed <- server.ListenAndServe() }()
-	select {
-	case err := <-failed:
-		log.Fatalf("serve: %v", err)
-	case <-stop.Done():
-	}
-	ctx, done := context.WithTimeout(context.Background(), 5*time.Second)
-	defer done()
-	server.Shutdown(ctx)
+	serve(*port, f)
 	if f.rdb != nil {
 		// The fills still under way, for a second at most, as the Python forwarder waits for its writes.
 		waited := make(chan struct{})
