@@ -9,6 +9,7 @@ the proxy at a closed port, so that searches go to the fallback.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,28 @@ async def _engine_path_untouched(catalog: SearchCatalog, urls: StackUrls, replic
         assert status == 200 and headers["X-Search-Backend"] == "elasticsearch"
 
 
+@contextlib.asynccontextmanager
+async def _lag_probe(replica: ServerProcess, urls: StackUrls) -> AsyncIterator[tuple[Any, Any]]:
+    """(the primary, the replica) connections, and a table on the primary to write WAL into."""
+    replica_admin = await asyncpg.connect(replica.url)
+    primary = await asyncpg.connect(urls.database_url)
+    try:
+        await primary.execute("CREATE TABLE IF NOT EXISTS lag_probe (at timestamptz)")
+        yield primary, replica_admin
+    finally:
+        await primary.execute("DROP TABLE IF EXISTS lag_probe")
+        await primary.close()
+        await replica_admin.close()
+
+
+async def _served_again(client: TestClient, what: str) -> None:
+    async def served() -> bool:
+        status, _, _, _ = await timed_get(client, SEARCH)
+        return status == 200
+
+    await eventually(served, timeout=30, what=what)
+
+
 async def test_the_fallback_reads_from_the_replica_only(
     on_replica: TestClient, search_catalog: SearchCatalog, replica: ServerProcess
 ) -> None:
@@ -120,11 +143,8 @@ async def test_a_lagging_replica_is_refused_at_once_with_a_503_and_serves_again_
 ) -> None:
     status, headers, _, _ = await timed_get(on_replica, SEARCH)
     assert status == 200 and headers["X-Search-Backend"] == "postgres"
-    replica_admin = await asyncpg.connect(replica.url)
-    primary = await asyncpg.connect(stack_urls.database_url)
-    try:
+    async with _lag_probe(replica, stack_urls) as (primary, replica_admin):
         await replica_admin.execute("SELECT pg_wal_replay_pause()")
-        await primary.execute("CREATE TABLE IF NOT EXISTS lag_probe (at timestamptz)")
 
         async def refused() -> tuple[int, dict[str, str], float] | None:
             await primary.execute("INSERT INTO lag_probe VALUES (now())")  # WAL the replica does not replay
@@ -142,16 +162,7 @@ async def test_a_lagging_replica_is_refused_at_once_with_a_503_and_serves_again_
         await _engine_path_untouched(search_catalog, stack_urls, replica)
 
         await replica_admin.execute("SELECT pg_wal_replay_resume()")
-
-        async def served() -> bool:
-            status, _, _, _ = await timed_get(on_replica, SEARCH)
-            return status == 200
-
-        await eventually(served, timeout=20, what="the fallback serving again")
-    finally:
-        await primary.execute("DROP TABLE IF EXISTS lag_probe")
-        await primary.close()
-        await replica_admin.close()
+        await _served_again(on_replica, "the fallback serving again")
 
 
 async def test_a_replica_that_dies_is_refused_quickly_and_the_engine_path_is_untouched(
@@ -170,3 +181,34 @@ async def test_a_replica_that_dies_is_refused_quickly_and_the_engine_path_is_unt
     status, _, ready, _ = await timed_get(on_replica, "/readyz")
     assert status == 503 and ready["checks"]["fallback"]["ok"] is False
     await _engine_path_untouched(search_catalog, stack_urls, replica)
+
+
+async def test_a_replica_cut_off_from_its_primary_is_refused_once_its_last_replay_is_too_old(
+    on_replica: TestClient, stack_urls: StackUrls, replica: ServerProcess
+) -> None:
+    """A replica that cannot reach its primary has replayed all it received: it read 0 lag and
+    served an ever older catalog while the primary went on committing (session 8's leftover)."""
+    status, headers, _, _ = await timed_get(on_replica, SEARCH)
+    assert status == 200 and headers["X-Search-Backend"] == "postgres"
+    async with _lag_probe(replica, stack_urls) as (primary, replica_admin):
+        conninfo = await replica_admin.fetchval("SHOW primary_conninfo")
+        assert conninfo  # it streams from the primary to begin with (pg_basebackup -R)
+        # Its WAL receiver now dials a closed port: the replica is cut off, the primary is not.
+        await replica_admin.execute(f"ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={free_port()}'")
+        await replica_admin.execute("SELECT pg_reload_conf()")
+
+        async def refused() -> dict[str, Any] | None:
+            await primary.execute("INSERT INTO lag_probe VALUES (now())")  # WAL it never receives
+            status, _, ready, _ = await timed_get(on_replica, "/readyz")
+            return ready if status == 503 else None
+
+        ready = await eventually(refused, timeout=30, what="the cut-off replica refused")
+        assert "behind" in ready["checks"]["fallback"]["detail"], ready
+        status, headers, _, _ = await timed_get(on_replica, SEARCH)
+        assert status == 503 and headers["Retry-After"]
+
+        # pg_basebackup -R wrote the first conninfo where ALTER SYSTEM writes: set it back.
+        restore = "SELECT format('ALTER SYSTEM SET primary_conninfo = %L', $1::text)"
+        await replica_admin.execute(await replica_admin.fetchval(restore, conninfo))
+        await replica_admin.execute("SELECT pg_reload_conf()")
+        await _served_again(on_replica, "the fallback serving again once the replica streams")

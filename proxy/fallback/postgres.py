@@ -61,13 +61,18 @@ _CLIENT_DEADLINE_MARGIN_S: Final = 1.0
 _CLOSE_TIMEOUT_S: Final = 5.0
 LAG_CHECK_INTERVAL_S: Final = 0.25
 
-# How far a replica's replay is behind what it received, in ms: 0 on a primary, and 0 when it has
-# replayed everything it received (an idle primary is not lag). Otherwise the age of the last
-# replayed transaction — or, before it replayed any since it started (the timestamp is NULL then,
-# seen on a fresh pg_basebackup copy), the time since it started.
+# How far a replica's replay is behind its primary, in ms: 0 on a primary, and 0 when it has
+# replayed everything it received while a WAL receiver runs (an idle primary is not lag).
+# Otherwise the age of the last replayed transaction — or, before it replayed any since it started
+# (the timestamp is NULL then, seen on a fresh pg_basebackup copy), the time since it started. A
+# replica cut off from its primary has replayed all it received, and read 0 while the primary
+# went on committing (session 8's leftover): without a WAL receiver (pg_stat_wal_receiver has a row
+# only while one runs; its pid is shown to any role) nothing says it is current, so it ages.
 LAG_SQL: Final = """
 SELECT CASE
-  WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+  WHEN NOT pg_is_in_recovery() THEN 0
+  WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()
+       AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE pid IS NOT NULL) THEN 0
   ELSE extract(epoch FROM clock_timestamp()
                - coalesce(pg_last_xact_replay_timestamp(), pg_postmaster_start_time())) * 1000
 END::float8
