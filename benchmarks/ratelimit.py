@@ -75,11 +75,11 @@ from benchmarks.kit.cluster import on_cluster, redis_cluster, redis_work
 from benchmarks.kit.counting import Calls, counting
 from benchmarks.kit.forwarder import GoUnavailable, build_go_forwarder
 from benchmarks.kit.gohits import proxy_answer, start_go_hits, write_hit_plan
-from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy, tree_cpu_seconds
+from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy
 from benchmarks.kit.results import Results
 from benchmarks.kit.scrape import metric, scrape, scrape_sync
 from benchmarks.kit.stack import RedisClusterServers
-from benchmarks.kit.wrk import WrkRun, many_clients_lua, run_wrk
+from benchmarks.kit.wrk import WrkRun, many_clients_lua, run_wrk, run_wrk_costed
 from catalog.processes import stop_process
 from catalog.redis_client import slot_of
 from proxy.ratelimit.bucket import Bucket, Decision
@@ -214,9 +214,8 @@ def _measure(
         for name, (base, lua) in timed.items():
             counted = lua is not None and "limiter on" in name
             work_before = redis_work(redis_nodes[name]) if counted else None
-            cpu_before = tree_cpu_seconds(pids[base])
-            run = run_wrk(base + HOT_URL, args.seconds, wrk_cpu, lua)
-            cpu_us[name].append((tree_cpu_seconds(pids[base]) - cpu_before) / max(run.requests, 1) * 1e6)
+            run, cpu_per_answer = run_wrk_costed(base + HOT_URL, args.seconds, wrk_cpu, pids[base], lua)
+            cpu_us[name].append(cpu_per_answer)
             runs[name].append(run)
             if work_before is not None:
                 _, evalsha, decisions = redis_work(redis_nodes[name])

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.kit.catalog import BenchCatalog, bench_catalog
-from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy, tree_cpu_seconds
+from benchmarks.kit.processes import BIG_BUCKET, HOT_URL, pin_redis, pinning_cpus, start_hot_proxy
 from benchmarks.kit.results import Results
-from benchmarks.kit.wrk import WrkRun, many_clients_lua, run_wrk
+from benchmarks.kit.wrk import WrkRun, many_clients_lua, run_wrk_costed
 from proxy.ratelimit.limiter import LEASE_SECONDS
 
 PHASES = ("cold start", "warm")
@@ -80,10 +80,7 @@ def _measure(catalog: BenchCatalog, sizes: list[int], args: argparse.Namespace, 
     pids = {off: catalog.children[-2].pid, on: catalog.children[-1].pid}
 
     def measured(base: str, script: Path) -> tuple[WrkRun, float]:
-        """One run, and the proxy's CPU per answer in µs."""
-        before = tree_cpu_seconds(pids[base])
-        run = run_wrk(base + HOT_URL, args.seconds, wrk_cpu, script)
-        return run, (tree_cpu_seconds(pids[base]) - before) / max(run.requests, 1) * 1e6
+        return run_wrk_costed(base + HOT_URL, args.seconds, wrk_cpu, pids[base], script)
 
     print(f"\n{'clients':>8} {'run':<12} {'req/s':>9} {'÷ off':>6} {'CPU us/req':>10}")
     for clients in sizes:

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.kit.processes import pinned
+from benchmarks.kit.processes import pinned, tree_cpu_seconds
 
 WRK_CONNECTIONS = 50
 
@@ -67,3 +67,14 @@ def run_wrk(
         latency.get("99", float("nan")),
         "; ".join(problems),
     )
+
+
+def run_wrk_costed(
+    url: str, seconds: int, cpu: int | None, server_pid: int, script: Path | None = None
+) -> tuple[WrkRun, float]:
+    """:func:`run_wrk`, and the µs of CPU the server's process tree (``server_pid``) spent per
+    answer over it: on a shared machine req/s tells how much CPU the server got as much as what it
+    costs; this does not."""
+    before = tree_cpu_seconds(server_pid)
+    run = run_wrk(url, seconds, cpu, script)
+    return run, (tree_cpu_seconds(server_pid) - before) / max(run.requests, 1) * 1e6
